@@ -1,0 +1,1 @@
+"""The pykka actors of the bridge: supervisor, tokens, gateway, scope, runner, delivery."""

@@ -1,0 +1,116 @@
+"""The running bridge: lock, dev guild (optional), timers, actor tree, status file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+import pykka
+
+from actors.messages import Shutdown
+from actors.runtime import Runtime
+from actors.scope import Scope
+from actors.supervisor import Supervisor
+from actors.timers import Timers
+from bridge.board import Board
+from bridge.config import Config
+from bridge.devguild import DevGuild, load_seed
+from bridge.statefiles import StateLock, StatusWriter
+
+log = logging.getLogger(__name__)
+
+#: Seconds allowed for a clean stop (the operator's Ctrl-C must end within 5 s).
+STOP_TIMEOUT_S = 4.0
+
+
+class BridgeApp:
+    """Starts and stops the whole bridge in this process.
+
+    Args:
+        config: The validated config.
+        board: Board to publish on (one is made when None).
+        scope_class: Scope actor class (tests inject a misbehaving subclass).
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, config: Config, board: Board | None = None,
+                 scope_class: type[Scope] = Scope) -> None:
+        self.config = config
+        self.board = board or Board()
+        self.scope_class = scope_class
+        self.lock = StateLock(config.bridge.state_dir)
+        self.devguild: DevGuild | None = None
+        self.timers = Timers()
+        self.runtime: Runtime | None = None
+        self.supervisor: pykka.ActorRef[Any] | None = None
+        self.status_writer: StatusWriter | None = None
+
+    def start(self) -> None:
+        """Take the state-dir lock, start the dev guild if configured, then the actors.
+
+        Raises:
+            bridge.statefiles.AlreadyRunning: another bridge uses the state dir.
+            OSError: a dev guild port is taken.
+        """
+        self.lock.acquire()
+        try:
+            config = self.config
+            if config.devguild is not None:
+                settings = config.devguild
+                self.devguild = DevGuild(load_seed(settings.seed), host=settings.host,
+                                         center_port=settings.center_port,
+                                         guild_port=settings.guild_port,
+                                         token_ttl_s=settings.token_ttl_s,
+                                         content_limit=config.fabric.content_limit)
+                self.devguild.start()
+                log.info("dev guild: center %s, guild %s", self.devguild.center_url,
+                         self.devguild.guild_url)
+                config = config.with_center_url(self.devguild.center_url)
+            self.timers.start()
+            self.runtime = Runtime(config, self.board, self.timers)
+            self.supervisor = Supervisor.start(self.runtime, self.scope_class)
+            self.status_writer = StatusWriter(self.board.snapshot, config.bridge.state_dir)
+            self.status_writer.start()
+            log.info("bridge started (pid state in %s)", config.bridge.state_dir)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop everything in reverse dependency order, within about 5 s; idempotent."""
+        started = time.monotonic()
+        if self.supervisor is not None:
+            try:
+                self.supervisor.ask(Shutdown(STOP_TIMEOUT_S - 0.5), timeout=STOP_TIMEOUT_S)
+            except (pykka.Timeout, pykka.ActorDeadError):
+                log.warning("supervisor did not finish stopping its children in time")
+            with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
+                self.supervisor.stop(block=True, timeout=1.0)
+            self.supervisor = None
+        stragglers = [ref for ref in pykka.ActorRegistry.get_all()
+                      if ref.actor_class.__module__.startswith("actors.")]
+        if stragglers:
+            log.warning("stopping %d straggler actor(s): %s", len(stragglers),
+                        ", ".join(sorted({r.actor_class.__name__ for r in stragglers})))
+            for ref in stragglers:
+                ref.stop(block=False)
+        self.timers.stop()
+        if self.devguild is not None:
+            self.devguild.stop()
+            self.devguild = None
+        if self.status_writer is not None:
+            self.status_writer.stop()
+            self.status_writer = None
+        if self.lock.held:
+            self.lock.release()
+            log.info("bridge stopped in %.2fs", time.monotonic() - started)
+
+    def __enter__(self) -> BridgeApp:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,370 @@
+"""Gateway: one per (agent, guild), owning the socket.io connection.
+
+It joins the bound channels on connect and on ``channel.joined``, resyncs the
+channel list every 60 s, reconnects after any drop with backoff (1 s doubling
+to 60 s, with jitter), drops its own messages, orders messages by ``seq`` per
+channel, and fills gaps (and everything missed while away) from the history
+call. Each accepted message goes to the supervisor as ``Route``.
+
+Socket callbacks run on library threads; they only ``tell`` this actor,
+tagged with the connection generation so events of an old connection are
+ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pykka
+
+from actors.messages import (
+    Connect,
+    GetAccess,
+    Init,
+    Invalidate,
+    Resync,
+    Route,
+    SocketClosed,
+    SocketEvent,
+)
+from actors.runtime import Runtime, SupervisedActor
+from adapters.chat.fabric_inbound import ChannelInfo, channel_info, normalize_message
+from adapters.chat.fabric_rest import FabricGuild, GuildAccess, http_session
+from adapters.chat.fabric_socket import FabricSocket
+from bridge.board import ConnectionRow
+from bridge.config import AgentSettings, Binding
+from bridge.errors import BadEvent, ChatError, LoginRefused, RetryLater, Unauthorized
+from bridge.fabric_rules import HISTORY_LIMIT_MAX
+
+log = logging.getLogger(__name__)
+
+#: Reconnect backoff: first delay, cap, and jitter fraction (+/-).
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 60.0
+BACKOFF_JITTER = 0.2
+#: Seconds to wait for an ask to the token cache.
+TOKEN_ASK_TIMEOUT_S = 15.0
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before reconnect attempt ``attempt`` (1-based): 1 s doubling to 60 s, +/-20 %.
+
+    Args:
+        attempt: How many attempts failed in a row (1 for the first retry).
+        rng: Random source for the jitter.
+
+    Returns:
+        Seconds to wait.
+    """
+    base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, attempt - 1))
+    jitter = (rng or random).uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
+    return float(base * (1 + jitter))
+
+
+class Gateway(SupervisedActor):
+    """The connection of one agent identity to one guild.
+
+    Args:
+        runtime: Shared services.
+        child_id: ``gateway:<agent>:<guild>``.
+        agent: The agent's settings.
+        guild: Guild node id.
+        bindings: The bindings of this agent in this guild (their channels are joined).
+    """
+
+    def __init__(self, runtime: Runtime, child_id: str, agent: AgentSettings, guild: str,
+                 bindings: Sequence[Binding]) -> None:
+        super().__init__(runtime, child_id)
+        self.agent = agent
+        self.guild = guild
+        self.bindings = tuple(bindings)
+        self.http = http_session()
+        self.generation = 0
+        self.socket: FabricSocket | None = None
+        self.access: GuildAccess | None = None
+        self.rest: FabricGuild | None = None
+        self.channels: dict[str, ChannelInfo] = {}
+        self.last_seq: dict[str, int] = {}
+        self.names: dict[str, str] = {}
+        self.state = "connecting"
+        self.reason = ""
+        self.attempts = 0
+        self.reconnects = 0
+        self.connected_once = False
+        self.stopping = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    def on_receive(self, message: Any) -> None:
+        """Dispatch one message (see the module docstring)."""
+        if isinstance(message, Init):
+            self._publish()
+            self._connect()
+        elif isinstance(message, Connect):
+            if message.generation == self.generation and self.socket is None:
+                self._connect()
+        elif isinstance(message, SocketEvent):
+            if message.generation == self.generation:
+                self._event(message.name, message.payload)
+        elif isinstance(message, SocketClosed):
+            if message.generation == self.generation and self.socket is not None:
+                self._dropped(message.reason)
+        elif isinstance(message, Resync):
+            if message.generation == self.generation and self.socket is not None:
+                self._resync()
+                self._schedule(self.runtime.config.fabric.resync_s, Resync(self.generation))
+        else:
+            super().on_receive(message)
+
+    def cleanup(self) -> None:
+        """Close the socket and show the connection as stopped."""
+        self.stopping = True
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        self.state, self.reason = "stopped", ""
+        self._publish()
+
+    # -- connecting ------------------------------------------------------
+
+    def _connect(self) -> None:
+        self.generation += 1
+        generation = self.generation
+        try:
+            access = self._get_access()
+            self.access = access
+            self.rest = FabricGuild(access, self.http)
+            self._load_channels()
+            socket = FabricSocket(
+                access.endpoint, self._socket_token,
+                on_event=lambda name, payload: self._tell(SocketEvent(generation, name, payload)),
+                on_closed=lambda reason: self._tell(SocketClosed(generation, reason)),
+            )
+            socket.connect()
+        except LoginRefused as exc:
+            self._retry("failed", str(exc))
+            return
+        except Unauthorized as exc:
+            if self.access is not None:
+                self._invalidate(self.access.token)
+            self._retry(self._retry_state(), str(exc))
+            return
+        except ChatError as exc:
+            self._retry(self._retry_state(), str(exc))
+            return
+        self.socket = socket
+        if self.connected_once:
+            self.reconnects += 1
+        self.connected_once = True
+        self.attempts = 0
+        self.state, self.reason = "connected", ""
+        for channel_id in self.channels:
+            self._join(channel_id)
+        self._catch_up()
+        self._publish()
+        log.info("gateway %s@%s connected (%d channels)", self.agent.name, self.guild,
+                 len(self.channels))
+        self._schedule(self.runtime.config.fabric.resync_s, Resync(generation))
+
+    def _retry_state(self) -> str:
+        return "reconnecting" if self.connected_once else "connecting"
+
+    def _retry(self, state: str, reason: str) -> None:
+        self.attempts += 1
+        delay = backoff_delay(self.attempts)
+        self.state, self.reason = state, reason
+        log.warning("gateway %s@%s %s: %s; retry in %.1fs", self.agent.name, self.guild, state,
+                    reason, delay)
+        self._publish()
+        self._schedule(delay, Connect(self.generation))
+
+    def _dropped(self, reason: str) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        if self.stopping:
+            return
+        self.generation += 1
+        self._retry("reconnecting", f"socket closed ({reason})")
+
+    def _get_access(self) -> GuildAccess:
+        tokens = self.runtime.directory.get(f"tokens:{self.agent.name}")
+        if tokens is None:
+            raise RetryLater("token cache is restarting")
+        try:
+            access = tokens.ask(GetAccess(self.guild), timeout=TOKEN_ASK_TIMEOUT_S)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            raise RetryLater("token cache did not answer") from None
+        assert isinstance(access, GuildAccess)
+        return access
+
+    def _socket_token(self) -> str:
+        """Called by the socket library on each connect attempt (a fresh token)."""
+        return self.access.token if self.access is not None else ""
+
+    def _invalidate(self, token: str) -> None:
+        tokens = self.runtime.directory.get(f"tokens:{self.agent.name}")
+        if tokens is not None:
+            tokens.tell(Invalidate(token))
+
+    # -- channels --------------------------------------------------------
+
+    def _bound(self, channel: ChannelInfo) -> bool:
+        return any(b.matches(channel.id, channel.name) for b in self.bindings)
+
+    def _load_channels(self) -> list[str]:
+        """Refresh the channel list; return the ids of newly bound channels."""
+        assert self.rest is not None
+        fresh: dict[str, ChannelInfo] = {}
+        for raw in self._rest_call(self.rest.channels):
+            try:
+                info = channel_info(raw)
+            except BadEvent as exc:
+                log.warning("gateway %s@%s: bad channel in list dropped: %s", self.agent.name,
+                            self.guild, exc)
+                continue
+            if self._bound(info):
+                fresh[info.id] = info
+        added = [cid for cid in fresh if cid not in self.channels]
+        for cid in added:
+            self.last_seq.setdefault(cid, fresh[cid].last_seq)
+        self.channels = fresh
+        return added
+
+    def _join(self, channel_id: str) -> None:
+        if self.socket is not None:
+            self.socket.emit("join_channel", {"channelId": channel_id})
+
+    def _resync(self) -> None:
+        try:
+            added = self._load_channels()
+        except ChatError as exc:
+            log.warning("gateway %s@%s: channel resync failed: %s", self.agent.name, self.guild,
+                        exc)
+            return
+        for channel_id in added:
+            log.info("gateway %s@%s: joining new channel %s", self.agent.name, self.guild,
+                     self.channels[channel_id].name)
+            self._join(channel_id)
+        self._publish()
+
+    # -- inbound ---------------------------------------------------------
+
+    def _event(self, name: str, payload: Any) -> None:
+        try:
+            if name == "message.created":
+                self._message(payload)
+            elif name in ("channel.joined", "channel.left") and isinstance(payload, dict) and (
+                payload.get("userId") == self._self_id()
+            ):
+                self._resync()
+        except BadEvent as exc:
+            log.warning("gateway %s@%s: %s dropped: %s", self.agent.name, self.guild, name, exc)
+        except ChatError as exc:
+            log.warning("gateway %s@%s: %s not handled: %s", self.agent.name, self.guild, name,
+                        exc)
+
+    def _self_id(self) -> str:
+        return self.access.user_id if self.access is not None else ""
+
+    def _message(self, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            raise BadEvent(f"payload is {type(payload).__name__}, not an object")
+        channel = self.channels.get(str(payload.get("channelId")))
+        if channel is None:
+            raise BadEvent(f"message for a channel this agent is not in "
+                           f"({str(payload.get('channelId'))[:40]})")
+        seq = payload.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise BadEvent("field 'seq' missing or not an integer")
+        last = self.last_seq.get(channel.id, 0)
+        if seq <= last:
+            return
+        if seq > last + 1:
+            self._fetch(channel, last + 1, seq - 1)
+        self._accept(channel, payload, catch_up=False)
+
+    def _catch_up(self) -> None:
+        """Fetch everything after the last seen seq in each channel (after a reconnect)."""
+        for channel in list(self.channels.values()):
+            try:
+                self._fetch(channel, self.last_seq.get(channel.id, 0) + 1, None)
+            except ChatError as exc:
+                log.warning("gateway %s@%s: catch-up of %s failed: %s", self.agent.name,
+                            self.guild, channel.name, exc)
+
+    def _fetch(self, channel: ChannelInfo, seq_from: int, seq_to: int | None) -> None:
+        assert self.rest is not None
+        rest = self.rest
+        while seq_to is None or seq_from <= seq_to:
+            start = seq_from
+            page = self._rest_call(
+                lambda s=start: rest.history(channel.id, s, seq_to, HISTORY_LIMIT_MAX))
+            for item in page:
+                try:
+                    self._accept(channel, item, catch_up=True)
+                except BadEvent as exc:
+                    log.warning("gateway %s@%s: history item dropped: %s", self.agent.name,
+                                self.guild, exc)
+            if len(page) < HISTORY_LIMIT_MAX:
+                break
+            seq_from = self.last_seq.get(channel.id, seq_from) + 1
+
+    def _accept(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> None:
+        seq = payload.get("seq") if isinstance(payload, dict) else None
+        if isinstance(seq, int) and seq <= self.last_seq.get(channel.id, 0):
+            return
+        inbound = normalize_message(
+            payload, agent=self.agent.name, guild=self.guild, self_id=self._self_id(),
+            channel=channel, author_name=self._name,
+            content_limit=self.runtime.config.fabric.content_limit, catch_up=catch_up)
+        self.last_seq[channel.id] = inbound.seq
+        if inbound.author_id == self._self_id():
+            return
+        supervisor = self.runtime.supervisor
+        if supervisor is not None:
+            supervisor.tell(Route(inbound))
+
+    def _name(self, user_id: str) -> str:
+        name = self.names.get(user_id)
+        if name is None and self.rest is not None:
+            try:
+                name = self.rest.user_name(user_id)
+            except ChatError:
+                name = None
+            if name is not None:
+                self.names[user_id] = name
+        return name or user_id[:8]
+
+    def _rest_call(self, call: Any) -> Any:
+        """Run a REST call; on 401 drop the token, log in again and retry once."""
+        try:
+            return call()
+        except Unauthorized:
+            if self.access is not None:
+                self._invalidate(self.access.token)
+            self.access = self._get_access()
+            assert self.rest is not None
+            self.rest.access = self.access
+            return call()
+
+    # -- helpers ---------------------------------------------------------
+
+    def _tell(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except Exception:  # the actor stopped; the socket thread must not die loudly
+            log.debug("gateway %s@%s: event after stop dropped", self.agent.name, self.guild)
+
+    def _schedule(self, delay_s: float, message: Any) -> None:
+        self.runtime.timers.schedule(delay_s, self.actor_ref, message)
+
+    def _publish(self) -> None:
+        self.runtime.board.put_connection(ConnectionRow(
+            agent=self.agent.name, guild=self.guild, state=self.state,
+            reconnects=self.reconnects,
+            token_at=self.access.issued_at if self.access is not None else None,
+            reason=self.reason, channels=len(self.channels)))

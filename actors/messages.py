@@ -1,0 +1,144 @@
+"""Messages between actors: frozen attrs classes, sent with ``tell``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from bridge.agent import AgentEvent
+from bridge.messages import Inbound
+
+
+@attrs.frozen
+class Init:
+    """Told by an actor to itself from ``on_start``, so start-up failures reach ``on_failure``."""
+
+
+@attrs.frozen
+class Route:
+    """Gateway to supervisor: deliver this message to its scope (spawned on demand)."""
+
+    inbound: Inbound
+
+
+@attrs.frozen
+class Forward:
+    """To the supervisor: pass ``message`` to the child ``child_id`` (spawning deliveries)."""
+
+    child_id: str
+    message: Any
+
+
+@attrs.frozen
+class ChildFailed:
+    """A supervised child died of an exception."""
+
+    child_id: str
+    reason: str
+
+
+@attrs.frozen
+class RestartChild:
+    """Timer to supervisor: the backoff for ``child_id`` elapsed; restart it."""
+
+    child_id: str
+    generation: int
+
+
+@attrs.frozen
+class Shutdown:
+    """Ask the supervisor to stop every child in reverse dependency order."""
+
+    timeout_s: float = 4.0
+
+
+@attrs.frozen
+class GetAccess:
+    """Ask the token cache for a guild's endpoint and token (replies GuildAccess)."""
+
+    guild: str
+
+
+@attrs.frozen
+class Invalidate:
+    """Tell the token cache that ``token`` was refused (401 or refused connect)."""
+
+    token: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class Connect:
+    """Gateway timer: try to (re)connect; ignored unless ``generation`` is current."""
+
+    generation: int
+
+
+@attrs.frozen
+class SocketEvent:
+    """Socket thread to gateway: one server event on connection ``generation``."""
+
+    generation: int
+    name: str
+    payload: Any
+
+
+@attrs.frozen
+class SocketClosed:
+    """Socket thread to gateway: connection ``generation`` ended."""
+
+    generation: int
+    reason: str
+
+
+@attrs.frozen
+class Resync:
+    """Gateway timer: refresh the channel list (every 60 s)."""
+
+    generation: int
+
+
+@attrs.frozen
+class DebounceElapsed:
+    """Scope timer: the debounce window ``generation`` elapsed."""
+
+    generation: int
+
+
+@attrs.frozen
+class RunFinished:
+    """Runner to scope: the run ended."""
+
+    run_id: str
+    ok: bool
+    reason: str = ""
+
+
+@attrs.frozen
+class AgentEventMsg:
+    """Reader thread to runner: one event from the agent."""
+
+    event: AgentEvent
+
+
+@attrs.frozen
+class StopRun:
+    """To a runner: stop the agent (``/stop``, timeout, shutdown)."""
+
+    reason: str
+
+
+@attrs.frozen
+class Deliver:
+    """To a delivery actor: post this answer for ``run_id`` (split under the limit)."""
+
+    run_id: str
+    scope_key: str
+    text: str
+
+
+@attrs.frozen
+class RetryDelivery:
+    """Delivery timer: try the head of the queue again."""
+
+    generation: int

@@ -1,0 +1,104 @@
+"""What every actor is given: config, board, timers, the supervisor and a directory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from types import TracebackType
+from typing import Any
+
+import attrs
+import pykka
+
+from actors.messages import ChildFailed, Init
+from actors.timers import Timers
+from bridge.board import Board
+from bridge.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class Directory:
+    """Thread-safe map of child id to the current ActorRef, written only by the supervisor.
+
+    Actors use it to ``ask`` the token cache without holding a ref that a
+    restart would make stale.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._refs: dict[str, pykka.ActorRef[Any]] = {}
+
+    def set(self, child_id: str, ref: pykka.ActorRef[Any] | None) -> None:
+        """Record (or, with None, forget) the ref of ``child_id``."""
+        with self._lock:
+            if ref is None:
+                self._refs.pop(child_id, None)
+            else:
+                self._refs[child_id] = ref
+
+    def get(self, child_id: str) -> pykka.ActorRef[Any] | None:
+        """The current ref of ``child_id``, or None while it is (re)starting."""
+        with self._lock:
+            return self._refs.get(child_id)
+
+
+@attrs.define
+class Runtime:
+    """Shared, long-lived services handed to every actor.
+
+    Attributes:
+        config: The validated config.
+        board: Where actors publish their state.
+        timers: The timer thread.
+        directory: Current refs of supervised children.
+        supervisor: Ref of the root supervisor (set once it started).
+    """
+
+    config: Config
+    board: Board
+    timers: Timers
+    directory: Directory = attrs.field(factory=Directory)
+    supervisor: pykka.ActorRef[Any] | None = None
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    """Base of supervised actors: ``Init`` on start, ``ChildFailed`` to the supervisor on failure.
+
+    Args:
+        runtime: Shared services.
+        child_id: This actor's id in the supervision tree.
+    """
+
+    use_daemon_thread = True
+
+    def __init__(self, runtime: Runtime, child_id: str) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.child_id = child_id
+
+    def on_start(self) -> None:
+        """Tell ourselves ``Init``, so that set-up errors go through ``on_failure``."""
+        self.actor_ref.tell(Init())
+
+    def on_failure(self, exception_type: type[BaseException] | None,
+                   exception_value: BaseException | None,
+                   tb: TracebackType | None) -> None:
+        """Report the failure to the supervisor (which restarts us with backoff)."""
+        self.cleanup()
+        reason = "".join(traceback.format_exception_only(exception_value)).strip() if (
+            exception_value is not None) else "unknown"
+        supervisor = self.runtime.supervisor
+        if supervisor is not None:
+            try:
+                supervisor.tell(ChildFailed(self.child_id, reason))
+            except pykka.ActorDeadError:
+                log.warning("%s failed after the supervisor stopped: %s", self.child_id, reason)
+
+    def on_stop(self) -> None:
+        """Release what the actor holds (sockets, processes)."""
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Override to release resources; called on stop and on failure. Must not raise."""

@@ -1,0 +1,236 @@
+"""Supervisor: the root actor (one_for_one).
+
+It spawns one TokenCache per agent identity and one Gateway per (agent,
+guild) at start, a Scope per conversation on its first message, and a
+Delivery per (agent, channel) on its first answer. A child that dies of an
+exception is restarted alone, after a backoff (0.1 s doubling); messages for
+it are kept meanwhile and handed to the new instance. A child that fails more
+than 3 times in 10 s is not restarted: the failure is escalated (logged as an
+error and shown as ``failed``). An escalated scope gets a fresh start from the
+next message that arrives after the 10-second window.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pykka
+
+from actors.delivery import Delivery
+from actors.gateway import Gateway
+from actors.messages import ChildFailed, Forward, RestartChild, Route, Shutdown
+from actors.runtime import Runtime
+from actors.scope import Scope
+from actors.tokens import TokenCache
+from bridge.board import ActorRow
+from bridge.messages import Inbound
+
+log = logging.getLogger(__name__)
+
+#: At most this many restarts ...
+MAX_RESTARTS = 3
+#: ... within this window (seconds); one more failure escalates.
+RESTART_WINDOW_S = 10.0
+#: First restart delay (seconds), doubled per failure within the window.
+RESTART_BACKOFF_S = 0.1
+#: Messages kept for a child while it restarts.
+BUFFER_LIMIT = 10_000
+#: Stop order at shutdown: reverse dependency order.
+STOP_ORDER = ("gateway", "scope", "delivery", "tokens")
+
+ROOT_ID = "supervisor"
+
+
+@attrs.define
+class Child:
+    """The supervisor's record of one child."""
+
+    id: str
+    kind: str
+    factory: Callable[[], pykka.ActorRef[Any]]
+    ref: pykka.ActorRef[Any] | None = None
+    state: str = "running"
+    restarts: int = 0
+    generation: int = 0
+    failed_at: float = 0.0
+    failures: collections.deque[float] = attrs.field(factory=collections.deque)
+    buffer: list[Any] = attrs.field(factory=list)
+
+
+class Supervisor(pykka.ThreadingActor):
+    """Root of the actor tree.
+
+    Args:
+        runtime: Shared services (its ``supervisor`` is set to this actor's ref on start).
+        scope_class: The Scope actor class (tests pass a subclass that misbehaves).
+    """
+
+    use_daemon_thread = True
+
+    def __init__(self, runtime: Runtime, scope_class: type[Scope] = Scope) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.scope_class = scope_class
+        self.children: dict[str, Child] = {}
+        self.shutting_down = False
+
+    def on_start(self) -> None:
+        """Spawn the token caches, then the gateways."""
+        self.runtime.supervisor = self.actor_ref
+        self.runtime.board.put_actor(ActorRow(ROOT_ID, "supervisor", None, "running"))
+        config = self.runtime.config
+        for name in sorted({b.agent for b in config.bindings}):
+            child_id = f"tokens:{name}"
+            self._add(child_id, "tokens", functools.partial(
+                TokenCache.start, self.runtime, child_id, config.agents[name]))
+        for agent_name, guild in sorted({(b.agent, b.guild) for b in config.bindings}):
+            bindings = [b for b in config.bindings if (b.agent, b.guild) == (agent_name, guild)]
+            child_id = f"gateway:{agent_name}:{guild}"
+            self._add(child_id, "gateway", functools.partial(
+                Gateway.start, self.runtime, child_id, config.agents[agent_name], guild,
+                bindings))
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle ``Route``, ``Forward``, ``ChildFailed``, ``RestartChild`` and ``Shutdown``."""
+        if isinstance(message, Route):
+            self._route(message.inbound)
+        elif isinstance(message, Forward):
+            self._forward(message.child_id, message.message)
+        elif isinstance(message, ChildFailed):
+            self._failed(message.child_id, message.reason)
+        elif isinstance(message, RestartChild):
+            child = self.children.get(message.child_id)
+            if child is not None and child.state == "restarting" and (
+                child.generation == message.generation
+            ):
+                self._spawn(child)
+        elif isinstance(message, Shutdown):
+            self._shutdown(message.timeout_s)
+        else:
+            return super().on_receive(message)
+        return None
+
+    # -- children --------------------------------------------------------
+
+    def _add(self, child_id: str, kind: str, start: Callable[[], pykka.ActorRef[Any]]) -> Child:
+        child = Child(child_id, kind, start)
+        self.children[child_id] = child
+        self._spawn(child)
+        return child
+
+    def _spawn(self, child: Child) -> None:
+        child.ref = child.factory()
+        child.state = "running"
+        self.runtime.directory.set(child.id, child.ref)
+        self._publish(child)
+        buffered, child.buffer = child.buffer, []
+        for message in buffered:
+            self._deliver(child, message)
+
+    def _route(self, inbound: Inbound) -> None:
+        if self.shutting_down:
+            return
+        child_id = f"scope:{inbound.scope_key}"
+        child = self.children.get(child_id)
+        if child is None:
+            agent = self.runtime.config.agents.get(inbound.agent)
+            if agent is None:
+                log.warning("no agent %r for scope %s; message dropped", inbound.agent,
+                            inbound.scope_key)
+                return
+            child = self._add(child_id, "scope", functools.partial(
+                self.scope_class.start, self.runtime, child_id, inbound, agent))
+        self._deliver(child, inbound)
+
+    def _forward(self, child_id: str, message: Any) -> None:
+        if self.shutting_down and not child_id.startswith("delivery:"):
+            return
+        child = self.children.get(child_id)
+        if child is None:
+            if not child_id.startswith("delivery:"):
+                log.warning("message for unknown child %s dropped", child_id)
+                return
+            _, agent, guild, channel_id = child_id.removeprefix("delivery:").split(":", 3)
+            child = self._add(child_id, "delivery", functools.partial(
+                Delivery.start, self.runtime, child_id, agent, guild, channel_id))
+        self._deliver(child, message)
+
+    def _deliver(self, child: Child, message: Any) -> None:
+        if child.state == "failed":
+            if child.kind == "scope" and time.monotonic() - child.failed_at > RESTART_WINDOW_S:
+                log.info("%s: fresh start after escalation", child.id)
+                child.failures.clear()
+                self._spawn(child)
+            else:
+                log.warning("%s is failed; %s dropped", child.id, type(message).__name__)
+                return
+        if child.state == "restarting" or child.ref is None:
+            if len(child.buffer) < BUFFER_LIMIT:
+                child.buffer.append(message)
+            else:
+                log.error("%s: restart buffer full; %s dropped", child.id,
+                          type(message).__name__)
+            return
+        try:
+            child.ref.tell(message)
+        except pykka.ActorDeadError:
+            child.buffer.append(message)  # its failure report is on the way
+
+    def _failed(self, child_id: str, reason: str) -> None:
+        child = self.children.get(child_id)
+        if child is None or self.shutting_down:
+            return
+        now = time.monotonic()
+        child.ref = None
+        self.runtime.directory.set(child_id, None)
+        child.failures.append(now)
+        while child.failures and now - child.failures[0] > RESTART_WINDOW_S:
+            child.failures.popleft()
+        if len(child.failures) > MAX_RESTARTS:
+            child.state = "failed"
+            child.failed_at = now
+            log.error("%s failed %d times in %.0f s; not restarted (escalated): %s", child_id,
+                      len(child.failures), RESTART_WINDOW_S, reason)
+            if child.buffer:
+                log.error("%s: %d buffered message(s) dropped", child_id, len(child.buffer))
+                child.buffer = []
+            self._publish(child, reason)
+            return
+        delay = RESTART_BACKOFF_S * 2 ** (len(child.failures) - 1)
+        child.state = "restarting"
+        child.restarts += 1
+        child.generation += 1
+        log.warning("%s failed (%s); restart %d in %.1fs", child_id, reason, child.restarts,
+                    delay)
+        self._publish(child, reason)
+        self.runtime.timers.schedule(delay, self.actor_ref,
+                                     RestartChild(child_id, child.generation))
+
+    def _shutdown(self, timeout_s: float) -> None:
+        self.shutting_down = True
+        deadline = time.monotonic() + timeout_s
+        for kind in STOP_ORDER:
+            refs = [c.ref for c in self.children.values() if c.kind == kind and c.ref]
+            futures = [ref.stop(block=False) for ref in refs]
+            for future in futures:
+                try:
+                    future.get(timeout=max(0.05, deadline - time.monotonic()))
+                except (pykka.Timeout, pykka.ActorDeadError):
+                    log.warning("a %s actor did not stop in time", kind)
+            for child in self.children.values():
+                if child.kind == kind:
+                    child.state = "stopped"
+                    child.ref = None
+                    self.runtime.directory.set(child.id, None)
+                    self.runtime.board.remove_actor(child.id)
+        self.runtime.board.put_actor(ActorRow(ROOT_ID, "supervisor", None, "stopped"))
+
+    def _publish(self, child: Child, detail: str = "") -> None:
+        self.runtime.board.put_actor(ActorRow(child.id, child.kind, ROOT_ID, child.state,
+                                              child.restarts, detail[:200]))

@@ -1,0 +1,79 @@
+"""One timer thread for every actor: pykka has no timers of its own.
+
+``Timers.schedule(delay_s, ref, message)`` tells ``message`` to ``ref`` after
+the delay. Messages carry a generation number where staleness matters, so
+the receiver ignores ticks that were overtaken; cancelling is rarely needed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+import pykka
+
+log = logging.getLogger(__name__)
+
+
+class Timers:
+    """A single daemon thread that delivers delayed ``tell``s, in due order."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, pykka.ActorRef[Any], Any]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="timers", daemon=True)
+
+    def start(self) -> None:
+        """Start the timer thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; pending timers are dropped."""
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def schedule(self, delay_s: float, ref: pykka.ActorRef[Any], message: Any) -> None:
+        """Tell ``message`` to ``ref`` after ``delay_s`` seconds (dead actors are skipped).
+
+        Args:
+            delay_s: Delay in seconds (0 or less: as soon as possible).
+            ref: The receiving actor.
+            message: Any message the actor understands.
+        """
+        with self._cond:
+            if self._stopped:
+                return
+            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay_s),
+                                        next(self._counter), ref, message))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        """Number of timers not yet delivered."""
+        with self._cond:
+            return len(self._heap)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (
+                    not self._heap or self._heap[0][0] > time.monotonic()
+                ):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, ref, message = heapq.heappop(self._heap)
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                log.debug("timer for a stopped actor dropped: %s", type(message).__name__)

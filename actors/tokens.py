@@ -1,0 +1,81 @@
+"""TokenCache: one per agent identity; logs in through Center and caches the session."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from actors.messages import GetAccess, Init, Invalidate
+from actors.runtime import Runtime, SupervisedActor
+from adapters.chat.fabric_rest import FabricCenter, FabricSession, GuildAccess
+from bridge.config import AgentSettings
+from bridge.errors import ChatError, NotFound
+from bridge.fabric_rules import SESSION_CACHE_TTL_S
+
+log = logging.getLogger(__name__)
+
+
+class TokenCache(SupervisedActor):
+    """Caches one identity's Center session for at most 8 minutes.
+
+    Replies to ``GetAccess(guild)`` asks with a :class:`GuildAccess`, logging
+    in on a miss, after the TTL, or after ``Invalidate`` of a token in use.
+    The 8-minute TTL is the Fabric plugins' ``TOKEN_TTL_MS``; guild tokens
+    live 900 s, so a cached one is never near expiry.
+
+    Args:
+        runtime: Shared services.
+        child_id: ``tokens:<agent>``.
+        agent: The identity's settings (its API key).
+        ttl_s: Session cache lifetime in seconds.
+
+    Asks raise :class:`bridge.errors.LoginRefused` for a bad key,
+    :class:`bridge.errors.RetryLater` when Center is unreachable, and
+    :class:`bridge.errors.NotFound` when the identity has no access to the guild.
+    """
+
+    def __init__(self, runtime: Runtime, child_id: str, agent: AgentSettings,
+                 ttl_s: float = SESSION_CACHE_TTL_S) -> None:
+        super().__init__(runtime, child_id)
+        self.agent = agent
+        self.ttl_s = ttl_s
+        self.center = FabricCenter(runtime.config.fabric.center_url)
+        self.session: FabricSession | None = None
+        self.logins = 0
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle ``Init``, ``GetAccess`` (ask) and ``Invalidate``."""
+        if isinstance(message, Init):
+            return None
+        if isinstance(message, GetAccess):
+            return self._access(message.guild)
+        if isinstance(message, Invalidate):
+            if self.session is not None and (
+                message.token == self.session.access_token
+                or any(g.token == message.token for g in self.session.guilds.values())
+            ):
+                log.info("tokens %s: token refused, will log in again", self.agent.name)
+                self.session = None
+            return None
+        return super().on_receive(message)
+
+    def _access(self, guild: str) -> GuildAccess:
+        now = time.time()
+        if self.session is None or now - self.session.issued_at >= self.ttl_s:
+            self.session = self._login()
+        access = self.session.guilds.get(guild)
+        if access is None:
+            raise NotFound(f"identity {self.agent.name} has no access to guild {guild!r}")
+        return access
+
+    def _login(self) -> FabricSession:
+        try:
+            session = self.center.login(self.agent.api_key.reveal())
+        except ChatError as exc:
+            log.warning("tokens %s: login failed: %s", self.agent.name, exc)
+            raise
+        self.logins += 1
+        log.info("tokens %s: logged in as %s (login #%d)", self.agent.name, session.user_name,
+                 self.logins)
+        return session

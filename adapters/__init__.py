@@ -1,0 +1,1 @@
+"""Adapters: chat platforms (``adapters.chat``) and agent kinds (``adapters.agents``)."""

@@ -1,0 +1,176 @@
+"""``bridge chat``: a terminal member of a Fabric channel (for trying the bridge).
+
+Prints the channel live with author names, and posts each line typed. Reads
+the member's API key from the dev guild's seed (or ``--api-key``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from adapters.chat.fabric_rest import FabricCenter, FabricGuild, GuildAccess
+from adapters.chat.fabric_socket import FabricSocket
+from bridge.config import Config
+from bridge.errors import ChatError, Unauthorized
+from bridge.secrets import SecretError, resolve_secret
+
+#: Seconds between reconnect attempts of the chat client.
+RECONNECT_S = 1.0
+
+
+class ChatSession:
+    """One member in one channel: printing and posting.
+
+    Args:
+        center: Center client.
+        api_key: The member's API key.
+        guild: Guild node id.
+        channel: Channel name or id.
+        out: Where lines are printed.
+    """
+
+    def __init__(self, center: FabricCenter, api_key: str, guild: str, channel: str,
+                 out: TextIO) -> None:
+        self.center = center
+        self.api_key = api_key
+        self.guild_id = guild
+        self.out = out
+        self.lock = threading.Lock()
+        self.names: dict[str, str] = {}
+        self.access = self._login()
+        self.rest = FabricGuild(self.access)
+        self.channel = self._find_channel(channel)
+        self.socket: FabricSocket | None = None
+        self.closed = threading.Event()
+
+    def _login(self) -> GuildAccess:
+        session = self.center.login(self.api_key)
+        access = session.guilds.get(self.guild_id)
+        if access is None:
+            raise ChatError(f"{session.user_name} has no access to guild {self.guild_id!r}")
+        return access
+
+    def _find_channel(self, wanted: str) -> dict[str, Any]:
+        channels = self.rest.channels()
+        for channel in channels:
+            if wanted in (channel.get("id"), channel.get("name")):
+                return channel
+        names = ", ".join(sorted(str(c.get("name")) for c in channels))
+        raise ChatError(f"no channel {wanted!r} in guild {self.guild_id} (channels: {names})")
+
+    def name(self, user_id: str) -> str:
+        """Display name of a user (cached)."""
+        if user_id not in self.names:
+            self.names[user_id] = self.rest.user_name(user_id) or user_id[:8]
+        return self.names[user_id]
+
+    def show(self, message: dict[str, Any], prefix: str = "") -> None:
+        """Print one message as ``[seq] name: content``."""
+        author = self.name(str(message.get("authorUserId", "?")))
+        with self.lock:
+            print(f"{prefix}[{message.get('seq')}] {author}: {message.get('content')}",
+                  file=self.out, flush=True)
+
+    def connect(self) -> None:
+        """Connect the socket and join the channel (logging in again on a refused token)."""
+        def on_event(name: str, payload: Any) -> None:
+            if not isinstance(payload, dict) or payload.get("channelId") != self.channel["id"]:
+                return
+            if name == "message.created":
+                self.show(payload)
+            elif name == "message.updated":
+                self.show(payload, "(edited) ")
+
+        def on_closed(reason: str) -> None:
+            print(f"-- disconnected ({reason}); reconnecting", file=self.out, flush=True)
+            threading.Thread(target=self._reconnect, daemon=True).start()
+
+        while not self.closed.is_set():
+            socket = FabricSocket(self.access.endpoint, lambda: self.access.token, on_event,
+                                  on_closed)
+            try:
+                socket.connect()
+            except Unauthorized:
+                self.access = self._login()
+                self.rest.access = self.access
+                continue
+            except ChatError as exc:
+                print(f"-- {exc}; retrying", file=self.out, flush=True)
+                time.sleep(RECONNECT_S)
+                continue
+            self.socket = socket
+            socket.emit("join_channel", {"channelId": self.channel["id"]})
+            return
+
+    def _reconnect(self) -> None:
+        time.sleep(RECONNECT_S)
+        self.connect()
+
+    def post(self, text: str) -> None:
+        """Post one line (logging in again once on a 401)."""
+        try:
+            self.rest.post(self.channel["id"], text)
+        except Unauthorized:
+            self.access = self._login()
+            self.rest.access = self.access
+            self.rest.post(self.channel["id"], text)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.closed.set()
+        if self.socket is not None:
+            self.socket.close()
+
+
+def run_chat(config: Config, *, user: str, channel: str, guild: str | None,
+             api_key_ref: str | None, history: int, stdin: TextIO = sys.stdin,
+             out: TextIO = sys.stdout) -> int:
+    """Run ``bridge chat`` until end of input or Ctrl-C.
+
+    Returns:
+        The exit code (0, or 1 with a message on stderr).
+    """
+    guild_id = guild or config.bindings[0].guild
+    try:
+        if api_key_ref is not None:
+            api_key = resolve_secret(api_key_ref, config.path.parent).reveal()
+        else:
+            from bridge.devguild import load_seed
+
+            seed = load_seed(config.devguild.seed if config.devguild else None)
+            users = {u.name: u for u in seed.users}
+            if user not in users:
+                print(f"bridge chat: no seeded user {user!r} (users: "
+                      f"{', '.join(sorted(users))}); pass --api-key for others", file=sys.stderr)
+                return 1
+            api_key = users[user].api_key
+        session = ChatSession(FabricCenter(config.fabric.center_url), api_key, guild_id,
+                              channel, out)
+    except (ChatError, SecretError) as exc:
+        print(f"bridge chat: {exc}", file=sys.stderr)
+        return 1
+    print(f"-- {user} in #{session.channel['name']} ({guild_id}); type a line and press "
+          "Enter to post, Ctrl-D to quit", file=out, flush=True)
+    try:
+        if history > 0:
+            for message in session.rest.history(session.channel["id"], limit=history):
+                session.show(message)
+        session.connect()
+        for line in stdin:
+            text = line.rstrip("\n")
+            if text.strip():
+                try:
+                    session.post(text)
+                except ChatError as exc:
+                    print(f"-- not posted: {exc}", file=out, flush=True)
+    except KeyboardInterrupt:
+        pass
+    except ChatError as exc:
+        print(f"bridge chat: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        session.close()
+    return 0

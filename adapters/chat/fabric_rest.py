@@ -1,0 +1,297 @@
+"""Fabric REST: Center login and the guild API, with typed errors.
+
+Status codes map to :mod:`bridge.errors` so callers branch on the class:
+401 -> Unauthorized, 403 -> Forbidden, 404 -> NotFound, 409 -> Conflict,
+413 -> TooLarge, 429 and 5xx -> RetryLater (with Retry-After when given),
+other 4xx -> BadRequest; a request that got no answer -> RetryLater(ambiguous).
+Idempotent GETs are retried by urllib3 (connect errors, 502/503/504).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from bridge.errors import (
+    BadRequest,
+    ChatError,
+    Conflict,
+    Forbidden,
+    LoginRefused,
+    NotFound,
+    RetryLater,
+    TooLarge,
+    Unauthorized,
+)
+from bridge.secrets import register_secret
+
+#: Seconds to wait for a connect and for an answer.
+HTTP_TIMEOUT = (3.05, 10.0)
+
+
+def http_session() -> requests.Session:
+    """A requests session that retries idempotent GETs on connect errors and 502/503/504."""
+    session = requests.Session()
+    retry = Retry(total=3, connect=3, read=0, backoff_factor=0.2,
+                  status_forcelist=(502, 503, 504), allowed_methods=frozenset({"GET"}),
+                  raise_on_status=False)
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@attrs.frozen
+class GuildAccess:
+    """What an identity needs to talk to one guild.
+
+    Attributes:
+        guild: Guild node id.
+        endpoint: Guild base URL (without ``/api``).
+        token: Guild access token (registered for redaction).
+        user_id: The identity's user id.
+        user_name: The identity's display name.
+        issued_at: Epoch seconds when the session was obtained.
+    """
+
+    guild: str
+    endpoint: str
+    token: str = attrs.field(repr=False)
+    user_id: str
+    user_name: str
+    issued_at: float
+
+
+@attrs.frozen
+class FabricSession:
+    """A Center session: tokens, the user and the guilds it may use."""
+
+    access_token: str = attrs.field(repr=False)
+    refresh_token: str = attrs.field(repr=False)
+    user_id: str
+    user_name: str
+    guilds: dict[str, GuildAccess]
+    issued_at: float
+
+
+def raise_for_status(response: requests.Response, what: str) -> None:
+    """Raise the typed error for a non-2xx answer.
+
+    Args:
+        response: The answer.
+        what: Short description of the call for the message (no secrets).
+
+    Raises:
+        ChatError: a subclass chosen by status code (see the module docstring).
+    """
+    code = response.status_code
+    if code < 300:
+        return
+    detail = _error_text(response)
+    message = f"{what}: HTTP {code}" + (f" ({detail})" if detail else "")
+    if code == 401:
+        raise Unauthorized(message)
+    if code == 403:
+        raise Forbidden(message)
+    if code == 404:
+        raise NotFound(message)
+    if code == 409:
+        raise Conflict(message)
+    if code == 413:
+        raise TooLarge(message)
+    if code == 429 or code >= 500:
+        raise RetryLater(message, _retry_after(response), ambiguous=code >= 500)
+    raise BadRequest(message)
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        for key in ("error", "message"):
+            if isinstance(body.get(key), str):
+                return str(body[key])[:200]
+    return ""
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _seq_of(message: dict[str, Any]) -> int:
+    seq = message.get("seq")
+    return seq if isinstance(seq, int) else 0
+
+
+class FabricCenter:
+    """Client of a Fabric Center.
+
+    Args:
+        center_url: Base URL including ``/api``.
+        session: A requests session to reuse (one is made when None).
+    """
+
+    def __init__(self, center_url: str, session: requests.Session | None = None) -> None:
+        self.center_url = center_url.rstrip("/")
+        self.http = session or http_session()
+
+    def login(self, api_key: str) -> FabricSession:
+        """Log in with an API key.
+
+        Raises:
+            LoginRefused: on 401 (bad or disabled key).
+            RetryLater: when Center is unreachable or answers 5xx/429.
+            ChatError: on any other unexpected answer.
+        """
+        try:
+            return self._session(self._post("/auth/agent/login", {"apiKey": api_key}, "login"))
+        except Unauthorized as exc:
+            raise LoginRefused(f"Center refused the API key ({exc})") from None
+
+    def refresh(self, refresh_token: str) -> FabricSession:
+        """Trade a refresh token for a new session.
+
+        Raises:
+            Unauthorized: when the refresh token is no longer valid.
+            RetryLater: when Center is unreachable or answers 5xx/429.
+        """
+        return self._session(self._post("/auth/refresh", {"refreshToken": refresh_token},
+                                        "refresh"))
+
+    def _post(self, path: str, body: dict[str, str], what: str) -> Any:
+        try:
+            response = self.http.post(self.center_url + path, json=body, timeout=HTTP_TIMEOUT)
+        except requests.RequestException as exc:
+            raise RetryLater(f"{what}: Center unreachable ({type(exc).__name__})") from None
+        raise_for_status(response, what)
+        try:
+            return response.json()
+        except ValueError:
+            raise ChatError(f"{what}: Center answered with a non-JSON body") from None
+
+    def _session(self, data: Any) -> FabricSession:
+        try:
+            now = time.time()
+            access, refresh = str(data["accessToken"]), str(data["refreshToken"])
+            user = data["user"]
+            for token in (access, refresh):
+                register_secret(token)
+            tokens = {str(t["guildNodeId"]): str(t["token"]) for t in data["guildAccessTokens"]}
+            for token in tokens.values():
+                register_secret(token)
+            guilds = {}
+            for guild in data["guilds"]:
+                node = str(guild["nodeId"])
+                if node in tokens:
+                    guilds[node] = GuildAccess(node, str(guild["endpoint"]).rstrip("/"),
+                                               tokens[node], str(user["id"]),
+                                               str(user.get("name") or user["id"]), now)
+            return FabricSession(access, refresh, str(user["id"]),
+                                 str(user.get("name") or user["id"]), guilds, now)
+        except (KeyError, TypeError) as exc:
+            raise ChatError(f"Center session has an unexpected shape (missing {exc})") from None
+
+
+class FabricGuild:
+    """Client of one guild's REST API, as one identity.
+
+    Args:
+        access: Endpoint, token and identity.
+        session: A requests session to reuse.
+    """
+
+    def __init__(self, access: GuildAccess, session: requests.Session | None = None) -> None:
+        self.access = access
+        self.api = access.endpoint + "/api"
+        self.http = session or http_session()
+
+    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.access.token}"}
+        try:
+            response = self.http.request(method, self.api + path, headers=headers,
+                                         timeout=HTTP_TIMEOUT, **kwargs)
+        except requests.RequestException as exc:
+            raise RetryLater(f"{what}: guild unreachable ({type(exc).__name__})",
+                             ambiguous=method != "GET") from None
+        raise_for_status(response, what)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ChatError(f"{what}: guild answered with a non-JSON body") from None
+
+    def channels(self) -> list[dict[str, Any]]:
+        """``GET /channels?guildId=``: channels this identity can see.
+
+        Raises:
+            ChatError: typed by status (see module docstring).
+        """
+        data = self._call("GET", "/channels", "list channels",
+                          params={"guildId": self.access.guild})
+        if not isinstance(data, list):
+            raise ChatError("list channels: expected a JSON array")
+        return [c for c in data if isinstance(c, dict)]
+
+    def history(self, channel_id: str, seq_from: int | None = None, seq_to: int | None = None,
+                limit: int = 200) -> list[dict[str, Any]]:
+        """``GET /channels/:id/messages``: messages by ascending ``seq``.
+
+        Args:
+            channel_id: Channel id.
+            seq_from: First seq (inclusive), or None for the latest page.
+            seq_to: Last seq (inclusive), or None.
+            limit: At most this many (the guild caps it at 200).
+        """
+        params: dict[str, int] = {"limit": limit}
+        if seq_from is not None:
+            params["seqFrom"] = seq_from
+        if seq_to is not None:
+            params["seqTo"] = seq_to
+        data = self._call("GET", f"/channels/{channel_id}/messages", "history", params=params)
+        items = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ChatError("history: expected {\"items\": [...]}")
+        return sorted((m for m in items if isinstance(m, dict)), key=_seq_of)
+
+    def post(self, channel_id: str, content: str,
+             wakeup_user_id: str | None = None) -> dict[str, Any]:
+        """``POST /channels/:id/messages``; returns the created Message."""
+        body: dict[str, str] = {"content": content}
+        if wakeup_user_id:
+            body["wakeupUserId"] = wakeup_user_id
+        data = self._call("POST", f"/channels/{channel_id}/messages", "post message", json=body)
+        return data if isinstance(data, dict) else {}
+
+    def edit(self, channel_id: str, message_id: str, content: str) -> dict[str, Any]:
+        """``PATCH /channels/:id/messages/:messageId`` (inferred path); returns the Message."""
+        data = self._call("PATCH", f"/channels/{channel_id}/messages/{message_id}",
+                          "edit message", json={"content": content})
+        return data if isinstance(data, dict) else {}
+
+    def set_presence(self, status: str) -> None:
+        """``PUT /agents/:userId/presence``."""
+        self._call("PUT", f"/agents/{self.access.user_id}/presence", "set presence",
+                   json={"status": status})
+
+    def user_name(self, user_id: str) -> str | None:
+        """``GET /users/:id`` (inferred; the dev guild serves it): a display name or None."""
+        try:
+            data = self._call("GET", f"/users/{user_id}", "user")
+        except (NotFound, BadRequest):
+            return None
+        name = data.get("name") if isinstance(data, dict) else None
+        return name if isinstance(name, str) and name else None

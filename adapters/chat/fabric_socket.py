@@ -1,0 +1,104 @@
+"""The Fabric realtime connection: a python-socketio client on ``/realtime``.
+
+The library does the Engine.IO/socket.io framing and the pings; this wrapper
+hands every event to plain callbacks (which, in the bridge, only ``tell`` an
+actor) and reports the end of the connection once. It does not reconnect: the
+library's own reconnection does not run after a server-side disconnect, so the
+gateway runs one reconnect loop for every kind of drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+from bridge.errors import RetryLater, Unauthorized
+
+NAMESPACE = "/realtime"
+#: Events the bridge listens to (Fabric server-to-client events).
+EVENTS = ("message.created", "message.updated", "message.deleted", "channel.joined",
+          "channel.left")
+
+log = logging.getLogger(__name__)
+
+
+class FabricSocket:
+    """One socket.io connection to a guild.
+
+    Args:
+        endpoint: Guild base URL (``http://host:port``).
+        token: Returns the guild token to send; called on every connect attempt.
+        on_event: Called as ``on_event(name, payload)`` on a library thread.
+        on_closed: Called once as ``on_closed(reason)`` when an established
+            connection ends (not after :meth:`close`).
+    """
+
+    def __init__(self, endpoint: str, token: Callable[[], str],
+                 on_event: Callable[[str, Any], None],
+                 on_closed: Callable[[str], None]) -> None:
+        self.endpoint = endpoint
+        self._token = token
+        self._on_event = on_event
+        self._on_closed = on_closed
+        self._closing = threading.Event()
+        self._refusal: Any = None
+        self._client = socketio.Client(reconnection=False, logger=False, engineio_logger=False)
+        for name in EVENTS:
+            self._client.on(name, self._handler(name), namespace=NAMESPACE)
+        self._client.on("disconnect", self._disconnected, namespace=NAMESPACE)
+        self._client.on("connect_error", self._refused, namespace=NAMESPACE)
+
+    def _handler(self, name: str) -> Callable[..., None]:
+        def handle(*args: Any) -> None:
+            self._on_event(name, args[0] if args else None)
+        return handle
+
+    def _refused(self, data: Any = None) -> None:
+        self._refusal = data
+
+    def _disconnected(self, reason: Any = None) -> None:
+        if not self._closing.is_set():
+            self._closing.set()
+            self._on_closed(str(reason or "disconnected"))
+
+    def connect(self, timeout_s: float = 5.0) -> None:
+        """Connect and wait for the namespace to be accepted.
+
+        Raises:
+            Unauthorized: when the server refused the token.
+            RetryLater: when the guild is unreachable or did not answer in time.
+        """
+        try:
+            self._client.connect(self.endpoint, auth=lambda: {"token": self._token()},
+                                 transports=["websocket"], namespaces=[NAMESPACE],
+                                 wait_timeout=timeout_s)
+        except socketio.exceptions.ConnectionError as exc:
+            if self._refusal is not None:
+                raise Unauthorized(f"guild refused the socket connect ({_why(self._refusal)})"
+                                   ) from None
+            raise RetryLater(f"socket connect failed ({exc})") from None
+
+    def emit(self, event: str, payload: dict[str, Any]) -> None:
+        """Send one event on ``/realtime``; silently dropped when not connected."""
+        try:
+            self._client.emit(event, payload, namespace=NAMESPACE)
+        except socketio.exceptions.BadNamespaceError:
+            log.debug("emit %s while not connected", event)
+
+    def close(self) -> None:
+        """Disconnect without calling ``on_closed``; idempotent, safe from any thread."""
+        self._closing.set()
+        try:
+            self._client.disconnect()
+        except Exception as exc:  # the library may raise on a half-closed transport
+            log.debug("socket close: %r", exc)
+
+
+def _why(data: Any) -> str:
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])[:120]
+    return str(data)[:120]

@@ -1,0 +1,207 @@
+"""The ``bridge`` command line: start, top, status, devguild, chat.
+
+This module is the composition root: it is the one place in ``bridge/`` that
+imports the actors (lazily, inside the commands that run them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from bridge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("bridge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="Lets members of a Fabric guild talk to coding agents. "
+                    "Run 'bridge start' for the bridge (the embedded default starts the dev "
+                    "guild and the echo agent), then 'bridge chat --as alice general' in a "
+                    "second terminal.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("-c", "--config", type=Path, default=None, metavar="FILE",
+                             help=f"config file (default: {DEFAULT_CONFIG})")
+        return command
+
+    start = add("start", "Start the bridge with a live terminal UI (Ctrl-C stops it).")
+    start.add_argument("--no-tui", action="store_true",
+                       help="log plain lines instead of the live UI (also when stdout is "
+                            "not a terminal)")
+    add("top", "Show the live UI of a bridge that is already running (read from its state "
+               "dir).")
+    status = add("status", "Print the state of the running bridge once; exit 1 when none runs.")
+    status.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    add("devguild", "Run the dev guild (Center + guild on 127.0.0.1) alone, until Ctrl-C.")
+    chat = add("chat", "Talk in a channel of the dev guild as a seeded member.")
+    chat.add_argument("--as", dest="user", required=True, metavar="USER",
+                      help="seeded user name, e.g. alice or bob")
+    chat.add_argument("channel", help="channel name or id, e.g. general")
+    chat.add_argument("--guild", default=None,
+                      help="guild node id (default: the first binding's guild)")
+    chat.add_argument("--api-key", default=None, metavar="REF",
+                      help="API key reference (env:NAME or file:PATH) instead of the seed's key")
+    chat.add_argument("--history", type=int, default=20, metavar="N",
+                      help="messages of history to print first (default 20)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: Arguments without the program name (``sys.argv[1:]`` when None).
+
+    Returns:
+        The exit code: 0 ok, 1 failure, 2 bad config.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"bridge: bad config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "start":
+        return cmd_start(config, no_tui=args.no_tui)
+    if args.command == "status":
+        return cmd_status(config, as_json=args.json)
+    if args.command == "top":
+        return cmd_top(config)
+    if args.command == "devguild":
+        return cmd_devguild(config)
+    from adapters.chat.fabric_chat import run_chat
+
+    return run_chat(config, user=args.user, channel=args.channel, guild=args.guild,
+                    api_key_ref=args.api_key, history=args.history)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_start(config: Config, *, no_tui: bool) -> int:
+    """``bridge start``: run until Ctrl-C or SIGTERM, then stop cleanly."""
+    from actors.app import BridgeApp
+    from bridge.board import Board
+    from bridge.logs import setup_logging
+    from bridge.statefiles import AlreadyRunning
+    from bridge.tui import run_live
+
+    use_tui = not no_tui and sys.stdout.isatty()
+    board = Board()
+    setup_logging(board, config.bridge.log_level, None if use_tui else sys.stdout)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    app = BridgeApp(config, board)
+    try:
+        app.start()
+    except AlreadyRunning as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        app.stop()
+        print(f"bridge: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        if use_tui:
+            run_live(board.snapshot, stop, title=f"bridge ({config.path.name})")
+        else:
+            stop.wait()
+    finally:
+        log.info("stopping")
+        app.stop()
+    return EXIT_OK
+
+
+def cmd_status(config: Config, *, as_json: bool) -> int:
+    """``bridge status``: one snapshot of the running bridge, from its state dir."""
+    from bridge.statefiles import StatusError, read_status, running_pid
+    from bridge.tui import plain_status
+
+    state_dir = config.bridge.state_dir
+    try:
+        pid = running_pid(state_dir)
+        snapshot = read_status(state_dir) if pid is not None else None
+    except StatusError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if pid is None or snapshot is None:
+        print(f"bridge: no bridge is running on state dir {state_dir} "
+              f"(start one with: bin/bridge start -c {config.path})", file=sys.stderr)
+        return EXIT_FAILURE
+    if as_json:
+        print(json.dumps(snapshot.to_dict(), indent=2))
+    else:
+        print(plain_status(snapshot))
+    return EXIT_OK
+
+
+def cmd_top(config: Config) -> int:
+    """``bridge top``: the live UI of a running bridge, read from its status file."""
+    from bridge.board import BoardSnapshot
+    from bridge.statefiles import read_status, running_pid
+    from bridge.tui import run_live
+
+    state_dir = config.bridge.state_dir
+
+    def source() -> BoardSnapshot | None:
+        return read_status(state_dir) if running_pid(state_dir) is not None else None
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    run_live(source, stop, title=f"bridge top ({state_dir})",
+             waiting_text=f"waiting for a bridge on {state_dir}… (Ctrl-C to quit)")
+    return EXIT_OK
+
+
+def cmd_devguild(config: Config) -> int:
+    """``bridge devguild``: serve the dev guild until Ctrl-C."""
+    from bridge.devguild import DevGuild, load_seed
+
+    settings = config.devguild
+    seed = load_seed(settings.seed if settings else None)
+    guild = DevGuild(seed, host=settings.host if settings else "127.0.0.1",
+                     center_port=settings.center_port if settings else 7001,
+                     guild_port=settings.guild_port if settings else 7002,
+                     token_ttl_s=settings.token_ttl_s if settings else 900.0,
+                     content_limit=config.fabric.content_limit)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        guild.start()
+    except OSError as exc:
+        print(f"bridge: cannot start the dev guild: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"dev guild running (pid {os.getpid()}): center {guild.center_url}, "
+          f"guild {guild.guild_url}; Ctrl-C stops it", flush=True)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    stop.wait()
+    guild.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

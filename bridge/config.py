@@ -1,0 +1,398 @@
+"""Configuration: a TOML file validated into frozen attrs classes.
+
+A bad file raises :class:`ConfigError` whose message names the file, the line
+and the dotted key, e.g. ``conf/bridge.toml:12: agents.echo.kind: must be one
+of echo, command (got 'ech')``. Relative paths resolve against the folder of
+the config file. Secrets are references (``env:NAME``, ``file:PATH``) resolved
+when the config is loaded, and never shown.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from bridge.secrets import Secret, SecretError, resolve_secret
+
+#: Agent kinds this version can run.
+AGENT_KINDS = ("echo", "command")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "bridge.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid.
+
+    Args:
+        file: The config file.
+        key: Dotted key that is wrong (empty for a syntax error).
+        problem: What is wrong and what is expected.
+        line: 1-based line of the key in the file, when it can be found.
+    """
+
+    def __init__(self, file: Path, key: str, problem: str, line: int | None = None) -> None:
+        where = f"{file}:{line}" if line else str(file)
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+        self.file = file
+        self.key = key
+        self.line = line
+
+
+@attrs.frozen
+class BridgeSettings:
+    """The ``[bridge]`` table.
+
+    Attributes:
+        state_dir: Absolute folder for the lock, status file and (later) the state store.
+        debounce_s: Debounce window in seconds (a burst within it becomes one run).
+        log_level: Python logging level name.
+    """
+
+    state_dir: Path
+    debounce_s: float = 0.3
+    log_level: str = "INFO"
+
+
+@attrs.frozen
+class DevGuildSettings:
+    """The ``[devguild]`` table: when present, the dev guild runs in-process.
+
+    Attributes:
+        host: Interface to listen on (loopback by default).
+        center_port: Center HTTP port (0 lets the OS choose).
+        guild_port: Guild HTTP + socket.io port (0 lets the OS choose).
+        seed: Seed file with users and channels.
+        token_ttl_s: Lifetime of issued tokens, in seconds.
+    """
+
+    host: str
+    center_port: int
+    guild_port: int
+    seed: Path
+    token_ttl_s: float = 900.0
+
+
+@attrs.frozen
+class FabricSettings:
+    """The ``[fabric]`` table.
+
+    Attributes:
+        center_url: Center API base URL, e.g. ``http://127.0.0.1:7001/api``.
+        content_limit: Maximum characters per posted message.
+        resync_s: Seconds between channel list resyncs.
+    """
+
+    center_url: str
+    content_limit: int = 8000
+    resync_s: float = 60.0
+
+
+@attrs.frozen
+class AgentSettings:
+    """One ``[agents.NAME]`` table.
+
+    Attributes:
+        name: The table's name.
+        kind: One of :data:`AGENT_KINDS`.
+        api_key: The agent's Fabric identity (a :class:`Secret`).
+        command: argv for ``kind = "command"`` (prompt on stdin, answer on stdout).
+        workspace: Working directory of runs (default ``<state_dir>/workspaces/<name>``).
+        timeout_s: A run is stopped after this many seconds.
+        stop_grace_s: Seconds between SIGTERM and SIGKILL when a run is stopped.
+        max_output_bytes: Output kept from an agent process; the rest is cut with a note.
+    """
+
+    name: str
+    kind: str
+    api_key: Secret
+    command: tuple[str, ...] = ()
+    workspace: Path | None = None
+    timeout_s: float = 1800.0
+    stop_grace_s: float = 3.0
+    max_output_bytes: int = 1_000_000
+
+
+@attrs.frozen
+class Binding:
+    """One ``[[bindings]]`` entry: which agent listens where.
+
+    Attributes:
+        agent: Agent name (a key of ``[agents]``).
+        guild: Guild node id.
+        channels: Channel ids or names; ``*`` means every channel the agent can see.
+    """
+
+    agent: str
+    guild: str
+    channels: tuple[str, ...] = ("*",)
+
+    def matches(self, channel_id: str, channel_name: str) -> bool:
+        """Return True when this binding covers the channel (by id, name or ``*``)."""
+        return "*" in self.channels or channel_id in self.channels or (
+            channel_name in self.channels
+        )
+
+
+@attrs.frozen
+class Config:
+    """The whole validated configuration.
+
+    Attributes:
+        path: The file it was read from.
+        bridge: ``[bridge]``.
+        devguild: ``[devguild]`` or None.
+        fabric: ``[fabric]``.
+        agents: Agents by name.
+        bindings: Bindings in file order.
+    """
+
+    path: Path
+    bridge: BridgeSettings
+    devguild: DevGuildSettings | None
+    fabric: FabricSettings
+    agents: Mapping[str, AgentSettings]
+    bindings: tuple[Binding, ...]
+
+    def with_center_url(self, center_url: str) -> Config:
+        """Return a copy that talks to another Center (e.g. a dev guild on a chosen port)."""
+        return attrs.evolve(self, fabric=attrs.evolve(self.fabric, center_url=center_url))
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a config file.
+
+    Args:
+        path: The TOML file; None means the embedded default ``conf/bridge.toml``.
+
+    Returns:
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: naming the file, line and key of the first problem found.
+    """
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    file = file.expanduser().resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        line = int(match.group(1)) if match else None
+        raise ConfigError(file, "", f"not valid TOML: {exc}", line) from None
+    return _Reader(file, text).config(data)
+
+
+class _Reader:
+    """Validates one parsed file; knows the text so errors can name lines."""
+
+    def __init__(self, file: Path, text: str) -> None:
+        self.file = file
+        self.base = file.parent
+        self.lines = text.splitlines()
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, key, problem, self.line_of(key))
+
+    def line_of(self, key: str) -> int | None:
+        """Best-effort line of a dotted key: find its table header, then the key."""
+        parts = key.split(".")
+        for split in range(len(parts), -1, -1):
+            table, rest = parts[:split], parts[split:]
+            start = 0
+            if table:
+                header = re.compile(
+                    r"^\s*\[\[?\s*" + r"\s*\.\s*".join(map(re.escape, table)) + r"\s*\]\]?"
+                )
+                found = [i for i, line in enumerate(self.lines) if header.match(line)]
+                if not found:
+                    continue
+                start = found[0]
+                if not rest:
+                    return start + 1
+            if rest:
+                pattern = re.compile(r"^\s*" + re.escape(rest[0]) + r"\s*=")
+                for i in range(start + (1 if table else 0), len(self.lines)):
+                    if i > start and table and self.lines[i].lstrip().startswith("["):
+                        break
+                    if pattern.match(self.lines[i]):
+                        return i + 1
+        return None
+
+    def table(self, data: Mapping[str, Any], key: str, *, required: bool) -> dict[str, Any] | None:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None:
+            if required:
+                raise self.fail(key, "missing table")
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, got {type(value).__name__}")
+        return value
+
+    def check_keys(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        for name in table:
+            if name not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise self.fail(f"{prefix}.{name}", f"unknown key (known keys: {known})")
+
+    def get(
+        self, table: Mapping[str, Any], prefix: str, name: str, kind: type | tuple[type, ...],
+        default: Any = attrs.NOTHING,
+    ) -> Any:
+        key = f"{prefix}.{name}"
+        if name not in table:
+            if default is attrs.NOTHING:
+                raise self.fail(key, "missing")
+            return default
+        value = table[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, f"must be {_kind_names(kinds)}, got a boolean")
+        if not isinstance(value, kinds):
+            raise self.fail(key, f"must be {_kind_names(kinds)}, got {type(value).__name__}")
+        return value
+
+    def positive(self, table: Mapping[str, Any], prefix: str, name: str, default: float) -> float:
+        value = float(self.get(table, prefix, name, (int, float), default))
+        if value < 0:
+            raise self.fail(f"{prefix}.{name}", f"must be zero or more, got {value}")
+        return value
+
+    def port(self, table: Mapping[str, Any], prefix: str, name: str, default: int) -> int:
+        value = int(self.get(table, prefix, name, int, default))
+        if not 0 <= value <= 65535:
+            raise self.fail(f"{prefix}.{name}", f"must be a port number 0-65535, got {value}")
+        return value
+
+    def path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base / path).resolve()
+
+    def strings(self, table: Mapping[str, Any], prefix: str, name: str) -> tuple[str, ...]:
+        value = self.get(table, prefix, name, list, [])
+        if not all(isinstance(item, str) for item in value):
+            raise self.fail(f"{prefix}.{name}", "must be a list of strings")
+        return tuple(value)
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        for name in data:
+            if name not in {"bridge", "devguild", "fabric", "agents", "bindings"}:
+                raise self.fail(name, "unknown table (known: bridge, devguild, fabric, agents, "
+                                      "bindings)")
+        bridge = self.bridge(self.table(data, "bridge", required=False) or {})
+        devguild = self.devguild(self.table(data, "devguild", required=False))
+        fabric = self.fabric(self.table(data, "fabric", required=True) or {})
+        agents_table = self.table(data, "agents", required=True) or {}
+        if not agents_table:
+            raise self.fail("agents", "define at least one agent, e.g. [agents.echo]")
+        agents = {name: self.agent(name, table, bridge) for name, table in agents_table.items()}
+        bindings = self.bindings(data.get("bindings", []), agents)
+        return Config(self.file, bridge, devguild, fabric, agents, bindings)
+
+    def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
+        self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level"})
+        level = str(self.get(table, "bridge", "log_level", str, "INFO")).upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise self.fail("bridge.log_level", f"must be debug, info, warning or error, got "
+                                                f"{level.lower()!r}")
+        return BridgeSettings(
+            state_dir=self.path(self.get(table, "bridge", "state_dir", str, "var")),
+            debounce_s=self.positive(table, "bridge", "debounce_s", 0.3),
+            log_level=level,
+        )
+
+    def devguild(self, table: Mapping[str, Any] | None) -> DevGuildSettings | None:
+        if table is None:
+            return None
+        self.check_keys(table, "devguild",
+                        {"host", "center_port", "guild_port", "seed", "token_ttl_s"})
+        ttl = self.positive(table, "devguild", "token_ttl_s", 900.0)
+        if ttl <= 0:
+            raise self.fail("devguild.token_ttl_s", "must be more than zero")
+        return DevGuildSettings(
+            host=self.get(table, "devguild", "host", str, "127.0.0.1"),
+            center_port=self.port(table, "devguild", "center_port", 7001),
+            guild_port=self.port(table, "devguild", "guild_port", 7002),
+            seed=self.path(self.get(table, "devguild", "seed", str, "devguild.toml")),
+            token_ttl_s=ttl,
+        )
+
+    def fabric(self, table: Mapping[str, Any]) -> FabricSettings:
+        self.check_keys(table, "fabric", {"center_url", "content_limit", "resync_s"})
+        url = self.get(table, "fabric", "center_url", str)
+        if not re.match(r"^https?://", url):
+            raise self.fail("fabric.center_url", f"must start with http:// or https://, got "
+                                                 f"{url!r}")
+        limit = int(self.get(table, "fabric", "content_limit", int, 8000))
+        if limit < 100:
+            raise self.fail("fabric.content_limit", f"must be at least 100, got {limit}")
+        return FabricSettings(
+            center_url=url.rstrip("/"),
+            content_limit=limit,
+            resync_s=self.positive(table, "fabric", "resync_s", 60.0) or 60.0,
+        )
+
+    def agent(self, name: str, table: Any, bridge: BridgeSettings) -> AgentSettings:
+        prefix = f"agents.{name}"
+        if not isinstance(table, dict):
+            raise self.fail(prefix, f"must be a table, got {type(table).__name__}")
+        self.check_keys(table, prefix, {"kind", "api_key", "command", "workspace", "timeout_s",
+                                        "stop_grace_s", "max_output_bytes"})
+        kind = self.get(table, prefix, "kind", str)
+        if kind not in AGENT_KINDS:
+            raise self.fail(f"{prefix}.kind",
+                            f"must be one of {', '.join(AGENT_KINDS)} (got {kind!r})")
+        try:
+            api_key = resolve_secret(self.get(table, prefix, "api_key", str), self.base)
+        except SecretError as exc:
+            raise self.fail(f"{prefix}.api_key", str(exc)) from None
+        command = self.strings(table, prefix, "command")
+        if kind == "command" and not command:
+            raise self.fail(f"{prefix}.command",
+                            "kind = \"command\" needs command = [\"program\", \"arg\", ...]")
+        workspace = self.get(table, prefix, "workspace", str, "")
+        timeout = self.positive(table, prefix, "timeout_s", 1800.0)
+        if timeout <= 0:
+            raise self.fail(f"{prefix}.timeout_s", "must be more than zero")
+        return AgentSettings(
+            name=name,
+            kind=kind,
+            api_key=api_key,
+            command=command,
+            workspace=self.path(workspace) if workspace else bridge.state_dir / "workspaces" / name,
+            timeout_s=timeout,
+            stop_grace_s=self.positive(table, prefix, "stop_grace_s", 3.0),
+            max_output_bytes=int(self.get(table, prefix, "max_output_bytes", int, 1_000_000)),
+        )
+
+    def bindings(self, value: Any, agents: Mapping[str, AgentSettings]) -> tuple[Binding, ...]:
+        if not isinstance(value, list):
+            raise self.fail("bindings", "must be an array of tables: [[bindings]]")
+        result = []
+        for index, table in enumerate(value):
+            prefix = "bindings"
+            if not isinstance(table, dict):
+                raise self.fail(prefix, f"entry {index + 1} must be a table")
+            self.check_keys(table, prefix, {"agent", "guild", "channels"})
+            agent = self.get(table, prefix, "agent", str)
+            if agent not in agents:
+                raise self.fail(f"{prefix}.agent",
+                                f"binding {index + 1} names agent {agent!r}, which is not "
+                                f"defined (agents: {', '.join(sorted(agents))})")
+            channels = self.strings(table, prefix, "channels") or ("*",)
+            result.append(Binding(agent, self.get(table, prefix, "guild", str), channels))
+        if not result:
+            raise self.fail("bindings", "define at least one [[bindings]] entry")
+        return tuple(result)
+
+
+def _kind_names(kinds: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a table", bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)

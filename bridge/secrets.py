@@ -1,0 +1,127 @@
+"""Secret references (``env:NAME``, ``file:PATH``) and log redaction.
+
+Every secret value the bridge resolves or receives (API keys, access tokens)
+is registered here, and :class:`RedactingFilter` replaces registered values in
+log records, so that no secret reaches a log file, the TUI or ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+REDACTED = "***"
+#: Values shorter than this are not redacted (too likely to hit ordinary text).
+MIN_SECRET_CHARS = 6
+
+
+class SecretError(ValueError):
+    """A secret reference cannot be resolved (unset variable, unreadable file)."""
+
+
+class Secret:
+    """A secret value that never shows itself in ``repr`` or ``str``.
+
+    Args:
+        value: The secret text.
+        source: Where it came from, for messages (``env:NAME``, ``file:PATH`` or ``inline``).
+    """
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "inline") -> None:
+        self._value = value
+        self.source = source
+        register_secret(value)
+
+    def reveal(self) -> str:
+        """Return the secret text; pass it only to the place that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
+    """Resolve a secret reference.
+
+    Args:
+        ref: ``env:NAME`` (environment variable), ``file:PATH`` (file content,
+            stripped; relative paths resolve against ``base_dir``) or the
+            literal value (meant for dev keys such as ``fak_dev_echo``).
+        base_dir: Folder for relative ``file:`` paths (the config file's folder).
+
+    Returns:
+        The resolved :class:`Secret`.
+
+    Raises:
+        SecretError: when the variable is unset or empty, or the file is unreadable or empty.
+    """
+    if ref.startswith("env:"):
+        name = ref[4:]
+        value = os.environ.get(name, "")
+        if not value:
+            raise SecretError(f"environment variable {name} is not set or empty")
+        return Secret(value, ref)
+    if ref.startswith("file:"):
+        path = Path(ref[5:]).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
+        if not value:
+            raise SecretError(f"secret file {path} is empty")
+        return Secret(value, ref)
+    return Secret(ref, "inline")
+
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Remember a value so that :func:`redact` hides it from now on."""
+    if len(value) >= MIN_SECRET_CHARS:
+        with _lock:
+            _known.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret value replaced by ``***``."""
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for value in known:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that renders the message and redacts secrets from it.
+
+    Attach it to handlers (not loggers) so it also covers records from
+    libraries. Exception text is redacted too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record`` in place; always keeps the record."""
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
