@@ -17,6 +17,7 @@ from actors.timers import Timers
 from bridge.board import Board
 from bridge.config import Config
 from bridge.devguild import DevGuild, load_seed
+from bridge.logs import remove_logging, setup_logging
 from bridge.statefiles import StateLock, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class BridgeApp:
         self.runtime: Runtime | None = None
         self.supervisor: pykka.ActorRef[Any] | None = None
         self.status_writer: StatusWriter | None = None
+        self.log_handlers: list[logging.Handler] = []
 
     def start(self) -> None:
         """Take the state-dir lock, start the dev guild if configured, then the actors.
@@ -56,6 +58,7 @@ class BridgeApp:
             OSError: a dev guild port is taken.
         """
         self.lock.acquire()
+        self.log_handlers = setup_logging(self.board, self.config.bridge.log_level, None)
         try:
             config = self.config
             if config.devguild is not None:
@@ -107,6 +110,8 @@ class BridgeApp:
         if self.lock.held:
             self.lock.release()
             log.info("bridge stopped in %.2fs", time.monotonic() - started)
+        remove_logging(self.log_handlers)
+        self.log_handlers = []
 
     def __enter__(self) -> BridgeApp:
         self.start()

@@ -38,6 +38,7 @@ from bridge.board import ConnectionRow
 from bridge.config import AgentSettings, Binding
 from bridge.errors import BadEvent, ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.fabric_rules import HISTORY_LIMIT_MAX
+from bridge.messages import Inbound, scope_key
 
 log = logging.getLogger(__name__)
 
@@ -273,19 +274,20 @@ class Gateway(SupervisedActor):
     def _message(self, payload: Any) -> None:
         if not isinstance(payload, dict):
             raise BadEvent(f"payload is {type(payload).__name__}, not an object")
-        channel = self.channels.get(str(payload.get("channelId")))
+        channel_id = str(payload.get("channelId"))[:80]
+        channel = self.channels.get(channel_id)
         if channel is None:
-            raise BadEvent(f"message for a channel this agent is not in "
-                           f"({str(payload.get('channelId'))[:40]})")
-        seq = payload.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise BadEvent("field 'seq' missing or not an integer")
+            raise BadEvent(f"message for a channel this agent is not in ({channel_id})")
+        try:
+            inbound = self._normalize(channel, payload, catch_up=False)
+        except BadEvent as exc:
+            raise BadEvent(f"{exc} (scope {self._scope_key(channel.id)})") from None
         last = self.last_seq.get(channel.id, 0)
-        if seq <= last:
+        if inbound.seq <= last:
             return
-        if seq > last + 1:
-            self._fetch(channel, last + 1, seq - 1)
-        self._accept(channel, payload, catch_up=False)
+        if inbound.seq > last + 1:
+            self._fetch(channel, last + 1, inbound.seq - 1)
+        self._route(inbound)
 
     def _catch_up(self) -> None:
         """Fetch everything after the last seen seq in each channel (after a reconnect)."""
@@ -307,21 +309,30 @@ class Gateway(SupervisedActor):
                 try:
                     self._accept(channel, item, catch_up=True)
                 except BadEvent as exc:
-                    log.warning("gateway %s@%s: history item dropped: %s", self.agent.name,
-                                self.guild, exc)
+                    log.warning("gateway %s@%s: history item dropped (scope %s): %s",
+                                self.agent.name, self.guild, self._scope_key(channel.id), exc)
             if len(page) < HISTORY_LIMIT_MAX:
                 break
             seq_from = self.last_seq.get(channel.id, seq_from) + 1
+
+    def _scope_key(self, channel_id: str) -> str:
+        return scope_key("fabric", self.agent.name, self.guild, channel_id)
+
+    def _normalize(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> Inbound:
+        return normalize_message(
+            payload, agent=self.agent.name, guild=self.guild, self_id=self._self_id(),
+            channel=channel, author_name=self._name,
+            content_limit=self.runtime.config.fabric.content_limit, catch_up=catch_up)
 
     def _accept(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> None:
         seq = payload.get("seq") if isinstance(payload, dict) else None
         if isinstance(seq, int) and seq <= self.last_seq.get(channel.id, 0):
             return
-        inbound = normalize_message(
-            payload, agent=self.agent.name, guild=self.guild, self_id=self._self_id(),
-            channel=channel, author_name=self._name,
-            content_limit=self.runtime.config.fabric.content_limit, catch_up=catch_up)
-        self.last_seq[channel.id] = inbound.seq
+        self._route(self._normalize(channel, payload, catch_up=catch_up))
+
+    def _route(self, inbound: Inbound) -> None:
+        """Advance the channel's last seen seq and route the message (not our own)."""
+        self.last_seq[inbound.channel_id] = inbound.seq
         if inbound.author_id == self._self_id():
             return
         supervisor = self.runtime.supervisor

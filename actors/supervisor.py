@@ -59,6 +59,7 @@ class Child:
     restarts: int = 0
     generation: int = 0
     failed_at: float = 0.0
+    last_failure: str = ""
     failures: collections.deque[float] = attrs.field(factory=collections.deque)
     buffer: list[Any] = attrs.field(factory=list)
 
@@ -188,6 +189,7 @@ class Supervisor(pykka.ThreadingActor):
             return
         now = time.monotonic()
         child.ref = None
+        child.last_failure = reason
         self.runtime.directory.set(child_id, None)
         child.failures.append(now)
         while child.failures and now - child.failures[0] > RESTART_WINDOW_S:
@@ -200,7 +202,7 @@ class Supervisor(pykka.ThreadingActor):
             if child.buffer:
                 log.error("%s: %d buffered message(s) dropped", child_id, len(child.buffer))
                 child.buffer = []
-            self._publish(child, reason)
+            self._publish(child)
             return
         delay = RESTART_BACKOFF_S * 2 ** (len(child.failures) - 1)
         child.state = "restarting"
@@ -208,7 +210,7 @@ class Supervisor(pykka.ThreadingActor):
         child.generation += 1
         log.warning("%s failed (%s); restart %d in %.1fs", child_id, reason, child.restarts,
                     delay)
-        self._publish(child, reason)
+        self._publish(child)
         self.runtime.timers.schedule(delay, self.actor_ref,
                                      RestartChild(child_id, child.generation))
 
@@ -231,6 +233,7 @@ class Supervisor(pykka.ThreadingActor):
                     self.runtime.board.remove_actor(child.id)
         self.runtime.board.put_actor(ActorRow(ROOT_ID, "supervisor", None, "stopped"))
 
-    def _publish(self, child: Child, detail: str = "") -> None:
+    def _publish(self, child: Child) -> None:
+        detail = f"last failure: {child.last_failure}"[:200] if child.last_failure else ""
         self.runtime.board.put_actor(ActorRow(child.id, child.kind, ROOT_ID, child.state,
-                                              child.restarts, detail[:200]))
+                                              child.restarts, detail))

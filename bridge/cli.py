@@ -112,7 +112,8 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
 
     use_tui = not no_tui and sys.stdout.isatty()
     board = Board()
-    setup_logging(board, config.bridge.log_level, None if use_tui else sys.stdout)
+    if not use_tui:
+        setup_logging(None, config.bridge.log_level, sys.stdout)
     stop = threading.Event()
     _stop_on_signals(stop)
     app = BridgeApp(config, board)

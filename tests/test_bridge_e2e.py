@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from actors.app import BridgeApp
+from actors.scope import Scope
 from bridge.board import Board
+from bridge.config import Config
 from bridge.devguild import DevGuild
-from tests.conftest import Member, wait_until, write_config
+from bridge.messages import Inbound
+from tests.support import Member, wait_until, write_config
+
+
+def start_bridge(config: Config, scope_class: type[Scope] = Scope) -> BridgeApp:
+    """Start a bridge and wait until every connection is up."""
+    app = BridgeApp(config, Board(), scope_class=scope_class)
+    app.start()
+    wait_until(lambda: (row := app.board.connection("echo", "dev")) and
+               row.state == "connected", what="echo connected")
+    return app
 
 
 @pytest.fixture
 def bridge(tmp_path: Path, devguild: DevGuild) -> Iterator[BridgeApp]:
     """A bridge with the echo agent bound to every channel of the dev guild."""
-    app = BridgeApp(write_config(tmp_path, devguild.center_url), Board())
-    app.start()
+    app = start_bridge(write_config(tmp_path, devguild.center_url))
     try:
-        wait_until(lambda: (row := app.board.connection("echo", "dev")) and
-                   row.state == "connected", what="echo connected")
         yield app
     finally:
         app.stop()
@@ -29,5 +40,201 @@ def bridge(tmp_path: Path, devguild: DevGuild) -> Iterator[BridgeApp]:
 def test_hello_gets_echo_answer(bridge: BridgeApp, members: Callable[[str], Member]) -> None:
     alice = members("alice")
     alice.post("general", "hello")
-    reply = alice.wait_reply("echo", "general", lambda c: "hello" in c)
-    assert reply == "hello"
+    assert alice.wait_reply("echo", "general", lambda c: "hello" in c) == "hello"
+    row = wait_until(lambda: next((s for s in bridge.board.snapshot().scopes
+                                   if s.channel == "general" and s.runs == 1), None))
+    assert (row.received, row.engaged) == (1, 1)
+
+
+def test_context_messages_do_not_engage(bridge: BridgeApp, devguild: DevGuild,
+                                        members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    alice.post("report", "numbers for today")  # report: nobody is woken
+    alice.post("dm-alice-echo", "ping")         # a dm always engages
+    alice.wait_reply("echo", "dm-alice-echo", lambda c: c == "ping")
+    row = wait_until(lambda: next((s for s in bridge.board.snapshot().scopes
+                                   if s.channel == "report"), None))
+    assert (row.received, row.engaged, row.runs) == (1, 0, 0)
+    assert alice.messages_from("echo", "report") == []
+
+
+def test_redelivered_event_is_answered_once(bridge: BridgeApp, devguild: DevGuild,
+                                            members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    first = alice.post("general", "only once")
+    alice.wait_reply("echo", "general", lambda c: c == "only once")
+    assert devguild.redeliver(devguild.channel_id("general"), first["seq"]) >= 1
+    alice.post("general", "next one")
+    alice.wait_reply("echo", "general", lambda c: c == "next one")
+    assert alice.messages_from("echo", "general") == ["only once", "next one"]
+
+
+def test_debounce_merges_a_burst_into_one_run(tmp_path: Path, devguild: DevGuild,
+                                              members: Callable[[str], Member]) -> None:
+    app = start_bridge(write_config(tmp_path, devguild.center_url, debounce_s=1.5))
+    try:
+        alice = members("alice")
+        for text in ("one", "two", "three"):
+            alice.post("general", text)
+        alice.wait_reply("echo", "general", lambda c: "three" in c)
+        assert alice.messages_from("echo", "general") == ["one\ntwo\nthree"]
+    finally:
+        app.stop()
+
+
+GATED_AGENT = textwrap.dedent("""
+    import os, sys, time
+    prompt = sys.stdin.read()
+    gate = os.path.join(os.getcwd(), "gate")
+    while not os.path.exists(gate):
+        time.sleep(0.02)
+    os.remove(gate)
+    lines = prompt.split("Messages to answer:\\n", 1)[1]
+    print("answer to: " + " + ".join(l.split(": ", 1)[1] for l in lines.splitlines()))
+""")
+
+
+def test_messages_during_a_run_go_into_the_next_run(tmp_path: Path, devguild: DevGuild,
+                                                     members: Callable[[str], Member]) -> None:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    agents = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{workspace}"
+    """)
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
+                                    debounce_s=0.1))
+    try:
+        alice = members("alice")
+        alice.post("general", "first")
+        wait_until(lambda: app.board.snapshot().runs, what="the first run")
+        alice.post("general", "second")
+        alice.post("general", "third")
+        wait_until(lambda: any(s.state == "queued" and s.queued == 2
+                               for s in app.board.snapshot().scopes), what="two queued")
+        (workspace / "gate").touch()
+        alice.wait_reply("echo", "general", lambda c: c == "answer to: first")
+        wait_until(lambda: not (workspace / "gate").exists() and app.board.snapshot().runs,
+                   what="the second run")
+        (workspace / "gate").touch()
+        alice.wait_reply("echo", "general", lambda c: "second" in c)
+        assert alice.messages_from("echo", "general") == [
+            "answer to: first", "answer to: second + third"]
+    finally:
+        app.stop()
+
+
+def test_dropped_socket_reconnects_with_fresh_token_and_catches_up(
+        bridge: BridgeApp, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    alice.post("general", "before the drop")
+    alice.wait_reply("echo", "general", lambda c: c == "before the drop")
+    first_token_at = bridge.board.connection("echo", "dev").token_at  # type: ignore[union-attr]
+    devguild.expire_tokens()
+    assert devguild.drop_sockets() >= 1
+    wait_until(lambda: bridge.board.connection("echo", "dev").state  # type: ignore[union-attr]
+               == "reconnecting", what="reconnecting")
+    alice.post("general", "while you were away")
+    alice.post("dm-alice-echo", "also in the dm")
+    alice.wait_reply("echo", "general", lambda c: c == "while you were away")
+    alice.wait_reply("echo", "dm-alice-echo", lambda c: c == "also in the dm")
+    row = bridge.board.connection("echo", "dev")
+    assert row is not None and row.state == "connected" and row.reconnects == 1
+    assert row.token_at is not None and first_token_at is not None
+    assert row.token_at > first_token_at
+    alice.post("general", "after the reconnect")
+    alice.wait_reply("echo", "general", lambda c: c == "after the reconnect")
+    assert alice.messages_from("echo", "general") == [
+        "before the drop", "while you were away", "after the reconnect"]
+
+
+class BoomScope(Scope):
+    """A scope that raises on the message ``boom`` (to test supervision)."""
+
+    def handle(self, message: Inbound) -> None:
+        if message.content == "boom":
+            raise RuntimeError("boom in scope")
+
+
+def test_crashing_scope_is_restarted_while_others_answer(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    app = start_bridge(write_config(tmp_path, devguild.center_url), scope_class=BoomScope)
+    try:
+        alice = members("alice")
+        alice.post("general", "boom")
+        alice.post("dm-alice-echo", "still answering")
+        alice.wait_reply("echo", "dm-alice-echo", lambda c: c == "still answering")
+        general = f"scope:fabric:echo:dev:{devguild.channel_id('general')}"
+        row = wait_until(lambda: next((a for a in app.board.snapshot().actors
+                                       if a.id == general and a.restarts == 1
+                                       and a.state == "running"), None), what="restart")
+        assert "boom in scope" in row.detail
+        alice.post("general", "after the crash")
+        alice.wait_reply("echo", "general", lambda c: c == "after the crash")
+        assert alice.messages_from("echo", "general") == ["after the crash"]
+        gateway = next(a for a in app.board.snapshot().actors if a.kind == "gateway")
+        assert gateway.restarts == 0
+    finally:
+        app.stop()
+
+
+def test_malformed_events_are_dropped_without_harm(bridge: BridgeApp, devguild: DevGuild,
+                                                   members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    general = devguild.channel_id("general")
+    hostile: list[object] = [
+        None, "text", 42, [], {"messageId": 7}, {"channelId": general, "seq": "1"},
+        {"channelId": general, "seq": 10**6, "messageId": "m", "content": None,
+         "authorUserId": "u"},
+        {"channelId": "no-such-channel", "seq": 1, "messageId": "x", "content": "hi",
+         "authorUserId": devguild.user_id("alice"), "wakeup": True},
+        {"channelId": general, "seq": 999, "messageId": "big", "content": "x" * 100_000,
+         "authorUserId": devguild.user_id("alice"), "wakeup": True},
+    ]
+    for payload in hostile:
+        devguild.emit_raw(general, "message.created", payload)
+    devguild.emit_raw(general, "no.such.event", {"a": 1})
+    alice.post("general", "still fine")
+    alice.wait_reply("echo", "general", lambda c: c == "still fine")
+    assert alice.messages_from("echo", "general") == ["still fine"]
+    assert all(a.restarts == 0 for a in bridge.board.snapshot().actors)
+    logs = "\n".join(bridge.board.snapshot().logs)
+    assert "message.created dropped" in logs
+
+
+def test_refused_login_shows_failed_and_others_keep_working(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    agents = textwrap.dedent("""
+        [agents.echo]
+        kind = "echo"
+        api_key = "fak_dev_echo"
+        [agents.ghost]
+        kind = "echo"
+        api_key = "fak_not_a_real_key"
+    """)
+    bindings = textwrap.dedent("""
+        [[bindings]]
+        agent = "echo"
+        guild = "dev"
+        [[bindings]]
+        agent = "ghost"
+        guild = "dev"
+    """)
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
+                                    bindings=bindings))
+    try:
+        row = wait_until(lambda: (r := app.board.connection("ghost", "dev")) and
+                         r.state == "failed" and r, what="ghost failed")
+        assert "refused" in row.reason
+        alice = members("alice")
+        alice.post("general", "hi echo")
+        alice.wait_reply("echo", "general", lambda c: c == "hi echo")
+        assert all(a.restarts == 0 for a in app.board.snapshot().actors)
+        text = "\n".join(app.board.snapshot().logs)
+        assert "fak_not_a_real_key" not in text and "fak_dev_echo" not in text
+    finally:
+        app.stop()

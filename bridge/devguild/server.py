@@ -288,6 +288,40 @@ class DevGuild:
             transport.abort()
         return len(transports)
 
+    def redeliver(self, channel_id: str, seq: int) -> int:
+        """Send ``message.created`` for an old message again (at-least-once delivery).
+
+        Each socket in the channel gets the payload it would have got at the
+        time (wakeup computed for its user).
+
+        Returns:
+            How many sockets it was sent to.
+
+        Raises:
+            KeyError: when the channel has no message with that seq.
+        """
+        found = [m for m in self.state.messages(channel_id) if m["seq"] == seq]
+        if not found:
+            raise KeyError(f"no message with seq {seq} in channel {channel_id}")
+        posted = Posted(found[0], self.state.x_type(channel_id), frozenset(), None)
+        return self._call(self._emit_created(posted))
+
+    def emit_raw(self, channel_id: str, event: str, payload: Any) -> int:
+        """Emit any event with any payload to the sockets joined to a channel.
+
+        For tests of hostile or malformed input; the payload is sent as given.
+
+        Returns:
+            How many sockets it was sent to.
+        """
+        return self._call(self._emit_raw(channel_id, event, payload))
+
+    async def _emit_raw(self, channel_id: str, event: str, payload: Any) -> int:
+        sids = self._sids_in(f"channel:{channel_id}")
+        for sid in sids:
+            await self.sio.emit(event, payload, to=sid, namespace=NS)
+        return len(sids)
+
     def expire_tokens(self) -> None:
         """Invalidate every issued token (401s, socket connects refused).
 
@@ -580,12 +614,15 @@ class DevGuild:
     def _sids_in(self, room: str) -> list[str]:
         return [sid for sid, _ in self.sio.manager.get_participants(NS, room)]
 
-    async def _emit_created(self, posted: Posted) -> None:
+    async def _emit_created(self, posted: Posted) -> int:
+        sent = 0
         for sid in self._sids_in(f"channel:{posted.message['channelId']}"):
             user_id = self._sid_user.get(sid)
             if user_id is not None:
                 payload = posted.event_for(user_id)
                 await self.sio.emit("message.created", payload, to=sid, namespace=NS)
+                sent += 1
+        return sent
 
     async def _emit_membership(self, event: str, channel_id: str, user_id: str) -> None:
         payload = {

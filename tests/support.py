@@ -1,0 +1,124 @@
+"""Test helpers: waiting on conditions, writing bridge configs, chat members."""
+
+from __future__ import annotations
+
+import queue
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.chat.fabric_rest import FabricCenter, FabricGuild
+from adapters.chat.fabric_socket import FabricSocket
+from bridge.config import Config, load_config
+from bridge.devguild import DevGuild
+from bridge.errors import Unauthorized
+
+#: Seconds a test waits for something that should happen quickly on loopback.
+WAIT_S = 10.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S,
+               what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail the test after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def write_config(tmp_path: Path, center_url: str, *, agents: str | None = None,
+                 bindings: str | None = None, debounce_s: float = 0.2,
+                 extra: str = "") -> Config:
+    """Write a bridge config into ``tmp_path`` and load it."""
+    agents = agents or textwrap.dedent("""
+        [agents.echo]
+        kind = "echo"
+        api_key = "fak_dev_echo"
+    """)
+    bindings = bindings or textwrap.dedent("""
+        [[bindings]]
+        agent = "echo"
+        guild = "dev"
+        channels = ["*"]
+    """)
+    text = textwrap.dedent(f"""
+        [bridge]
+        state_dir = "var"
+        debounce_s = {debounce_s}
+        log_level = "debug"
+
+        [fabric]
+        center_url = "{center_url}"
+    """) + agents + bindings + extra
+    path = tmp_path / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+class Member:
+    """A chat member on real sockets: collects what the channel shows, posts lines.
+
+    Args:
+        guild: The dev guild.
+        name: Seeded user name.
+    """
+
+    def __init__(self, guild: DevGuild, name: str) -> None:
+        self.guild = guild
+        self.name = name
+        session = FabricCenter(guild.center_url).login(guild.api_key(name))
+        self.access = session.guilds["dev"]
+        self.rest = FabricGuild(self.access)
+        self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.socket = FabricSocket(self.access.endpoint, lambda: self.access.token,
+                                   self._on_event, lambda reason: None)
+        self.socket.connect()
+        for channel in self.rest.channels():
+            self.socket.emit("join_channel", {"channelId": channel["id"]})
+
+    def _on_event(self, name: str, payload: Any) -> None:
+        if name == "message.created" and isinstance(payload, dict):
+            with self.lock:
+                self.seen.append(payload)
+
+    def _login(self) -> None:
+        session = FabricCenter(self.guild.center_url).login(self.guild.api_key(self.name))
+        self.access = session.guilds["dev"]
+        self.rest.access = self.access
+
+    def post(self, channel: str, content: str) -> dict[str, Any]:
+        """Post ``content`` in the channel named ``channel`` (logging in again on a 401)."""
+        try:
+            return self.rest.post(self.guild.channel_id(channel), content)
+        except Unauthorized:
+            self._login()
+            return self.rest.post(self.guild.channel_id(channel), content)
+
+    def messages_from(self, author: str, channel: str) -> list[str]:
+        """Contents of messages by ``author`` in ``channel``, in the channel's history."""
+        author_id = self.guild.user_id(author)
+        items = self.guild.state.messages(self.guild.channel_id(channel))
+        return [m["content"] for m in items if m["authorUserId"] == author_id]
+
+    def wait_reply(self, author: str, channel: str, predicate: Callable[[str], bool],
+                   timeout_s: float = WAIT_S) -> str:
+        """Wait until ``author`` posted a message in ``channel`` matching ``predicate``."""
+        found: list[str] = wait_until(
+            lambda: [c for c in self.messages_from(author, channel) if predicate(c)],
+            timeout_s, f"a reply by {author} in {channel}")
+        return found[0]
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.socket.close()
