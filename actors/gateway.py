@@ -236,8 +236,10 @@ class Gateway(SupervisedActor):
         return added
 
     def _join(self, channel_id: str) -> None:
-        if self.socket is not None:
-            self.socket.emit("join_channel", {"channelId": channel_id})
+        if self.socket is not None and not self.socket.join(channel_id):
+            log.warning("gateway %s@%s: join of %s not confirmed", self.agent.name, self.guild,
+                        self.channels[channel_id].name if channel_id in self.channels else
+                        channel_id)
 
     def _resync(self) -> None:
         try:

@@ -85,7 +85,7 @@ class Member:
                                    self._on_event, lambda reason: None)
         self.socket.connect()
         for channel in self.rest.channels():
-            self.socket.emit("join_channel", {"channelId": channel["id"]})
+            assert self.socket.join(channel["id"]), f"{name} could not join {channel['name']}"
 
     def _on_event(self, name: str, payload: Any) -> None:
         if name == "message.created" and isinstance(payload, dict):

@@ -6,7 +6,7 @@ import pytest
 
 from bridge.messages import Inbound
 from bridge.prompt import PromptLine
-from bridge.scope_logic import ArmDebounce, Dedup, ScopeLogic, StartRun
+from bridge.scope_logic import CONTEXT_MESSAGES, ArmDebounce, Dedup, ScopeLogic, StartRun
 
 
 def msg(
@@ -179,8 +179,6 @@ def test_debounce_without_pending_starts_nothing() -> None:
 
 
 def test_context_bounded_by_count() -> None:
-    from bridge.scope_logic import CONTEXT_MESSAGES
-
     scope = logic()
     for seq in range(1, CONTEXT_MESSAGES + 11):
         scope.accept(msg(seq, wakeup=False))

@@ -102,7 +102,9 @@ class ChatSession:
                 time.sleep(RECONNECT_S)
                 continue
             self.socket = socket
-            socket.emit("join_channel", {"channelId": self.channel["id"]})
+            if not socket.join(self.channel["id"]):
+                print("-- the guild did not confirm the join; messages may be missed",
+                      file=self.out, flush=True)
             return
 
     def _reconnect(self) -> None:

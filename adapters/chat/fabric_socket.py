@@ -89,6 +89,20 @@ class FabricSocket:
         except socketio.exceptions.BadNamespaceError:
             log.debug("emit %s while not connected", event)
 
+    def join(self, channel_id: str, timeout_s: float = 5.0) -> bool:
+        """Join a channel's room and wait for the server's acknowledgement.
+
+        Returns:
+            True when the server accepted the join; False when it refused,
+            did not answer within ``timeout_s`` seconds, or the socket is down.
+        """
+        try:
+            answer = self._client.call("join_channel", {"channelId": channel_id},
+                                       namespace=NAMESPACE, timeout=timeout_s)
+        except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
+            return False
+        return isinstance(answer, dict) and answer.get("ok") is True
+
     def close(self) -> None:
         """Disconnect without calling ``on_closed``; idempotent, safe from any thread."""
         self._closing.set()

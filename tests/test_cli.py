@@ -1,0 +1,199 @@
+"""bin/bridge as a user runs it: real processes, real sockets on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BRIDGE = [sys.executable, str(ROOT / "bin" / "bridge")]
+DEADLINE_S = 20.0
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BRIDGE, *args], input=stdin, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A config like the embedded default, on free ports, with state in tmp_path."""
+    center, guild = free_port(), free_port()
+    text = textwrap.dedent(f"""
+        [bridge]
+        state_dir = "var"
+        debounce_s = 0.1
+        [devguild]
+        host = "127.0.0.1"
+        center_port = {center}
+        guild_port = {guild}
+        seed = "{ROOT / 'conf' / 'devguild.toml'}"
+        [fabric]
+        center_url = "http://127.0.0.1:{center}/api"
+        [agents.echo]
+        kind = "echo"
+        api_key = "fak_dev_echo"
+        [[bindings]]
+        agent = "echo"
+        guild = "dev"
+        channels = ["*"]
+    """)
+    path = tmp_path / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def wait_status(config: Path) -> dict[str, object]:
+    """Wait until ``bridge status --json`` shows echo connected; return the snapshot."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        result = run("status", "--json", "-c", str(config))
+        if result.returncode == 0:
+            data: dict[str, object] = json.loads(result.stdout)
+            connections = data["connections"]
+            assert isinstance(connections, list)
+            if connections and connections[0]["state"] == "connected":
+                return data
+        time.sleep(0.1)
+    pytest.fail("the bridge did not report a connected gateway in time")
+
+
+@pytest.fixture
+def started(config_file: Path) -> Iterator[subprocess.Popen[str]]:
+    """``bridge start --no-tui`` in a subprocess, stopped with SIGINT at the end."""
+    process = subprocess.Popen([*BRIDGE, "start", "--no-tui", "-c", str(config_file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_status(config_file)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_help_lists_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("start", "top", "status", "devguild", "chat"):
+        assert command in result.stdout
+    start = run("start", "--help")
+    assert start.returncode == 0 and "--no-tui" in start.stdout and "--config" in start.stdout
+
+
+def test_bad_config_names_file_line_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[fabric]\ncenter_url = "http://x/api"\n[agents.echo]\nkind = "ech"\n'
+                   'api_key = "k"\n[[bindings]]\nagent = "echo"\nguild = "dev"\n')
+    result = run("status", "-c", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:4: agents.echo.kind" in result.stderr
+
+
+def test_status_without_a_bridge_says_so(config_file: Path) -> None:
+    result = run("status", "-c", str(config_file))
+    assert result.returncode == 1
+    assert "no bridge is running" in result.stderr
+
+
+def test_start_chat_status_and_clean_stop(started: subprocess.Popen[str],
+                                          config_file: Path) -> None:
+    second = run("start", "--no-tui", "-c", str(config_file))
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+
+    chat = subprocess.Popen([*BRIDGE, "chat", "--as", "alice", "general", "-c",
+                             str(config_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert chat.stdin is not None and chat.stdout is not None
+    chat.stdin.write("hello\n")
+    chat.stdin.flush()
+    lines = []
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        line = chat.stdout.readline()
+        lines.append(line)
+        if "echo: hello" in line:
+            break
+    chat.stdin.close()
+    assert chat.wait(timeout=10) == 0
+    assert any("alice: hello" in line for line in lines), lines
+    assert any("echo: hello" in line for line in lines), lines
+
+    deadline = time.monotonic() + DEADLINE_S  # the status file is rewritten every 0.5 s
+    status = run("status", "-c", str(config_file))
+    while "runs=1" not in status.stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = run("status", "-c", str(config_file))
+    assert status.returncode == 0
+    assert "echo@dev connected" in status.stdout
+    assert "general echo idle" in status.stdout and "runs=1" in status.stdout
+
+    started.send_signal(signal.SIGINT)
+    assert started.wait(timeout=10) == 0
+    assert started.stdout is not None
+    output = started.stdout.read()
+    assert "bridge stopped" in output
+    assert "fak_dev_echo" not in output
+    assert run("status", "-c", str(config_file)).returncode == 1
+
+
+def test_start_shows_live_tui_on_a_terminal(config_file: Path) -> None:
+    main, child = pty.openpty()
+    env = {**os.environ, "COLUMNS": "140", "LINES": "50", "TERM": "xterm-256color"}
+    process = subprocess.Popen([*BRIDGE, "start", "-c", str(config_file)], stdin=child,
+                               stdout=child, stderr=child, env=env, close_fds=True)
+    os.close(child)
+    screen = b""
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and b"connected" not in screen:
+            ready, _, _ = select.select([main], [], [], 0.2)
+            if ready:
+                try:
+                    screen += os.read(main, 65536)
+                except OSError:
+                    break
+        text = screen.decode("utf-8", "replace")
+        assert "connected" in text
+        assert "gateway" in text
+        assert "\x1b[2J" not in text  # never clears the whole screen
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + DEADLINE_S
+        while process.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.2)
+            if ready:
+                try:
+                    os.read(main, 65536)
+                except OSError:
+                    break
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(main)
