@@ -38,5 +38,5 @@ def split_message(text: str, limit: int) -> list[str]:
         piece = piece.rstrip()
         if piece:
             pieces.append(piece)
-        rest = rest.lstrip("\n ")
+        rest = rest.lstrip()
     return pieces

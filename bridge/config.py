@@ -196,34 +196,47 @@ class _Reader:
         self.file = file
         self.base = file.parent
         self.lines = text.splitlines()
+        self.index = 0  # which [[bindings]] entry is being read, for line numbers
 
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, key, problem, self.line_of(key))
+    def fail(self, key: str, problem: str, index: int = 0) -> ConfigError:
+        return ConfigError(self.file, key, problem, self.line_of(key, index or self.index))
 
-    def line_of(self, key: str) -> int | None:
-        """Best-effort line of a dotted key: find its table header, then the key."""
+    def _headers(self, table: list[str]) -> list[int]:
+        header = re.compile(
+            r"^\s*\[\[?\s*" + r"\s*\.\s*".join(map(re.escape, table)) + r"\s*\]\]?\s*(#.*)?$")
+        return [i for i, line in enumerate(self.lines) if header.match(line)]
+
+    def line_of(self, key: str, index: int = 0) -> int | None:
+        """Best-effort 1-based line of a dotted key.
+
+        Args:
+            key: Dotted key, e.g. ``agents.echo.kind`` or ``bindings.agent``.
+            index: Which occurrence of an array-of-tables header (``[[bindings]]``) to use.
+
+        Returns:
+            The key's line; the line of its table's header when the key itself
+            is absent; None when neither is in the file.
+        """
         parts = key.split(".")
-        for split in range(len(parts), -1, -1):
-            table, rest = parts[:split], parts[split:]
-            start = 0
-            if table:
-                header = re.compile(
-                    r"^\s*\[\[?\s*" + r"\s*\.\s*".join(map(re.escape, table)) + r"\s*\]\]?"
-                )
-                found = [i for i, line in enumerate(self.lines) if header.match(line)]
-                if not found:
-                    continue
-                start = found[0]
-                if not rest:
-                    return start + 1
-            if rest:
-                pattern = re.compile(r"^\s*" + re.escape(rest[0]) + r"\s*=")
-                for i in range(start + (1 if table else 0), len(self.lines)):
-                    if i > start and table and self.lines[i].lstrip().startswith("["):
-                        break
-                    if pattern.match(self.lines[i]):
-                        return i + 1
-        return None
+        own = self._headers(parts)
+        if own:
+            return own[min(index, len(own) - 1)] + 1
+        table, name = parts[:-1], parts[-1]
+        if table:
+            headers = self._headers(table)
+            if not headers:
+                return None
+            start = headers[min(index, len(headers) - 1)]
+            first = start + 1
+        else:
+            start, first = -1, 0
+        pattern = re.compile(r"^\s*" + re.escape(name) + r"\s*=")
+        for i in range(first, len(self.lines)):
+            if self.lines[i].lstrip().startswith("["):
+                break
+            if pattern.match(self.lines[i]):
+                return i + 1
+        return start + 1 if table else None
 
     def table(self, data: Mapping[str, Any], key: str, *, required: bool) -> dict[str, Any] | None:
         value = data.get(key.rsplit(".", 1)[-1])
@@ -262,6 +275,13 @@ class _Reader:
         value = float(self.get(table, prefix, name, (int, float), default))
         if value < 0:
             raise self.fail(f"{prefix}.{name}", f"must be zero or more, got {value}")
+        return value
+
+    def at_least(self, table: Mapping[str, Any], prefix: str, name: str, default: int,
+                 minimum: int) -> int:
+        value = int(self.get(table, prefix, name, int, default))
+        if value < minimum:
+            raise self.fail(f"{prefix}.{name}", f"must be at least {minimum}, got {value}")
         return value
 
     def port(self, table: Mapping[str, Any], prefix: str, name: str, default: int) -> int:
@@ -368,7 +388,7 @@ class _Reader:
             workspace=self.path(workspace) if workspace else bridge.state_dir / "workspaces" / name,
             timeout_s=timeout,
             stop_grace_s=self.positive(table, prefix, "stop_grace_s", 3.0),
-            max_output_bytes=int(self.get(table, prefix, "max_output_bytes", int, 1_000_000)),
+            max_output_bytes=self.at_least(table, prefix, "max_output_bytes", 1_000_000, 1),
         )
 
     def bindings(self, value: Any, agents: Mapping[str, AgentSettings]) -> tuple[Binding, ...]:
@@ -377,6 +397,7 @@ class _Reader:
         result = []
         for index, table in enumerate(value):
             prefix = "bindings"
+            self.index = index
             if not isinstance(table, dict):
                 raise self.fail(prefix, f"entry {index + 1} must be a table")
             self.check_keys(table, prefix, {"agent", "guild", "channels"})
@@ -387,6 +408,7 @@ class _Reader:
                                 f"defined (agents: {', '.join(sorted(agents))})")
             channels = self.strings(table, prefix, "channels") or ("*",)
             result.append(Binding(agent, self.get(table, prefix, "guild", str), channels))
+        self.index = 0
         if not result:
             raise self.fail("bindings", "define at least one [[bindings]] entry")
         return tuple(result)

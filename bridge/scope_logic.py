@@ -156,7 +156,7 @@ class ScopeLogic:
             guild=self.guild,
             channel=self.channel,
             messages=tuple(PromptLine.of(m) for m in pending),
-            context=tuple(self.context),
+            context=tuple(sorted(self.context, key=lambda line: line.seq)),
         )
         self.context.clear()
         self.current_run = run_id

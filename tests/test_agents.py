@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -163,15 +164,23 @@ def test_output_at_limit_is_not_cut(tmp_path: Path) -> None:
 
 
 def sleeper_script(pid_file: Path, *, ignore_term: bool, grandchild_ignores_term: bool) -> str:
-    """A child that spawns a sleeping grandchild, writes both pids, then sleeps."""
+    """A child that spawns a sleeping grandchild, writes both pids, then sleeps.
+
+    The pids are written only once the grandchild is set up (its signal disposition
+    is in place), so a test that reads them can act at once.
+    """
+    ready = str(pid_file) + ".grand"
     grand_setup = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
         if grandchild_ignores_term else ""
+    grand_script = grand_setup + f"import time; open({ready!r}, 'w').close(); time.sleep(60)"
     return f"""
         import os, signal, subprocess, sys, time
         if {ignore_term!r}:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        grand = subprocess.Popen([sys.executable, "-c",
-                                  {grand_setup + "import time; time.sleep(60)"!r}])
+        grand = subprocess.Popen([sys.executable, "-c", {grand_script!r}])
+        deadline = time.monotonic() + 10
+        while not os.path.exists({ready!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
         with open({str(pid_file)!r} + ".tmp", "w") as f:
             f.write(f"{{os.getpid()}} {{grand.pid}}")
         os.rename({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
@@ -187,10 +196,8 @@ def read_pids(pid_file: Path) -> tuple[int, int]:
 
 def kill_quietly(*pids: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.mark.parametrize("ignore_term", [False, True], ids=["obeys-sigterm", "ignores-sigterm"])
@@ -214,11 +221,6 @@ def test_stop_kills_whole_process_group(tmp_path: Path, ignore_term: bool) -> No
         kill_quietly(child, grand)
 
 
-@pytest.mark.xfail(
-    reason="BUG: ProcessGroup._kill_later sends SIGKILL only if the group leader outlives "
-           "the grace period; a grandchild that ignores SIGTERM survives and holds stdout "
-           "open, so events() does not end", strict=True,
-)
 def test_stop_kills_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     agent = CommandAgent(

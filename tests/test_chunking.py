@@ -52,11 +52,6 @@ def test_long_text_pieces_fit() -> None:
     assert squeeze("".join(pieces)) == squeeze(text)
 
 
-@pytest.mark.xfail(
-    reason="BUG: after a cut only '\\n' and ' ' are stripped (rest.lstrip('\\n ')), so a tab "
-           "after a cut starts the next piece, against 'whitespace around a cut is dropped'",
-    strict=True,
-)
 def test_tab_after_cut_is_dropped() -> None:
     assert split_message("aaaa \tbbbb", 5) == ["aaaa", "bbbb"]
 

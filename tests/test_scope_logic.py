@@ -189,10 +189,6 @@ def test_context_bounded_by_count() -> None:
     assert context[-1].seq == CONTEXT_MESSAGES + 10
 
 
-@pytest.mark.xfail(
-    reason="BUG: context is kept in arrival order, but Prompt.context is documented "
-           "'by seq'", strict=True,
-)
 def test_context_in_seq_order() -> None:
     scope = logic()
     scope.accept(msg(5, wakeup=False))
@@ -217,10 +213,8 @@ def test_context_in_seq_order() -> None:
 )
 def test_state_strings(steps: list[str], expected: str) -> None:
     scope = logic()
-    seq = 0
     run_id = ""
-    for step in steps:
-        seq += 1
+    for seq, step in enumerate(steps, start=1):
         if step == "context":
             scope.accept(msg(seq, wakeup=False))
         elif step == "engage":

@@ -45,10 +45,11 @@ class ProcessGroup:
         threading.Thread(target=self._kill_later, name="kill-later", daemon=True).start()
 
     def _kill_later(self) -> None:
-        try:
+        # SIGKILL the group even when the leader exited: a grandchild that
+        # ignores SIGTERM would otherwise keep the output pipe open forever.
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(self.grace_s)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
+        self._signal(signal.SIGKILL)
 
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
