@@ -32,10 +32,17 @@ class Forward:
 
 @attrs.frozen
 class ChildFailed:
-    """A supervised child died of an exception."""
+    """A supervised child died of an exception.
+
+    Attributes:
+        child_id: The child.
+        reason: One line: the exception.
+        leftovers: Messages that were waiting in its inbox, in order.
+    """
 
     child_id: str
     reason: str
+    leftovers: tuple[Any, ...] = ()
 
 
 @attrs.frozen

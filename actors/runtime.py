@@ -89,12 +89,31 @@ class SupervisedActor(pykka.ThreadingActor):
         self.cleanup()
         reason = "".join(traceback.format_exception_only(exception_value)).strip() if (
             exception_value is not None) else "unknown"
+        leftovers = self.drain_inbox()
         supervisor = self.runtime.supervisor
         if supervisor is not None:
             try:
-                supervisor.tell(ChildFailed(self.child_id, reason))
+                supervisor.tell(ChildFailed(self.child_id, reason, leftovers))
             except pykka.ActorDeadError:
                 log.warning("%s failed after the supervisor stopped: %s", self.child_id, reason)
+
+    def drain_inbox(self) -> tuple[Any, ...]:
+        """Take the messages still waiting in this (failed) actor's inbox.
+
+        pykka discards the inbox of an actor that dies; handing the waiting
+        ``tell``s back to the supervisor lets the restarted instance get them.
+        Asks are answered with an error by pykka itself and are not taken.
+        """
+        kept: list[Any] = []
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            message = envelope.message
+            if envelope.reply_to is None and not type(message).__module__.startswith("pykka"):
+                kept.append(message)
+            elif envelope.reply_to is not None:
+                envelope.reply_to.set_exception(exc_info=(
+                    pykka.ActorDeadError, pykka.ActorDeadError(f"{self.child_id} failed"), None))
+        return tuple(kept)
 
     def on_stop(self) -> None:
         """Release what the actor holds (sockets, processes)."""

@@ -104,7 +104,7 @@ class Supervisor(pykka.ThreadingActor):
         elif isinstance(message, Forward):
             self._forward(message.child_id, message.message)
         elif isinstance(message, ChildFailed):
-            self._failed(message.child_id, message.reason)
+            self._failed(message.child_id, message.reason, message.leftovers)
         elif isinstance(message, RestartChild):
             child = self.children.get(message.child_id)
             if child is not None and child.state == "restarting" and (
@@ -183,10 +183,11 @@ class Supervisor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             child.buffer.append(message)  # its failure report is on the way
 
-    def _failed(self, child_id: str, reason: str) -> None:
+    def _failed(self, child_id: str, reason: str, leftovers: tuple[Any, ...] = ()) -> None:
         child = self.children.get(child_id)
         if child is None or self.shutting_down:
             return
+        child.buffer[:0] = leftovers
         now = time.monotonic()
         child.ref = None
         child.last_failure = reason

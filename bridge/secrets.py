@@ -58,7 +58,7 @@ def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
     Args:
         ref: ``env:NAME`` (environment variable), ``file:PATH`` (file content,
             stripped; relative paths resolve against ``base_dir``) or the
-            literal value (meant for dev keys such as ``fak_dev_echo``).
+            literal value (meant for the dev guild's seeded keys).
         base_dir: Folder for relative ``file:`` paths (the config file's folder).
 
     Returns:

@@ -37,7 +37,7 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S,
 
 def write_config(tmp_path: Path, center_url: str, *, agents: str | None = None,
                  bindings: str | None = None, debounce_s: float = 0.2,
-                 extra: str = "") -> Config:
+                 extra: str = "", fabric_extra: str = "") -> Config:
     """Write a bridge config into ``tmp_path`` and load it."""
     agents = agents or textwrap.dedent("""
         [agents.echo]
@@ -58,6 +58,7 @@ def write_config(tmp_path: Path, center_url: str, *, agents: str | None = None,
 
         [fabric]
         center_url = "{center_url}"
+        {fabric_extra}
     """) + agents + bindings + extra
     path = tmp_path / "bridge.toml"
     path.write_text(text, encoding="utf-8")

@@ -238,3 +238,85 @@ def test_refused_login_shows_failed_and_others_keep_working(
         assert "fak_not_a_real_key" not in text and "fak_dev_echo" not in text
     finally:
         app.stop()
+
+
+def test_failing_posts_are_retried_and_answered_once(
+        bridge: BridgeApp, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    echo_id = devguild.user_id("echo")
+    devguild.fail_next_posts(2, 500, user_id=echo_id)
+    alice.post("general", "through errors")
+    alice.wait_reply("echo", "general", lambda c: c == "through errors")
+    devguild.fail_next_posts(1, 429, retry_after_s=1, user_id=echo_id)
+    alice.post("general", "through a rate limit")
+    alice.wait_reply("echo", "general", lambda c: c == "through a rate limit")
+    devguild.fail_next_posts(1, 502, user_id=echo_id, landed=True)
+    alice.post("general", "answer lost after the write")
+    alice.wait_reply("echo", "general", lambda c: c == "answer lost after the write")
+    alice.post("general", "and after that")
+    alice.wait_reply("echo", "general", lambda c: c == "and after that")
+    assert alice.messages_from("echo", "general") == [
+        "through errors", "through a rate limit", "answer lost after the write",
+        "and after that"]
+    rows = [a for a in bridge.board.snapshot().actors if a.kind == "delivery"]
+    assert rows and "retries" in rows[0].detail and "retries 0" not in rows[0].detail
+
+
+def test_long_answer_is_split_under_the_limit_in_order(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    script = tmp_path / "long.py"
+    script.write_text("import sys\nsys.stdin.read()\n"
+                      "for i in range(300):\n    print(f'line {i:03d} ' + 'x' * 60)\n")
+    agents = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "{script}"]
+    """)
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
+                                    fabric_extra="content_limit = 8000"))
+    try:
+        alice = members("alice")
+        alice.post("general", "write a lot")
+        wait_until(lambda: any("line 299" in c for c in alice.messages_from("echo", "general")),
+                   what="the last piece")
+        pieces = alice.messages_from("echo", "general")
+        assert len(pieces) == 3
+        assert all(len(p) <= 8000 for p in pieces)
+        lines = "\n".join(pieces).splitlines()
+        assert [line[:8] for line in lines] == [f"line {i:03d}" for i in range(300)]
+    finally:
+        app.stop()
+
+
+def test_new_channel_is_joined_on_channel_joined(
+        bridge: BridgeApp, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    bob = members("bob")
+    created = bob.rest.create_channel("lab", "general", members=[devguild.user_id("echo")])
+    channel_id = created["id"]
+    wait_until(lambda: (row := bridge.board.connection("echo", "dev")) and row.channels == 5,
+               what="echo joined the new channel")
+    bob.rest.post(channel_id, "hello lab")
+    wait_until(lambda: [m for m in devguild.state.messages(channel_id)
+                        if m["authorUserId"] == devguild.user_id("echo")
+                        and m["content"] == "hello lab"], what="an answer in the new channel")
+
+
+def test_scope_failing_too_often_is_escalated(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    app = start_bridge(write_config(tmp_path, devguild.center_url, debounce_s=0.05),
+                       scope_class=BoomScope)
+    try:
+        alice = members("alice")
+        general = f"scope:fabric:echo:dev:{devguild.channel_id('general')}"
+        for _ in range(4):
+            alice.post("general", "boom")
+        row = wait_until(lambda: next((a for a in app.board.snapshot().actors
+                                       if a.id == general and a.state == "failed"), None),
+                         what="escalation")
+        assert row.restarts == 3
+        assert "not restarted (escalated)" in "\n".join(app.board.snapshot().logs)
+        alice.post("dm-alice-echo", "others still answer")
+        alice.wait_reply("echo", "dm-alice-echo", lambda c: c == "others still answer")
+    finally:
+        app.stop()

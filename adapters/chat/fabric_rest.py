@@ -246,6 +246,22 @@ class FabricGuild:
             raise ChatError("list channels: expected a JSON array")
         return [c for c in data if isinstance(c, dict)]
 
+    def create_channel(self, name: str, x_type: str, *, members: list[str] | None = None,
+                       public: bool = True, purpose: str = "") -> dict[str, Any]:
+        """``POST /channels`` (path inferred); returns the created Channel.
+
+        Args:
+            name: Channel name.
+            x_type: One of Fabric's xTypes (``general``, ``work``, ``dm``, ...).
+            members: User ids to add (the caller is always a member).
+            public: Whether non-members can see and join it.
+            purpose: Free text.
+        """
+        body = {"guildId": self.access.guild, "name": name, "xType": x_type,
+                "isPublic": public, "memberUserIds": members or [], "purpose": purpose}
+        data = self._call("POST", "/channels", "create channel", json=body)
+        return data if isinstance(data, dict) else {}
+
     def history(self, channel_id: str, seq_from: int | None = None, seq_to: int | None = None,
                 limit: int = 200) -> list[dict[str, Any]]:
         """``GET /channels/:id/messages``: messages by ascending ``seq``.

@@ -125,7 +125,7 @@ class DevGuild:
         self.guild_url = ""
         self._faults = threading.Lock()
         self._delay_s = 0.0
-        self._fail: tuple[int, int, float | None] = (0, 500, None)
+        self._fail: tuple[int, int, float | None, str | None, bool] = (0, 500, None, None, False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -338,12 +338,22 @@ class DevGuild:
         self.state.set_token_ttl(seconds)
 
     def fail_next_posts(
-        self, count: int, status: int = 500, retry_after_s: float | None = None
+        self, count: int, status: int = 500, retry_after_s: float | None = None,
+        *, user_id: str | None = None, landed: bool = False,
     ) -> None:
-        """Make the next ``count`` message posts answer ``status`` without storing.
+        """Make the next ``count`` message posts answer ``status``.
 
         When ``retry_after_s`` is given the answer carries ``Retry-After`` in
         whole seconds, rounded up (meant for 429 and 503).
+
+        Args:
+            count: How many posts fail.
+            status: HTTP status to answer (400-599).
+            retry_after_s: Retry-After to send, in seconds.
+            user_id: Only posts by this user fail (None: any author).
+            landed: When True the post is stored and announced but the answer
+                is still the failure (an answer lost after the write), which a
+                client must not answer with a duplicate post.
 
         Raises:
             ValueError: On a negative count or a status outside 400-599.
@@ -351,7 +361,7 @@ class DevGuild:
         if count < 0 or not 400 <= status <= 599:
             raise ValueError("count must be >= 0 and status 400-599")
         with self._faults:
-            self._fail = (count, status, retry_after_s)
+            self._fail = (count, status, retry_after_s, user_id, landed)
 
     def set_delay(self, seconds: float) -> None:
         """Delay every guild REST answer (not the ``_dev`` switches) by ``seconds``.
@@ -364,14 +374,15 @@ class DevGuild:
         with self._faults:
             self._delay_s = seconds
 
-    def _take_failure(self) -> web.Response | None:
+    def _take_failure(self, caller: str) -> tuple[web.Response, bool] | None:
+        """The injected failure for this post, and whether the post still lands."""
         with self._faults:
-            count, status, retry_after = self._fail
-            if count <= 0:
+            count, status, retry_after, user_id, landed = self._fail
+            if count <= 0 or (user_id is not None and user_id != caller):
                 return None
-            self._fail = (count - 1, status, retry_after)
+            self._fail = (count - 1, status, retry_after, user_id, landed)
         headers = None if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
-        return _error(status, "injected failure", headers)
+        return _error(status, "injected failure", headers), landed
 
     # -- middlewares ---------------------------------------------------------
 
@@ -525,9 +536,9 @@ class DevGuild:
 
     async def _post(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
-        failure = self._take_failure()
-        if failure is not None:
-            return failure
+        failure = self._take_failure(caller)
+        if failure is not None and not failure[1]:
+            return failure[0]
         data = await _body(request)
         posted = self.state.post(
             caller,
@@ -536,6 +547,8 @@ class DevGuild:
             _field(data, "wakeupUserId", str, None),
         )
         await self._emit_created(posted)
+        if failure is not None:
+            return failure[0]
         return web.json_response(posted.message, status=201)
 
     async def _edit(self, request: web.Request) -> web.Response:
