@@ -19,6 +19,7 @@ from bridge.config import Config
 from bridge.devguild import DevGuild, load_seed
 from bridge.logs import remove_logging, setup_logging
 from bridge.statefiles import StateLock, StatusWriter
+from bridge.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,14 @@ class BridgeApp:
         self.supervisor: pykka.ActorRef[Any] | None = None
         self.status_writer: StatusWriter | None = None
         self.log_handlers: list[logging.Handler] = []
+        self.store: Store | None = None
 
     def start(self) -> None:
         """Take the state-dir lock, start the dev guild if configured, then the actors.
 
         Raises:
             bridge.statefiles.AlreadyRunning: another bridge uses the state dir.
+            bridge.store.StoreError: the state store is corrupt, locked or too new.
             OSError: a dev guild port is taken.
         """
         self.lock.acquire()
@@ -72,8 +75,9 @@ class BridgeApp:
                 log.info("dev guild: center %s, guild %s", self.devguild.center_url,
                          self.devguild.guild_url)
                 config = config.with_center_url(self.devguild.center_url)
+            self.store = open_store(config.bridge.state_dir)
             self.timers.start()
-            self.runtime = Runtime(config, self.board, self.timers)
+            self.runtime = Runtime(config, self.board, self.timers, self.store)
             self.supervisor = Supervisor.start(self.runtime, self.scope_class)
             self.status_writer = StatusWriter(self.board.snapshot, config.bridge.state_dir)
             self.status_writer.start()
@@ -101,6 +105,9 @@ class BridgeApp:
             for ref in stragglers:
                 ref.stop(block=False)
         self.timers.stop()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         if self.devguild is not None:
             self.devguild.stop()
             self.devguild = None

@@ -13,11 +13,14 @@ ignored.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pykka
 
 from actors.messages import (
@@ -65,6 +68,20 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     return float(base * (1 + jitter))
 
 
+def is_stale(created_at: str, window_s: float, now: float | None = None) -> bool:
+    """True when an ISO 8601 timestamp is more than ``window_s`` seconds old.
+
+    An unparsable or missing timestamp is not stale (the message is handled).
+    """
+    try:
+        created = datetime.datetime.fromisoformat(created_at)
+    except ValueError:
+        return False
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=datetime.UTC)
+    return (now if now is not None else time.time()) - created.timestamp() > window_s
+
+
 class Gateway(SupervisedActor):
     """The connection of one agent identity to one guild.
 
@@ -102,6 +119,7 @@ class Gateway(SupervisedActor):
     def on_receive(self, message: Any) -> None:
         """Dispatch one message (see the module docstring)."""
         if isinstance(message, Init):
+            self.last_seq = self.runtime.store.last_seqs(self.agent.name, self.guild)
             self._publish()
             self._connect()
         elif isinstance(message, Connect):
@@ -231,7 +249,12 @@ class Gateway(SupervisedActor):
                 fresh[info.id] = info
         added = [cid for cid in fresh if cid not in self.channels]
         for cid in added:
-            self.last_seq.setdefault(cid, fresh[cid].last_seq)
+            if cid not in self.last_seq:
+                # First sight of a channel: start from now, and remember that, so
+                # that what is said while the bridge is down is caught up later.
+                self.last_seq[cid] = fresh[cid].last_seq
+                self.runtime.store.set_last_seq(self.agent.name, self.guild, cid,
+                                                fresh[cid].last_seq)
         self.channels = fresh
         return added
 
@@ -333,9 +356,22 @@ class Gateway(SupervisedActor):
         self._route(self._normalize(channel, payload, catch_up=catch_up))
 
     def _route(self, inbound: Inbound) -> None:
-        """Advance the channel's last seen seq and route the message (not our own)."""
+        """Journal the message, advance the last seen seq, and route it (not our own).
+
+        The journal write commits before the message is routed; a message id
+        already in the journal is a duplicate and is dropped here.
+        """
         self.last_seq[inbound.channel_id] = inbound.seq
+        store = self.runtime.store
         if inbound.author_id == self._self_id():
+            store.set_last_seq(self.agent.name, self.guild, inbound.channel_id, inbound.seq)
+            return
+        if inbound.catch_up and is_stale(inbound.created_at,
+                                         self.runtime.config.bridge.catch_up_window_s):
+            inbound = attrs.evolve(inbound, stale=True)
+        if not store.record_inbound(inbound):
+            log.debug("gateway %s@%s: duplicate %s dropped", self.agent.name, self.guild,
+                      inbound.message_id)
             return
         supervisor = self.runtime.supervisor
         if supervisor is not None:

@@ -137,11 +137,9 @@ class StopRun:
 
 @attrs.frozen
 class Deliver:
-    """To a delivery actor: post this answer for ``run_id`` (split under the limit)."""
+    """To a delivery actor: the outbox has new pieces for ``scope_key``; post them."""
 
-    run_id: str
     scope_key: str
-    text: str
 
 
 @attrs.frozen

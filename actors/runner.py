@@ -15,6 +15,7 @@ from actors.runtime import Runtime
 from adapters.agents import build_agent
 from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, TextDelta, ToolStarted
 from bridge.board import RunRow
+from bridge.chunking import split_message
 from bridge.config import AgentSettings
 from bridge.prompt import Prompt
 
@@ -114,9 +115,11 @@ class Runner(pykka.ThreadingActor):
         elapsed = time.time() - self.started_at
         log.info("run %s %s after %.2fs%s", self.run_id, "done" if ok else "failed", elapsed,
                  f": {reason}" if reason else "")
+        pieces = split_message(text, self.runtime.config.fabric.content_limit)
+        self.runtime.store.finish_run(self.run_id, "done" if ok else "failed", pieces)
         supervisor = self.runtime.supervisor
-        if supervisor is not None and text.strip():
-            supervisor.tell(Forward(self.delivery_id, Deliver(self.run_id, self.scope_key, text)))
+        if supervisor is not None and pieces:
+            supervisor.tell(Forward(self.delivery_id, Deliver(self.scope_key)))
         with contextlib.suppress(pykka.ActorDeadError):
             self.scope.tell(RunFinished(self.run_id, ok, reason))
         self.actor_ref.stop(block=False)

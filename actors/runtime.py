@@ -15,6 +15,7 @@ from actors.messages import ChildFailed, Init
 from actors.timers import Timers
 from bridge.board import Board
 from bridge.config import Config
+from bridge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Runtime:
         config: The validated config.
         board: Where actors publish their state.
         timers: The timer thread.
+        store: The state store.
         directory: Current refs of supervised children.
         supervisor: Ref of the root supervisor (set once it started).
     """
@@ -59,6 +61,7 @@ class Runtime:
     config: Config
     board: Board
     timers: Timers
+    store: Store
     directory: Directory = attrs.field(factory=Directory)
     supervisor: pykka.ActorRef[Any] | None = None
 

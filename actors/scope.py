@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from types import TracebackType
 from typing import Any
 
 import pykka
@@ -41,6 +42,7 @@ class Scope(SupervisedActor):
                                 runtime.config.bridge.debounce_s)
         self.runner: pykka.ActorRef[Any] | None = None
         self.last_activity = time.time()
+        self.processing: Inbound | None = None
 
     @property
     def delivery_id(self) -> str:
@@ -50,12 +52,13 @@ class Scope(SupervisedActor):
     def on_receive(self, message: Any) -> None:
         """Handle ``Inbound``, ``DebounceElapsed`` and ``RunFinished``."""
         if isinstance(message, Init):
-            self._publish()
-            return
-        if isinstance(message, Inbound):
+            self._recover()
+        elif isinstance(message, Inbound):
             self.last_activity = time.time()
+            self.processing = message
             self.handle(message)
-            self._apply(self.logic.accept(message))
+            self._accept(message)
+            self.processing = None
         elif isinstance(message, DebounceElapsed):
             self._apply(self.logic.debounce_elapsed(message.generation))
         elif isinstance(message, RunFinished):
@@ -72,6 +75,21 @@ class Scope(SupervisedActor):
     def handle(self, message: Inbound) -> None:
         """Hook called for each inbound message before the rules (tests override it)."""
 
+    def _recover(self) -> None:
+        """Take the journal's open messages of this scope (after a restart or a crash)."""
+        waiting = self.runtime.store.open_inbound(self.key)
+        if waiting:
+            log.info("scope %s: %d message(s) from the journal", self.key, len(waiting))
+        for message in waiting:
+            self._accept(message)
+
+    def _accept(self, message: Inbound) -> None:
+        actions = self.logic.accept(message)
+        if self.logic.verdict != "duplicate":
+            self.runtime.store.classify(self.key, message.message_id,
+                                        self.logic.verdict == "engaged")
+        self._apply(actions)
+
     def _apply(self, actions: list[ArmDebounce | StartRun]) -> None:
         for action in actions:
             if isinstance(action, ArmDebounce):
@@ -84,6 +102,8 @@ class Scope(SupervisedActor):
                 self._start(action)
 
     def _start(self, action: StartRun) -> None:
+        self.runtime.store.start_run(action.run_id, self.key,
+                                     action.message_ids + action.context_ids)
         log.info("scope %s: run %s starts with %d message(s)", self.key, action.run_id,
                  len(action.prompt.messages))
         self.runner = Runner.start(self.runtime, self.actor_ref, self.key, self.delivery_id,
@@ -91,6 +111,15 @@ class Scope(SupervisedActor):
         self.runtime.board.put_run(RunRow(action.run_id, self.key, self.agent.name, time.time()))
         self.runtime.board.put_actor(ActorRow(f"runner:{action.run_id}", "runner",
                                               self.child_id, "running"))
+
+    def on_failure(self, exception_type: type[BaseException] | None,
+                   exception_value: BaseException | None, tb: TracebackType | None) -> None:
+        """Drop the message being handled (it is never replayed), then report the failure."""
+        if self.processing is not None:
+            log.error("scope %s: message %s dropped: it made the scope fail (%s)", self.key,
+                      self.processing.message_id, exception_value)
+            self.runtime.store.drop_inbound(self.key, self.processing.message_id)
+        super().on_failure(exception_type, exception_value, tb)
 
     def cleanup(self) -> None:
         """Stop the current run (its process group) when the scope stops or fails."""

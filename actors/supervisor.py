@@ -24,7 +24,7 @@ import pykka
 
 from actors.delivery import Delivery
 from actors.gateway import Gateway
-from actors.messages import ChildFailed, Forward, RestartChild, Route, Shutdown
+from actors.messages import ChildFailed, Deliver, Forward, RestartChild, Route, Shutdown
 from actors.runtime import Runtime
 from actors.scope import Scope
 from actors.tokens import TokenCache
@@ -96,6 +96,23 @@ class Supervisor(pykka.ThreadingActor):
             self._add(child_id, "gateway", functools.partial(
                 Gateway.start, self.runtime, child_id, config.agents[agent_name], guild,
                 bindings))
+        self._recover()
+
+    def _recover(self) -> None:
+        """Pick up what an earlier process left: cut-off runs, open messages, the outbox."""
+        store = self.runtime.store
+        for run_id, scope_key, given_up in store.recover_runs():
+            log.warning("run %s of %s was cut off by a restart; %s", run_id, scope_key,
+                        "given up" if given_up else "its messages run again")
+            if given_up:
+                agent = scope_key.split(":")[1]
+                store.add_notice(scope_key, f"interrupted:{run_id}",
+                                 f"⚠ {agent}: a run was interrupted twice by bridge restarts "
+                                 "and was not retried; please send your message again.")
+        for inbound in store.open_scopes():
+            self._route(inbound)
+        for scope_key in store.pending_scopes():
+            self._forward(f"delivery:{scope_key}", Deliver(scope_key))
 
     def on_receive(self, message: Any) -> Any:
         """Handle ``Route``, ``Forward``, ``ChildFailed``, ``RestartChild`` and ``Shutdown``."""

@@ -24,17 +24,60 @@ class RunContext:
         scope_key: Scope that asked for the run.
         workspace: Working directory (created if missing).
         session_id: The agent's session/thread to resume, if any.
+        images: Image files to attach to the prompt (agents that cannot take
+            images ignore them).
     """
 
     run_id: str
     scope_key: str
     workspace: Path
     session_id: str | None = None
+    images: tuple[Path, ...] = ()
+
+
+@attrs.frozen
+class SessionStarted:
+    """The agent opened (or resumed) a session/thread; remember it to continue later.
+
+    Attributes:
+        session_id: The agent's id, passed back as :attr:`RunContext.session_id`.
+    """
+
+    session_id: str
+
+
+@attrs.frozen
+class PlanItem:
+    """One step of an agent's plan.
+
+    Attributes:
+        text: What the step is.
+        done: True once the agent marked it completed.
+        active: True while the agent works on it (where the agent says so).
+    """
+
+    text: str
+    done: bool = False
+    active: bool = False
+
+
+@attrs.frozen
+class Plan:
+    """The agent's current plan (replaces any earlier plan of the run)."""
+
+    items: tuple[PlanItem, ...]
+
+
+@attrs.frozen
+class Notice:
+    """Something worth a line in the log or status (a retry, a warning); not fatal."""
+
+    text: str
 
 
 @attrs.frozen
 class TextDelta:
-    """Part of the answer as the agent writes it."""
+    """Text the agent wrote while working (progress; the answer is in :class:`RunDone`)."""
 
     text: str
 
@@ -49,19 +92,34 @@ class ToolStarted:
 
 @attrs.frozen
 class ToolFinished:
-    """A tool step ended."""
+    """A tool step ended.
+
+    Attributes:
+        step_id: The id given in :class:`ToolStarted`.
+        ok: False when the step failed (non-zero exit, error result, declined).
+        detail: Short outcome, e.g. ``exit 1``; may be empty.
+    """
 
     step_id: str
     ok: bool
+    detail: str = ""
 
 
 @attrs.frozen
 class Usage:
-    """What the run cost, where the agent reports it."""
+    """What the run cost, where the agent reports it.
+
+    Attributes:
+        input_tokens: Prompt tokens, cached ones included.
+        output_tokens: Generated tokens.
+        cost_usd: Cost in US dollars, when the agent reports one.
+        turns: Model turns the run took, when the agent reports it (0: unknown).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
+    turns: int = 0
 
 
 @attrs.frozen
@@ -78,12 +136,15 @@ class RunFailed:
 
     Attributes:
         reason: One line for the channel, never a secret.
+        session_id: The session the run used, when known (it stays resumable).
     """
 
     reason: str
+    session_id: str | None = None
 
 
-AgentEvent = TextDelta | ToolStarted | ToolFinished | Usage | RunDone | RunFailed
+AgentEvent = (TextDelta | ToolStarted | ToolFinished | Usage | RunDone | RunFailed
+              | SessionStarted | Plan | Notice)
 TERMINAL_EVENTS = (RunDone, RunFailed)
 
 

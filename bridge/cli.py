@@ -22,6 +22,7 @@ from bridge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_STORE = 3
 
 log = logging.getLogger("bridge")
 
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (``sys.argv[1:]`` when None).
 
     Returns:
-        The exit code: 0 ok, 1 failure, 2 bad config.
+        The exit code: 0 ok, 1 failure, 2 bad config, 3 unusable state store.
     """
     args = build_parser().parse_args(argv)
     try:
@@ -108,6 +109,7 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
     from bridge.board import Board
     from bridge.logs import setup_logging
     from bridge.statefiles import AlreadyRunning
+    from bridge.store import StoreError
     from bridge.tui import run_live
 
     use_tui = not no_tui and sys.stdout.isatty()
@@ -122,6 +124,9 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
     except AlreadyRunning as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except StoreError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return EXIT_STORE
     except OSError as exc:
         app.stop()
         print(f"bridge: cannot start: {exc}", file=sys.stderr)

@@ -20,7 +20,26 @@ import attrs
 from bridge.secrets import Secret, SecretError, resolve_secret
 
 #: Agent kinds this version can run.
-AGENT_KINDS = ("echo", "command")
+AGENT_KINDS = ("echo", "command", "codex", "claude")
+#: Sandbox modes of the coding agents (Codex's names; Claude Code maps them to permission modes).
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+#: Claude Code's ``--permission-mode`` values.
+CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "dontAsk", "auto",
+                           "bypassPermissions")
+#: The permission mode a Claude agent gets from its sandbox when none is configured.
+#: ``bypassPermissions`` is refused by Claude Code when it runs as root (see ``doctor``).
+CLAUDE_MODE_FOR_SANDBOX = {"read-only": "default", "workspace-write": "acceptEdits",
+                           "danger-full-access": "bypassPermissions"}
+#: Keys every agent accepts, and the extra keys of each kind.
+_AGENT_KEYS = {"kind", "api_key", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes"}
+_CODING_KEYS = {"model_api_key", "sandbox", "idle_timeout_s", "binary", "extra_args", "env"}
+_KIND_KEYS = {
+    "echo": set(),
+    "command": {"command"},
+    "codex": _CODING_KEYS | {"codex_home"},
+    "claude": _CODING_KEYS | {"permission_mode", "allowed_tools", "model_base_url",
+                              "config_dir"},
+}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "bridge.toml"
 
 
@@ -50,11 +69,14 @@ class BridgeSettings:
         state_dir: Absolute folder for the lock, status file and (later) the state store.
         debounce_s: Debounce window in seconds (a burst within it becomes one run).
         log_level: Python logging level name.
+        catch_up_window_s: Messages fetched after an outage that are older than
+            this (seconds) are kept as context only and start no run.
     """
 
     state_dir: Path
     debounce_s: float = 0.3
     log_level: str = "INFO"
+    catch_up_window_s: float = 600.0
 
 
 @attrs.frozen
@@ -104,6 +126,20 @@ class AgentSettings:
         timeout_s: A run is stopped after this many seconds.
         stop_grace_s: Seconds between SIGTERM and SIGKILL when a run is stopped.
         max_output_bytes: Output kept from an agent process; the rest is cut with a note.
+        model_api_key: codex/claude: the model API key given to the child
+            (``CODEX_API_KEY`` / ``ANTHROPIC_API_KEY``); None leaves the CLI's own login.
+        sandbox: codex/claude: one of :data:`SANDBOX_MODES`.
+        idle_timeout_s: codex/claude: a run whose child writes nothing for this
+            many seconds is stopped and fails.
+        binary: codex/claude: the CLI, an absolute path or a name looked up on PATH.
+        extra_args: codex/claude: appended to the CLI's arguments.
+        env: codex/claude: extra environment of the child, values resolved like secrets.
+        codex_home: codex: ``CODEX_HOME`` (default ``<state_dir>/codex-home/<name>``).
+        permission_mode: claude: ``--permission-mode`` (default from ``sandbox``,
+            see :data:`CLAUDE_MODE_FOR_SANDBOX`).
+        allowed_tools: claude: ``--allowedTools`` entries, e.g. ``Bash(pytest:*)``.
+        model_base_url: claude: ``ANTHROPIC_BASE_URL`` (empty: the CLI's default).
+        config_dir: claude: ``CLAUDE_CONFIG_DIR`` (default ``<state_dir>/claude-home/<name>``).
     """
 
     name: str
@@ -114,6 +150,17 @@ class AgentSettings:
     timeout_s: float = 1800.0
     stop_grace_s: float = 3.0
     max_output_bytes: int = 1_000_000
+    model_api_key: Secret | None = None
+    sandbox: str = "workspace-write"
+    idle_timeout_s: float = 300.0
+    binary: str = ""
+    extra_args: tuple[str, ...] = ()
+    env: tuple[tuple[str, Secret], ...] = ()
+    codex_home: Path | None = None
+    permission_mode: str = ""
+    allowed_tools: tuple[str, ...] = ()
+    model_base_url: str = ""
+    config_dir: Path | None = None
 
 
 @attrs.frozen
@@ -316,7 +363,8 @@ class _Reader:
         return Config(self.file, bridge, devguild, fabric, agents, bindings)
 
     def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
-        self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level"})
+        self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level",
+                                          "catch_up_window_s"})
         level = str(self.get(table, "bridge", "log_level", str, "INFO")).upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise self.fail("bridge.log_level", f"must be debug, info, warning or error, got "
@@ -325,6 +373,7 @@ class _Reader:
             state_dir=self.path(self.get(table, "bridge", "state_dir", str, "var")),
             debounce_s=self.positive(table, "bridge", "debounce_s", 0.3),
             log_level=level,
+            catch_up_window_s=self.positive(table, "bridge", "catch_up_window_s", 600.0),
         )
 
     def devguild(self, table: Mapping[str, Any] | None) -> DevGuildSettings | None:
@@ -362,12 +411,17 @@ class _Reader:
         prefix = f"agents.{name}"
         if not isinstance(table, dict):
             raise self.fail(prefix, f"must be a table, got {type(table).__name__}")
-        self.check_keys(table, prefix, {"kind", "api_key", "command", "workspace", "timeout_s",
-                                        "stop_grace_s", "max_output_bytes"})
+        every = _AGENT_KEYS.union(*_KIND_KEYS.values())
+        self.check_keys(table, prefix, every)
         kind = self.get(table, prefix, "kind", str)
         if kind not in AGENT_KINDS:
             raise self.fail(f"{prefix}.kind",
                             f"must be one of {', '.join(AGENT_KINDS)} (got {kind!r})")
+        for key in table:
+            if key not in _AGENT_KEYS | _KIND_KEYS[kind]:
+                kinds = [k for k in AGENT_KINDS if key in _KIND_KEYS[k]]
+                raise self.fail(f"{prefix}.{key}", f"applies only to kind {' or '.join(kinds)}, "
+                                                   f"not {kind!r}")
         try:
             api_key = resolve_secret(self.get(table, prefix, "api_key", str), self.base)
         except SecretError as exc:
@@ -389,7 +443,74 @@ class _Reader:
             timeout_s=timeout,
             stop_grace_s=self.positive(table, prefix, "stop_grace_s", 3.0),
             max_output_bytes=self.at_least(table, prefix, "max_output_bytes", 1_000_000, 1),
+            **(self.coding_agent(name, kind, table, bridge) if kind in ("codex", "claude")
+               else {}),
         )
+
+    def coding_agent(self, name: str, kind: str, table: Mapping[str, Any],
+                     bridge: BridgeSettings) -> dict[str, Any]:
+        """The codex/claude keys of one agent table, as AgentSettings fields."""
+        prefix = f"agents.{name}"
+        values: dict[str, Any] = {}
+        ref = self.get(table, prefix, "model_api_key", str, "")
+        if ref:
+            try:
+                values["model_api_key"] = resolve_secret(ref, self.base)
+            except SecretError as exc:
+                raise self.fail(f"{prefix}.model_api_key", str(exc)) from None
+        sandbox = self.get(table, prefix, "sandbox", str, "workspace-write")
+        if sandbox not in SANDBOX_MODES:
+            raise self.fail(f"{prefix}.sandbox",
+                            f"must be one of {', '.join(SANDBOX_MODES)} (got {sandbox!r})")
+        values["sandbox"] = sandbox
+        idle = self.positive(table, prefix, "idle_timeout_s", 300.0)
+        if idle <= 0:
+            raise self.fail(f"{prefix}.idle_timeout_s", "must be more than zero")
+        values["idle_timeout_s"] = idle
+        binary = self.get(table, prefix, "binary", str, kind)
+        if not binary.strip():
+            raise self.fail(f"{prefix}.binary", "must not be empty")
+        values["binary"] = str(self.path(binary)) if "/" in binary else binary
+        values["extra_args"] = self.strings(table, prefix, "extra_args")
+        values["env"] = self.env(table, prefix)
+        if kind == "codex":
+            home = self.get(table, prefix, "codex_home", str, "")
+            values["codex_home"] = (self.path(home) if home
+                                    else bridge.state_dir / "codex-home" / name)
+            return values
+        mode = self.get(table, prefix, "permission_mode", str, "")
+        if mode and mode not in CLAUDE_PERMISSION_MODES:
+            raise self.fail(f"{prefix}.permission_mode",
+                            f"must be one of {', '.join(CLAUDE_PERMISSION_MODES)} (got {mode!r})")
+        values["permission_mode"] = mode or CLAUDE_MODE_FOR_SANDBOX[sandbox]
+        values["allowed_tools"] = self.strings(table, prefix, "allowed_tools")
+        url = self.get(table, prefix, "model_base_url", str, "")
+        if url and not re.match(r"^https?://", url):
+            raise self.fail(f"{prefix}.model_base_url",
+                            f"must start with http:// or https://, got {url!r}")
+        values["model_base_url"] = url.rstrip("/")
+        config_dir = self.get(table, prefix, "config_dir", str, "")
+        values["config_dir"] = (self.path(config_dir) if config_dir
+                                else bridge.state_dir / "claude-home" / name)
+        return values
+
+    def env(self, table: Mapping[str, Any], prefix: str) -> tuple[tuple[str, Secret], ...]:
+        """The ``env`` table: names to values, each resolved like a secret reference."""
+        value = self.get(table, prefix, "env", dict, {})
+        result = []
+        for name, ref in value.items():
+            key = f"{prefix}.env.{name}"
+            line = self.line_of(key) or self.line_of(f"{prefix}.env")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ConfigError(self.file, key, "not a valid environment variable name", line)
+            if not isinstance(ref, str):
+                raise ConfigError(self.file, key,
+                                  f"must be a string, got {type(ref).__name__}", line)
+            try:
+                result.append((name, resolve_secret(ref, self.base)))
+            except SecretError as exc:
+                raise ConfigError(self.file, key, str(exc), line) from None
+        return tuple(result)
 
     def bindings(self, value: Any, agents: Mapping[str, AgentSettings]) -> tuple[Binding, ...]:
         if not isinstance(value, list):

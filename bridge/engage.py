@@ -17,4 +17,6 @@ def engages(message: Inbound) -> bool:
     Args:
         message: The accepted message.
     """
+    if message.stale:
+        return False
     return message.wakeup or message.x_type in ALWAYS_ENGAGE_X_TYPES

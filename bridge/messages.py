@@ -40,6 +40,8 @@ class Inbound:
         wakeup: True when the platform says this message wakes the agent.
         mentioned: True when the content mentions the agent.
         catch_up: True when fetched from history after a gap or reconnect.
+        stale: True for a catch-up message older than the catch-up window: it
+            is kept as context only, so a long outage does not start a flood of runs.
     """
 
     platform: str
@@ -57,6 +59,7 @@ class Inbound:
     wakeup: bool = False
     mentioned: bool = False
     catch_up: bool = False
+    stale: bool = False
 
     @property
     def scope_key(self) -> str:

@@ -69,11 +69,19 @@ class ArmDebounce:
 
 @attrs.frozen
 class StartRun:
-    """Action: start a run with this prompt and id."""
+    """Action: start a run with this prompt and id.
+
+    Attributes:
+        run_id: New unique run id.
+        prompt: What the agent is asked.
+        message_ids: Ids of the engaged messages it answers.
+        context_ids: Ids of the context messages its prompt includes.
+    """
 
     run_id: str
     prompt: Prompt
     message_ids: tuple[str, ...]
+    context_ids: tuple[str, ...] = ()
 
 
 Action = ArmDebounce | StartRun
@@ -99,7 +107,8 @@ class ScopeLogic:
         self.channel = channel
         self.debounce_s = debounce_s
         self.dedup = Dedup(dedup_size)
-        self.context: collections.deque[PromptLine] = collections.deque()
+        self.context: collections.deque[tuple[str, PromptLine]] = collections.deque()
+        self.verdict = ""
         self.pending: list[Inbound] = []
         self.current_run: str | None = None
         self.generation = 0
@@ -117,20 +126,25 @@ class ScopeLogic:
         return "debouncing" if self.debouncing else "idle"
 
     def accept(self, message: Inbound) -> list[Action]:
-        """Take one inbound message.
+        """Take one inbound message; :attr:`verdict` then says what it was.
+
+        ``verdict`` is ``duplicate``, ``context`` or ``engaged``.
 
         Returns:
             ``[]`` for a duplicate, a context message, or a message that waits
             for the current run; ``[ArmDebounce]`` when a window (re)starts.
         """
         if self.dedup.seen(message.message_id):
+            self.verdict = "duplicate"
             return []
         self.received += 1
         if message.channel_name:
             self.channel = message.channel_name
         if not engages(message):
-            self._add_context(PromptLine.of(message))
+            self.verdict = "context"
+            self._add_context(message.message_id, PromptLine.of(message))
             return []
+        self.verdict = "engaged"
         self.engaged += 1
         self.pending.append(message)
         if self.current_run is not None:
@@ -156,12 +170,13 @@ class ScopeLogic:
             guild=self.guild,
             channel=self.channel,
             messages=tuple(PromptLine.of(m) for m in pending),
-            context=tuple(sorted(self.context, key=lambda line: line.seq)),
+            context=tuple(line for _, line in sorted(self.context, key=lambda c: c[1].seq)),
         )
+        context_ids = tuple(message_id for message_id, _ in self.context)
         self.context.clear()
         self.current_run = run_id
         self.runs += 1
-        return [StartRun(run_id, prompt, tuple(m.message_id for m in pending))]
+        return [StartRun(run_id, prompt, tuple(m.message_id for m in pending), context_ids)]
 
     def run_finished(self, run_id: str, ok: bool) -> list[Action]:
         """The run ``run_id`` ended; unknown ids are ignored.
@@ -181,9 +196,9 @@ class ScopeLogic:
         self.debouncing = True
         return ArmDebounce(self.generation, self.debounce_s)
 
-    def _add_context(self, line: PromptLine) -> None:
-        self.context.append(line)
+    def _add_context(self, message_id: str, line: PromptLine) -> None:
+        self.context.append((message_id, line))
         while len(self.context) > CONTEXT_MESSAGES or (
-            len(self.context) > 1 and sum(len(c.text) for c in self.context) > CONTEXT_CHARS
+            len(self.context) > 1 and sum(len(c.text) for _, c in self.context) > CONTEXT_CHARS
         ):
             self.context.popleft()

@@ -21,6 +21,19 @@ from bridge.errors import Unauthorized
 #: Seconds a test waits for something that should happen quickly on loopback.
 WAIT_S = 10.0
 
+#: A command agent that waits for a file named ``gate`` in its workspace, removes
+#: it, and answers "answer to: " + the texts of the messages it was asked.
+GATED_AGENT = textwrap.dedent("""
+    import os, sys, time
+    prompt = sys.stdin.read()
+    gate = os.path.join(os.getcwd(), "gate")
+    while not os.path.exists(gate):
+        time.sleep(0.02)
+    os.remove(gate)
+    lines = prompt.split("Messages to answer:\\n", 1)[1]
+    print("answer to: " + " + ".join(l.split(": ", 1)[1] for l in lines.splitlines()))
+""")
+
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S,
                what: str = "condition") -> Any:

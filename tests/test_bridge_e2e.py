@@ -15,7 +15,7 @@ from bridge.board import Board
 from bridge.config import Config
 from bridge.devguild import DevGuild
 from bridge.messages import Inbound
-from tests.support import Member, wait_until, write_config
+from tests.support import GATED_AGENT, Member, wait_until, write_config
 
 
 def start_bridge(config: Config, scope_class: type[Scope] = Scope) -> BridgeApp:
@@ -82,16 +82,6 @@ def test_debounce_merges_a_burst_into_one_run(tmp_path: Path, devguild: DevGuild
         app.stop()
 
 
-GATED_AGENT = textwrap.dedent("""
-    import os, sys, time
-    prompt = sys.stdin.read()
-    gate = os.path.join(os.getcwd(), "gate")
-    while not os.path.exists(gate):
-        time.sleep(0.02)
-    os.remove(gate)
-    lines = prompt.split("Messages to answer:\\n", 1)[1]
-    print("answer to: " + " + ".join(l.split(": ", 1)[1] for l in lines.splitlines()))
-""")
 
 
 def test_messages_during_a_run_go_into_the_next_run(tmp_path: Path, devguild: DevGuild,

@@ -1,0 +1,490 @@
+"""The state store: one SQLite database (WAL) in the state dir.
+
+It holds what must survive a crash, so that nothing accepted is lost and
+nothing delivered is delivered twice:
+
+- the inbound journal: each accepted message (its full normalized form) and
+  its state: ``received`` (recorded by the gateway), ``engaged`` or
+  ``context`` (classified by the scope), ``running`` (in a run), ``done``
+  (its run ended and the answer is in the outbox), or ``dropped`` (it made
+  its scope fail, so it is never replayed); the journal doubles as the
+  persistent dedup set (one row per (scope, message id));
+- the last seen ``seq`` per (agent, guild, channel), for catch-up;
+- the session catalog: scope key -> the agent's thread/session id,
+  workspace and policy fingerprint;
+- runs: start, end, outcome, usage;
+- the outbox: answer pieces with their idempotency keys and delivery state.
+
+Every write commits before the caller acknowledges the step it records.
+WAL with ``synchronous=NORMAL`` survives a killed process (``kill -9``); it
+may lose the last transactions on power loss, which is accepted here.
+Schema migrations are numbered and run at open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from bridge.messages import Inbound
+
+DB_FILE = "bridge.db"
+#: Seconds to wait for a lock held by another connection before failing.
+BUSY_TIMEOUT_S = 5.0
+#: A message whose runs were cut off by crashes this many times is not run again.
+MAX_RUN_ATTEMPTS = 2
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE inbound (
+        scope_key TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        run_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        payload TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (scope_key, message_id)
+    );
+    CREATE INDEX inbound_open ON inbound (scope_key, state);
+    CREATE TABLE channel_seq (
+        agent TEXT NOT NULL,
+        guild TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (agent, guild, channel_id)
+    );
+    CREATE TABLE sessions (
+        scope_key TEXT PRIMARY KEY,
+        session_id TEXT,
+        workspace TEXT NOT NULL DEFAULT '',
+        fingerprint TEXT NOT NULL DEFAULT '',
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        scope_key TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        outcome TEXT,
+        usage TEXT
+    );
+    CREATE INDEX runs_open ON runs (scope_key, ended_at);
+    CREATE TABLE outbox (
+        key TEXT PRIMARY KEY,
+        scope_key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message_id TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX outbox_pending ON outbox (scope_key, state);
+    """,
+)
+
+#: Inbound states that still need a run (or a place in the next prompt).
+OPEN_STATES = ("received", "engaged", "context")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used: corrupt, locked by another process, or too new.
+
+    The message names the file and says what to do.
+    """
+
+
+@attrs.frozen
+class Piece:
+    """One answer piece in the outbox.
+
+    Attributes:
+        key: Idempotency key, ``<run_id>:<index>``.
+        scope_key: The scope whose channel it goes to.
+        run_id: The run that produced it.
+        index: Position within the run's answer.
+        content: Text (under the content limit).
+        attempts: Failed delivery attempts so far (across restarts).
+    """
+
+    key: str
+    scope_key: str
+    run_id: str
+    index: int
+    content: str
+    attempts: int = 0
+
+
+@attrs.frozen
+class SessionRecord:
+    """The session catalog entry of one scope."""
+
+    scope_key: str
+    session_id: str | None
+    workspace: str
+    fingerprint: str
+
+
+class Store:
+    """The bridge's SQLite state store; safe to share between threads.
+
+    Args:
+        path: The database file (created with its folder when missing).
+
+    Raises:
+        StoreError: when the file is not a database, fails its integrity check,
+            is locked by another process, or has a newer schema than this code.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._check()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    def _explain(self, exc: sqlite3.DatabaseError) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return (f"state store {self.path} is locked by another process ({text}); stop "
+                    "the other bridge or tool that holds it")
+        return (f"state store {self.path} is unusable ({text}); move it aside to inspect it "
+                "(starting fresh would answer old messages again)")
+
+    def _check(self) -> None:
+        row = self._db.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {row[0] if row else '?'}")
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(f"state store {self.path} has schema version {version}, newer "
+                             f"than this bridge knows ({len(MIGRATIONS)}); upgrade the bridge")
+        for number in range(version, len(MIGRATIONS)):
+            with self._tx():
+                self._db.executescript(f"BEGIN IMMEDIATE;{MIGRATIONS[number]}"
+                                       f";PRAGMA user_version={number + 1};COMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(self._explain(exc)) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._tx() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    # -- inbound journal --------------------------------------------------
+
+    def record_inbound(self, inbound: Inbound, last_seq: bool = True) -> bool:
+        """Record an accepted message (state ``received``), and the channel's last seq.
+
+        Args:
+            inbound: The normalized message.
+            last_seq: Also advance the channel's last seen seq to ``inbound.seq``.
+
+        Returns:
+            True when it is new; False for a message id already recorded for
+            its scope (a duplicate: the caller drops it).
+        """
+        payload = json.dumps(attrs.asdict(inbound))
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, payload, "
+                "received_at) VALUES (?, ?, ?, 'received', ?, ?)",
+                (inbound.scope_key, inbound.message_id, inbound.seq, payload, time.time()))
+            if last_seq:
+                self._set_last_seq(db, inbound.agent, inbound.guild, inbound.channel_id,
+                                   inbound.seq)
+            return cursor.rowcount == 1
+
+    def set_last_seq(self, agent: str, guild: str, channel_id: str, seq: int) -> None:
+        """Advance the channel's last seen seq (never moves it back)."""
+        with self._write() as db:
+            self._set_last_seq(db, agent, guild, channel_id, seq)
+
+    @staticmethod
+    def _set_last_seq(db: sqlite3.Connection, agent: str, guild: str, channel_id: str,
+                      seq: int) -> None:
+        db.execute(
+            "INSERT INTO channel_seq (agent, guild, channel_id, last_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (agent, guild, channel_id) DO UPDATE SET "
+            "last_seq = max(last_seq, excluded.last_seq)", (agent, guild, channel_id, seq))
+
+    def last_seqs(self, agent: str, guild: str) -> dict[str, int]:
+        """Last seen seq per channel id of one (agent, guild)."""
+        with self._tx() as db:
+            rows = db.execute("SELECT channel_id, last_seq FROM channel_seq WHERE agent = ? AND "
+                              "guild = ?", (agent, guild)).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def classify(self, scope_key: str, message_id: str, engaged: bool) -> None:
+        """Mark a received message ``engaged`` or ``context`` (open states only)."""
+        with self._write() as db:
+            db.execute("UPDATE inbound SET state = ? WHERE scope_key = ? AND message_id = ? "
+                       "AND state IN ('received', 'engaged', 'context')",
+                       ("engaged" if engaged else "context", scope_key, message_id))
+
+    def drop_inbound(self, scope_key: str, message_id: str) -> None:
+        """Mark a message ``dropped``: it made its scope fail and is never replayed."""
+        with self._write() as db:
+            db.execute("UPDATE inbound SET state = 'dropped' WHERE scope_key = ? AND "
+                       "message_id = ?", (scope_key, message_id))
+
+    def open_inbound(self, scope_key: str) -> list[Inbound]:
+        """Messages of a scope that still wait for a run, by seq."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT payload FROM inbound WHERE scope_key = ? AND state IN "
+                "('received', 'engaged', 'context') ORDER BY seq", (scope_key,)).fetchall()
+        return [Inbound(**json.loads(r[0])) for r in rows]
+
+    def open_scopes(self) -> list[Inbound]:
+        """One open message per scope that has work waiting (to respawn the scope)."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT payload FROM inbound WHERE rowid IN (SELECT min(rowid) FROM inbound "
+                "WHERE state IN ('received', 'engaged', 'context') GROUP BY scope_key)"
+            ).fetchall()
+        return [Inbound(**json.loads(r[0])) for r in rows]
+
+    def count_inbound(self, scope_key: str | None = None) -> dict[str, int]:
+        """Journal rows per state (of one scope, or of all)."""
+        query = "SELECT state, count(*) FROM inbound"
+        args: tuple[str, ...] = ()
+        if scope_key is not None:
+            query += " WHERE scope_key = ?"
+            args = (scope_key,)
+        with self._tx() as db:
+            rows = db.execute(query + " GROUP BY state", args).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # -- runs --------------------------------------------------------------
+
+    def start_run(self, run_id: str, scope_key: str, message_ids: Sequence[str]) -> None:
+        """Record a run and move its messages (engaged and context) to ``running``."""
+        with self._write() as db:
+            db.execute("INSERT INTO runs (run_id, scope_key, started_at) VALUES (?, ?, ?)",
+                       (run_id, scope_key, time.time()))
+            db.executemany(
+                "UPDATE inbound SET state = 'running', run_id = ?, attempts = attempts + 1 "
+                "WHERE scope_key = ? AND message_id = ?",
+                [(run_id, scope_key, m) for m in message_ids])
+
+    def finish_run(self, run_id: str, outcome: str, pieces: Sequence[str],
+                   usage: dict[str, Any] | None = None) -> list[Piece]:
+        """End a run: its answer pieces go to the outbox, its messages are ``done``.
+
+        One transaction, so a crash leaves either the run open (it is recovered)
+        or the answer safely in the outbox (it is delivered).
+
+        Args:
+            run_id: The run.
+            outcome: ``done``, ``failed``, ``stopped``, ``interrupted``...
+            pieces: The answer split under the content limit, in order.
+            usage: What the agent reported (tokens, cost), if anything.
+
+        Returns:
+            The outbox pieces created (empty when the run was already finished).
+        """
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT scope_key, ended_at FROM runs WHERE run_id = ?",
+                             (run_id,)).fetchone()
+            if row is None or row[1] is not None:
+                return []
+            scope_key = str(row[0])
+            db.execute("UPDATE runs SET ended_at = ?, outcome = ?, usage = ? WHERE run_id = ?",
+                       (now, outcome, json.dumps(usage) if usage else None, run_id))
+            db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
+                       "'running'", (run_id,))
+            made = [Piece(f"{run_id}:{i}", scope_key, run_id, i, text)
+                    for i, text in enumerate(pieces)]
+            db.executemany(
+                "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                [(p.key, p.scope_key, p.run_id, p.index, p.content, now, now) for p in made])
+        return made
+
+    def recover_runs(self) -> list[tuple[str, str, list[str]]]:
+        """Close runs that a crash cut off; reopen their messages for another run.
+
+        Messages that already had :data:`MAX_RUN_ATTEMPTS` runs are not run
+        again; their run is reported as interrupted.
+
+        Returns:
+            ``(run_id, scope_key, message_ids given up)`` for each cut-off run;
+            the caller posts one "interrupted" notice for those with given-up messages.
+        """
+        result = []
+        with self._write() as db:
+            runs = db.execute("SELECT run_id, scope_key FROM runs WHERE ended_at IS NULL"
+                              ).fetchall()
+            for run_id, scope_key in runs:
+                given_up = [str(r[0]) for r in db.execute(
+                    "SELECT message_id FROM inbound WHERE run_id = ? AND state = 'running' AND "
+                    "attempts >= ?", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
+                db.execute("UPDATE inbound SET state = 'engaged', run_id = NULL WHERE run_id = ? "
+                           "AND state = 'running' AND attempts < ?", (run_id, MAX_RUN_ATTEMPTS))
+                db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
+                           "'running'", (run_id,))
+                db.execute("UPDATE runs SET ended_at = ?, outcome = 'interrupted' WHERE "
+                           "run_id = ?", (time.time(), run_id))
+                result.append((str(run_id), str(scope_key), given_up))
+        return result
+
+    def add_notice(self, scope_key: str, key: str, content: str) -> Piece:
+        """Put a one-piece notice (not from a run) in the outbox, once per ``key``."""
+        now = time.time()
+        piece = Piece(key, scope_key, key, 0, content)
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
+                "created_at, updated_at) VALUES (?, ?, ?, 0, ?, 'pending', ?, ?)",
+                (key, scope_key, key, content, now, now))
+        return piece
+
+    # -- outbox ------------------------------------------------------------
+
+    def pending_pieces(self, scope_key: str) -> list[Piece]:
+        """Pieces of a scope not yet delivered, oldest run first, by index."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT key, scope_key, run_id, idx, content, attempts FROM outbox WHERE "
+                "scope_key = ? AND state = 'pending' ORDER BY created_at, run_id, idx",
+                (scope_key,)).fetchall()
+        return [Piece(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), int(r[5]))
+                for r in rows]
+
+    def pending_scopes(self) -> list[str]:
+        """Scope keys with undelivered pieces."""
+        with self._tx() as db:
+            rows = db.execute("SELECT DISTINCT scope_key FROM outbox WHERE state = 'pending'"
+                              ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def mark_posted(self, key: str, message_id: str | None) -> None:
+        """Record that a piece is in the channel (it is never posted again)."""
+        with self._write() as db:
+            db.execute("UPDATE outbox SET state = 'posted', message_id = ?, updated_at = ? "
+                       "WHERE key = ?", (message_id, time.time(), key))
+
+    def mark_failed(self, key: str, reason: str) -> None:
+        """Record that a piece was given up (a permanent error); it is not retried."""
+        with self._write() as db:
+            db.execute("UPDATE outbox SET state = 'failed', message_id = ?, updated_at = ? "
+                       "WHERE key = ?", (reason[:200], time.time(), key))
+
+    def count_attempt(self, key: str) -> None:
+        """Count one failed delivery attempt of a piece."""
+        with self._write() as db:
+            db.execute("UPDATE outbox SET attempts = attempts + 1, updated_at = ? WHERE key = ?",
+                       (time.time(), key))
+
+    def outbox_counts(self, scope_key: str | None = None) -> dict[str, int]:
+        """Outbox rows per state (of one scope, or of all)."""
+        query = "SELECT state, count(*) FROM outbox"
+        args: tuple[str, ...] = ()
+        if scope_key is not None:
+            query += " WHERE scope_key = ?"
+            args = (scope_key,)
+        with self._tx() as db:
+            rows = db.execute(query + " GROUP BY state", args).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # -- sessions ----------------------------------------------------------
+
+    def session(self, scope_key: str) -> SessionRecord | None:
+        """The session catalog entry of a scope, if any."""
+        with self._tx() as db:
+            row = db.execute("SELECT scope_key, session_id, workspace, fingerprint FROM "
+                             "sessions WHERE scope_key = ?", (scope_key,)).fetchone()
+        if row is None:
+            return None
+        return SessionRecord(str(row[0]), row[1], str(row[2]), str(row[3]))
+
+    def save_session(self, record: SessionRecord) -> None:
+        """Insert or replace a scope's session entry."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO sessions (scope_key, session_id, workspace, fingerprint, "
+                "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope_key) DO UPDATE SET "
+                "session_id = excluded.session_id, workspace = excluded.workspace, "
+                "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+                (record.scope_key, record.session_id, record.workspace, record.fingerprint,
+                 time.time()))
+
+    def clear_session(self, scope_key: str) -> None:
+        """Forget a scope's agent session (``/new``)."""
+        with self._write() as db:
+            db.execute("UPDATE sessions SET session_id = NULL, updated_at = ? WHERE "
+                       "scope_key = ?", (time.time(), scope_key))
+
+    # -- upkeep --------------------------------------------------------------
+
+    def prune(self, older_than_s: float) -> int:
+        """Delete finished journal rows and delivered pieces older than ``older_than_s``.
+
+        Returns:
+            Rows deleted.
+        """
+        cutoff = time.time() - older_than_s
+        with self._write() as db:
+            a = db.execute("DELETE FROM inbound WHERE state = 'done' AND received_at < ?",
+                           (cutoff,)).rowcount
+            b = db.execute("DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?",
+                           (cutoff,)).rowcount
+        return int(a) + int(b)
+
+
+def open_store(state_dir: Path) -> Store:
+    """Open (creating if needed) the store in ``state_dir``.
+
+    Raises:
+        StoreError: see :class:`Store`.
+    """
+    return Store(state_dir / DB_FILE)

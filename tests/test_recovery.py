@@ -1,0 +1,196 @@
+"""Crash recovery: kill -9 of a real bridge process, restarts, the catch-up window."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from actors.app import BridgeApp
+from bridge.board import Board
+from bridge.config import Config, load_config
+from bridge.devguild import DevGuild
+from bridge.statefiles import read_status
+from bridge.store import Store
+from tests.support import GATED_AGENT, Member, wait_until, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BridgeProcess:
+    """``bin/bridge start --no-tui`` as a child process that a test can kill -9."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.config.path.parent / "bridge.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bin" / "bridge"), "start", "--no-tui", "-c",
+             str(self.config.path)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_until(self._connected, what="the bridge process to connect")
+
+    def _connected(self) -> bool:
+        snapshot = read_status(self.config.bridge.state_dir)
+        return bool(snapshot and self.process and snapshot.pid == self.process.pid and
+                    any(c.state == "connected" for c in snapshot.connections))
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[BridgeProcess]]:
+    made: list[BridgeProcess] = []
+    yield made
+    for process in made:
+        process.stop()
+
+
+def gated_config(tmp_path: Path, devguild: DevGuild) -> tuple[Config, Path]:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    agents = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{workspace}"
+    """)
+    return write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.1), workspace
+
+
+def test_kill9_mid_run_then_restart_answers_everything_once(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
+        processes: list[BridgeProcess]) -> None:
+    config, workspace = gated_config(tmp_path, devguild)
+    first = BridgeProcess(config)
+    processes.append(first)
+    first.start()
+    alice = members("alice")
+    alice.post("general", "first")
+    wait_until(lambda: (s := read_status(config.bridge.state_dir)) and s.runs,
+               what="a run in progress")
+    first.kill9()
+    alice.post("general", "second")  # written while the bridge is down
+    second = BridgeProcess(config)
+    processes.append(second)
+    second.start()
+
+    def answered() -> bool:
+        if not (workspace / "gate").exists():
+            (workspace / "gate").touch()
+        text = " ".join(alice.messages_from("echo", "general"))
+        return "first" in text and "second" in text
+
+    wait_until(answered, 30, "answers to both messages")
+    replies = alice.messages_from("echo", "general")
+    text = " ".join(replies)
+    assert text.count("first") == 1 and text.count("second") == 1, replies
+    assert all(r.startswith("answer to: ") for r in replies), replies
+
+
+def test_kill9_with_undelivered_answer_posts_it_once_after_restart(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
+        processes: list[BridgeProcess]) -> None:
+    config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
+    first = BridgeProcess(config)
+    processes.append(first)
+    first.start()
+    echo_id = devguild.user_id("echo")
+    alice = members("alice")
+    devguild.fail_next_posts(1000, 503, user_id=echo_id)
+    alice.post("general", "kept in the outbox")
+    db = Store(config.bridge.state_dir / "bridge.db")
+    try:
+        wait_until(lambda: any(p.attempts >= 1 for key in db.pending_scopes()
+                               for p in db.pending_pieces(key)), what="a failed attempt")
+    finally:
+        db.close()
+    first.kill9()
+    devguild.fail_next_posts(0)
+    second = BridgeProcess(config)
+    processes.append(second)
+    second.start()
+    alice.wait_reply("echo", "general", lambda c: c == "kept in the outbox")
+    alice.post("general", "and the next one")
+    alice.wait_reply("echo", "general", lambda c: c == "and the next one")
+    assert alice.messages_from("echo", "general") == ["kept in the outbox", "and the next one"]
+
+
+def test_kill9_after_a_post_landed_does_not_post_it_again(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
+        processes: list[BridgeProcess]) -> None:
+    config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
+    first = BridgeProcess(config)
+    processes.append(first)
+    first.start()
+    alice = members("alice")
+    # Every post by echo lands in the channel but answers 500: the bridge cannot
+    # know it landed, and it is killed before it finds out.
+    devguild.fail_next_posts(1000, 500, user_id=devguild.user_id("echo"), landed=True)
+    alice.post("general", "landed once")
+    alice.wait_reply("echo", "general", lambda c: c == "landed once")
+    first.kill9()
+    second = BridgeProcess(config)
+    processes.append(second)
+    second.start()
+    devguild.fail_next_posts(0)
+    alice.post("general", "after restart")
+    alice.wait_reply("echo", "general", lambda c: c == "after restart")
+    assert alice.messages_from("echo", "general") == ["landed once", "after restart"]
+
+
+def test_old_messages_after_an_outage_are_context_only(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
+    app = BridgeApp(config, Board())
+    app.start()
+    wait_until(lambda: (r := app.board.connection("echo", "dev")) and r.state == "connected")
+    app.stop()
+    alice = members("alice")
+    alice.post("general", "said while the bridge was away")
+    text = config.path.read_text().replace("[bridge]", "[bridge]\ncatch_up_window_s = 0")
+    config.path.write_text(text)
+    app = BridgeApp(load_config(config.path), Board())
+    app.start()
+    try:
+        row = wait_until(lambda: next((s for s in app.board.snapshot().scopes
+                                       if s.channel == "general"), None), what="catch-up")
+        assert (row.received, row.engaged) == (1, 0)
+        alice.post("general", "fresh message")
+        alice.wait_reply("echo", "general", lambda c: c == "fresh message")
+        assert alice.messages_from("echo", "general") == ["fresh message"]
+    finally:
+        app.stop()
+
+
+def test_corrupt_store_refuses_to_start(tmp_path: Path, devguild: DevGuild) -> None:
+    config = write_config(tmp_path, devguild.center_url)
+    state = config.bridge.state_dir
+    state.mkdir(parents=True)
+    (state / "bridge.db").write_bytes(b"garbage" * 1000)
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "bridge"), "start", "--no-tui",
+                             "-c", str(config.path)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 3
+    assert "bridge.db is unusable" in result.stderr

@@ -1,0 +1,146 @@
+"""The state store: journal, runs, outbox, sessions, migrations, bad files."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bridge.messages import Inbound
+from bridge.store import MAX_RUN_ATTEMPTS, MIGRATIONS, SessionRecord, Store, StoreError
+
+KEY = "fabric:echo:dev:c1"
+
+
+def inbound(message_id: str, seq: int, *, channel: str = "c1", wakeup: bool = True) -> Inbound:
+    return Inbound(platform="fabric", agent="echo", guild="dev", channel_id=channel,
+                   channel_name="general", x_type="general", message_id=message_id, seq=seq,
+                   author_id="u1", author_name="alice", content=f"text {seq}", wakeup=wakeup)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "bridge.db")
+
+
+def test_record_is_idempotent_and_tracks_last_seq(store: Store) -> None:
+    assert store.record_inbound(inbound("m1", 1)) is True
+    assert store.record_inbound(inbound("m1", 1)) is False
+    assert store.record_inbound(inbound("m2", 2)) is True
+    store.set_last_seq("echo", "dev", "c1", 1)  # never moves back
+    assert store.last_seqs("echo", "dev") == {"c1": 2}
+    assert store.count_inbound() == {"received": 2}
+
+
+def test_open_inbound_round_trips_messages_by_seq(store: Store) -> None:
+    store.record_inbound(inbound("m2", 2))
+    store.record_inbound(inbound("m1", 1, wakeup=False))
+    store.classify(KEY, "m1", engaged=False)
+    assert store.open_inbound(KEY) == [inbound("m1", 1, wakeup=False), inbound("m2", 2)]
+    assert [m.message_id for m in store.open_scopes()] == ["m2"]
+    assert store.count_inbound(KEY) == {"context": 1, "received": 1}
+
+
+def test_run_lifecycle_moves_messages_and_fills_the_outbox(store: Store) -> None:
+    store.record_inbound(inbound("m1", 1))
+    store.start_run("r1", KEY, ["m1"])
+    assert store.open_inbound(KEY) == []
+    pieces = store.finish_run("r1", "done", ["part one", "part two"], {"input_tokens": 3})
+    assert [p.key for p in pieces] == ["r1:0", "r1:1"]
+    assert store.finish_run("r1", "done", ["again"]) == []  # finishing twice does nothing
+    assert store.count_inbound(KEY) == {"done": 1}
+    assert [p.content for p in store.pending_pieces(KEY)] == ["part one", "part two"]
+    store.mark_posted("r1:0", "msg-1")
+    store.count_attempt("r1:1")
+    assert [(p.key, p.attempts) for p in store.pending_pieces(KEY)] == [("r1:1", 1)]
+    assert store.pending_scopes() == [KEY]
+    store.mark_failed("r1:1", "403 forbidden")
+    assert store.pending_pieces(KEY) == [] and store.pending_scopes() == []
+    assert store.outbox_counts() == {"posted": 1, "failed": 1}
+
+
+def test_cut_off_run_reopens_its_messages_then_gives_up(store: Store) -> None:
+    store.record_inbound(inbound("m1", 1))
+    for attempt in range(1, MAX_RUN_ATTEMPTS + 1):
+        store.start_run(f"r{attempt}", KEY, ["m1"])
+        recovered = store.recover_runs()
+        if attempt < MAX_RUN_ATTEMPTS:
+            assert recovered == [(f"r{attempt}", KEY, [])]
+            assert [m.message_id for m in store.open_inbound(KEY)] == ["m1"]
+        else:
+            assert recovered == [(f"r{attempt}", KEY, ["m1"])]
+            assert store.open_inbound(KEY) == []
+    assert store.recover_runs() == []
+
+
+def test_notice_is_added_once(store: Store) -> None:
+    store.add_notice(KEY, "interrupted:r1", "run interrupted")
+    store.add_notice(KEY, "interrupted:r1", "run interrupted")
+    assert [p.content for p in store.pending_pieces(KEY)] == ["run interrupted"]
+
+
+def test_dropped_message_is_not_replayed(store: Store) -> None:
+    store.record_inbound(inbound("m1", 1))
+    store.drop_inbound(KEY, "m1")
+    assert store.open_inbound(KEY) == []
+    assert store.record_inbound(inbound("m1", 1)) is False
+
+
+def test_sessions(store: Store) -> None:
+    assert store.session(KEY) is None
+    store.save_session(SessionRecord(KEY, "thread-1", "/ws", "fp1"))
+    store.save_session(SessionRecord(KEY, "thread-2", "/ws", "fp1"))
+    assert store.session(KEY) == SessionRecord(KEY, "thread-2", "/ws", "fp1")
+    store.clear_session(KEY)
+    record = store.session(KEY)
+    assert record is not None and record.session_id is None
+
+
+def test_survives_reopen(tmp_path: Path) -> None:
+    first = Store(tmp_path / "bridge.db")
+    first.record_inbound(inbound("m1", 1))
+    first.close()
+    second = Store(tmp_path / "bridge.db")
+    assert second.schema_version == len(MIGRATIONS)
+    assert [m.message_id for m in second.open_inbound(KEY)] == ["m1"]
+
+
+def test_prune_keeps_open_work(store: Store) -> None:
+    store.record_inbound(inbound("m1", 1))
+    store.record_inbound(inbound("m2", 2))
+    store.start_run("r1", KEY, ["m1"])
+    store.finish_run("r1", "done", ["answer"])
+    store.mark_posted("r1:0", "x")
+    assert store.prune(older_than_s=-1) == 2
+    assert [m.message_id for m in store.open_inbound(KEY)] == ["m2"]
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match=r"unusable.*move it aside"):
+        Store(path)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this bridge"):
+        Store(path)
+
+
+def test_locked_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.db"
+    Store(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            Store(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
