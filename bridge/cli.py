@@ -53,6 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     status = add("status", "Print the state of the running bridge once; exit 1 when none runs.")
     status.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     add("devguild", "Run the dev guild (Center + guild on 127.0.0.1) alone, until Ctrl-C.")
+    soak = sub.add_parser(
+        "soak", help="Run the bridge under faults and check nothing is lost or doubled.",
+        description="Starts the dev guild and the bridge (as a child process), posts from "
+                    "several members in several channels, injects faults (dropped sockets, "
+                    "expired tokens, failing and lost posts, slow responses, kill -9 and "
+                    "restart), then checks every message against the channel history. Exit "
+                    "0 when nothing was lost or answered twice.")
+    soak.add_argument("--duration", type=float, default=60.0, metavar="S",
+                      help="seconds of load and faults (default 60)")
+    soak.add_argument("--channels", type=int, default=3, metavar="N",
+                      help="channels to post in (default 3)")
+    soak.add_argument("--rate", type=float, default=4.0, metavar="R",
+                      help="messages per second over all channels (default 4)")
+    soak.add_argument("--kill-every", type=float, default=10.0, metavar="S",
+                      help="mean seconds between kill -9 restarts of the bridge; 0: never "
+                           "(default 10)")
+    soak.add_argument("--seed", type=int, default=None, help="random seed, for a rerun")
+    soak.add_argument("--json", action="store_true", help="print the report as one JSON "
+                      "object: duration_s, channels, sent, answered, lost, twice, restarts, "
+                      "reconnects, faults, p50_s, p99_s, ok")
     chat = add("chat", "Talk in a channel of the dev guild as a seeded member.")
     chat.add_argument("--as", dest="user", required=True, metavar="USER",
                       help="seeded user name, e.g. alice or bob")
@@ -76,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 ok, 1 failure, 2 bad config, 3 unusable state store.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "soak":
+        from bridge.soak import main_soak
+
+        return main_soak(args.duration, args.channels, args.rate, args.seed, args.kill_every,
+                         args.json)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
