@@ -162,7 +162,11 @@ class Delivery(SupervisedActor):
             tokens.tell(Invalidate(token))
 
     def _publish(self) -> None:
+        undelivered = len(self.runtime.store.pending_pieces(self.scope_key))
         detail = (f"delivered {self.delivered}, retries {self.retries}"
                   + (f", last {self.last_key}" if self.last_key else "")
                   + (", waiting to retry" if self.waiting else ""))
         self.runtime.board.update_actor(self.child_id, detail=detail)
+        self.runtime.board.update_scope(self.scope_key, delivered=self.delivered,
+                                        undelivered=undelivered, retries=self.retries,
+                                        last_delivered=self.last_key)

@@ -12,7 +12,7 @@ import pykka
 from actors.messages import DebounceElapsed, Init, RunFinished, StopRun
 from actors.runner import Runner
 from actors.runtime import Runtime, SupervisedActor
-from bridge.board import ActorRow, RunRow, ScopeRow
+from bridge.board import ActorRow, RunRow
 from bridge.config import AgentSettings
 from bridge.messages import Inbound
 from bridge.scope_logic import ArmDebounce, ScopeLogic, StartRun
@@ -136,8 +136,8 @@ class Scope(SupervisedActor):
 
     def _publish(self) -> None:
         logic = self.logic
-        self.runtime.board.put_scope(ScopeRow(
-            key=self.key, agent=self.agent.name, channel=logic.channel or self.channel_id,
+        self.runtime.board.update_scope(
+            self.key, agent=self.agent.name, channel=logic.channel or self.channel_id,
             state=logic.state, queued=len(logic.pending), last_activity=self.last_activity,
             received=logic.received, engaged=logic.engaged, runs=logic.runs,
-            failures=logic.failures))
+            failures=logic.failures)

@@ -81,6 +81,10 @@ class ScopeRow:
         engaged: Messages that engaged the agent.
         runs: Runs started.
         failures: Runs that failed.
+        delivered: Answer pieces posted (by this process).
+        undelivered: Pieces waiting in the outbox.
+        retries: Failed post attempts that were retried.
+        last_delivered: Idempotency key of the last piece posted.
     """
 
     key: str
@@ -93,6 +97,10 @@ class ScopeRow:
     engaged: int = 0
     runs: int = 0
     failures: int = 0
+    delivered: int = 0
+    undelivered: int = 0
+    retries: int = 0
+    last_delivered: str = ""
 
 
 @attrs.frozen
@@ -213,6 +221,17 @@ class Board:
         """Insert or replace a scope row (keyed by ``row.key``)."""
         with self._lock:
             self._scopes[row.key] = row
+            self._version += 1
+
+    def update_scope(self, key: str, **changes: Any) -> None:
+        """Change fields of a scope row, creating it (with defaults) when missing."""
+        with self._lock:
+            row = self._scopes.get(key)
+            if row is None:
+                parts = key.split(":")
+                row = ScopeRow(key=key, agent=parts[1] if len(parts) > 1 else "",
+                               channel=parts[-1], state="idle")
+            self._scopes[key] = attrs.evolve(row, **changes)
             self._version += 1
 
     def remove_scope(self, key: str) -> None:

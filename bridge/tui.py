@@ -207,10 +207,16 @@ def _supervision_tree(actors: Sequence[ActorRow], max_children: int) -> Renderab
 # --------------------------------------------------------------------------- tables
 
 
+#: Columns never wrapped or cut (the others give way on a narrow terminal).
+_KEEP_WHOLE = frozenset({"state"})
+
+
 def _table(*columns: str) -> Table:
     table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False, show_edge=False)
     for name in columns:
-        table.add_column(name, overflow="ellipsis")
+        whole = name in _KEEP_WHOLE
+        table.add_column(name, overflow="fold" if whole else "ellipsis", no_wrap=whole,
+                         min_width=len("queued 99") if whole else None)
     return table
 
 
@@ -234,7 +240,8 @@ def _connections_table(rows: Sequence[ConnectionRow], now: float) -> RenderableT
 def _scopes_table(rows: Sequence[ScopeRow], now: float, max_rows: int) -> RenderableType:
     if not rows:
         return Text("no scopes yet", style="dim")
-    table = _table("channel", "agent", "state", "last", "recv", "engaged", "runs", "fail")
+    table = _table("channel", "agent", "state", "last", "recv", "engaged", "runs", "fail",
+                   "sent", "outbox", "retries")
     for row in rows[:max_rows]:
         table.add_row(
             Text(row.channel),
@@ -245,6 +252,9 @@ def _scopes_table(rows: Sequence[ScopeRow], now: float, max_rows: int) -> Render
             str(row.engaged),
             str(row.runs),
             Text(str(row.failures), style="red" if row.failures else ""),
+            str(row.delivered),
+            Text(str(row.undelivered), style="yellow" if row.undelivered else ""),
+            Text(str(row.retries), style="yellow" if row.retries else ""),
         )
     if len(rows) > max_rows:
         return Group(table, Text(f"+{len(rows) - max_rows} more", style="dim"))
@@ -481,6 +491,8 @@ def plain_status(snapshot: BoardSnapshot, now: float | None = None) -> str:
             f"  {scope.channel} {scope.agent} {_scope_state(scope)}"
             f" last={_age_or_dash(now, scope.last_activity)} received={scope.received}"
             f" engaged={scope.engaged} runs={scope.runs} failures={scope.failures}"
+            f" delivered={scope.delivered} outbox={scope.undelivered} retries={scope.retries}"
+            f" last_piece={scope.last_delivered or '-'}"
         )
     if not snapshot.scopes:
         lines.append("  none")

@@ -248,8 +248,10 @@ def test_failing_posts_are_retried_and_answered_once(
     assert alice.messages_from("echo", "general") == [
         "through errors", "through a rate limit", "answer lost after the write",
         "and after that"]
-    rows = [a for a in bridge.board.snapshot().actors if a.kind == "delivery"]
-    assert rows and "retries" in rows[0].detail and "retries 0" not in rows[0].detail
+    scope = wait_until(lambda: next((r for r in bridge.board.snapshot().scopes
+                                     if r.channel == "general" and r.delivered == 4), None),
+                       what="the scope row to show four delivered pieces")
+    assert scope.retries >= 4 and scope.undelivered == 0 and scope.last_delivered
 
 
 def test_long_answer_is_split_under_the_limit_in_order(

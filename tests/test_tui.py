@@ -239,7 +239,8 @@ def test_plain_status() -> None:
     assert any(
         line.startswith("  codex@dev failed") and "reason=login refused" in line for line in lines
     )
-    assert "  chan0 echo queued 3 last=12s received=10 engaged=5 runs=2 failures=0" in lines
+    assert ("  chan0 echo queued 3 last=12s received=10 engaged=5 runs=2 failures=0"
+            " delivered=0 outbox=0 retries=0 last_piece=-") in lines
     assert "  01234567 echo c1 1m15s tool: bash ls" in lines
     assert "      runner:r1 running" in lines
     assert any("gateway:codex:dev failed restarts=3" in line for line in lines)

@@ -396,6 +396,9 @@ class DevGuild:
             return _error(exc.status, exc.message)
         except web.HTTPException as exc:
             return _error(exc.status, exc.reason)
+        except ConnectionResetError:
+            log.debug("devguild: client went away during %s %s", request.method, request.path)
+            return _error(400, "connection lost")
         except Exception:
             log.exception("devguild: error in %s %s", request.method, request.path)
             return _error(500, "internal error")
