@@ -247,8 +247,8 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
         poster = threading.Thread(target=post_loop, name="soak-poster", daemon=True)
         poster.start()
         echo_id = guild.user_id("echo")
-        actions: list[tuple[str, Callable[[], None]]] = [
-            ("drop-sockets", lambda: None if guild.drop_sockets() < 0 else None),
+        actions: list[tuple[str, Callable[[], object]]] = [
+            ("drop-sockets", guild.drop_sockets),
             ("expire-tokens", guild.expire_tokens),
             ("posts-500", lambda: guild.fail_next_posts(2, 500, user_id=echo_id)),
             ("posts-429", lambda: guild.fail_next_posts(1, 429, retry_after_s=1,
