@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = add("status", "Print the state of the running bridge once; exit 1 when none runs.")
     status.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     add("devguild", "Run the dev guild (Center + guild on 127.0.0.1) alone, until Ctrl-C.")
+    doctor = add("doctor", "Check the config, the state store, Center and the guilds, and the "
+                           "agent binaries; each line says what is wrong and how to fix it. "
+                           "Exit 0 when nothing fails (warnings are allowed), 1 otherwise.")
+    doctor.epilog = ("Center and the guilds are checked by logging in with each agent's API "
+                     "key (keys are never printed); with a [devguild] table they are checked "
+                     "only while the bridge runs, since the dev guild starts with it. A missing "
+                     "state store is reported, never created. Example: bin/bridge doctor -c "
+                     "conf/bridge.toml")
+    doctor.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                        help="seconds allowed for each network request and each "
+                             "'BINARY --version' (default 3)")
     soak = sub.add_parser(
         "soak", help="Run the bridge under faults and check nothing is lost or doubled.",
         description="Starts the dev guild and the bridge (as a child process), posts from "
@@ -114,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_top(config)
     if args.command == "devguild":
         return cmd_devguild(config)
+    if args.command == "doctor":
+        return cmd_doctor(config, timeout_s=args.timeout)
     from adapters.chat.fabric_chat import run_chat
 
     return run_chat(config, user=args.user, channel=args.channel, guild=args.guild,
@@ -232,6 +245,22 @@ def cmd_devguild(config: Config) -> int:
     stop.wait()
     guild.stop()
     return EXIT_OK
+
+
+def cmd_doctor(config: Config, *, timeout_s: float = 3.0) -> int:
+    """``bridge doctor``: print one line per check; exit 0 when none fails, else 1."""
+    from bridge.doctor import ASCII_MARKS, MARKS, format_check, run_checks, summary
+
+    checks = run_checks(config, timeout_s=timeout_s)
+    try:
+        "".join(MARKS.values()).encode(sys.stdout.encoding or "ascii")
+        marks = MARKS
+    except (UnicodeEncodeError, LookupError):
+        marks = ASCII_MARKS
+    for check in checks:
+        print(format_check(check, marks))
+    print(summary(checks))
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILURE
 
 
 if __name__ == "__main__":

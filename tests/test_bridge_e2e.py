@@ -312,3 +312,28 @@ def test_scope_failing_too_often_is_escalated(
         alice.wait_reply("echo", "dm-alice-echo", lambda c: c == "others still answer")
     finally:
         app.stop()
+
+
+def test_hostile_content_and_reused_ids_are_handled(bridge: BridgeApp, devguild: DevGuild,
+                                                    members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    general = devguild.channel_id("general")
+    first = alice.post("general", "original text")
+    alice.wait_reply("echo", "general", lambda c: c == "original text")
+    alice_id = devguild.user_id("alice")
+    nested: object = "deep"
+    for _ in range(150):  # 300 levels: as deep as the server's encoder will send
+        nested = {"a": [nested]}
+    devguild.emit_raw(general, "message.created", {
+        "messageId": first["messageId"], "channelId": general, "seq": first["seq"] + 1,
+        "content": "same id, other content", "authorUserId": alice_id, "wakeup": True})
+    devguild.emit_raw(general, "message.created", {
+        "messageId": "nested", "channelId": general, "seq": first["seq"] + 2,
+        "content": nested, "authorUserId": alice_id, "wakeup": True})
+    devguild.emit_raw(general, "message.created", {
+        "messageId": "surrogate", "channelId": general, "seq": first["seq"] + 3,
+        "content": "broken \udc80 text", "authorUserId": alice_id, "wakeup": True})
+    alice.wait_reply("echo", "general", lambda c: c.startswith("broken"))
+    replies = alice.messages_from("echo", "general")
+    assert replies == ["original text", "broken ? text"]
+    assert all(a.restarts == 0 for a in bridge.board.snapshot().actors)

@@ -11,7 +11,8 @@ configured ``env``.
 
 Permission mode: ``permission_mode`` when set, else from ``sandbox``
 (read-only -> ``default``: reads only, everything else is denied since ``-p``
-cannot ask; workspace-write -> ``acceptEdits``: file edits, shell commands only
+cannot ask; workspace-write -> ``acceptEdits``: file edits and file-editing
+shell commands such as ``touch`` inside the workspace, other commands only
 through ``allowed_tools`` such as ``Bash(pytest:*)``; danger-full-access ->
 ``bypassPermissions``, which Claude Code refuses as root; see
 :func:`permission_problem`).

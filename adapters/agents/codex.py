@@ -21,6 +21,7 @@ environment but :data:`adapters.agents.jsonl.BASE_ENV`.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,9 +186,20 @@ def _int(value: Any) -> int:
 
 
 def _error_text(error: Any) -> str:
+    """One line from an error object or text; a JSON API error body gives its message."""
     if isinstance(error, Mapping):
-        return shorten(str(error.get("message") or error.get("error") or ""), 300)
-    return shorten(str(error or ""), 300)
+        error = error.get("message") or error.get("error") or ""
+    if isinstance(error, Mapping):
+        return _error_text(error)
+    text = str(error or "")
+    if text.startswith("{"):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, Mapping) and body.get("error"):
+            return _error_text(body)
+    return shorten(text, 300)
 
 
 class CodexAgent:

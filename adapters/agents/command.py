@@ -96,7 +96,7 @@ class CommandRun:
         stdin = self._group.process.stdin
         assert stdin is not None
         try:
-            stdin.write(text.encode("utf-8"))
+            stdin.write(text.encode("utf-8", "replace"))
         except (BrokenPipeError, OSError):
             pass
         finally:

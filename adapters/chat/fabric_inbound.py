@@ -30,13 +30,20 @@ class ChannelInfo:
     last_seq: int = 0
 
 
+def valid_text(text: str) -> str:
+    """Return ``text`` as valid Unicode: lone surrogates (which JSON can carry but
+    UTF-8 cannot) become ``?``, so the text can be stored, posted and piped to an
+    agent."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _text(payload: dict[str, Any], key: str, *, limit: int = MAX_ID_CHARS) -> str:
     value = payload.get(key)
     if not isinstance(value, str) or not value:
         raise BadEvent(f"field {key!r} missing or not a non-empty string")
     if len(value) > limit:
         raise BadEvent(f"field {key!r} is longer than {limit} characters")
-    return value
+    return valid_text(value)
 
 
 def channel_info(payload: Any) -> ChannelInfo:
@@ -89,6 +96,7 @@ def normalize_message(
         raise BadEvent(f"content is {len(content)} characters, over the limit {content_limit}")
     if payload.get("isDeleted") is True:
         raise BadEvent("message is deleted")
+    content = valid_text(content)
     author = _text(payload, "authorUserId")
     created = payload.get("createdAt")
     wakeup = payload.get("wakeup")

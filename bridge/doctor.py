@@ -1,0 +1,408 @@
+"""``bridge doctor``: check a config against the machine it will run on.
+
+:func:`run_checks` returns one :class:`Check` per finding, each with a one-line
+message that says what is wrong and how to fix it (or what is fine). It looks at:
+
+- the config file and the state dir (exists and writable, or creatable);
+- whether a bridge runs on that state dir (for information);
+- the state store: opened with :class:`~bridge.store.Store`, which runs the same
+  integrity and schema checks as ``bridge start``; a missing database is fine
+  (it is created on first start) and is never created here;
+- Center: a login with each agent's API key; each bound guild: the session has
+  it, its channel list answers, the bound channel names or ids exist. These are
+  skipped when the config has ``[devguild]`` and no bridge runs, because the dev
+  guild only exists while the bridge does;
+- the agents: the CLI of ``codex``/``claude`` agents (found, executable,
+  ``--version``), ``command[0]`` of command agents, settings that cannot work
+  (Claude Code's ``bypassPermissions`` as root) or are risky
+  (``danger-full-access``), a missing ``model_api_key``, and the folders the
+  agent writes to.
+
+Like :mod:`bridge.cli`, this module sits at the composition level: it uses the
+Fabric REST client and the Claude adapter's permission rule, so that doctor and
+the bridge can never disagree. Nothing here prints or returns a secret: every
+message goes through :func:`bridge.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import requests
+from requests.adapters import HTTPAdapter
+
+from adapters.agents.claude import permission_problem
+from adapters.chat.fabric_rest import FabricCenter, FabricGuild, FabricSession
+from bridge.config import AgentSettings, Config
+from bridge.errors import ChatError, Forbidden, LoginRefused, RetryLater, Unauthorized
+from bridge.secrets import redact
+from bridge.statefiles import StatusError, running_pid
+from bridge.store import DB_FILE, Store, StoreError
+
+Level = Literal["ok", "warn", "fail"]
+
+#: How to install each coding agent's CLI.
+INSTALL_HINTS = {"codex": "npm install -g @openai/codex",
+                 "claude": "npm install -g @anthropic-ai/claude-code"}
+#: Environment variables that give each coding CLI a model key besides ``model_api_key``.
+_KEY_VARS = {"codex": {"CODEX_API_KEY", "OPENAI_API_KEY"},
+             "claude": {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"}}
+
+
+@attrs.frozen
+class Check:
+    """One finding of :func:`run_checks`.
+
+    Attributes:
+        name: What was checked, e.g. ``state store`` or ``agent coder binary``.
+        ok: False only for level ``fail`` (a warning does not fail doctor).
+        level: ``ok``, ``warn`` (works, but look at it) or ``fail`` (cannot work).
+        message: One line: what is wrong and how to fix it, or what is fine.
+    """
+
+    name: str
+    ok: bool
+    level: Level
+    message: str
+
+    @classmethod
+    def make(cls, name: str, level: Level, message: str) -> Check:
+        """Build a check whose ``ok`` follows ``level`` and whose message is redacted."""
+        return cls(name, level != "fail", level, redact(message))
+
+
+def passed(name: str, message: str) -> Check:
+    """An ``ok`` finding."""
+    return Check.make(name, "ok", message)
+
+
+def warning(name: str, message: str) -> Check:
+    """A ``warn`` finding."""
+    return Check.make(name, "warn", message)
+
+
+def failure(name: str, message: str) -> Check:
+    """A ``fail`` finding."""
+    return Check.make(name, "fail", message)
+
+
+def run_checks(config: Config, *, timeout_s: float = 3.0) -> list[Check]:
+    """Run every check on a loaded config.
+
+    Args:
+        config: The validated configuration.
+        timeout_s: Limit for each network request and each ``--version`` run.
+
+    Returns:
+        The findings in a stable order: config, state, network, agents.
+    """
+    checks = [passed("config", f"config {config.path} loaded ({len(config.agents)} agent(s), "
+                               f"{len(config.bindings)} binding(s))")]
+    checks.append(_state_dir(config))
+    running, check = _running(config)
+    checks.append(check)
+    checks.append(_store(config))
+    checks.extend(_network(config, running=running, timeout_s=timeout_s))
+    for agent in config.agents.values():
+        checks.extend(_agent(config, agent, timeout_s))
+    return checks
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _creatable(path: Path) -> tuple[bool, str]:
+    """Whether ``path`` is a writable folder or can be created; with the reason when not."""
+    if path.exists():
+        if not path.is_dir():
+            return False, f"{path} exists but is not a folder"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return False, f"{path} is not writable by this user"
+        return True, f"{path} exists and is writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return False, f"{path} cannot be created ({parent} is not a folder)"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return False, f"{path} cannot be created ({parent} is not writable by this user)"
+    return True, f"{path} does not exist yet and can be created"
+
+
+def _state_dir(config: Config) -> Check:
+    fine, detail = _creatable(config.bridge.state_dir)
+    if fine:
+        return passed("state dir", f"state dir {detail}")
+    return failure("state dir", f"state dir {detail}; fix its permissions or set "
+                                f"[bridge] state_dir to a writable folder")
+
+
+def _running(config: Config) -> tuple[bool, Check]:
+    state_dir = config.bridge.state_dir
+    try:
+        pid = running_pid(state_dir)
+    except (StatusError, OSError) as exc:
+        return False, warning("bridge", f"cannot tell whether a bridge runs on {state_dir} "
+                                        f"({exc}); check the lock file's permissions")
+    if pid is None:
+        return False, passed("bridge", f"no bridge is running on state dir {state_dir}")
+    return True, passed("bridge", f"a bridge is running on state dir {state_dir} (pid {pid})")
+
+
+def _store(config: Config) -> Check:
+    path = config.bridge.state_dir / DB_FILE
+    if not path.exists():
+        return passed("state store", f"no state store yet at {path} (created on first start)")
+    try:
+        store = Store(path)
+    except StoreError as exc:
+        return failure("state store", str(exc))
+    except OSError as exc:
+        return failure("state store", f"state store {path} cannot be opened ({exc}); fix the "
+                                      f"permissions of the file and its folder")
+    try:
+        version = store.schema_version
+    finally:
+        store.close()
+    return passed("state store", f"state store {path} passes its integrity check "
+                                 f"(schema version {version})")
+
+
+# --------------------------------------------------------------------------- network
+
+
+class _TimeoutSession(requests.Session):
+    """A requests session that caps every request at ``timeout_s`` and never retries."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+        adapter = HTTPAdapter(max_retries=0)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        """Send a request with this session's timeout (whatever the caller asked)."""
+        kwargs["timeout"] = self.timeout_s
+        return super().request(*args, **kwargs)
+
+
+def _network(config: Config, *, running: bool, timeout_s: float) -> list[Check]:
+    url = config.fabric.center_url
+    if config.devguild is not None and not running:
+        return [passed("center", "network checks skipped: the [devguild] table starts the dev "
+                                 "guild with the bridge; run doctor again while "
+                                 f"'bin/bridge start -c {config.path}' runs to check Center "
+                                 "and the guilds")]
+    if config.devguild is not None and config.devguild.center_port == 0:
+        return [passed("center", "network checks skipped: the running bridge's dev guild "
+                                 "listens on an OS-chosen port (devguild.center_port = 0)")]
+    http = _TimeoutSession(timeout_s)
+    try:
+        return list(_center_and_guilds(config, url, http))
+    finally:
+        http.close()
+
+
+def _center_and_guilds(config: Config, url: str, http: requests.Session) -> Iterator[Check]:
+    center = FabricCenter(url, session=http)
+    for agent in config.agents.values():
+        name = f"center login ({agent.name})"
+        try:
+            session = center.login(agent.api_key.reveal())
+        except LoginRefused as exc:
+            yield failure(name, f"Center at {url} refused agent {agent.name}'s API key ({exc}); "
+                                f"check api_key in [agents.{agent.name}] "
+                                f"(from {agent.api_key.source})")
+            continue
+        except RetryLater as exc:
+            yield failure(name, f"Center at {url} unreachable ({exc}); check fabric.center_url "
+                                "and that Center is up")
+            return  # the other agents would only repeat it, each after a timeout
+        except ChatError as exc:
+            yield failure(name, f"Center at {url} answered unexpectedly ({exc}); check that "
+                                "fabric.center_url is a Fabric Center API (ending in /api)")
+            return
+        guilds = ", ".join(sorted(session.guilds)) or "none"
+        yield passed(name, f"Center at {url} accepted agent {agent.name}'s API key "
+                           f"(user {session.user_name}, guilds: {guilds})")
+        for binding in config.bindings:
+            if binding.agent == agent.name:
+                yield _guild(agent.name, binding.guild, binding.channels, session, http)
+
+
+def _guild(agent: str, guild: str, bound: tuple[str, ...], session: FabricSession,
+           http: requests.Session) -> Check:
+    name = f"guild {guild} ({agent})"
+    access = session.guilds.get(guild)
+    if access is None:
+        known = ", ".join(sorted(session.guilds)) or "none"
+        return failure(name, f"agent {agent} has no access to guild {guild} (its guilds: "
+                             f"{known}); fix the binding's guild or add the agent to the guild")
+    try:
+        channels = FabricGuild(access, session=http).channels()
+    except RetryLater as exc:
+        return failure(name, f"guild {guild} at {access.endpoint} unreachable ({exc}); check "
+                             "that the guild node is up and reachable from this host")
+    except (Unauthorized, Forbidden) as exc:
+        return failure(name, f"guild {guild} refused agent {agent}'s token ({exc}); check the "
+                             "agent's membership of the guild")
+    except ChatError as exc:
+        return failure(name, f"guild {guild} at {access.endpoint} answered unexpectedly "
+                             f"({exc}); check the guild's endpoint in Center")
+    names = {str(c.get("name", "")) for c in channels} | {str(c.get("id", "")) for c in channels}
+    visible = ", ".join(sorted(str(c.get("name", "?")) for c in channels)) or "none"
+    if "*" in bound:
+        if not channels:
+            return warning(name, f"guild {guild} reachable, but agent {agent} sees no channel; "
+                                 "add the agent to a channel")
+        return passed(name, f"guild {guild} at {access.endpoint} reachable; agent {agent} sees "
+                            f"{len(channels)} channel(s): {visible}")
+    missing = [c for c in bound if c not in names]
+    if missing:
+        return failure(name, f"guild {guild}: agent {agent} cannot see bound channel(s) "
+                             f"{', '.join(missing)} (it sees: {visible}); fix the binding's "
+                             "channels or add the agent to them")
+    return passed(name, f"guild {guild} at {access.endpoint} reachable; bound channel(s) "
+                        f"{', '.join(bound)} found")
+
+
+# --------------------------------------------------------------------------- agents
+
+
+def _agent(config: Config, agent: AgentSettings, timeout_s: float) -> Iterator[Check]:
+    if not any(b.agent == agent.name for b in config.bindings):
+        yield warning(f"agent {agent.name}", f"agent {agent.name} has no [[bindings]] entry, so "
+                                             "it hears nothing; bind it to a guild or remove it")
+    if agent.kind == "command":
+        yield _command(agent)
+    elif agent.kind in ("codex", "claude"):
+        yield _binary(agent, timeout_s)
+        yield from _coding_settings(agent)
+    if agent.kind != "echo" and agent.workspace is not None:
+        yield _folder(agent, "workspace", agent.workspace, "workspace")
+    if agent.kind == "codex" and agent.codex_home is not None:
+        yield _folder(agent, "CODEX_HOME", agent.codex_home, "codex_home")
+    if agent.kind == "claude" and agent.config_dir is not None:
+        yield _folder(agent, "CLAUDE_CONFIG_DIR", agent.config_dir, "config_dir")
+
+
+def _folder(agent: AgentSettings, what: str, path: Path, key: str) -> Check:
+    name = f"agent {agent.name} {what}"
+    fine, detail = _creatable(path)
+    if fine:
+        return passed(name, f"agent {agent.name}: {what} {detail}")
+    return failure(name, f"agent {agent.name}: {what} {detail}; fix the permissions or set "
+                         f"{key} = \"/a/writable/folder\" in [agents.{agent.name}]")
+
+
+def _resolve(program: str, cwd: Path | None = None) -> str | None:
+    """The executable ``program`` names (a path, or a name on PATH), or None."""
+    if "/" in program:
+        path = Path(program).expanduser()
+        if not path.is_absolute() and cwd is not None:
+            path = cwd / path
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(program)
+
+
+def _command(agent: AgentSettings) -> Check:
+    name = f"agent {agent.name} command"
+    program = agent.command[0]
+    found = _resolve(program, agent.workspace)
+    if found is None:
+        where = "is not an executable file" if "/" in program else "is not found on PATH"
+        return failure(name, f"agent {agent.name}: command {program!r} {where}; install it or "
+                             f"set command = [\"/path/to/program\", ...] in [agents.{agent.name}]")
+    return passed(name, f"agent {agent.name}: command {program!r} resolves to {found}")
+
+
+def _binary(agent: AgentSettings, timeout_s: float) -> Check:
+    name = f"agent {agent.name} binary"
+    program = agent.binary or agent.kind
+    found = _resolve(program)
+    fix = (f"install it ({INSTALL_HINTS[agent.kind]}) or set binary = \"/path/to/{agent.kind}\" "
+           f"in [agents.{agent.name}]")
+    if found is None:
+        where = "is not an executable file" if "/" in program else "not found on PATH"
+        return failure(name, f"agent {agent.name}: binary {program!r} {where}; {fix}")
+    try:
+        result = subprocess.run([found, "--version"], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, errors="replace",
+                                timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return warning(name, f"agent {agent.name}: {found} --version did not answer within "
+                             f"{timeout_s:g}s; check that it runs from a shell")
+    except OSError as exc:
+        return failure(name, f"agent {agent.name}: {found} cannot be run ({exc.strerror or exc}); "
+                             f"{fix}")
+    output = (result.stdout.strip() or result.stderr.strip()).splitlines()
+    if result.returncode != 0:
+        tail = output[-1][:200] if output else "no output"
+        return failure(name, f"agent {agent.name}: {found} --version exited with "
+                             f"{result.returncode} ({tail}); reinstall it "
+                             f"({INSTALL_HINTS[agent.kind]})")
+    version = output[0][:120] if output else "no version printed"
+    return passed(name, f"agent {agent.name}: {found} ({version})")
+
+
+def _coding_settings(agent: AgentSettings) -> Iterator[Check]:
+    section = f"[agents.{agent.name}]"
+    if agent.kind == "claude":
+        name = f"agent {agent.name} permissions"
+        if permission_problem(agent) is not None:
+            origin = (f"from sandbox = \"{agent.sandbox}\""
+                      if agent.sandbox == "danger-full-access" else "permission_mode")
+            yield failure(name, f"agent {agent.name}: permission mode bypassPermissions "
+                                f"({origin}) is refused by Claude Code when run as root; set "
+                                f"sandbox = \"workspace-write\" / permission_mode = "
+                                f"\"acceptEdits\" (with allowed_tools) in {section}, or run the "
+                                "bridge as a non-root user")
+        else:
+            yield passed(name, f"agent {agent.name}: permission mode {agent.permission_mode} "
+                               f"(sandbox = \"{agent.sandbox}\")")
+    elif agent.sandbox == "danger-full-access":
+        yield warning(f"agent {agent.name} sandbox",
+                      f"agent {agent.name}: sandbox = \"danger-full-access\" lets Codex run any "
+                      f"command without a sandbox; use sandbox = \"workspace-write\" in "
+                      f"{section} unless this host is a throwaway container")
+    env_names = {name for name, _ in agent.env}
+    if agent.model_api_key is None and not env_names & _KEY_VARS[agent.kind]:
+        if agent.kind == "codex":
+            home, var, login = agent.codex_home, "CODEX_API_KEY", "codex login"
+            home_var = "CODEX_HOME"
+        else:
+            home, var, login = agent.config_dir, "ANTHROPIC_API_KEY", "claude, then /login"
+            home_var = "CLAUDE_CONFIG_DIR"
+        yield warning(f"agent {agent.name} model key",
+                      f"agent {agent.name}: no model_api_key, so the CLI's own login is used "
+                      f"(log in once with: {home_var}={home} {login}); or set "
+                      f"model_api_key = \"env:{var}\" in {section}")
+
+
+# --------------------------------------------------------------------------- output
+
+
+#: Marks per level, and their ASCII fallbacks for terminals that cannot show them.
+MARKS: dict[str, str] = {"ok": "✓", "warn": "!", "fail": "✗"}
+ASCII_MARKS: dict[str, str] = {"ok": "ok", "warn": "!", "fail": "X"}
+
+
+def format_check(check: Check, marks: dict[str, str] | None = None) -> str:
+    """One output line: the mark, then the message."""
+    return f"{(marks or MARKS)[check.level]} {check.message}"
+
+
+def summary(checks: list[Check]) -> str:
+    """The closing line: counts per level."""
+    fails = sum(c.level == "fail" for c in checks)
+    warns = sum(c.level == "warn" for c in checks)
+    oks = len(checks) - fails - warns
+    verdict = "problems found" if fails else "no problems found"
+    return f"doctor: {verdict} ({oks} ok, {warns} warning(s), {fails} failure(s))"
