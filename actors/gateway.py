@@ -113,6 +113,7 @@ class Gateway(SupervisedActor):
         self.reconnects = 0
         self.connected_once = False
         self.stopping = False
+        self.token_refreshes = 0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -218,6 +219,8 @@ class Gateway(SupervisedActor):
         except (pykka.Timeout, pykka.ActorDeadError):
             raise RetryLater("token cache did not answer") from None
         assert isinstance(access, GuildAccess)
+        if self.access is not None and access.token != self.access.token:
+            self.token_refreshes += 1
         return access
 
     def _socket_token(self) -> str:
@@ -416,4 +419,5 @@ class Gateway(SupervisedActor):
             agent=self.agent.name, guild=self.guild, state=self.state,
             reconnects=self.reconnects,
             token_at=self.access.issued_at if self.access is not None else None,
-            reason=self.reason, channels=len(self.channels)))
+            reason=self.reason, channels=len(self.channels),
+            token_refreshes=self.token_refreshes))

@@ -55,6 +55,7 @@ class ConnectionRow:
         token_at: Epoch seconds when the token in use was issued, or None.
         reason: Why the connection is not connected (empty when connected).
         channels: Number of channels joined.
+        token_refreshes: Fresh tokens obtained after the first (expiry, 401, refusal).
     """
 
     agent: str
@@ -64,6 +65,7 @@ class ConnectionRow:
     token_at: float | None = None
     reason: str = ""
     channels: int = 0
+    token_refreshes: int = 0
 
 
 @attrs.frozen

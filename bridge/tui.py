@@ -223,7 +223,8 @@ def _table(*columns: str) -> Table:
 def _connections_table(rows: Sequence[ConnectionRow], now: float) -> RenderableType:
     if not rows:
         return Text("no connections yet", style="dim")
-    table = _table("agent", "guild", "state", "reconn", "token age", "chans", "reason")
+    table = _table("agent", "guild", "state", "reconn", "token age", "renewed", "chans",
+                   "reason")
     for row in rows:
         table.add_row(
             Text(row.agent),
@@ -231,6 +232,7 @@ def _connections_table(rows: Sequence[ConnectionRow], now: float) -> RenderableT
             _state_text(row.state),
             str(row.reconnects),
             _age_or_dash(now, row.token_at),
+            str(row.token_refreshes),
             str(row.channels),
             Text(row.reason, style="dim"),
         )
@@ -478,7 +480,8 @@ def plain_status(snapshot: BoardSnapshot, now: float | None = None) -> str:
     for conn in snapshot.connections:
         line = (
             f"  {conn.agent}@{conn.guild} {conn.state} reconnects={conn.reconnects}"
-            f" token_age={_age_or_dash(now, conn.token_at)} channels={conn.channels}"
+            f" token_age={_age_or_dash(now, conn.token_at)} renewed={conn.token_refreshes}"
+            f" channels={conn.channels}"
         )
         if conn.reason:
             line += f" reason={conn.reason}"

@@ -136,6 +136,7 @@ def test_dropped_socket_reconnects_with_fresh_token_and_catches_up(
     assert row is not None and row.state == "connected" and row.reconnects == 1
     assert row.token_at is not None and first_token_at is not None
     assert row.token_at > first_token_at
+    assert row.token_refreshes >= 1
     alice.post("general", "after the reconnect")
     alice.wait_reply("echo", "general", lambda c: c == "after the reconnect")
     assert alice.messages_from("echo", "general") == [

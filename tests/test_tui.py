@@ -235,7 +235,7 @@ def test_plain_status() -> None:
     lines = text.splitlines()
     assert lines[0] == "bridge pid 4242, up 5m02s"
     assert "\x1b" not in text
-    assert "  echo@dev connected reconnects=1 token_age=3m12s channels=4" in lines
+    assert "  echo@dev connected reconnects=1 token_age=3m12s renewed=0 channels=4" in lines
     assert any(
         line.startswith("  codex@dev failed") and "reason=login refused" in line for line in lines
     )
