@@ -147,3 +147,17 @@ class RetryDelivery:
     """Delivery timer: try the head of the queue again."""
 
     generation: int
+
+
+@attrs.frozen
+class IdleCheck:
+    """Scope timer: check whether the scope has been idle since generation ``generation``."""
+
+    generation: int
+
+
+@attrs.frozen
+class ScopeIdle:
+    """Scope to supervisor: this scope is idle; stop it (it is rebuilt on its next message)."""
+
+    child_id: str

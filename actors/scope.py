@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from types import TracebackType
@@ -9,7 +10,15 @@ from typing import Any
 
 import pykka
 
-from actors.messages import DebounceElapsed, Init, RunFinished, StopRun
+from actors.messages import (
+    DebounceElapsed,
+    IdleCheck,
+    Init,
+    Route,
+    RunFinished,
+    ScopeIdle,
+    StopRun,
+)
 from actors.runner import Runner
 from actors.runtime import Runtime, SupervisedActor
 from bridge.board import ActorRow, RunRow
@@ -43,6 +52,8 @@ class Scope(SupervisedActor):
         self.runner: pykka.ActorRef[Any] | None = None
         self.last_activity = time.time()
         self.processing: Inbound | None = None
+        self.idle_generation = 0
+        self.stopping_idle = False
 
     @property
     def delivery_id(self) -> str:
@@ -53,6 +64,11 @@ class Scope(SupervisedActor):
         """Handle ``Inbound``, ``DebounceElapsed`` and ``RunFinished``."""
         if isinstance(message, Init):
             self._recover()
+        elif isinstance(message, Inbound) and self.stopping_idle:
+            # Asked to be stopped: the supervisor routes this to the next instance.
+            if self.runtime.supervisor is not None:
+                self.runtime.supervisor.tell(Route(message))
+            return
         elif isinstance(message, Inbound):
             self.last_activity = time.time()
             self.processing = message
@@ -61,6 +77,9 @@ class Scope(SupervisedActor):
             self.processing = None
         elif isinstance(message, DebounceElapsed):
             self._apply(self.logic.debounce_elapsed(message.generation))
+        elif isinstance(message, IdleCheck):
+            self._idle_check(message.generation)
+            return
         elif isinstance(message, RunFinished):
             self.last_activity = time.time()
             if message.run_id == self.logic.current_run:
@@ -71,6 +90,21 @@ class Scope(SupervisedActor):
         else:
             super().on_receive(message)
         self._publish()
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        self.idle_generation += 1
+        self.runtime.timers.schedule(self.runtime.config.bridge.scope_idle_s, self.actor_ref,
+                                     IdleCheck(self.idle_generation))
+
+    def _idle_check(self, generation: int) -> None:
+        if generation != self.idle_generation or self.logic.state != "idle" or self.runner:
+            return
+        supervisor = self.runtime.supervisor
+        if supervisor is not None:
+            log.debug("scope %s: idle, asking to be stopped", self.key)
+            self.stopping_idle = True
+            supervisor.tell(ScopeIdle(self.child_id))
 
     def handle(self, message: Inbound) -> None:
         """Hook called for each inbound message before the rules (tests override it)."""
@@ -120,6 +154,14 @@ class Scope(SupervisedActor):
                       self.processing.message_id, exception_value)
             self.runtime.store.drop_inbound(self.key, self.processing.message_id)
         super().on_failure(exception_type, exception_value, tb)
+
+    def on_stop(self) -> None:
+        """On an idle stop, hand back work that arrived meanwhile (the supervisor respawns)."""
+        supervisor = self.runtime.supervisor
+        if self.logic.pending and supervisor is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                supervisor.tell(Route(self.logic.pending[0]))
+        super().on_stop()
 
     def cleanup(self) -> None:
         """Stop the current run (its process group) when the scope stops or fails."""

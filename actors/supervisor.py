@@ -24,7 +24,15 @@ import pykka
 
 from actors.delivery import Delivery
 from actors.gateway import Gateway
-from actors.messages import ChildFailed, Deliver, Forward, RestartChild, Route, Shutdown
+from actors.messages import (
+    ChildFailed,
+    Deliver,
+    Forward,
+    RestartChild,
+    Route,
+    ScopeIdle,
+    Shutdown,
+)
 from actors.runtime import Runtime
 from actors.scope import Scope
 from actors.tokens import TokenCache
@@ -128,6 +136,8 @@ class Supervisor(pykka.ThreadingActor):
                 child.generation == message.generation
             ):
                 self._spawn(child)
+        elif isinstance(message, ScopeIdle):
+            self._evict(message.child_id)
         elif isinstance(message, Shutdown):
             self._shutdown(message.timeout_s)
         else:
@@ -231,6 +241,20 @@ class Supervisor(pykka.ThreadingActor):
         self._publish(child)
         self.runtime.timers.schedule(delay, self.actor_ref,
                                      RestartChild(child_id, child.generation))
+
+    def _evict(self, child_id: str) -> None:
+        """Stop an idle scope; its next message spawns a new one from the store."""
+        child = self.children.get(child_id)
+        if child is None or child.state != "running" or child.ref is None or (
+            self.shutting_down
+        ):
+            return
+        del self.children[child_id]
+        self.runtime.directory.set(child_id, None)
+        child.ref.stop(block=False)
+        self.runtime.board.remove_actor(child_id)
+        self.runtime.board.remove_scope(child_id.removeprefix("scope:"))
+        log.debug("%s stopped after being idle", child_id)
 
     def _shutdown(self, timeout_s: float) -> None:
         self.shutting_down = True

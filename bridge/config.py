@@ -71,12 +71,15 @@ class BridgeSettings:
         log_level: Python logging level name.
         catch_up_window_s: Messages fetched after an outage that are older than
             this (seconds) are kept as context only and start no run.
+        scope_idle_s: A scope idle this long (seconds) is stopped; its next message
+            rebuilds it from the state store.
     """
 
     state_dir: Path
     debounce_s: float = 0.3
     log_level: str = "INFO"
     catch_up_window_s: float = 600.0
+    scope_idle_s: float = 600.0
 
 
 @attrs.frozen
@@ -364,7 +367,7 @@ class _Reader:
 
     def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
         self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level",
-                                          "catch_up_window_s"})
+                                          "catch_up_window_s", "scope_idle_s"})
         level = str(self.get(table, "bridge", "log_level", str, "INFO")).upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise self.fail("bridge.log_level", f"must be debug, info, warning or error, got "
@@ -374,6 +377,7 @@ class _Reader:
             debounce_s=self.positive(table, "bridge", "debounce_s", 0.3),
             log_level=level,
             catch_up_window_s=self.positive(table, "bridge", "catch_up_window_s", 600.0),
+            scope_idle_s=self.positive(table, "bridge", "scope_idle_s", 600.0),
         )
 
     def devguild(self, table: Mapping[str, Any] | None) -> DevGuildSettings | None:

@@ -12,7 +12,7 @@ import pytest
 from actors.app import BridgeApp
 from actors.scope import Scope
 from bridge.board import Board
-from bridge.config import Config
+from bridge.config import Config, load_config
 from bridge.devguild import DevGuild
 from bridge.messages import Inbound
 from tests.support import GATED_AGENT, Member, wait_until, write_config
@@ -338,3 +338,25 @@ def test_hostile_content_and_reused_ids_are_handled(bridge: BridgeApp, devguild:
     replies = alice.messages_from("echo", "general")
     assert replies == ["original text", "broken ? text"]
     assert all(a.restarts == 0 for a in bridge.board.snapshot().actors)
+
+
+def test_idle_scope_is_stopped_and_rebuilt_from_the_store(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
+    text = config.path.read_text().replace("[bridge]", "[bridge]\nscope_idle_s = 0.3")
+    config.path.write_text(text)
+    app = start_bridge(load_config(config.path))
+    try:
+        alice = members("alice")
+        scope_id = f"scope:fabric:echo:dev:{devguild.channel_id('general')}"
+        first = alice.post("general", "before the nap")
+        alice.wait_reply("echo", "general", lambda c: c == "before the nap")
+        wait_until(lambda: all(a.id != scope_id for a in app.board.snapshot().actors),
+                   what="the idle scope to stop")
+        devguild.redeliver(devguild.channel_id("general"), first["seq"])
+        alice.post("general", "after the nap")
+        alice.wait_reply("echo", "general", lambda c: c == "after the nap")
+        assert alice.messages_from("echo", "general") == ["before the nap", "after the nap"]
+        assert any(a.id == scope_id for a in app.board.snapshot().actors)
+    finally:
+        app.stop()
