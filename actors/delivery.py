@@ -8,16 +8,30 @@ network) are retried with backoff that honours Retry-After. Before posting a
 piece whose earlier attempt had an unknown outcome (no answer, a 5xx, or a
 piece left pending by a crash), the recent channel history is searched for
 it, so a post that did land is never posted a second time.
+
+Runs also send their live status text (``Progress``): the first one is
+posted as the run's status message, later ones edit it, only when the text
+changed and at most once a second; the last state is always shown.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import attrs
 import pykka
 
-from actors.messages import Deliver, GetAccess, Init, Invalidate, RetryDelivery
+from actors.messages import (
+    Deliver,
+    FlushStatus,
+    GetAccess,
+    Init,
+    Invalidate,
+    Progress,
+    RetryDelivery,
+)
 from actors.runtime import Runtime, SupervisedActor
 from adapters.chat.fabric_rest import FabricGuild, GuildAccess, http_session
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
@@ -30,8 +44,23 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 #: Messages of recent history searched for a piece whose post may have landed.
 HISTORY_CHECK = 50
+#: Status messages are edited at most once per this many seconds (per channel).
+STATUS_EDIT_INTERVAL_S = 1.0
 #: Seconds to wait for the token cache.
 TOKEN_ASK_TIMEOUT_S = 15.0
+
+
+@attrs.define
+class StatusView:
+    """The status message of one run in this channel."""
+
+    message_id: str | None = None
+    shown: str = ""
+    latest: str = ""
+    last_edit: float = 0.0
+    final: bool = False
+    generation: int = 0
+    scheduled: bool = False
 
 
 class Delivery(SupervisedActor):
@@ -60,6 +89,8 @@ class Delivery(SupervisedActor):
         self.delivered = 0
         self.retries = 0
         self.last_key = ""
+        self.statuses: dict[str, StatusView] = {}
+        self.status_edits = 0
 
     def on_receive(self, message: Any) -> None:
         """Handle ``Init``, ``Deliver`` and ``RetryDelivery``."""
@@ -76,8 +107,50 @@ class Delivery(SupervisedActor):
             if message.generation == self.generation:
                 self.waiting = False
                 self._drain()
+        elif isinstance(message, Progress):
+            view = self.statuses.setdefault(message.run_id, StatusView())
+            view.latest = message.text
+            view.final = view.final or message.final
+            self._show_status(message.run_id)
+        elif isinstance(message, FlushStatus):
+            waiting = self.statuses.get(message.run_id)
+            if waiting is not None and waiting.generation == message.generation:
+                waiting.scheduled = False
+                self._show_status(message.run_id)
         else:
             super().on_receive(message)
+
+    def _show_status(self, run_id: str) -> None:
+        """Post or edit the run's status message: only when changed, at most once a second."""
+        view = self.statuses[run_id]
+        if view.latest == view.shown:
+            if view.final:
+                del self.statuses[run_id]
+            return
+        wait = view.last_edit + STATUS_EDIT_INTERVAL_S - time.monotonic()
+        if view.message_id is not None and wait > 0:
+            if not view.scheduled:
+                view.generation += 1
+                view.scheduled = True
+                self.runtime.timers.schedule(wait, self.actor_ref,
+                                             FlushStatus(run_id, view.generation))
+            return
+        try:
+            guild = FabricGuild(self._access(), self.http)
+            if view.message_id is None:
+                posted = guild.post(self.channel_id, view.latest)
+                found = posted.get("messageId")
+                view.message_id = found if isinstance(found, str) else ""
+            elif view.message_id:
+                guild.edit(self.channel_id, view.message_id, view.latest)
+            self.status_edits += 1
+        except (ChatError, pykka.Timeout) as exc:  # the status is best-effort
+            log.warning("delivery %s: status of run %s not shown: %s", self.scope_key, run_id,
+                        exc)
+        view.shown = view.latest
+        view.last_edit = time.monotonic()
+        if view.final:
+            del self.statuses[run_id]
 
     def _drain(self) -> None:
         store = self.runtime.store

@@ -161,3 +161,39 @@ class ScopeIdle:
     """Scope to supervisor: this scope is idle; stop it (it is rebuilt on its next message)."""
 
     child_id: str
+
+
+@attrs.frozen
+class Progress:
+    """Runner to delivery: the run's status message text changed.
+
+    Attributes:
+        run_id: The run.
+        text: The whole status text.
+        final: True for the last update of the run (always shown).
+    """
+
+    run_id: str
+    text: str
+    final: bool = False
+
+
+@attrs.frozen
+class FlushStatus:
+    """Delivery timer: show the latest status text of ``run_id`` now."""
+
+    run_id: str
+    generation: int
+
+
+@attrs.frozen
+class StatusTick:
+    """Runner timer: refresh the status (elapsed time) while the run works."""
+
+
+@attrs.frozen
+class RunActive:
+    """To the token cache (the identity): a run started (+1) or ended (-1) in ``guild``."""
+
+    guild: str
+    delta: int

@@ -10,24 +10,43 @@ from typing import Any
 
 import pykka
 
-from actors.messages import AgentEventMsg, Deliver, Forward, RunFinished, StopRun
+from actors.messages import (
+    AgentEventMsg,
+    Deliver,
+    Forward,
+    Progress,
+    RunActive,
+    RunFinished,
+    StatusTick,
+    StopRun,
+)
 from actors.runtime import Runtime
 from adapters.agents import build_agent
-from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, TextDelta, ToolStarted
+from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarted, ToolStarted
 from bridge.board import RunRow
 from bridge.chunking import split_message
 from bridge.config import AgentSettings
 from bridge.prompt import Prompt
+from bridge.run_status import RunStatus, shorten
+from bridge.store import SessionRecord
 
 log = logging.getLogger(__name__)
+
+#: A run shows a status message once it reports a step, or after this many seconds.
+STATUS_AFTER_S = 3.0
+#: Seconds between status refreshes while the agent is quiet.
+STATUS_TICK_S = 5.0
 
 
 class Runner(pykka.ThreadingActor):
     """Runs one prompt through the agent; supervised by its scope, not restarted.
 
     The agent's events are read on a reader thread that only tells this actor.
-    On the terminal event the runner asks the channel's delivery actor (via the
-    supervisor) to post the answer, tells the scope ``RunFinished`` and stops.
+    Progress goes to the channel's delivery actor as status text (which it
+    throttles to one edit a second). On the terminal event the runner puts the
+    answer (with a footer: duration, tokens, cost) in the store's outbox, tells
+    the delivery actor, tells the scope ``RunFinished`` and stops. The agent's
+    session id is saved as soon as it is known, so the next message resumes it.
     ``StopRun`` (``/stop``, timeout, shutdown) kills the agent's process group.
 
     Args:
@@ -38,12 +57,15 @@ class Runner(pykka.ThreadingActor):
         run_id: Unique run id.
         prompt: What to ask.
         agent: The agent's settings.
+        session: The scope's session entry to resume (None: a fresh session).
+        fingerprint: Policy fingerprint saved with the session.
     """
 
     use_daemon_thread = True
 
     def __init__(self, runtime: Runtime, scope: pykka.ActorRef[Any], scope_key: str,
-                 delivery_id: str, run_id: str, prompt: Prompt, agent: AgentSettings) -> None:
+                 delivery_id: str, run_id: str, prompt: Prompt, agent: AgentSettings,
+                 session: SessionRecord | None = None, fingerprint: str = "") -> None:
         super().__init__()
         self.runtime = runtime
         self.scope = scope
@@ -52,15 +74,21 @@ class Runner(pykka.ThreadingActor):
         self.run_id = run_id
         self.prompt = prompt
         self.agent = agent
+        self.session_id = session.session_id if session else None
+        self.fingerprint = fingerprint
+        self.workspace = agent.workspace or runtime.config.bridge.state_dir
         self.run: AgentRun | None = None
         self.stop_reason = ""
         self.finished = False
         self.started_at = time.time()
+        self.status = RunStatus(agent.name, self.started_at)
+        self.status_shown = False
+        self.guild = scope_key.split(":")[2]
 
     def on_start(self) -> None:
-        """Start the agent and its reader thread; arm the run timeout."""
-        context = RunContext(self.run_id, self.scope_key,
-                             self.agent.workspace or self.runtime.config.bridge.state_dir)
+        """Start the agent and its reader thread; arm the timeout and the status ticks."""
+        self._identity(RunActive(self.guild, +1))
+        context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id)
         try:
             self.run = build_agent(self.agent).start(self.prompt, context)
         except Exception as exc:  # any start-up error must end the run, not hang the scope
@@ -73,6 +101,7 @@ class Runner(pykka.ThreadingActor):
                          name=f"run-{self.run_id}").start()
         self.runtime.timers.schedule(self.agent.timeout_s, self.actor_ref,
                                      StopRun(f"timed out after {self.agent.timeout_s:.0f} s"))
+        self.runtime.timers.schedule(STATUS_AFTER_S, self.actor_ref, StatusTick())
 
     def _read(self, run: AgentRun) -> None:
         try:
@@ -86,7 +115,7 @@ class Runner(pykka.ThreadingActor):
                 self.actor_ref.tell(AgentEventMsg(RunFailed(f"agent error: {exc}")))
 
     def on_receive(self, message: Any) -> None:
-        """Handle ``AgentEventMsg`` and ``StopRun``."""
+        """Handle ``AgentEventMsg``, ``StatusTick`` and ``StopRun``."""
         if isinstance(message, StopRun):
             if self.run is not None and not self.finished:
                 log.info("run %s: stopping (%s)", self.run_id, message.reason)
@@ -94,45 +123,98 @@ class Runner(pykka.ThreadingActor):
                 self.run.stop()
         elif isinstance(message, AgentEventMsg):
             self._event(message.event)
+        elif isinstance(message, StatusTick):
+            if not self.finished:
+                self._show_status()
+                self.runtime.timers.schedule(STATUS_TICK_S, self.actor_ref, StatusTick())
         else:
             super().on_receive(message)
 
     def _event(self, event: Any) -> None:
         if self.finished:
             return
-        if isinstance(event, ToolStarted | TextDelta):
-            detail = event.title if isinstance(event, ToolStarted) else event.text[-60:]
+        changed = self.status.apply(event)
+        if isinstance(event, SessionStarted):
+            self._save_session(event.session_id)
+        if isinstance(event, ToolStarted):
             self.runtime.board.put_run(RunRow(self.run_id, self.scope_key, self.agent.name,
-                                              self.started_at, detail.replace("\n", " ")))
+                                              self.started_at, shorten(event.title, 60)))
         if isinstance(event, RunDone):
-            self._finish(event.answer, ok=True, reason="")
+            if event.session_id:
+                self._save_session(event.session_id)
+            answer = event.answer.strip() or "(the agent gave an empty answer)"
+            self._finish(answer, ok=True, reason="")
         elif isinstance(event, RunFailed):
+            if event.session_id:
+                self._save_session(event.session_id)
             reason = self.stop_reason or event.reason
             self._finish(f"⚠ {self.agent.name}: run failed: {reason}", ok=False, reason=reason)
+        elif changed:
+            self._show_status()
+
+    def _show_status(self, final_state: str = "") -> None:
+        """Send the status text to delivery (it throttles); from the first step or 3 s on."""
+        now = time.time()
+        if not final_state and not self.status_shown and not self.status.steps and (
+            not self.status.plan and now - self.started_at < STATUS_AFTER_S
+        ):
+            return
+        if final_state and not self.status_shown:
+            return
+        self.status_shown = True
+        text = self.status.render(now, state=final_state or "working")
+        self._to_delivery(Progress(self.run_id, text, final=bool(final_state)))
+
+    def _save_session(self, session_id: str) -> None:
+        if session_id == self.session_id:
+            return
+        self.session_id = session_id
+        self.runtime.store.save_session(SessionRecord(
+            self.scope_key, session_id, str(self.workspace), self.fingerprint))
 
     def _finish(self, text: str, *, ok: bool, reason: str) -> None:
         self.finished = True
-        elapsed = time.time() - self.started_at
-        log.info("run %s %s after %.2fs%s", self.run_id, "done" if ok else "failed", elapsed,
-                 f": {reason}" if reason else "")
-        pieces = split_message(text, self.runtime.config.fabric.content_limit)
+        now = time.time()
+        log.info("run %s %s after %.2fs%s", self.run_id, "done" if ok else "failed",
+                 now - self.started_at, f": {reason}" if reason else "")
+        self._show_status("done" if ok else f"failed: {shorten(reason, 100)}")
+        footer = self.status.footer(now) if self.status_shown or self.status.usage else ""
+        limit = self.runtime.config.fabric.content_limit
+        pieces = split_message(text, limit - len(footer) - 2 if footer else limit)
+        if footer and pieces:
+            pieces[-1] = f"{pieces[-1]}\n\n{footer}"
         self.runtime.store.finish_run(self.run_id, "done" if ok else "failed", pieces)
-        supervisor = self.runtime.supervisor
-        if supervisor is not None and pieces:
-            supervisor.tell(Forward(self.delivery_id, Deliver(self.scope_key)))
+        if pieces:
+            self._to_delivery(Deliver(self.scope_key))
+        self._identity(RunActive(self.guild, -1))
         with contextlib.suppress(pykka.ActorDeadError):
             self.scope.tell(RunFinished(self.run_id, ok, reason))
         self.actor_ref.stop(block=False)
 
+    def _to_delivery(self, message: Any) -> None:
+        supervisor = self.runtime.supervisor
+        if supervisor is not None:
+            supervisor.tell(Forward(self.delivery_id, message))
+
+    def _identity(self, message: RunActive) -> None:
+        tokens = self.runtime.directory.get(f"tokens:{self.agent.name}")
+        if tokens is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                tokens.tell(message)
+
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        """Kill the agent and report the run as failed to the scope."""
+        """Kill the agent and report the run as failed (in the channel and to the scope)."""
         if self.run is not None:
             self.run.stop()
         if not self.finished:
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.scope.tell(RunFinished(self.run_id, False, f"runner error: {exception_value}"))
+            try:
+                self._finish(f"⚠ {self.agent.name}: run failed: internal error", ok=False,
+                             reason=f"runner error: {exception_value}")
+            except Exception:
+                log.exception("run %s: could not report the failure", self.run_id)
 
     def on_stop(self) -> None:
         """Make sure no agent process outlives the runner."""
         if self.run is not None and not self.finished:
             self.run.stop()
+            self._identity(RunActive(self.guild, -1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -12,6 +13,8 @@ import pykka
 
 from actors.messages import (
     DebounceElapsed,
+    Deliver,
+    Forward,
     IdleCheck,
     Init,
     Route,
@@ -22,9 +25,12 @@ from actors.messages import (
 from actors.runner import Runner
 from actors.runtime import Runtime, SupervisedActor
 from bridge.board import ActorRow, RunRow
+from bridge.commands import Command, help_text, parse_command, unknown_hint
 from bridge.config import AgentSettings
 from bridge.messages import Inbound
 from bridge.scope_logic import ArmDebounce, ScopeLogic, StartRun
+from bridge.sessions import policy_fingerprint
+from bridge.store import SessionRecord
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +124,12 @@ class Scope(SupervisedActor):
             self._accept(message)
 
     def _accept(self, message: Inbound) -> None:
+        command = parse_command(message.content)
+        if command is not None:
+            if not self.logic.dedup.seen(message.message_id):
+                self.runtime.store.mark_done(self.key, message.message_id)
+                self._command(command, message)
+            return
         actions = self.logic.accept(message)
         if self.logic.verdict != "duplicate":
             self.runtime.store.classify(self.key, message.message_id,
@@ -135,13 +147,72 @@ class Scope(SupervisedActor):
             else:
                 self._start(action)
 
+    def _command(self, command: Command, message: Inbound) -> None:
+        """Answer a chat command (never queued, never sent to the agent)."""
+        log.info("scope %s: /%s from %s", self.key, command.name, message.author_name)
+        store = self.runtime.store
+        if command.name == "help":
+            text = help_text(self.agent.name)
+        elif command.name == "stop":
+            if self.runner is not None:
+                self.runner.tell(StopRun(f"stopped by {message.author_name}"))
+                text = f"stopping the current run of {self.agent.name}"
+            else:
+                text = f"{self.agent.name} has no run to stop"
+        elif command.name == "new":
+            store.clear_session(self.key)
+            text = f"{self.agent.name}: the next message starts a fresh session"
+        elif command.name == "status":
+            text = self._status_text()
+        elif command.known:
+            text = f"/{command.name} is not configured for {self.agent.name}"
+        else:
+            text = unknown_hint(command)
+        self._reply(message, text)
+
+    def _status_text(self) -> str:
+        record = self.runtime.store.session(self.key)
+        session = record.session_id if record and record.session_id else None
+        lines = [f"{self.agent.name} in #{self.logic.channel}: {self.logic.state}",
+                 f"session: {session or 'none (the next message starts one)'}",
+                 f"workspace: {self._workspace()}",
+                 f"queued: {len(self.logic.pending)}"]
+        if self.logic.current_run is not None:
+            lines.append(f"current run: {self.logic.current_run}")
+        return "\n".join(lines)
+
+    def _reply(self, message: Inbound, text: str) -> None:
+        self.runtime.store.add_notice(self.key, f"reply:{message.message_id}", text)
+        if self.runtime.supervisor is not None:
+            self.runtime.supervisor.tell(Forward(self.delivery_id, Deliver(self.key)))
+
+    def _workspace(self) -> Path:
+        return self.agent.workspace or self.runtime.config.bridge.state_dir
+
+    def _session_for_run(self, run_id: str) -> tuple[SessionRecord | None, str]:
+        """The session to resume and the policy fingerprint of this run."""
+        fingerprint = policy_fingerprint(self.key, self.agent, self._workspace())
+        record = self.runtime.store.session(self.key)
+        if record is not None and record.session_id and record.fingerprint != fingerprint:
+            log.warning("scope %s: policy changed since session %s; starting a new one",
+                        self.key, record.session_id)
+            self.runtime.store.clear_session(self.key)
+            self.runtime.store.add_notice(
+                self.key, f"policy:{run_id}",
+                f"{self.agent.name}: the workspace or policy changed since the last session, "
+                "so this run starts a new session.")
+            return None, fingerprint
+        return record, fingerprint
+
     def _start(self, action: StartRun) -> None:
         self.runtime.store.start_run(action.run_id, self.key,
                                      action.message_ids + action.context_ids)
+        session, fingerprint = self._session_for_run(action.run_id)
         log.info("scope %s: run %s starts with %d message(s)", self.key, action.run_id,
                  len(action.prompt.messages))
         self.runner = Runner.start(self.runtime, self.actor_ref, self.key, self.delivery_id,
-                                   action.run_id, action.prompt, self.agent)
+                                   action.run_id, action.prompt, self.agent, session,
+                                   fingerprint)
         self.runtime.board.put_run(RunRow(action.run_id, self.key, self.agent.name, time.time()))
         self.runtime.board.put_actor(ActorRow(f"runner:{action.run_id}", "runner",
                                               self.child_id, "running"))

@@ -6,9 +6,15 @@ import logging
 import time
 from typing import Any
 
-from actors.messages import GetAccess, Init, Invalidate
+from actors.messages import GetAccess, Init, Invalidate, RunActive
 from actors.runtime import Runtime, SupervisedActor
-from adapters.chat.fabric_rest import FabricCenter, FabricSession, GuildAccess
+from adapters.chat.fabric_rest import (
+    FabricCenter,
+    FabricGuild,
+    FabricSession,
+    GuildAccess,
+    http_session,
+)
 from bridge.config import AgentSettings
 from bridge.errors import ChatError, NotFound
 from bridge.fabric_rules import SESSION_CACHE_TTL_S
@@ -17,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class TokenCache(SupervisedActor):
-    """Caches one identity's Center session for at most 8 minutes.
+    """One agent identity: caches its Center session for at most 8 minutes, and sets
+    its presence (``busy`` while it has runs in a guild, ``idle`` after).
 
     Replies to ``GetAccess(guild)`` asks with a :class:`GuildAccess`, logging
     in on a miss, after the TTL, or after ``Invalidate`` of a token in use.
@@ -43,6 +50,8 @@ class TokenCache(SupervisedActor):
         self.center = FabricCenter(runtime.config.fabric.center_url)
         self.session: FabricSession | None = None
         self.logins = 0
+        self.active: dict[str, int] = {}
+        self.http = http_session()
 
     def on_receive(self, message: Any) -> Any:
         """Handle ``Init``, ``GetAccess`` (ask) and ``Invalidate``."""
@@ -50,6 +59,9 @@ class TokenCache(SupervisedActor):
             return None
         if isinstance(message, GetAccess):
             return self._access(message.guild)
+        if isinstance(message, RunActive):
+            self._presence(message)
+            return None
         if isinstance(message, Invalidate):
             if self.session is not None and (
                 message.token == self.session.access_token
@@ -59,6 +71,20 @@ class TokenCache(SupervisedActor):
                 self.session = None
             return None
         return super().on_receive(message)
+
+    def _presence(self, message: RunActive) -> None:
+        """Show the identity ``busy`` while it has runs in a guild, ``idle`` after."""
+        before = self.active.get(message.guild, 0)
+        after = max(0, before + message.delta)
+        self.active[message.guild] = after
+        if (before == 0) == (after == 0):
+            return
+        status = "busy" if after else "idle"
+        try:
+            FabricGuild(self._access(message.guild), self.http).set_presence(status)
+        except ChatError as exc:
+            log.info("tokens %s: presence %s not set in %s: %s", self.agent.name, status,
+                     message.guild, exc)
 
     def _access(self, guild: str) -> GuildAccess:
         now = time.time()

@@ -269,6 +269,12 @@ class Store:
                        "AND state IN ('received', 'engaged', 'context')",
                        ("engaged" if engaged else "context", scope_key, message_id))
 
+    def mark_done(self, scope_key: str, message_id: str) -> None:
+        """Mark a message ``done`` without a run (e.g. a chat command, answered directly)."""
+        with self._write() as db:
+            db.execute("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
+                       "message_id = ?", (scope_key, message_id))
+
     def drop_inbound(self, scope_key: str, message_id: str) -> None:
         """Mark a message ``dropped``: it made its scope fail and is never replayed."""
         with self._write() as db:

@@ -360,3 +360,49 @@ def test_idle_scope_is_stopped_and_rebuilt_from_the_store(
         assert any(a.id == scope_id for a in app.board.snapshot().actors)
     finally:
         app.stop()
+
+
+def test_commands_stop_and_live_status(tmp_path: Path, devguild: DevGuild,
+                                       members: Callable[[str], Member]) -> None:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    agents = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{workspace}"
+        stop_grace_s = 0.5
+    """)
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
+                                    debounce_s=0.05))
+    try:
+        alice = members("alice")
+        alice.post("general", "/help")
+        alice.wait_reply("echo", "general", lambda c: c.startswith("echo commands:"))
+        alice.post("general", "/stop")
+        alice.wait_reply("echo", "general", lambda c: c == "echo has no run to stop")
+        alice.post("general", "/frob")
+        alice.wait_reply("echo", "general", lambda c: c.startswith("unknown command /frob"))
+        alice.post("general", "a long job")
+        status = alice.wait_reply("echo", "general", lambda c: "working" in c, timeout_s=15)
+        assert status.startswith("⏳ echo · working")
+        echo_id = devguild.user_id("echo")
+        wait_until(lambda: devguild.state.presence(echo_id) == "busy", what="presence busy")
+        alice.post("general", "/status")
+        alice.wait_reply("echo", "general", lambda c: "echo in #general: running" in c)
+        alice.post("general", "/stop")
+        alice.wait_reply("echo", "general", lambda c: c == "stopping the current run of echo")
+        failed = alice.wait_reply("echo", "general", lambda c: "run failed" in c)
+        assert failed.startswith("⚠ echo: run failed: stopped by alice")
+        wait_until(lambda: any(c.startswith("⚠️ echo · failed: stopped by alice")
+                               for c in alice.messages_from("echo", "general")),
+                   what="the status message edited to its final state")
+        edited = [m for m in devguild.state.messages(devguild.channel_id("general"))
+                  if m["content"].startswith("⚠️ echo · failed")]
+        assert len(edited) == 1 and edited[0]["editedAt"]
+        assert not any("a long job" in c for c in alice.messages_from("echo", "general"))
+        wait_until(lambda: devguild.state.presence(echo_id) == "idle", what="presence idle")
+    finally:
+        app.stop()
