@@ -1,0 +1,1 @@
+"""Scripted stand-ins for the model endpoints the coding-agent CLIs call."""
