@@ -4,6 +4,7 @@ sessions, and /stop."""
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,6 +60,7 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@contextlib.contextmanager
 def start(tmp_path: Path, devguild: DevGuild, kind: str,
           script: list[Step]) -> Iterator[tuple[BridgeApp, ScriptedModel]]:
     with ScriptedModel(script) as model:
@@ -79,7 +81,7 @@ def test_tool_step_status_answer_and_resumed_session(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member], kind: str) -> None:
     script: list[Step] = [Shell("echo hi-from-shell", "let me run it"), Say("it printed hi"),
                           Say("the second answer")]
-    for _app, model in start(tmp_path, devguild, kind, script):
+    with start(tmp_path, devguild, kind, script) as (_app, model):
         alice = members("alice")
         alice.post("general", "please run the greeting")
         answer = alice.wait_reply("echo", "general", lambda c: c.startswith("it printed hi"),
@@ -98,7 +100,7 @@ def test_tool_step_status_answer_and_resumed_session(
 
 def test_stop_mid_run_keeps_the_session(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member], kind: str) -> None:
-    for app, model in start(tmp_path, devguild, kind, [Stall(), Say("after the stop")]):
+    with start(tmp_path, devguild, kind, [Stall(), Say("after the stop")]) as (app, model):
         alice = members("alice")
         alice.post("general", "think forever")
         wait_until(lambda: model.main_requests(), RUN_WAIT_S, "the model to be asked")
