@@ -5,6 +5,7 @@ sessions, and /stop."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,6 +116,15 @@ def test_stop_mid_run_keeps_the_session(
         assert "think forever" in model.main_requests()[-1].text()  # the session resumed
 
 
+def connected(app: BridgeApp) -> bool:
+    row = app.board.connection("coder", "dev")
+    return row is not None and row.state == "connected"
+
+
+def starts(prefix: str, content: str) -> bool:
+    return content.startswith(prefix)
+
+
 def test_session_survives_a_restart_and_new_starts_fresh(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
     script: list[Step] = [Say("first answer"), Say("second answer"), Say("fresh answer")]
@@ -128,10 +138,9 @@ def test_session_survives_a_restart_and_new_starts_fresh(
             app = BridgeApp(config, Board())  # a new bridge process state each time
             app.start()
             try:
-                wait_until(lambda a=app: (r := a.board.connection("coder", "dev")) and
-                           r.state == "connected", what="coder connected")
+                wait_until(functools.partial(connected, app), what="coder connected")
                 alice.post("general", text)
-                alice.wait_reply("echo", "general", lambda c, e=expected: c.startswith(e),
+                alice.wait_reply("echo", "general", functools.partial(starts, expected),
                                  RUN_WAIT_S)
                 if step == 1:
                     assert "remember the word kiwi" in model.main_requests()[-1].text()
