@@ -300,7 +300,10 @@ class Store:
 
     def count_inbound(self, scope_key: str | None = None) -> dict[str, int]:
         """Journal rows per state (of one scope, or of all)."""
-        query = "SELECT state, count(*) FROM inbound"
+        return self._count_states("inbound", scope_key)
+
+    def _count_states(self, table: str, scope_key: str | None) -> dict[str, int]:
+        query = f"SELECT state, count(*) FROM {table}"  # table: a fixed name, never input
         args: tuple[str, ...] = ()
         if scope_key is not None:
             query += " WHERE scope_key = ?"
@@ -433,14 +436,7 @@ class Store:
 
     def outbox_counts(self, scope_key: str | None = None) -> dict[str, int]:
         """Outbox rows per state (of one scope, or of all)."""
-        query = "SELECT state, count(*) FROM outbox"
-        args: tuple[str, ...] = ()
-        if scope_key is not None:
-            query += " WHERE scope_key = ?"
-            args = (scope_key,)
-        with self._tx() as db:
-            rows = db.execute(query + " GROUP BY state", args).fetchall()
-        return {str(r[0]): int(r[1]) for r in rows}
+        return self._count_states("outbox", scope_key)
 
     # -- sessions ----------------------------------------------------------
 
