@@ -26,6 +26,7 @@ from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarte
 from bridge.board import RunRow
 from bridge.chunking import split_message
 from bridge.config import AgentSettings
+from bridge.procs import start_ticks
 from bridge.prompt import Prompt
 from bridge.run_status import RunStatus, shorten
 from bridge.store import SessionRecord
@@ -97,6 +98,9 @@ class Runner(pykka.ThreadingActor):
             self.actor_ref.tell(AgentEventMsg(RunFailed(
                 f"could not start agent {self.agent.name}: {why}")))
             return
+        if self.run.pid is not None:
+            self.runtime.store.set_run_process(self.run_id, self.run.pid,
+                                               start_ticks(self.run.pid))
         threading.Thread(target=self._read, args=(self.run,), daemon=True,
                          name=f"run-{self.run_id}").start()
         self.runtime.timers.schedule(self.agent.timeout_s, self.actor_ref,

@@ -38,6 +38,7 @@ from actors.scope import Scope
 from actors.tokens import TokenCache
 from bridge.board import ActorRow
 from bridge.messages import Inbound
+from bridge.procs import kill_orphan_group
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class Supervisor(pykka.ThreadingActor):
     def _recover(self) -> None:
         """Pick up what an earlier process left: cut-off runs, open messages, the outbox."""
         store = self.runtime.store
+        for pid, ticks in store.open_run_processes():
+            if kill_orphan_group(pid, ticks):
+                log.warning("killed agent process group %d left running by a crash", pid)
         for run_id, scope_key, given_up in store.recover_runs():
             log.warning("run %s of %s was cut off by a restart; %s", run_id, scope_key,
                         "given up" if given_up else "its messages run again")

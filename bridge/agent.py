@@ -158,6 +158,11 @@ class AgentRun(Protocol):
         """
         ...
 
+    @property
+    def pid(self) -> int | None:
+        """Process id of the agent process (its group leader), or None without a process."""
+        ...
+
     def stop(self) -> None:
         """Stop the run (kill its process group); safe to call more than once, from any thread."""
         ...

@@ -94,6 +94,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_pending ON outbox (scope_key, state);
     """,
+    # 2: the agent process of each run, to kill orphans after a crash
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN pid_ticks TEXT;
+    """,
 )
 
 #: Inbound states that still need a run (or a place in the next prompt).
@@ -358,6 +363,19 @@ class Store:
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
                 [(p.key, p.scope_key, p.run_id, p.index, p.content, now, now) for p in made])
         return made
+
+    def set_run_process(self, run_id: str, pid: int, ticks: str | None) -> None:
+        """Record the agent process group of a run (see :mod:`bridge.procs`)."""
+        with self._write() as db:
+            db.execute("UPDATE runs SET pid = ?, pid_ticks = ? WHERE run_id = ?",
+                       (pid, ticks, run_id))
+
+    def open_run_processes(self) -> list[tuple[int, str | None]]:
+        """``(pid, start ticks)`` of the agent processes of runs that never ended."""
+        with self._tx() as db:
+            rows = db.execute("SELECT pid, pid_ticks FROM runs WHERE ended_at IS NULL AND "
+                              "pid IS NOT NULL").fetchall()
+        return [(int(r[0]), r[1]) for r in rows]
 
     def recover_runs(self) -> list[tuple[str, str, list[str]]]:
         """Close runs that a crash cut off; reopen their messages for another run.

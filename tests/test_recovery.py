@@ -57,6 +57,15 @@ class BridgeProcess:
                 self.process.wait()
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
 @pytest.fixture
 def processes() -> Iterator[list[BridgeProcess]]:
     made: list[BridgeProcess] = []
@@ -91,10 +100,17 @@ def test_kill9_mid_run_then_restart_answers_everything_once(
     wait_until(lambda: (s := read_status(config.bridge.state_dir)) and s.runs,
                what="a run in progress")
     first.kill9()
+    db = Store(config.bridge.state_dir / "bridge.db")
+    try:
+        orphans = [pid for pid, _ in db.open_run_processes()]
+    finally:
+        db.close()
+    assert len(orphans) == 1 and alive(orphans[0])  # the agent outlived the bridge
     alice.post("general", "second")  # written while the bridge is down
     second = BridgeProcess(config)
     processes.append(second)
     second.start()
+    wait_until(lambda: not alive(orphans[0]), what="the orphaned agent to be killed")
 
     def answered() -> bool:
         if not (workspace / "gate").exists():

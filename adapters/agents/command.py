@@ -132,6 +132,11 @@ class CommandRun:
             answer += f"\n\n[output cut: {total - len(data)} more bytes not shown]"
         yield RunDone(answer)
 
+    @property
+    def pid(self) -> int | None:
+        """The command's pid (the leader of its process group)."""
+        return self._group.process.pid
+
     def stop(self) -> None:
         """Kill the command's process group (SIGTERM, then SIGKILL after the grace period)."""
         self._group.stop()

@@ -23,6 +23,11 @@ class EchoRun:
             return
         yield RunDone(self._prompt.user_text())
 
+    @property
+    def pid(self) -> int | None:
+        """None: the echo agent has no process."""
+        return None
+
     def stop(self) -> None:
         """Mark the run stopped (it has no process)."""
         self._stopped.set()
