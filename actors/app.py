@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -81,7 +82,7 @@ class BridgeApp:
             self.supervisor = Supervisor.start(self.runtime, self.scope_class)
             self.status_writer = StatusWriter(self.board.snapshot, config.bridge.state_dir)
             self.status_writer.start()
-            log.info("bridge started (pid state in %s)", config.bridge.state_dir)
+            log.info("bridge started (pid %d, state in %s)", os.getpid(), config.bridge.state_dir)
         except BaseException:
             self.stop()
             raise
