@@ -197,3 +197,11 @@ class RunActive:
 
     guild: str
     delta: int
+
+
+@attrs.frozen
+class PresenceSettle:
+    """Token cache timer: set the presence in ``guild`` if nothing changed since ``generation``."""
+
+    guild: str
+    generation: int

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from actors.messages import GetAccess, Init, Invalidate, RunActive
+from actors.messages import GetAccess, Init, Invalidate, PresenceSettle, RunActive
 from actors.runtime import Runtime, SupervisedActor
 from adapters.chat.fabric_rest import (
     FabricCenter,
@@ -20,6 +20,9 @@ from bridge.errors import ChatError, NotFound
 from bridge.fabric_rules import SESSION_CACHE_TTL_S
 
 log = logging.getLogger(__name__)
+
+#: Seconds the run count must hold before the presence is set (coalesces bursts).
+PRESENCE_SETTLE_S = 1.0
 
 
 class TokenCache(SupervisedActor):
@@ -51,6 +54,8 @@ class TokenCache(SupervisedActor):
         self.session: FabricSession | None = None
         self.logins = 0
         self.active: dict[str, int] = {}
+        self.shown: dict[str, str] = {}
+        self.presence_generation: dict[str, int] = {}
         self.http = http_session()
 
     def on_receive(self, message: Any) -> Any:
@@ -61,6 +66,9 @@ class TokenCache(SupervisedActor):
             return self._access(message.guild)
         if isinstance(message, RunActive):
             self._presence(message)
+            return None
+        if isinstance(message, PresenceSettle):
+            self._settle(message)
             return None
         if isinstance(message, Invalidate):
             if self.session is not None and (
@@ -73,15 +81,26 @@ class TokenCache(SupervisedActor):
         return super().on_receive(message)
 
     def _presence(self, message: RunActive) -> None:
-        """Show the identity ``busy`` while it has runs in a guild, ``idle`` after."""
-        before = self.active.get(message.guild, 0)
-        after = max(0, before + message.delta)
-        self.active[message.guild] = after
-        if (before == 0) == (after == 0):
+        """Count runs per guild; the presence follows after :data:`PRESENCE_SETTLE_S`.
+
+        Waiting lets a burst of short runs (echo answers in milliseconds) cost
+        no presence calls at all, while a run that lasts shows ``busy``.
+        """
+        self.active[message.guild] = max(0, self.active.get(message.guild, 0) + message.delta)
+        generation = self.presence_generation.get(message.guild, 0) + 1
+        self.presence_generation[message.guild] = generation
+        self.runtime.timers.schedule(PRESENCE_SETTLE_S, self.actor_ref,
+                                     PresenceSettle(message.guild, generation))
+
+    def _settle(self, message: PresenceSettle) -> None:
+        if message.generation != self.presence_generation.get(message.guild):
             return
-        status = "busy" if after else "idle"
+        status = "busy" if self.active.get(message.guild, 0) else "idle"
+        if self.shown.get(message.guild, "idle") == status:
+            return
         try:
             FabricGuild(self._access(message.guild), self.http).set_presence(status)
+            self.shown[message.guild] = status
         except ChatError as exc:
             log.info("tokens %s: presence %s not set in %s: %s", self.agent.name, status,
                      message.guild, exc)
