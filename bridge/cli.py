@@ -84,6 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--json", action="store_true", help="print the report as one JSON "
                       "object: duration_s, channels, sent, answered, lost, twice, restarts, "
                       "reconnects, faults, p50_s, p99_s, ok")
+    bench = sub.add_parser(
+        "bench", help="Measure the bridge: latency over the transport floor, throughput, "
+                      "memory, threads, API calls per answer.",
+        description="Starts the dev guild in this process and the bridge as a child process "
+                    "with A echo agents bound to every channel (debounce 0), creates N "
+                    "channels, and has members alice and bob post over REST and listen on "
+                    "socket.io. Each post wakes one agent (wakeupUserId, round robin). "
+                    "Measures the transport floor (post -> message.created at the other "
+                    "member) and post -> answer at rate R, then steps of M messages at R, "
+                    "2R, 4R, ... until p99 reaches 1 s, an answer is lost or answered/s "
+                    "stops growing. Exit 0 when the run completed.")
+    bench.add_argument("--channels", type=int, default=10, metavar="N",
+                       help="channels to create and post in (default 10)")
+    bench.add_argument("--agents", type=int, default=1, metavar="A",
+                       help="echo agents (echo, echo2, ...) bound to every channel (default 1)")
+    bench.add_argument("--messages", type=int, default=200, metavar="M",
+                       help="messages per step (default 200)")
+    bench.add_argument("--rate", type=float, default=50.0, metavar="R",
+                       help="messages per second of the first step; each further step "
+                            "doubles it (default 50)")
+    bench.add_argument("--steps", type=int, default=6, metavar="K",
+                       help="most throughput steps (default 6)")
+    bench.add_argument("-c", "--config", type=Path, default=None, metavar="FILE",
+                       help="bridge config template to run instead of the generated one; "
+                            "{center_url} and {state_dir} in it are replaced; it must bind "
+                            "agents echo, echo2, ... (keys fak_dev_echo, fak_dev_echo2, ...) "
+                            "to every channel of guild dev")
+    bench.add_argument("--json", action="store_true",
+                       help="print the report as one JSON object (fields below)")
+    bench.add_argument("--log", type=Path, default=None, metavar="FILE",
+                       help="copy the bridge's log (level warning) to FILE at the end")
+    from bridge.bench import json_fields_help
+
+    bench.epilog = "JSON fields: " + json_fields_help()
     chat = add("chat", "Talk in a channel of the dev guild as a seeded member.")
     chat.add_argument("--as", dest="user", required=True, metavar="USER",
                       help="seeded user name, e.g. alice or bob")
@@ -107,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 ok, 1 failure, 2 bad config, 3 unusable state store.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from bridge.bench import main_bench
+
+        return main_bench(args.channels, args.agents, args.messages, args.rate, args.steps,
+                          args.config, args.json, args.log)
     if args.command == "soak":
         from bridge.soak import main_soak
 

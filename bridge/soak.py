@@ -15,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import math
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -26,20 +23,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 
-from adapters.chat.fabric_rest import FabricCenter, FabricGuild
 from bridge.devguild import DevGuild, load_seed
-from bridge.errors import ChatError, Unauthorized
-from bridge.statefiles import read_status
+from bridge.errors import ChatError
+from bridge.loadkit import BridgeProcess, RestMember
+from bridge.loadkit import percentile as percentile  # re-exported for callers of soak
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Members who post (seeded humans).
 MEMBERS = ("alice", "bob")
-#: Seconds allowed for the bridge (re)start and for the final answers.
-START_TIMEOUT_S = 30.0
+#: Seconds allowed for the final answers.
 SETTLE_TIMEOUT_S = 60.0
 
 
@@ -95,77 +89,6 @@ class SoakReport:
         ])
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """The ``fraction`` percentile (0..1) of ``values`` by nearest rank; 0.0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
-    return ordered[index]
-
-
-class _Member:
-    """A member who posts over REST and logs in again when the token is refused."""
-
-    def __init__(self, guild: DevGuild, name: str) -> None:
-        self.guild = guild
-        self.name = name
-        self.rest = FabricGuild(self._login())
-
-    def _login(self) -> Any:
-        return FabricCenter(self.guild.center_url).login(self.guild.api_key(self.name)).guilds[
-            "dev"]
-
-    def post(self, channel_id: str, content: str) -> None:
-        try:
-            self.rest.post(channel_id, content)
-        except Unauthorized:
-            self.rest.access = self._login()
-            self.rest.post(channel_id, content)
-
-
-class _Bridge:
-    """The bridge as a child process."""
-
-    def __init__(self, config_path: Path, state_dir: Path, log_path: Path) -> None:
-        self.config_path = config_path
-        self.state_dir = state_dir
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "bin" / "bridge"), "start", "--no-tui", "-c",
-                 str(self.config_path)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            snapshot = read_status(self.state_dir)
-            if snapshot and snapshot.pid == self.process.pid and any(
-                    c.state == "connected" for c in snapshot.connections):
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the bridge exited with {self.process.returncode}; see "
-                                   f"{self.log_path}")
-            time.sleep(0.05)
-        raise RuntimeError(f"the bridge did not connect within {START_TIMEOUT_S}s; see "
-                           f"{self.log_path}")
-
-    def kill9(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def _config_text(center_url: str, state_dir: Path) -> str:
     return textwrap.dedent(f"""
         [bridge]
@@ -216,13 +139,13 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
         state_dir = folder / "var"
         config_path = folder / "bridge.toml"
         config_path.write_text(_config_text(guild.center_url, state_dir), encoding="utf-8")
-        members = [_Member(guild, name) for name in MEMBERS]
+        members = [RestMember(guild, name) for name in MEMBERS]
         owner = members[0]
         ids = [owner.rest.create_channel(f"soak-{i}", "general",
                                          members=[guild.user_id(n) for n in
                                                   (*MEMBERS[1:], "echo")])["id"]
                for i in range(channels)]
-        bridge = _Bridge(config_path, state_dir, folder / "bridge.log")
+        bridge = BridgeProcess(config_path, state_dir, folder / "bridge.log")
         bridge.start()
         say(f"bridge pid {bridge.process.pid if bridge.process else '?'} connected; "
             f"{channels} channels, {rate}/s for {duration_s:.0f}s")

@@ -131,6 +131,8 @@ class DevGuild:
         self._runners: list[web.AppRunner] = []
         self._transports: set[asyncio.Transport] = set()
         self._sid_user: dict[str, str] = {}
+        self._user_names = {user.id: user.name for user in seed.users}
+        self._api_calls: dict[tuple[str, str], int] = {}
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             ping_interval=PING_INTERVAL_S,
@@ -156,6 +158,24 @@ class DevGuild:
     def api_key(self, name: str) -> str:
         """Return a user's API key by name; KeyError if unknown."""
         return self.state.api_key(name)
+
+    def api_calls(self) -> dict[tuple[str, str], int]:
+        """Return a copy of the API call counters (for benchmarks).
+
+        Returns:
+            ``{(kind, user name): count}`` where kind is ``"post"`` (``POST
+            /channels/:id/messages``), ``"edit"`` (``PATCH .../messages/:id``) or
+            ``"presence"`` (``PUT /agents/:id/presence``); every authenticated
+            call counts, failed ones included. The user is
+            the caller's seeded name (its id for users created later).
+        """
+        with self._faults:
+            return dict(self._api_calls)
+
+    def _count_call(self, kind: str, caller: str) -> None:
+        key = (kind, self._user_names.get(caller, caller))
+        with self._faults:
+            self._api_calls[key] = self._api_calls.get(key, 0) + 1
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -539,6 +559,7 @@ class DevGuild:
 
     async def _post(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
+        self._count_call("post", caller)
         failure = self._take_failure(caller)
         if failure is not None and not failure[1]:
             return failure[0]
@@ -556,6 +577,7 @@ class DevGuild:
 
     async def _edit(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
+        self._count_call("edit", caller)
         cid, mid = request.match_info["cid"], request.match_info["mid"]
         content = _field(await _body(request), "content", str)
         message = self.state.edit(caller, cid, mid, content)
@@ -575,6 +597,7 @@ class DevGuild:
 
     async def _presence(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
+        self._count_call("presence", caller)
         status = _field(await _body(request), "status", str)
         self.state.set_presence(caller, request.match_info["uid"], status)
         return web.Response(status=204)

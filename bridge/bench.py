@@ -1,0 +1,753 @@
+"""``bridge bench``: what the bridge costs, measured against the dev guild.
+
+Starts the dev guild in this process (its seed extended by agent users
+``echo``, ``echo2``, ...) and the bridge as a child process (``bin/bridge start
+--no-tui``, so its RSS and threads are its own) with those echo agents bound to
+every channel, ``debounce_s = 0`` and log level ``warning``. It creates N
+channels (xType ``work``; members alice, bob and every agent). Members alice
+and bob post over REST and listen on socket.io, joined to every channel.
+
+Every post carries a unique token and ``wakeupUserId`` of one agent (round
+robin over the agents, so each (agent, channel) pair is used), which wakes that
+agent only. The agents' answers carry no wakeup and no mention, so they wake
+nobody: in a ``general`` channel every post wakes every other member, and two
+echo agents would answer each other forever (the bridge has no guard against
+agent-to-agent loops).
+
+One run measures, from a monotonic clock in this process:
+
+- the transport floor: post -> ``message.created`` of that post received by the
+  *other* member's socket;
+- the bridge: post -> the agent's answer (holding the token) received by the
+  poster's socket; the bridge's overhead is the difference of the percentiles;
+- throughput: steps of M messages at R, 2R, 4R, ... messages per second,
+  stopping at the first step whose p99 reaches 1 s or that loses an answer, or
+  when answered messages per second stop growing;
+- the bridge process's peak RSS (``VmHWM``) and thread count (sampled every
+  100 ms from ``/proc/<pid>/status``);
+- the agents' platform API calls (posts, edits; the dev guild's counters) per
+  answered message.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from bridge.board import BoardSnapshot
+from bridge.config import ConfigError, load_config
+from bridge.errors import ChatError
+from bridge.statefiles import read_status
+
+if TYPE_CHECKING:  # the rest is imported when a bench runs, not by ``bridge --help``
+    from bridge.devguild import DevGuild, Seed
+    from bridge.loadkit import BridgeProcess, RestMember
+
+#: Members who post and listen (seeded humans).
+MEMBERS = ("alice", "bob")
+#: A step passes while its p99 time to answer stays under this many seconds.
+SLO_S = 1.0
+#: Seconds to wait for the last answers of a step after its last post.
+SETTLE_S = 15.0
+#: Threads posting in parallel (each with its own HTTP sessions).
+POSTERS = 16
+#: A step must raise answered messages per second by this factor to go on.
+GROWTH = 1.05
+#: Offered rates stop doubling above this many messages per second.
+MAX_RATE = 5000.0
+#: Seconds between two samples of the bridge's /proc status.
+SAMPLE_S = 0.1
+#: Token prefix of the bench's messages.
+TOKEN_PREFIX = "bn"
+
+#: The ``--json`` fields, documented in ``bridge bench --help``.
+JSON_FIELDS = {
+    "channels": "channels created for the run (N)",
+    "agents": "echo agents, each bound to every channel (A)",
+    "messages": "messages per step (M)",
+    "rate": "offered rate of the first step, messages/s (R)",
+    "floor_p50_ms": "transport floor at rate R: post -> message.created at another member, "
+                    "median, ms",
+    "floor_p99_ms": "the same, 99th percentile, ms",
+    "bridge_p50_ms": "bridge at rate R: post -> the agent's answer at the poster, median, ms",
+    "bridge_p99_ms": "the same, 99th percentile, ms",
+    "overhead_p50_ms": "bridge_p50_ms - floor_p50_ms (0 when nothing was answered)",
+    "overhead_p99_ms": "bridge_p99_ms - floor_p99_ms (0 when nothing was answered)",
+    "throughput_per_s": "answered messages/s at the highest step with p99 < 1 s and none "
+                        "lost (0 when none)",
+    "throughput_rate": "offered rate of that step, messages/s (0 when none)",
+    "sent": "messages posted over all steps",
+    "answered": "of those, answered (one answer per message expected)",
+    "lost": "not answered within 15 s of the step's last post",
+    "extra": "answers beyond the one expected (a second answer, another agent)",
+    "post_errors": "member posts that failed (not counted as sent)",
+    "rss_mb": "peak RSS of the bridge process (VmHWM), MB",
+    "threads_idle": "threads of the bridge process once connected, before any message",
+    "threads_peak": "most threads of the bridge process in any 100 ms sample",
+    "actors": "actors in the bridge's supervision tree at the end",
+    "scopes": "scopes in the bridge at the end",
+    "agent_posts": "agents' POST .../messages calls during the steps",
+    "agent_edits": "agents' PATCH .../messages calls during the steps",
+    "agent_presence": "agents' PUT /agents/:id/presence calls during the steps",
+    "posts_per_answer": "agent_posts / answered",
+    "edits_per_answer": "agent_edits / answered",
+    "api_calls_per_answer": "(agent_posts + agent_edits) / answered",
+    "presence_per_answer": "agent_presence / answered (not in api_calls_per_answer)",
+    "bridge_log_warnings": "WARNING lines in the bridge's log",
+    "bridge_log_errors": "ERROR and CRITICAL lines in the bridge's log",
+    "duration_s": "seconds of the whole run, start to stop",
+    "steps": "one object per step: rate, sent, answered, lost, post_rate, answered_per_s, "
+             "duration_s, p50_ms, p99_ms, floor_p50_ms, floor_p99_ms, threads_peak, "
+             "bridge_cpu_pct, bench_cpu_pct",
+}
+
+
+@attrs.frozen
+class StepReport:
+    """One step of the throughput ladder.
+
+    Attributes:
+        rate: Offered rate, messages per second.
+        sent: Messages posted.
+        answered: Of those, answered.
+        lost: Not answered within :data:`SETTLE_S` of the last post.
+        post_rate: Achieved posting rate, messages per second.
+        answered_per_s: Answers per second, first post to last answer.
+        duration_s: Seconds from the first post to the last answer.
+        p50_ms: Median time from a post to its answer, milliseconds.
+        p99_ms: 99th percentile of the same, milliseconds.
+        floor_p50_ms: Median transport floor, milliseconds.
+        floor_p99_ms: 99th percentile transport floor, milliseconds.
+        threads_peak: Most threads of the bridge process during the step.
+        bridge_cpu_pct: CPU time of the bridge process over wall time, percent
+            (200 = both cores of a 2-core machine).
+        bench_cpu_pct: The same for this process (dev guild, members, posters).
+    """
+
+    rate: float
+    sent: int
+    answered: int
+    lost: int
+    post_rate: float
+    answered_per_s: float
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    floor_p50_ms: float
+    floor_p99_ms: float
+    threads_peak: int
+    bridge_cpu_pct: float
+    bench_cpu_pct: float
+
+    @property
+    def passed(self) -> bool:
+        """True when p99 stayed under :data:`SLO_S` and nothing was lost."""
+        return self.sent > 0 and self.lost == 0 and self.p99_ms < SLO_S * 1000
+
+
+@attrs.frozen
+class BenchReport:
+    """What a bench run measured; the fields are described in :data:`JSON_FIELDS`."""
+
+    channels: int
+    agents: int
+    messages: int
+    rate: float
+    floor_p50_ms: float
+    floor_p99_ms: float
+    bridge_p50_ms: float
+    bridge_p99_ms: float
+    overhead_p50_ms: float
+    overhead_p99_ms: float
+    throughput_per_s: float
+    throughput_rate: float
+    sent: int
+    answered: int
+    lost: int
+    extra: int
+    post_errors: int
+    rss_mb: float
+    threads_idle: int
+    threads_peak: int
+    actors: int
+    scopes: int
+    agent_posts: int
+    agent_edits: int
+    agent_presence: int
+    posts_per_answer: float
+    edits_per_answer: float
+    api_calls_per_answer: float
+    presence_per_answer: float
+    bridge_log_warnings: int
+    bridge_log_errors: int
+    duration_s: float
+    steps: tuple[StepReport, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with exactly the keys of :data:`JSON_FIELDS`."""
+        data = attrs.asdict(self, recurse=True)
+        data["steps"] = [attrs.asdict(step) for step in self.steps]
+        return data
+
+
+def agent_names(count: int) -> list[str]:
+    """Names of the bench's agents: ``echo``, ``echo2``, ``echo3``, ..."""
+    return ["echo" if i == 0 else f"echo{i + 1}" for i in range(count)]
+
+
+def bench_seed(agents: int) -> Seed:
+    """The packaged dev guild seed plus agent users up to ``agents`` echo agents.
+
+    Added agents get the key ``fak_dev_<name>`` and ids derived from their names.
+    """
+    from bridge.devguild import SeedUser, load_seed
+
+    base = load_seed()
+    known = {user.name for user in base.users}
+    extra = tuple(SeedUser(name=name, kind="agent", api_key=f"fak_dev_{name}")
+                  for name in agent_names(agents) if name not in known)
+    return attrs.evolve(base, users=base.users + extra)
+
+
+def config_text(center_url: str, state_dir: Path, agents: int) -> str:
+    """The bridge config of a bench run: A echo agents bound to every channel."""
+    text = textwrap.dedent(f"""
+        [bridge]
+        state_dir = "{state_dir}"
+        debounce_s = 0.0
+        log_level = "warning"
+
+        [fabric]
+        center_url = "{center_url}"
+    """)
+    for name in agent_names(agents):
+        text += textwrap.dedent(f"""
+            [agents.{name}]
+            kind = "echo"
+            api_key = "fak_dev_{name}"
+
+            [[bindings]]
+            agent = "{name}"
+            guild = "dev"
+            channels = ["*"]
+        """)
+    return text
+
+
+# -- the bridge process from /proc -------------------------------------------
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """Fields of ``/proc/<pid>/status`` (empty when the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process (0.0 when it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Sampler:
+    """Samples the thread count and RSS high-water mark of a process every 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_threads = 0
+        self.window_threads = 0
+        self.rss_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def sample(self) -> int:
+        """Take one sample now; returns the current thread count."""
+        fields = proc_status(self.pid)
+        threads = int(fields.get("Threads", "0") or 0)
+        self.peak_threads = max(self.peak_threads, threads)
+        self.window_threads = max(self.window_threads, threads)
+        hwm = fields.get("VmHWM", "0 kB").split()[0]
+        self.rss_kb = max(self.rss_kb, int(hwm) if hwm.isdigit() else 0)
+        return threads
+
+    def window(self) -> int:
+        """The peak thread count since the last call (a step's peak)."""
+        peak, self.window_threads = self.window_threads, 0
+        return peak
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            self.sample()
+
+    def start(self) -> None:
+        """Start sampling on a daemon thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Take a last sample and stop."""
+        self.sample()
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+# -- members' sockets and the token bookkeeping --------------------------------
+
+
+class _Listener:
+    """A member's socket joined to every bench channel; queues what it receives."""
+
+    def __init__(self, guild: DevGuild, name: str, channel_ids: list[str]) -> None:
+        from adapters.chat.fabric_rest import FabricCenter
+        from adapters.chat.fabric_socket import FabricSocket
+
+        self.name = name
+        access = FabricCenter(guild.center_url).login(guild.api_key(name)).guilds["dev"]
+        self.user_id = access.user_id
+        self.events: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
+        self.socket = FabricSocket(access.endpoint, lambda: access.token, self._on_event,
+                                   lambda reason: None)
+        self.socket.connect()
+        for channel_id in channel_ids:
+            if not self.socket.join(channel_id):
+                raise RuntimeError(f"{name} could not join channel {channel_id}")
+
+    def _on_event(self, name: str, payload: Any) -> None:
+        if name == "message.created" and isinstance(payload, dict):
+            self.events.append((time.monotonic(), payload))
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.socket.close()
+
+
+@attrs.define
+class _Sent:
+    posted_at: float
+    poster: str
+    agent_id: str
+
+
+class _Tracker:
+    """Matches tokens in received messages to the posts that carried them."""
+
+    def __init__(self, agent_ids: Iterable[str]) -> None:
+        self.agent_ids = frozenset(agent_ids)
+        self.sent: dict[str, _Sent] = {}
+        self.floor: dict[str, float] = {}
+        self.answers: dict[str, float] = {}
+        self.extra = 0
+        self._answer_ids: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, token: str, posted_at: float, poster: str, agent_id: str) -> None:
+        """Register a token about to be posted (thread-safe)."""
+        with self._lock:
+            self.sent[token] = _Sent(posted_at, poster, agent_id)
+
+    def forget(self, token: str) -> None:
+        """Drop a token whose post failed (thread-safe)."""
+        with self._lock:
+            self.sent.pop(token, None)
+
+    def drain(self, listeners: Iterable[_Listener]) -> None:
+        """Process every queued event of the listeners."""
+        for listener in listeners:
+            while listener.events:
+                at, payload = listener.events.popleft()
+                self._event(listener, at, payload)
+
+    def _event(self, listener: _Listener, at: float, payload: dict[str, Any]) -> None:
+        content, author = payload.get("content"), payload.get("authorUserId")
+        if not isinstance(content, str) or not isinstance(author, str):
+            return
+        for word in content.split():
+            if not word.startswith(TOKEN_PREFIX):
+                continue
+            with self._lock:
+                sent = self.sent.get(word)
+            if sent is None:
+                continue
+            if author in self.agent_ids:
+                if listener.name == sent.poster:
+                    self._answer(word, sent, author, str(payload.get("messageId")), at)
+            elif listener.name != sent.poster and word not in self.floor:
+                self.floor[word] = at
+
+    def _answer(self, token: str, sent: _Sent, author: str, message_id: str,
+                at: float) -> None:
+        key = (token, author)
+        known = self._answer_ids.setdefault(key, message_id)
+        if known != message_id or author != sent.agent_id:
+            self.extra += 1  # a second answer, or one by an agent that was not woken
+        elif token not in self.answers:
+            self.answers[token] = at
+
+
+# -- the run -------------------------------------------------------------------
+
+
+class _Bench:
+    """State of one bench run (guild, bridge, members, channels)."""
+
+    def __init__(self, guild: DevGuild, bridge: BridgeProcess, channel_ids: list[str],
+                 agent_ids: list[str], listeners: list[_Listener], sampler: _Sampler) -> None:
+        from bridge.loadkit import RestMember
+
+        self.guild = guild
+        self.bridge = bridge
+        self.channel_ids = channel_ids
+        self.agent_ids = agent_ids
+        self.listeners = listeners
+        self.sampler = sampler
+        self.tracker = _Tracker(agent_ids)
+        self.posters = [{name: RestMember(guild, name) for name in MEMBERS}
+                        for _ in range(POSTERS)]
+        self.post_errors = 0
+
+    def step(self, number: int, rate: float, count: int) -> StepReport:
+        """Post ``count`` messages at ``rate`` per second and wait for their answers."""
+        tokens = [f"{TOKEN_PREFIX}{number}-{i:06d}" for i in range(count)]
+        channels, agents = self.channel_ids, self.agent_ids
+        lock = threading.Lock()
+        cursor = [0]
+        errors = [0]
+        self.sampler.window()
+        pid = self.bridge.pid or 0
+        cpu_before, bench_before, wall_before = (cpu_seconds(pid), time.process_time(),
+                                                 time.monotonic())
+        start = time.monotonic() + 0.05
+
+        def work(rest: dict[str, RestMember]) -> None:
+            while True:
+                with lock:
+                    i = cursor[0]
+                    cursor[0] += 1
+                if i >= count:
+                    return
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                member = MEMBERS[i % len(MEMBERS)]
+                channel = channels[i % len(channels)]
+                agent = agents[(i // len(channels)) % len(agents)]
+                self.tracker.expect(tokens[i], time.monotonic(), member, agent)
+                try:
+                    rest[member].post(channel, f"{tokens[i]} from {member}", agent)
+                except ChatError:
+                    self.tracker.forget(tokens[i])
+                    with lock:
+                        errors[0] += 1
+
+        workers = [threading.Thread(target=work, args=(rest,), name=f"bench-post-{n}",
+                                    daemon=True) for n, rest in enumerate(self.posters)]
+        for worker in workers:
+            worker.start()
+        tracker = self.tracker
+        while any(worker.is_alive() for worker in workers):
+            tracker.drain(self.listeners)
+            time.sleep(0.01)
+        posted = [t for t in tokens if t in tracker.sent]
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            tracker.drain(self.listeners)
+            if all(t in tracker.answers and t in tracker.floor for t in posted):
+                break
+            time.sleep(0.01)
+        tracker.drain(self.listeners)
+        wall = time.monotonic() - wall_before
+        self.post_errors += errors[0]
+        return self._report(rate, posted, wall, cpu_seconds(pid) - cpu_before,
+                            time.process_time() - bench_before)
+
+    def _report(self, rate: float, posted: list[str], wall: float, bridge_cpu: float,
+                bench_cpu: float) -> StepReport:
+        from bridge.loadkit import percentile
+
+        tracker = self.tracker
+        sent_at = {t: tracker.sent[t].posted_at for t in posted}
+        delays = [tracker.answers[t] - sent_at[t] for t in posted if t in tracker.answers]
+        floors = [tracker.floor[t] - sent_at[t] for t in posted if t in tracker.floor]
+        first = min(sent_at.values(), default=0.0)
+        last_post = max(sent_at.values(), default=0.0)
+        last_answer = max((tracker.answers[t] for t in posted if t in tracker.answers),
+                          default=first)
+        duration = max(last_answer - first, 1e-9)
+        return StepReport(
+            rate=rate, sent=len(posted), answered=len(delays), lost=len(posted) - len(delays),
+            post_rate=round((len(posted) - 1) / (last_post - first), 1)
+            if last_post > first else 0.0,
+            answered_per_s=round(len(delays) / duration, 1) if delays else 0.0,
+            duration_s=round(duration if delays else 0.0, 3),
+            p50_ms=_ms(percentile(delays, 0.5)), p99_ms=_ms(percentile(delays, 0.99)),
+            floor_p50_ms=_ms(percentile(floors, 0.5)),
+            floor_p99_ms=_ms(percentile(floors, 0.99)),
+            threads_peak=self.sampler.window(),
+            bridge_cpu_pct=round(100 * bridge_cpu / wall, 1) if wall > 0 else 0.0,
+            bench_cpu_pct=round(100 * bench_cpu / wall, 1) if wall > 0 else 0.0)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _ratio(part: int, whole: int) -> float:
+    return round(part / whole, 3) if whole else 0.0
+
+
+def _agent_calls(guild: DevGuild, names: list[str]) -> dict[str, int]:
+    """The agents' API calls so far by kind (``post``, ``edit``, ``presence``)."""
+    calls = guild.api_calls()
+    return {kind: sum(calls.get((kind, n), 0) for n in names)
+            for kind in ("post", "edit", "presence")}
+
+
+def _log_levels(path: Path) -> tuple[int, int]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0, 0
+    warnings = sum(1 for line in lines if " WARNING " in line)
+    errors = sum(1 for line in lines if " ERROR " in line or " CRITICAL " in line)
+    return warnings, errors
+
+
+def _ready(agents: int, channels: int) -> Callable[[BoardSnapshot], bool]:
+    def ready(snapshot: BoardSnapshot) -> bool:
+        up = [c for c in snapshot.connections if c.state == "connected"]
+        return len(up) >= agents and all(c.channels >= channels for c in up)
+    return ready
+
+
+def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: float = 50.0,
+              max_steps: int = 6, config: Path | None = None, log_copy: Path | None = None,
+              progress: Callable[[str], None] | None = None) -> BenchReport:
+    """Run the bench and return its report.
+
+    Args:
+        channels: Channels to create and post in (N).
+        agents: Echo agents bound to every channel (A).
+        messages: Messages per step (M).
+        rate: Offered rate of the first step, messages per second (R); each
+            further step doubles it.
+        max_steps: Most steps of the throughput ladder.
+        config: A bridge config template to run instead of the generated one
+            (``{center_url}`` and ``{state_dir}`` are replaced); None: generated.
+        log_copy: Where to copy the bridge's log at the end (None: not kept).
+        progress: Called with one line per phase (None: silent).
+
+    Returns:
+        The :class:`BenchReport`.
+
+    Raises:
+        ValueError: on a parameter out of range.
+        ConfigError: when the ``config`` template is not a valid bridge config.
+        RuntimeError: when the bridge cannot be started or a member cannot join.
+    """
+    if channels < 1 or agents < 1 or messages < 1 or rate <= 0 or max_steps < 1:
+        raise ValueError("channels, agents, messages, rate and steps must be positive")
+    from adapters.chat.fabric_rest import FabricCenter, FabricGuild
+    from bridge.devguild import DevGuild
+    from bridge.loadkit import BridgeProcess
+
+    say = progress or (lambda line: None)
+    began = time.monotonic()
+    names = agent_names(agents)
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp, \
+            DevGuild(bench_seed(agents), center_port=0, guild_port=0) as guild:
+        folder = Path(tmp)
+        state_dir = folder / "var"
+        config_path = folder / "bridge.toml"
+        if config is None:
+            text = config_text(guild.center_url, state_dir, agents)
+        else:
+            text = config.read_text(encoding="utf-8").replace(
+                "{center_url}", guild.center_url).replace("{state_dir}", str(state_dir))
+        config_path.write_text(text, encoding="utf-8")
+        load_config(config_path)
+        owner = FabricGuild(FabricCenter(guild.center_url).login(
+            guild.api_key(MEMBERS[0])).guilds["dev"])
+        invited = [guild.user_id(n) for n in (*MEMBERS[1:], *names)]
+        channel_ids = [str(owner.create_channel(f"bench-{i}", "work", members=invited)["id"])
+                       for i in range(channels)]
+        say(f"{channels} channels created; starting the bridge with {agents} agent(s)")
+        bridge = BridgeProcess(config_path, state_dir, folder / "bridge.log")
+        listeners: list[_Listener] = []
+        try:
+            bridge.start(_ready(agents, channels), timeout_s=30.0 + channels * agents / 20)
+            sampler = _Sampler(bridge.pid or 0)
+            time.sleep(0.5)
+            threads_idle = sampler.sample()
+            sampler.start()
+            listeners = [_Listener(guild, name, channel_ids) for name in MEMBERS]
+            bench = _Bench(guild, bridge, channel_ids, [guild.user_id(n) for n in names],
+                           listeners, sampler)
+            warm = bench.step(0, rate, channels)  # one message per channel
+            say(f"bridge pid {bridge.pid}: {threads_idle} threads idle; warm-up "
+                f"{warm.answered}/{warm.sent} answered")
+            calls_before = _agent_calls(guild, names)
+            steps: list[StepReport] = []
+            step_rate = rate
+            for number in range(1, max_steps + 1):
+                step = bench.step(number, step_rate, messages)
+                steps.append(step)
+                say(f"step {number}: {step_rate:g}/s offered, {step.post_rate:g}/s posted, "
+                    f"{step.answered}/{step.sent} answered, {step.answered_per_s:g}/s, "
+                    f"p99 {step.p99_ms:.0f} ms, {step.threads_peak} threads")
+                if not step.passed:
+                    break
+                if len(steps) > 1 and step.answered_per_s < steps[-2].answered_per_s * GROWTH:
+                    break
+                step_rate *= 2
+                if step_rate > MAX_RATE:
+                    break
+            calls_after = _agent_calls(guild, names)
+            time.sleep(0.6)  # one more status.json write
+            snapshot = read_status(state_dir)
+            sampler.stop()
+        finally:
+            for listener in listeners:
+                listener.close()
+            bridge.stop()
+        warnings, errors = _log_levels(folder / "bridge.log")
+        if log_copy is not None:
+            shutil.copyfile(folder / "bridge.log", log_copy)
+    first = steps[0]
+    passing = [s for s in steps if s.passed]
+    best = passing[-1] if passing else None
+    answered = sum(s.answered for s in steps)
+    posts, edits, presence = (calls_after[kind] - calls_before[kind]
+                              for kind in ("post", "edit", "presence"))
+    return BenchReport(
+        channels=channels, agents=agents, messages=messages, rate=rate,
+        floor_p50_ms=first.floor_p50_ms, floor_p99_ms=first.floor_p99_ms,
+        bridge_p50_ms=first.p50_ms, bridge_p99_ms=first.p99_ms,
+        overhead_p50_ms=round(first.p50_ms - first.floor_p50_ms, 2) if first.answered else 0.0,
+        overhead_p99_ms=round(first.p99_ms - first.floor_p99_ms, 2) if first.answered else 0.0,
+        throughput_per_s=best.answered_per_s if best else 0.0,
+        throughput_rate=best.rate if best else 0.0,
+        sent=sum(s.sent for s in steps), answered=answered, lost=sum(s.lost for s in steps),
+        extra=bench.tracker.extra, post_errors=bench.post_errors,
+        rss_mb=round(sampler.rss_kb / 1024, 1), threads_idle=threads_idle,
+        threads_peak=sampler.peak_threads,
+        actors=len(snapshot.actors) if snapshot else 0,
+        scopes=len(snapshot.scopes) if snapshot else 0,
+        agent_posts=posts, agent_edits=edits, agent_presence=presence,
+        posts_per_answer=_ratio(posts, answered), edits_per_answer=_ratio(edits, answered),
+        api_calls_per_answer=_ratio(posts + edits, answered),
+        presence_per_answer=_ratio(presence, answered),
+        bridge_log_warnings=warnings, bridge_log_errors=errors,
+        duration_s=round(time.monotonic() - began, 1), steps=tuple(steps))
+
+
+# -- output --------------------------------------------------------------------
+
+
+def json_fields_help() -> str:
+    """The ``--json`` fields as text for ``bridge bench --help``."""
+    return "; ".join(f"{name}: {text}" for name, text in JSON_FIELDS.items())
+
+
+def render(report: BenchReport) -> Any:
+    """The report as rich renderables (a summary table and the steps)."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
+    summary = Table(title=f"bridge bench: {report.channels} channels, {report.agents} "
+                          f"agent(s), {report.messages} messages/step, from {report.rate:g}/s")
+    summary.add_column("measure")
+    summary.add_column("p50", justify="right")
+    summary.add_column("p99", justify="right")
+    summary.add_row("transport floor (ms)", f"{report.floor_p50_ms:.1f}",
+                    f"{report.floor_p99_ms:.1f}")
+    summary.add_row("post -> answer (ms)", f"{report.bridge_p50_ms:.1f}",
+                    f"{report.bridge_p99_ms:.1f}")
+    summary.add_row("bridge overhead (ms)", f"{report.overhead_p50_ms:.1f}",
+                    f"{report.overhead_p99_ms:.1f}")
+    totals = Table(show_header=False)
+    totals.add_column("what")
+    totals.add_column("value", justify="right")
+    rows = [
+        ("sustained throughput", f"{report.throughput_per_s:g} answered/s at "
+                                 f"{report.throughput_rate:g}/s offered"),
+        ("sent / answered / lost / extra",
+         f"{report.sent} / {report.answered} / {report.lost} / {report.extra}"),
+        ("peak RSS of the bridge", f"{report.rss_mb:.1f} MB"),
+        ("threads idle / peak", f"{report.threads_idle} / {report.threads_peak}"),
+        ("actors / scopes at the end", f"{report.actors} / {report.scopes}"),
+        ("agent API calls per answer", f"{report.api_calls_per_answer:g} (posts "
+                                       f"{report.posts_per_answer:g}, edits "
+                                       f"{report.edits_per_answer:g}); presence "
+                                       f"{report.presence_per_answer:g}"),
+        ("bridge log warnings / errors",
+         f"{report.bridge_log_warnings} / {report.bridge_log_errors}"),
+        ("run time", f"{report.duration_s:g} s"),
+    ]
+    for row in rows:
+        totals.add_row(*row)
+    steps = Table(title="throughput steps: rates per second, times in ms; thr: bridge "
+                        "threads; cpu, bench: % of one core used by the bridge, by this "
+                        "process", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
+    for column in ("offer", "post", "answered", "lost", "answ/s", "p50", "p99", "floor99",
+                   "thr", "cpu", "bench"):
+        steps.add_column(column, justify="right")
+    for s in report.steps:
+        steps.add_row(f"{s.rate:g}", f"{s.post_rate:g}", f"{s.answered}/{s.sent}",
+                      str(s.lost), f"{s.answered_per_s:g}", f"{s.p50_ms:.1f}",
+                      f"{s.p99_ms:.1f}", f"{s.floor_p99_ms:.1f}", str(s.threads_peak),
+                      f"{s.bridge_cpu_pct:.0f}", f"{s.bench_cpu_pct:.0f}")
+    return Group(summary, totals, steps)
+
+
+def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps: int,
+               config: Path | None, as_json: bool, log_copy: Path | None = None) -> int:
+    """``bridge bench``: print the report; exit 0 when the run completed.
+
+    Returns:
+        0 when the run completed, 1 when it could not run, 2 for a bad config.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=as_json)
+
+    def show(line: str) -> None:
+        if not as_json:
+            console.print(f"  {line}", highlight=False)
+
+    try:
+        report = run_bench(channels, agents, messages, rate, max_steps, config, log_copy,
+                           show)
+    except ConfigError as exc:
+        print(f"bridge bench: bad config: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError, OSError, ChatError) as exc:
+        print(f"bridge bench: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(report.to_dict()), flush=True)
+    else:
+        console.print(render(report))
+    return 0
