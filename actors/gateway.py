@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
 BACKOFF_JITTER = 0.2
+#: User kinds that are bots: they never engage an agent unless it allows bots.
+BOT_KINDS = frozenset({"agent", "bot"})
 #: Seconds to wait for an ask to the token cache.
 TOKEN_ASK_TIMEOUT_S = 15.0
 
@@ -106,7 +108,7 @@ class Gateway(SupervisedActor):
         self.rest: FabricGuild | None = None
         self.channels: dict[str, ChannelInfo] = {}
         self.last_seq: dict[str, int] = {}
-        self.names: dict[str, str] = {}
+        self.users: dict[str, tuple[str, str]] = {}
         self.state = "connecting"
         self.reason = ""
         self.attempts = 0
@@ -349,7 +351,7 @@ class Gateway(SupervisedActor):
     def _normalize(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> Inbound:
         return normalize_message(
             payload, agent=self.agent.name, guild=self.guild, self_id=self._self_id(),
-            channel=channel, author_name=self._name,
+            channel=channel, author_name=self._name, author_is_bot=self._is_bot,
             content_limit=self.runtime.config.fabric.content_limit, catch_up=catch_up)
 
     def _accept(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> None:
@@ -380,16 +382,23 @@ class Gateway(SupervisedActor):
         if supervisor is not None:
             supervisor.tell(Route(inbound))
 
-    def _name(self, user_id: str) -> str:
-        name = self.names.get(user_id)
-        if name is None and self.rest is not None:
+    def _user(self, user_id: str) -> tuple[str, str]:
+        """``(display name, kind)`` of a user, cached; the id's start when unknown."""
+        found = self.users.get(user_id)
+        if found is None and self.rest is not None:
             try:
-                name = self.rest.user_name(user_id)
+                found = self.rest.user(user_id)
             except ChatError:
-                name = None
-            if name is not None:
-                self.names[user_id] = name
-        return name or user_id[:8]
+                found = None
+            if found is not None:
+                self.users[user_id] = found
+        return found or (user_id[:8], "")
+
+    def _name(self, user_id: str) -> str:
+        return self._user(user_id)[0]
+
+    def _is_bot(self, user_id: str) -> bool:
+        return self._user(user_id)[1] in BOT_KINDS
 
     def _rest_call(self, call: Any) -> Any:
         """Run a REST call; on 401 drop the token, log in again and retry once."""

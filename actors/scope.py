@@ -1,14 +1,21 @@
-"""Scope: one conversation (one agent in one channel): dedup, debounce, serial runs."""
+"""Scope: one conversation (one agent in one channel): access, engage, commands, runs.
+
+Every decision (a message engaged, kept as context, dropped, refused; a
+command answered or refused; a run started or held back by the run budget) is
+logged with its reason and the scope key.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import attrs
 import pykka
 
 from actors.messages import (
@@ -25,10 +32,19 @@ from actors.messages import (
 from actors.runner import Runner
 from actors.runtime import Runtime, SupervisedActor
 from bridge.board import ActorRow, RunRow
-from bridge.commands import Command, help_text, parse_command, unknown_hint
+from bridge.commands import (
+    Command,
+    addressed_to,
+    help_text,
+    parse_command,
+    parse_timeout,
+    unknown_hint,
+)
 from bridge.config import AgentSettings
+from bridge.engage import EngageRule
 from bridge.messages import Inbound
-from bridge.scope_logic import ArmDebounce, ScopeLogic, StartRun
+from bridge.policy import WorkspaceError, check_workspace
+from bridge.scope_logic import Action, ArmDebounce, OverBudget, Refuse, ScopeLogic, StartRun
 from bridge.sessions import policy_fingerprint
 from bridge.store import SessionRecord
 
@@ -53,8 +69,15 @@ class Scope(SupervisedActor):
         self.agent = agent
         self.guild = first.guild
         self.channel_id = first.channel_id
+        config = runtime.config
+        binding = config.binding_for(agent.name, first.guild, first.channel_id,
+                                     first.channel_name)
+        self.rule = binding.engage if binding is not None else EngageRule()
         self.logic = ScopeLogic(agent.name, first.guild, first.channel_name,
-                                runtime.config.bridge.debounce_s)
+                                config.bridge.debounce_s, rule=self.rule, access=agent.access,
+                                bot_names=config.agents)
+        #: ``/timeout`` of this scope (seconds), None for the agent's ``timeout_s``.
+        self.timeout_s: float | None = None
         self.runner: pykka.ActorRef[Any] | None = None
         self.last_activity = time.time()
         self.processing: Inbound | None = None
@@ -131,12 +154,19 @@ class Scope(SupervisedActor):
                 self._command(command, message)
             return
         actions = self.logic.accept(message)
-        if self.logic.verdict != "duplicate":
-            self.runtime.store.classify(self.key, message.message_id,
-                                        self.logic.verdict == "engaged")
+        verdict, reason = self.logic.verdict, self.logic.reason
+        if verdict == "duplicate":
+            log.debug("scope %s: message %s is a duplicate", self.key, message.message_id)
+        else:
+            log.info("scope %s: message %s from %s: %s (%s)", self.key, message.message_id,
+                     message.author_name, verdict, reason)
+        if verdict in ("context", "engaged"):
+            self.runtime.store.classify(self.key, message.message_id, verdict == "engaged")
+        elif verdict == "dropped":
+            self.runtime.store.mark_done(self.key, message.message_id)
         self._apply(actions)
 
-    def _apply(self, actions: list[ArmDebounce | StartRun]) -> None:
+    def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, ArmDebounce):
                 if action.delay_s <= 0:
@@ -144,31 +174,127 @@ class Scope(SupervisedActor):
                 else:
                     self.runtime.timers.schedule(action.delay_s, self.actor_ref,
                                                  DebounceElapsed(action.generation))
+            elif isinstance(action, Refuse):
+                self._refuse(action.author_id)
+            elif isinstance(action, OverBudget):
+                self._over_budget(action)
             else:
                 self._start(action)
 
+    def _refuse(self, author_id: str) -> None:
+        """Post the refusal; keyed by user and clock hour, so that a scope rebuilt after an
+        idle stop does not refuse the same user twice within that hour."""
+        hour = int(time.time() // 3600)
+        self._notice(f"refusal:{self.key}:{author_id}:{hour}", self.agent.access.refusal)
+
+    def _over_budget(self, action: OverBudget) -> None:
+        limit = self.agent.access.max_runs_per_hour
+        log.warning("scope %s: run budget of %d runs per hour spent; %d message(s) kept as "
+                    "context instead of a run", self.key, limit, len(action.message_ids))
+        for message_id in action.message_ids:
+            self.runtime.store.classify(self.key, message_id, False)
+        if action.notify:
+            self._notice(f"budget:{self.agent.name}:{action.message_ids[0]}",
+                         f"⚠ {self.agent.name}: too many runs in this channel in the last hour; "
+                         "messages are kept for later and not answered now.")
+
+    def _listening(self) -> bool:
+        """Whether the agent takes commands here without a mention."""
+        return self.rule.mode in ("wakeup", "pattern") or self.logic.gate.active(
+            self.logic.clock())
+
     def _command(self, command: Command, message: Inbound) -> None:
-        """Answer a chat command (never queued, never sent to the agent)."""
-        log.info("scope %s: /%s from %s", self.key, command.name, message.author_name)
-        store = self.runtime.store
-        if command.name == "help":
-            text = help_text(self.agent.name)
-        elif command.name == "stop":
-            if self.runner is not None:
-                self.runner.tell(StopRun(f"stopped by {message.author_name}"))
-                text = f"stopping the current run of {self.agent.name}"
-            else:
-                text = f"{self.agent.name} has no run to stop"
-        elif command.name == "new":
-            store.clear_session(self.key)
-            text = f"{self.agent.name}: the next message starts a fresh session"
-        elif command.name == "status":
-            text = self._status_text()
-        elif command.known:
-            text = f"/{command.name} is not configured for {self.agent.name}"
-        else:
-            text = unknown_hint(command)
+        """Answer a chat command (never queued, never sent to the agent).
+
+        Commands obey the access rules: a channel outside ``allowed_channels``
+        and bots are ignored, a member who is not allowed gets the refusal (once
+        per hour), and admin-only commands answer "admins only" to the others.
+        """
+        who = f"/{command.name} from {message.author_name}"
+        if not addressed_to(message.content, message.mentioned, self._listening()):
+            log.info("scope %s: %s ignored (not addressed to %s)", self.key, who,
+                     self.agent.name)
+            return
+        sender = self.logic.sender(message)
+        if not sender.allowed:
+            refuse = sender.kind == "refused" and self.logic.refuse_now(message.author_id)
+            log.info("scope %s: %s not run (%s)%s", self.key, who, sender.reason,
+                     "; refused" if refuse else "")
+            if refuse:
+                self._refuse(message.author_id)
+            return
+        if command.admin_only and sender.kind != "admin":
+            log.info("scope %s: %s refused (admins only)", self.key, who)
+            self._reply(message, f"/{command.name}: admins only")
+            return
+        log.info("scope %s: %s (%s)", self.key, who, sender.reason)
+        handler = {"help": self._cmd_help, "stop": self._cmd_stop, "new": self._cmd_new,
+                   "status": self._cmd_status, "ws": self._cmd_ws, "cd": self._cmd_cd,
+                   "timeout": self._cmd_timeout, "release": self._cmd_release}.get(command.name)
+        text = handler(command, message) if handler is not None else unknown_hint(command)
         self._reply(message, text)
+
+    def _cmd_help(self, command: Command, message: Inbound) -> str:
+        return help_text(self.agent.name)
+
+    def _cmd_stop(self, command: Command, message: Inbound) -> str:
+        if self.runner is not None:
+            self.runner.tell(StopRun(f"stopped by {message.author_name}"))
+            return f"stopping the current run of {self.agent.name}"
+        return f"{self.agent.name} has no run to stop"
+
+    def _cmd_new(self, command: Command, message: Inbound) -> str:
+        self.runtime.store.clear_session(self.key)
+        return f"{self.agent.name}: the next message starts a fresh session"
+
+    def _cmd_status(self, command: Command, message: Inbound) -> str:
+        return self._status_text()
+
+    def _cmd_ws(self, command: Command, message: Inbound) -> str:
+        current = os.path.realpath(self._workspace())
+        lines = [f"{self.agent.name} workspaces (/cd ALIAS, admins):"]
+        for alias, path in self._aliases():
+            mark = " (current)" if os.path.realpath(path) == current else ""
+            lines.append(f"{alias}: {path}{mark}")
+        return "\n".join(lines)
+
+    def _cmd_cd(self, command: Command, message: Inbound) -> str:
+        alias = command.args.strip()
+        aliases = dict(self._aliases())
+        if not alias:
+            return "usage: /cd ALIAS (/ws lists them)"
+        if alias not in aliases:
+            log.info("scope %s: /cd %r refused: not a workspace alias", self.key, alias[:80])
+            return (f"/cd: {alias[:80]!r} is not a workspace alias of {self.agent.name} "
+                    "(/ws lists them)")
+        try:
+            real = check_workspace(aliases[alias], self.agent.workspace_roots)
+        except WorkspaceError as exc:
+            log.warning("scope %s: /cd %s refused: %s", self.key, alias, exc)
+            return f"/cd {alias}: refused: {exc}"
+        store = self.runtime.store
+        record = store.session(self.key)
+        store.save_session(SessionRecord(self.key, record.session_id if record else None,
+                                         str(real), record.fingerprint if record else ""))
+        log.info("scope %s: workspace is now %s (%s)", self.key, alias, real)
+        return (f"{self.agent.name}: workspace is now {alias} ({real}); the next run starts a "
+                "fresh session there")
+
+    def _cmd_timeout(self, command: Command, message: Inbound) -> str:
+        if not command.args:
+            return f"{self.agent.name}: runs time out after {self._timeout_s() / 60:g} minutes"
+        try:
+            self.timeout_s = parse_timeout(command.args)
+        except ValueError as exc:
+            return f"/timeout: {exc}"
+        log.info("scope %s: run timeout set to %.0f s", self.key, self.timeout_s)
+        return (f"{self.agent.name}: runs in this channel now time out after "
+                f"{self.timeout_s / 60:g} minutes (from the next run)")
+
+    def _cmd_release(self, command: Command, message: Inbound) -> str:
+        if self.logic.release():
+            return f"{self.agent.name}: released; mention me to talk again"
+        return f"{self.agent.name}: not in a conversation here (nothing to release)"
 
     def _status_text(self) -> str:
         record = self.runtime.store.session(self.key)
@@ -176,22 +302,58 @@ class Scope(SupervisedActor):
         lines = [f"{self.agent.name} in #{self.logic.channel}: {self.logic.state}",
                  f"session: {session or 'none (the next message starts one)'}",
                  f"workspace: {self._workspace()}",
+                 f"engage: {self.rule.mode}"
+                 + (" (in a conversation)" if self.logic.gate.active(self.logic.clock()) else ""),
+                 f"run timeout: {self._timeout_s() / 60:g} min",
                  f"queued: {len(self.logic.pending)}"]
         if self.logic.current_run is not None:
             lines.append(f"current run: {self.logic.current_run}")
         return "\n".join(lines)
 
     def _reply(self, message: Inbound, text: str) -> None:
-        self.runtime.store.add_notice(self.key, f"reply:{message.message_id}", text)
+        self._notice(f"reply:{self.agent.name}:{message.message_id}", text)
+
+    def _notice(self, key: str, text: str) -> None:
+        self.runtime.store.add_notice(self.key, key, text)
         if self.runtime.supervisor is not None:
             self.runtime.supervisor.tell(Forward(self.delivery_id, Deliver(self.key)))
 
-    def _workspace(self) -> Path:
-        return self.agent.workspace or self.runtime.config.bridge.state_dir
+    def _aliases(self) -> list[tuple[str, Path]]:
+        """``default`` (the agent's workspace) and the configured aliases."""
+        default = self.agent.workspace or self.runtime.config.bridge.state_dir
+        return [("default", default), *self.agent.workspaces]
 
-    def _session_for_run(self, run_id: str) -> tuple[SessionRecord | None, str]:
+    def _timeout_s(self) -> float:
+        return self.timeout_s if self.timeout_s is not None else self.agent.timeout_s
+
+    def _workspace(self) -> Path:
+        """This scope's workspace: the one chosen with ``/cd`` (saved in the session
+        catalog) while it is still a configured alias, else the agent's workspace."""
+        default = self.agent.workspace or self.runtime.config.bridge.state_dir
+        record = self.runtime.store.session(self.key)
+        if record is None or not record.workspace:
+            return default
+        for _, path in self.agent.workspaces:
+            if os.path.realpath(path) == os.path.realpath(record.workspace):
+                return path
+        return default
+
+    def _run_agent(self) -> AgentSettings:
+        """The agent's settings for a run of this scope (workspace, ``/timeout``)."""
+        workspace = self._workspace()
+        if workspace != self.agent.workspace:
+            try:
+                check_workspace(workspace, self.agent.workspace_roots)
+            except WorkspaceError as exc:
+                log.warning("scope %s: workspace %s is no longer allowed (%s); using the "
+                            "agent's workspace", self.key, workspace, exc)
+                workspace = self.agent.workspace or self.runtime.config.bridge.state_dir
+        return attrs.evolve(self.agent, workspace=workspace, timeout_s=self._timeout_s())
+
+    def _session_for_run(self, run_id: str,
+                         agent: AgentSettings) -> tuple[SessionRecord | None, str]:
         """The session to resume and the policy fingerprint of this run."""
-        fingerprint = policy_fingerprint(self.key, self.agent, self._workspace())
+        fingerprint = policy_fingerprint(self.key, agent, agent.workspace or self._workspace())
         record = self.runtime.store.session(self.key)
         if record is not None and record.session_id and record.fingerprint != fingerprint:
             log.warning("scope %s: policy changed since session %s; starting a new one",
@@ -207,11 +369,12 @@ class Scope(SupervisedActor):
     def _start(self, action: StartRun) -> None:
         self.runtime.store.start_run(action.run_id, self.key,
                                      action.message_ids + action.context_ids)
-        session, fingerprint = self._session_for_run(action.run_id)
-        log.info("scope %s: run %s starts with %d message(s)", self.key, action.run_id,
-                 len(action.prompt.messages))
+        agent = self._run_agent()
+        session, fingerprint = self._session_for_run(action.run_id, agent)
+        log.info("scope %s: run %s starts with %d message(s) in %s", self.key, action.run_id,
+                 len(action.prompt.messages), agent.workspace)
         self.runner = Runner.start(self.runtime, self.actor_ref, self.key, self.delivery_id,
-                                   action.run_id, action.prompt, self.agent, session,
+                                   action.run_id, action.prompt, agent, session,
                                    fingerprint)
         self.runtime.board.put_run(RunRow(action.run_id, self.key, self.agent.name, time.time()))
         self.runtime.board.put_actor(ActorRow(f"runner:{action.run_id}", "runner",

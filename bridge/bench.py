@@ -10,9 +10,9 @@ and bob post over REST and listen on socket.io, joined to every channel.
 Every post carries a unique token and ``wakeupUserId`` of one agent (round
 robin over the agents, so each (agent, channel) pair is used), which wakes that
 agent only. The agents' answers carry no wakeup and no mention, so they wake
-nobody: in a ``general`` channel every post wakes every other member, and two
-echo agents would answer each other forever (the bridge has no guard against
-agent-to-agent loops).
+nobody: in a ``general`` channel every post wakes every other member, so each
+post would wake every agent (agents ignore each other's answers: bots never
+engage an agent unless it sets ``allow_bots``).
 
 One run measures, from a monotonic clock in this process:
 
@@ -237,6 +237,7 @@ def config_text(center_url: str, state_dir: Path, agents: int) -> str:
             [agents.{name}]
             kind = "echo"
             api_key = "fak_dev_{name}"
+            max_runs_per_hour = 0
 
             [[bindings]]
             agent = "{name}"

@@ -17,6 +17,15 @@ from typing import Any
 
 import attrs
 
+from bridge.engage import DEFAULT_STICKY_S, ENGAGE_MODES, IGNORED_MODES, EngageRule
+from bridge.policy import (
+    DEFAULT_MAX_RUNS_PER_HOUR,
+    DEFAULT_REFUSAL,
+    SENDER_SCOPES,
+    AccessPolicy,
+    WorkspaceError,
+    check_workspace,
+)
 from bridge.secrets import Secret, SecretError, resolve_secret
 
 #: Agent kinds this version can run.
@@ -32,6 +41,15 @@ CLAUDE_MODE_FOR_SANDBOX = {"read-only": "default", "workspace-write": "acceptEdi
                            "danger-full-access": "bypassPermissions"}
 #: Keys every agent accepts, and the extra keys of each kind.
 _AGENT_KEYS = {"kind", "api_key", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes"}
+#: Access and workspace policy keys every agent accepts (see :mod:`bridge.policy`).
+_POLICY_KEYS = {"allowed_users", "admins", "allowed_channels", "sender_scope", "allow_bots",
+                "max_runs_per_hour", "refusal", "workspaces", "workspace_roots"}
+_AGENT_KEYS |= _POLICY_KEYS
+#: Keys of one ``[[bindings]]`` entry.
+_BINDING_KEYS = {"agent", "guild", "channels", "exclude_channels", "engage", "engage_pattern",
+                 "sticky_s", "ignored"}
+#: A workspace alias name.
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _CODING_KEYS = {"model_api_key", "sandbox", "idle_timeout_s", "binary", "extra_args", "env"}
 _KIND_KEYS = {
     "echo": set(),
@@ -143,6 +161,9 @@ class AgentSettings:
         allowed_tools: claude: ``--allowedTools`` entries, e.g. ``Bash(pytest:*)``.
         model_base_url: claude: ``ANTHROPIC_BASE_URL`` (empty: the CLI's default).
         config_dir: claude: ``CLAUDE_CONFIG_DIR`` (default ``<state_dir>/claude-home/<name>``).
+        access: Who may talk to the agent, where (:class:`bridge.policy.AccessPolicy`).
+        workspaces: Workspace aliases (``/cd ALIAS``): (alias, absolute path) pairs.
+        workspace_roots: Real paths every workspace must be in (empty: anywhere narrow).
     """
 
     name: str
@@ -164,6 +185,9 @@ class AgentSettings:
     allowed_tools: tuple[str, ...] = ()
     model_base_url: str = ""
     config_dir: Path | None = None
+    access: AccessPolicy = attrs.field(factory=AccessPolicy)
+    workspaces: tuple[tuple[str, Path], ...] = ()
+    workspace_roots: tuple[Path, ...] = ()
 
 
 @attrs.frozen
@@ -174,14 +198,20 @@ class Binding:
         agent: Agent name (a key of ``[agents]``).
         guild: Guild node id.
         channels: Channel ids or names; ``*`` means every channel the agent can see.
+        exclude_channels: Channel ids or names left out even when ``channels`` covers them.
+        engage: When the agent engages in these channels (:class:`bridge.engage.EngageRule`).
     """
 
     agent: str
     guild: str
     channels: tuple[str, ...] = ("*",)
+    exclude_channels: tuple[str, ...] = ()
+    engage: EngageRule = attrs.field(factory=EngageRule)
 
     def matches(self, channel_id: str, channel_name: str) -> bool:
         """Return True when this binding covers the channel (by id, name or ``*``)."""
+        if channel_id in self.exclude_channels or channel_name in self.exclude_channels:
+            return False
         return "*" in self.channels or channel_id in self.channels or (
             channel_name in self.channels
         )
@@ -206,6 +236,12 @@ class Config:
     fabric: FabricSettings
     agents: Mapping[str, AgentSettings]
     bindings: tuple[Binding, ...]
+
+    def binding_for(self, agent: str, guild: str, channel_id: str,
+                    channel_name: str) -> Binding | None:
+        """The first binding (in file order) of ``agent`` that covers the channel."""
+        return next((b for b in self.bindings if (b.agent, b.guild) == (agent, guild) and
+                     b.matches(channel_id, channel_name)), None)
 
     def with_center_url(self, center_url: str) -> Config:
         """Return a copy that talks to another Center (e.g. a dev guild on a chosen port)."""
@@ -447,6 +483,7 @@ class _Reader:
             timeout_s=timeout,
             stop_grace_s=self.positive(table, prefix, "stop_grace_s", 3.0),
             max_output_bytes=self.at_least(table, prefix, "max_output_bytes", 1_000_000, 1),
+            **self.policy(prefix, table, bridge, name),
             **(self.coding_agent(name, kind, table, bridge) if kind in ("codex", "claude")
                else {}),
         )
@@ -516,6 +553,91 @@ class _Reader:
                 raise ConfigError(self.file, key, str(exc), line) from None
         return tuple(result)
 
+    def policy(self, prefix: str, table: Mapping[str, Any], bridge: BridgeSettings,
+               name: str) -> dict[str, Any]:
+        """The access and workspace keys of one agent table, as AgentSettings fields."""
+        scope = self.get(table, prefix, "sender_scope", str, "all")
+        if scope not in SENDER_SCOPES:
+            raise self.fail(f"{prefix}.sender_scope",
+                            f"must be one of {', '.join(SENDER_SCOPES)} (got {scope!r})")
+        allowed = self.strings(table, prefix, "allowed_users")
+        admins = self.strings(table, prefix, "admins")
+        if scope == "known" and not allowed and not admins:
+            raise self.fail(f"{prefix}.sender_scope",
+                            'sender_scope = "known" needs allowed_users or admins (nobody '
+                            "could use the agent)")
+        access = AccessPolicy(
+            allowed_users=allowed,
+            admins=admins,
+            allowed_channels=self.strings(table, prefix, "allowed_channels"),
+            sender_scope=scope,
+            allow_bots=bool(self.get(table, prefix, "allow_bots", bool, False)),
+            max_runs_per_hour=self.at_least(table, prefix, "max_runs_per_hour",
+                                            DEFAULT_MAX_RUNS_PER_HOUR, 0),
+            refusal=self.get(table, prefix, "refusal", str, DEFAULT_REFUSAL).strip(),
+        )
+        roots = tuple(self.path(root) for root in self.strings(table, prefix, "workspace_roots"))
+        for root in roots:
+            if str(root) == "/" or not root.is_absolute():
+                raise self.fail(f"{prefix}.workspace_roots",
+                                f"{root} is not a useful root (name the folders that hold "
+                                "workspaces)")
+        configured = self.get(table, prefix, "workspace", str, "")
+        workspace = (self.path(configured) if configured
+                     else bridge.state_dir / "workspaces" / name)
+        try:
+            check_workspace(workspace, roots)
+        except WorkspaceError as exc:
+            raise self.fail(f"{prefix}.workspace", str(exc)) from None
+        aliases = []
+        for alias, value in self.get(table, prefix, "workspaces", dict, {}).items():
+            key = f"{prefix}.workspaces.{alias}"
+            line = self.line_of(key) or self.line_of(f"{prefix}.workspaces")
+            if not _ALIAS.fullmatch(alias) or alias == "default":
+                raise ConfigError(self.file, key, "not a valid alias (letters, digits, _ . -; "
+                                  "'default' is reserved for the agent's workspace)", line)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(self.file, key, "must be a non-empty path string", line)
+            path = self.path(value)
+            try:
+                check_workspace(path, roots)  # again at /cd and at each run: links can move
+            except WorkspaceError as exc:
+                raise ConfigError(self.file, key, str(exc), line) from None
+            aliases.append((alias, path))
+        return {"access": access, "workspaces": tuple(aliases), "workspace_roots": roots}
+
+    def engage_rule(self, table: Mapping[str, Any], prefix: str) -> EngageRule:
+        """The engage keys of one ``[[bindings]]`` entry."""
+        mode = self.get(table, prefix, "engage", str, "wakeup")
+        if mode not in ENGAGE_MODES:
+            raise self.fail(f"{prefix}.engage",
+                            f"must be one of {', '.join(ENGAGE_MODES)} (got {mode!r})")
+        ignored = self.get(table, prefix, "ignored", str, "accumulate")
+        if ignored not in IGNORED_MODES:
+            raise self.fail(f"{prefix}.ignored",
+                            f"must be one of {', '.join(IGNORED_MODES)} (got {ignored!r})")
+        pattern = self.get(table, prefix, "engage_pattern", str, "")
+        if mode == "pattern":
+            if not pattern:
+                raise ConfigError(self.file, f"{prefix}.engage_pattern",
+                                  'engage = "pattern" needs engage_pattern (a regex; "." '
+                                  "means always)", self.line_of(f"{prefix}.engage", self.index))
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise self.fail(f"{prefix}.engage_pattern",
+                                f"not a valid regular expression: {exc}") from None
+        elif pattern:
+            raise self.fail(f"{prefix}.engage_pattern",
+                            f'applies only to engage = "pattern", not {mode!r}')
+        if "sticky_s" in table and mode != "mention-sticky":
+            raise self.fail(f"{prefix}.sticky_s",
+                            f'applies only to engage = "mention-sticky", not {mode!r}')
+        sticky = self.positive(table, prefix, "sticky_s", DEFAULT_STICKY_S)
+        if sticky <= 0:
+            raise self.fail(f"{prefix}.sticky_s", "must be more than zero")
+        return EngageRule(mode, pattern, sticky, ignored)
+
     def bindings(self, value: Any, agents: Mapping[str, AgentSettings]) -> tuple[Binding, ...]:
         if not isinstance(value, list):
             raise self.fail("bindings", "must be an array of tables: [[bindings]]")
@@ -525,14 +647,16 @@ class _Reader:
             self.index = index
             if not isinstance(table, dict):
                 raise self.fail(prefix, f"entry {index + 1} must be a table")
-            self.check_keys(table, prefix, {"agent", "guild", "channels"})
+            self.check_keys(table, prefix, _BINDING_KEYS)
             agent = self.get(table, prefix, "agent", str)
             if agent not in agents:
                 raise self.fail(f"{prefix}.agent",
                                 f"binding {index + 1} names agent {agent!r}, which is not "
                                 f"defined (agents: {', '.join(sorted(agents))})")
             channels = self.strings(table, prefix, "channels") or ("*",)
-            result.append(Binding(agent, self.get(table, prefix, "guild", str), channels))
+            result.append(Binding(agent, self.get(table, prefix, "guild", str), channels,
+                                  self.strings(table, prefix, "exclude_channels"),
+                                  self.engage_rule(table, prefix)))
         self.index = 0
         if not result:
             raise self.fail("bindings", "define at least one [[bindings]] entry")

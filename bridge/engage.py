@@ -1,22 +1,145 @@
-"""The engage gate: does a message start (or join) a run, or is it context?"""
+"""The engage gate: does a message start (or join) a run, or is it context?
+
+Each binding chooses an engage mode (``engage`` in ``[[bindings]]``):
+
+- ``wakeup`` (default): engage when the guild says ``wakeup`` for this agent,
+  or on any message in a ``dm`` (the rule of Fabric's own plugins);
+- ``mention``: engage only when the agent is mentioned (``<@userId>``);
+- ``mention-sticky``: after a mention, keep engaging on the channel's messages
+  until the agent has been idle for ``sticky_s`` seconds or someone writes
+  ``/release``;
+- ``pattern``: engage when the text matches ``engage_pattern`` (a regex,
+  searched anywhere in the text; ``.`` means always).
+
+Messages that do not engage follow ``ignored``: ``accumulate`` keeps them as
+context for the next prompt, ``drop`` forgets them. Stale catch-up messages
+never engage, whatever the mode.
+"""
 
 from __future__ import annotations
 
+import re
+
+import attrs
+
 from bridge.messages import Inbound
 
-#: Channel types where every message engages (Fabric plugins: any message in a dm).
+#: Channel types where every message engages in ``wakeup`` mode (Fabric plugins: a dm).
 ALWAYS_ENGAGE_X_TYPES = frozenset({"dm"})
+#: The engage modes a binding may choose.
+ENGAGE_MODES = ("wakeup", "mention", "mention-sticky", "pattern")
+#: What happens to messages that do not engage.
+IGNORED_MODES = ("accumulate", "drop")
+#: Default seconds of agent idleness that end a mention-sticky conversation.
+DEFAULT_STICKY_S = 600.0
+
+
+def _compile(rule: EngageRule) -> re.Pattern[str] | None:
+    return re.compile(rule.pattern) if rule.mode == "pattern" else None
+
+
+@attrs.frozen
+class EngageRule:
+    """A binding's engage settings.
+
+    Attributes:
+        mode: One of :data:`ENGAGE_MODES`.
+        pattern: ``pattern`` mode: the regex searched in the text (validated at load).
+        sticky_s: ``mention-sticky`` mode: idle seconds that end the conversation.
+        ignored: One of :data:`IGNORED_MODES`.
+    """
+
+    mode: str = "wakeup"
+    pattern: str = ""
+    sticky_s: float = DEFAULT_STICKY_S
+    ignored: str = "accumulate"
+    regex: re.Pattern[str] | None = attrs.field(
+        default=attrs.Factory(_compile, takes_self=True), eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode not in ENGAGE_MODES:
+            raise ValueError(f"engage mode must be one of {', '.join(ENGAGE_MODES)} "
+                             f"(got {self.mode!r})")
+        if self.ignored not in IGNORED_MODES:
+            raise ValueError(f"ignored must be one of {', '.join(IGNORED_MODES)} "
+                             f"(got {self.ignored!r})")
+        if self.mode == "pattern" and not self.pattern:
+            raise ValueError("engage = \"pattern\" needs engage_pattern")
+
+
+@attrs.frozen
+class Decision:
+    """Whether a message engages, and why (for the log).
+
+    Attributes:
+        engage: True when the message starts (or joins) a run.
+        reason: Short reason, e.g. ``wakeup``, ``not mentioned``, ``sticky``.
+    """
+
+    engage: bool
+    reason: str
+
+
+class EngageGate:
+    """Applies one :class:`EngageRule`; holds the mention-sticky state of one scope.
+
+    Time is passed in (``now``, monotonic seconds) so the rules stay pure.
+
+    Args:
+        rule: The binding's engage settings.
+    """
+
+    def __init__(self, rule: EngageRule | None = None) -> None:
+        self.rule = rule or EngageRule()
+        self.sticky_until = 0.0
+
+    def decide(self, message: Inbound, now: float) -> Decision:
+        """Decide whether ``message`` engages (without changing the sticky state)."""
+        rule = self.rule
+        if message.stale:
+            return Decision(False, "stale catch-up message")
+        if rule.mode == "wakeup":
+            if message.wakeup:
+                return Decision(True, "wakeup")
+            if message.x_type in ALWAYS_ENGAGE_X_TYPES:
+                return Decision(True, f"any message in a {message.x_type}")
+            return Decision(False, "no wakeup for this agent")
+        if rule.mode in ("mention", "mention-sticky"):
+            if message.mentioned:
+                return Decision(True, "mentioned")
+            if rule.mode == "mention-sticky" and self.active(now):
+                return Decision(True, "sticky conversation")
+            return Decision(False, "not mentioned")
+        assert rule.regex is not None
+        if rule.regex.search(message.content):
+            return Decision(True, "matches engage_pattern")
+        return Decision(False, "does not match engage_pattern")
+
+    def engaged(self, now: float) -> None:
+        """An allowed message engaged: (re)start the sticky window."""
+        if self.rule.mode == "mention-sticky":
+            self.sticky_until = now + self.rule.sticky_s
+
+    def activity(self, now: float) -> None:
+        """The agent was active (a run ended): a running sticky window restarts."""
+        if self.active(now):
+            self.sticky_until = now + self.rule.sticky_s
+
+    def active(self, now: float) -> bool:
+        """True while a mention-sticky conversation is going on."""
+        return self.rule.mode == "mention-sticky" and now < self.sticky_until
+
+    def release(self, now: float) -> bool:
+        """End a mention-sticky conversation (``/release``); False when none was active."""
+        was = self.active(now)
+        self.sticky_until = 0.0
+        return was
 
 
 def engages(message: Inbound) -> bool:
-    """Return True when the message should engage the agent.
-
-    The rule of Fabric's own plugins: engage on ``wakeup`` or on any message
-    in a ``dm``; every other message is kept as context for the next prompt.
+    """Return True when the message engages under the default ``wakeup`` mode.
 
     Args:
         message: The accepted message.
     """
-    if message.stale:
-        return False
-    return message.wakeup or message.x_type in ALWAYS_ENGAGE_X_TYPES
+    return EngageGate().decide(message, 0.0).engage

@@ -42,6 +42,7 @@ class Inbound:
         catch_up: True when fetched from history after a gap or reconnect.
         stale: True for a catch-up message older than the catch-up window: it
             is kept as context only, so a long outage does not start a flood of runs.
+        author_is_bot: True when the platform says the author is a bot or an agent.
     """
 
     platform: str
@@ -60,6 +61,7 @@ class Inbound:
     mentioned: bool = False
     catch_up: bool = False
     stale: bool = False
+    author_is_bot: bool = False
 
     @property
     def scope_key(self) -> str:

@@ -7,23 +7,35 @@ timer, start a run). Keeping the rules here makes them unit-testable.
 Rules (from Fabric's own plugins and the design):
 
 - dedup by message id, remembering the last 5,000 ids;
-- a message engages on ``wakeup`` or in a ``dm``; the others are kept as
-  context for the next prompt (bounded by count and characters);
+- the access rules (:mod:`bridge.policy`) decide who may engage the agent:
+  a channel outside ``allowed_channels`` is dropped, bots never engage (unless
+  ``allow_bots``), a member who is not allowed is refused once per hour (the
+  message is kept as context with ``sender_scope = "all"``, else dropped);
+- the binding's engage rule (:mod:`bridge.engage`) decides whether an allowed
+  message engages; the others are kept as context for the next prompt
+  (bounded by count and characters) or dropped (``ignored = "drop"``);
 - engaged messages wait for a debounce window (default 300 ms) that restarts
   with each new engaged message, then become one run;
 - one run at a time: messages that engage during a run wait and are merged
-  into the next run, which starts after the next debounce window.
+  into the next run, which starts after the next debounce window;
+- a run budget (``max_runs_per_hour``): when it is spent, the messages of a
+  run that would start are kept as context instead, with a notice once an hour.
+
+Time comes from an injected monotonic clock, so tests drive it.
 """
 
 from __future__ import annotations
 
 import collections
+import time
 import uuid
+from collections.abc import Callable, Iterable
 
 import attrs
 
-from bridge.engage import engages
+from bridge.engage import EngageGate, EngageRule
 from bridge.messages import Inbound
+from bridge.policy import AccessPolicy, HourlyBudget, OncePerWindow, Sender, classify_sender
 from bridge.prompt import Prompt, PromptLine
 
 #: Message ids remembered for dedup (Fabric plugins remember 5,000).
@@ -84,7 +96,28 @@ class StartRun:
     context_ids: tuple[str, ...] = ()
 
 
-Action = ArmDebounce | StartRun
+@attrs.frozen
+class Refuse:
+    """Action: answer ``message_id`` with the agent's refusal (once per user per hour)."""
+
+    message_id: str
+    author_id: str
+
+
+@attrs.frozen
+class OverBudget:
+    """Action: the run budget is spent; these messages became context instead of a run.
+
+    Attributes:
+        message_ids: The engaged messages that were not run.
+        notify: True for the first time in an hour (post a notice), else False.
+    """
+
+    message_ids: tuple[str, ...]
+    notify: bool
+
+
+Action = ArmDebounce | StartRun | Refuse | OverBudget
 
 
 class ScopeLogic:
@@ -96,19 +129,33 @@ class ScopeLogic:
         channel: Channel name (for prompts).
         debounce_s: Debounce window in seconds.
         dedup_size: Message ids remembered.
+        rule: The binding's engage rule (default: ``wakeup``).
+        access: The agent's access rules (default: everyone, no bots).
+        bot_names: Names of the bridge's agents (their messages count as a bot's).
+        clock: Monotonic seconds (tests pass a fake).
     """
 
     def __init__(
         self, agent: str, guild: str, channel: str, debounce_s: float,
-        dedup_size: int = DEDUP_SIZE,
+        dedup_size: int = DEDUP_SIZE, *, rule: EngageRule | None = None,
+        access: AccessPolicy | None = None, bot_names: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.agent = agent
         self.guild = guild
         self.channel = channel
         self.debounce_s = debounce_s
         self.dedup = Dedup(dedup_size)
+        self.gate = EngageGate(rule)
+        self.access = access or AccessPolicy()
+        self.bot_names = frozenset(bot_names)
+        self.clock = clock
+        self.budget = HourlyBudget(self.access.max_runs_per_hour)
+        self.refusals = OncePerWindow()
+        self.budget_notices = OncePerWindow()
         self.context: collections.deque[tuple[str, PromptLine]] = collections.deque()
         self.verdict = ""
+        self.reason = ""
         self.pending: list[Inbound] = []
         self.current_run: str | None = None
         self.generation = 0
@@ -125,26 +172,62 @@ class ScopeLogic:
             return "queued" if self.pending else "running"
         return "debouncing" if self.debouncing else "idle"
 
-    def accept(self, message: Inbound) -> list[Action]:
-        """Take one inbound message; :attr:`verdict` then says what it was.
+    def sender(self, message: Inbound) -> Sender:
+        """The access rules applied to the author and channel of ``message``."""
+        return classify_sender(self.access, message, self.agent, self.bot_names)
 
-        ``verdict`` is ``duplicate``, ``context`` or ``engaged``.
+    def refuse_now(self, author_id: str) -> bool:
+        """True when ``author_id`` should get the refusal now (once per hour; never silent)."""
+        return bool(self.access.refusal) and self.refusals.first(author_id, self.clock())
+
+    def release(self) -> bool:
+        """``/release``: end a mention-sticky conversation; False when none was active."""
+        return self.gate.release(self.clock())
+
+    def accept(self, message: Inbound) -> list[Action]:
+        """Take one inbound message; :attr:`verdict` and :attr:`reason` then say what it was.
+
+        ``verdict`` is ``duplicate``, ``dropped`` (forgotten: channel not
+        allowed, ``ignored = "drop"``, or a sender outside ``sender_scope =
+        "known"``), ``context`` or ``engaged``.
 
         Returns:
-            ``[]`` for a duplicate, a context message, or a message that waits
-            for the current run; ``[ArmDebounce]`` when a window (re)starts.
+            ``[]`` for a duplicate, a dropped or context message, or a message
+            that waits for the current run; ``[ArmDebounce]`` when a window
+            (re)starts; ``[Refuse]`` when a member who is not allowed should be
+            told so (once per hour).
         """
         if self.dedup.seen(message.message_id):
-            self.verdict = "duplicate"
+            self.verdict, self.reason = "duplicate", "message id seen before"
             return []
         self.received += 1
         if message.channel_name:
             self.channel = message.channel_name
-        if not engages(message):
-            self.verdict = "context"
-            self._add_context(message.message_id, PromptLine.of(message))
+        now = self.clock()
+        sender = self.sender(message)
+        if not sender.visible:
+            self.verdict, self.reason = "dropped", sender.reason
             return []
-        self.verdict = "engaged"
+        decision = self.gate.decide(message, now)
+        if not sender.allowed:
+            actions: list[Action] = []
+            reason = sender.reason
+            if sender.kind == "refused" and decision.engage:
+                if self.refuse_now(message.author_id):
+                    actions.append(Refuse(message.message_id, message.author_id))
+                    reason += "; refused"
+                else:
+                    reason += "; not answered (refused within the hour, or refusal is silent)"
+            if sender.kind == "refused" and self.access.sender_scope == "known":
+                self.verdict, self.reason = "dropped", reason
+            else:
+                self._ignore(message, reason)
+            return actions
+        if not decision.engage:
+            self._ignore(message, decision.reason)
+            return []
+        self.gate.engaged(now)
+        self.verdict, self.reason = "engaged", f"{decision.reason} ({sender.reason})"
         self.engaged += 1
         self.pending.append(message)
         if self.current_run is not None:
@@ -164,6 +247,12 @@ class ScopeLogic:
             return []
         pending = sorted(self.pending, key=lambda m: m.seq)
         self.pending = []
+        now = self.clock()
+        if not self.budget.take(now):
+            for message in pending:
+                self._add_context(message.message_id, PromptLine.of(message))
+            return [OverBudget(tuple(m.message_id for m in pending),
+                               self.budget_notices.first("budget", now))]
         run_id = uuid.uuid4().hex[:12]
         prompt = Prompt(
             agent=self.agent,
@@ -187,6 +276,7 @@ class ScopeLogic:
         if run_id != self.current_run:
             return []
         self.current_run = None
+        self.gate.activity(self.clock())
         if not ok:
             self.failures += 1
         return [self._arm()] if self.pending else []
@@ -195,6 +285,14 @@ class ScopeLogic:
         self.generation += 1
         self.debouncing = True
         return ArmDebounce(self.generation, self.debounce_s)
+
+    def _ignore(self, message: Inbound, reason: str) -> None:
+        """A message that does not engage: context or dropped, per the rule's ``ignored``."""
+        if self.gate.rule.ignored == "drop":
+            self.verdict, self.reason = "dropped", f"{reason}; ignored = drop"
+            return
+        self.verdict, self.reason = "context", reason
+        self._add_context(message.message_id, PromptLine.of(message))
 
     def _add_context(self, message_id: str, line: PromptLine) -> None:
         self.context.append((message_id, line))

@@ -100,6 +100,7 @@ def _config_text(center_url: str, state_dir: Path) -> str:
         [agents.echo]
         kind = "echo"
         api_key = "fak_dev_echo"
+        max_runs_per_hour = 0
         [[bindings]]
         agent = "echo"
         guild = "dev"

@@ -288,3 +288,149 @@ def test_binding_matches(
     channels: tuple[str, ...], channel_id: str, channel_name: str, expected: bool
 ) -> None:
     assert Binding("echo", "dev", channels).matches(channel_id, channel_name) is expected
+
+
+# -- bindings: exclude_channels and engage; agents: access and workspaces ----------------
+
+@pytest.mark.parametrize(("channels", "exclude", "channel_id", "channel_name", "expected"), [
+    (("*",), ("random",), "c-2", "random", False),
+    (("*",), ("c-2",), "c-2", "random", False),
+    (("*",), ("random",), "c-1", "general", True),
+    (("general",), ("general",), "c-1", "general", False),
+])
+def test_binding_exclude_channels(channels: tuple[str, ...], exclude: tuple[str, ...],
+                                  channel_id: str, channel_name: str, expected: bool) -> None:
+    assert Binding("echo", "dev", channels, exclude).matches(channel_id, channel_name) is (
+        expected)
+
+
+POLICY = GOOD.replace('api_key = "fak_test_key_1234"\n', """api_key = "fak_test_key_1234"
+allowed_users = ["alice", "u-2"]
+admins = ["root-user"]
+allowed_channels = ["general"]
+sender_scope = "known"
+allow_bots = true
+max_runs_per_hour = 5
+refusal = ""
+workspace_roots = ["roots"]
+workspace = "roots/main"
+workspaces = { backend = "roots/backend", docs = "roots/docs" }
+""") + """exclude_channels = ["random"]
+engage = "mention-sticky"
+sticky_s = 120
+ignored = "drop"
+
+[[bindings]]
+agent = "echo"
+guild = "dev"
+channels = ["ops"]
+engage = "pattern"
+engage_pattern = "^!deploy"
+"""
+
+
+def test_policy_and_engage_keys(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, POLICY))
+    echo = config.agents["echo"]
+    access = echo.access
+    assert (access.allowed_users, access.admins, access.allowed_channels) == (
+        ("alice", "u-2"), ("root-user",), ("general",))
+    assert (access.sender_scope, access.allow_bots, access.max_runs_per_hour,
+            access.refusal) == ("known", True, 5, "")
+    roots = tmp_path / "roots"
+    assert echo.workspace_roots == (roots,)
+    assert echo.workspaces == (("backend", roots / "backend"), ("docs", roots / "docs"))
+    first, second = config.bindings
+    assert first.exclude_channels == ("random",)
+    assert (first.engage.mode, first.engage.sticky_s, first.engage.ignored) == (
+        "mention-sticky", 120.0, "drop")
+    assert (second.engage.mode, second.engage.pattern) == ("pattern", "^!deploy")
+    assert config.binding_for("echo", "dev", "c-1", "general") == first
+    assert config.binding_for("echo", "dev", "c-9", "ops") == second
+    assert config.binding_for("echo", "dev", "c-8", "random") is None
+    assert config.binding_for("other", "dev", "c-1", "general") is None
+
+
+def test_policy_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    access = config.agents["echo"].access
+    assert (access.allowed_users, access.admins, access.allowed_channels) == ((), (), ())
+    assert (access.sender_scope, access.allow_bots, access.max_runs_per_hour) == (
+        "all", False, 60)
+    assert access.refusal
+    assert config.agents["echo"].workspaces == ()
+    engage = config.bindings[0].engage
+    assert (engage.mode, engage.sticky_s, engage.ignored) == ("wakeup", 600.0, "accumulate")
+
+
+POLICY_ERRORS = [
+    # (old, new, needle for the line, key, words in the message)
+    ('channels = ["general", "c-1"]', 'channels = ["general"]\nengage = "always"',
+     'engage = "always"', "bindings.engage", "must be one of wakeup, mention"),
+    ('channels = ["general", "c-1"]', 'engage = "pattern"', 'engage = "pattern"',
+     "bindings.engage_pattern", "needs engage_pattern"),
+    ('channels = ["general", "c-1"]', 'engage = "pattern"\nengage_pattern = "(unclosed"',
+     "engage_pattern", "bindings.engage_pattern", "not a valid regular expression"),
+    ('channels = ["general", "c-1"]', 'engage_pattern = "x"', "engage_pattern",
+     "bindings.engage_pattern", 'applies only to engage = "pattern"'),
+    ('channels = ["general", "c-1"]', 'sticky_s = 5', "sticky_s", "bindings.sticky_s",
+     'applies only to engage = "mention-sticky"'),
+    ('channels = ["general", "c-1"]', 'engage = "mention-sticky"\nsticky_s = 0', "sticky_s",
+     "bindings.sticky_s", "more than zero"),
+    ('channels = ["general", "c-1"]', 'ignored = "keep"', "ignored", "bindings.ignored",
+     "must be one of accumulate, drop"),
+    ('channels = ["general", "c-1"]', 'exclude_channels = "random"', "exclude_channels",
+     "bindings.exclude_channels", "must be a list"),
+    ('api_key = "fak_test_key_1234"', 'api_key = "fak_test_key_1234"\nsender_scope = "some"',
+     "sender_scope", "agents.echo.sender_scope", "must be one of all, known"),
+    ('api_key = "fak_test_key_1234"', 'api_key = "fak_test_key_1234"\nsender_scope = "known"',
+     "sender_scope", "agents.echo.sender_scope", "needs allowed_users or admins"),
+    ('api_key = "fak_test_key_1234"', 'api_key = "fak_test_key_1234"\nallowed_users = "ann"',
+     "allowed_users", "agents.echo.allowed_users", "must be a list"),
+    ('api_key = "fak_test_key_1234"', 'api_key = "fak_test_key_1234"\nallow_bots = "yes"',
+     "allow_bots", "agents.echo.allow_bots", "must be true or false"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\nmax_runs_per_hour = -1', "max_runs_per_hour",
+     "agents.echo.max_runs_per_hour", "at least 0"),
+    ('api_key = "fak_test_key_1234"', 'api_key = "fak_test_key_1234"\nworkspace = "/etc"',
+     'workspace = "/etc"', "agents.echo.workspace", "too broad"),
+    ('api_key = "fak_test_key_1234"', 'api_key = "fak_test_key_1234"\nworkspace = "/tmp"',
+     'workspace = "/tmp"', "agents.echo.workspace", "too broad"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\nworkspace_roots = ["roots"]\nworkspace = "elsewhere"',
+     'workspace = "elsewhere"', "agents.echo.workspace", "outside workspace_roots"),
+    ('api_key = "fak_test_key_1234"', 'api_key = "fak_test_key_1234"\nworkspace_roots = ["/"]',
+     "workspace_roots", "agents.echo.workspace_roots", "not a useful root"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\nworkspaces = { root = "/" }', "workspaces",
+     "agents.echo.workspaces.root", "too broad"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\nworkspaces = { sys = "/etc/app" }', "workspaces",
+     "agents.echo.workspaces.sys", "inside the system folder /etc"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\nworkspace_roots = ["roots"]\n'
+     'workspace = "roots/main"\nworkspaces = { out = "other/x" }', "workspaces",
+     "agents.echo.workspaces.out", "outside workspace_roots"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\nworkspaces = { default = "ws" }', "workspaces",
+     "agents.echo.workspaces.default", "reserved"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\nworkspaces = { "a b" = "ws" }', "workspaces",
+     "agents.echo.workspaces.a b", "not a valid alias"),
+    ('api_key = "fak_test_key_1234"',
+     'api_key = "fak_test_key_1234"\n\n[agents.echo.workspaces]\nx = 3', "x = 3",
+     "agents.echo.workspaces.x", "must be a non-empty path string"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "needle", "key", "words"), POLICY_ERRORS)
+def test_policy_errors_name_file_line_and_key(tmp_path: Path, old: str, new: str, needle: str,
+                                              key: str, words: str) -> None:
+    text = GOOD.replace(old, new)
+    assert text != GOOD
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line_of(text, needle)}: {key}: "), message
+    assert words in message, message

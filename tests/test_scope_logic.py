@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
+from bridge.engage import EngageRule
 from bridge.messages import Inbound
+from bridge.policy import AccessPolicy
 from bridge.prompt import PromptLine
-from bridge.scope_logic import CONTEXT_MESSAGES, ArmDebounce, Dedup, ScopeLogic, StartRun
+from bridge.scope_logic import (
+    CONTEXT_MESSAGES,
+    Action,
+    ArmDebounce,
+    Dedup,
+    OverBudget,
+    Refuse,
+    ScopeLogic,
+    StartRun,
+)
 
 
 def msg(
@@ -26,14 +38,14 @@ def logic() -> ScopeLogic:
     return ScopeLogic("echo", "dev", "general", debounce_s=0.3)
 
 
-def only_arm(actions: list[ArmDebounce | StartRun]) -> ArmDebounce:
+def only_arm(actions: list[Action]) -> ArmDebounce:
     assert len(actions) == 1
     action = actions[0]
     assert isinstance(action, ArmDebounce)
     return action
 
 
-def only_start(actions: list[ArmDebounce | StartRun]) -> StartRun:
+def only_start(actions: list[Action]) -> StartRun:
     assert len(actions) == 1
     action = actions[0]
     assert isinstance(action, StartRun)
@@ -224,3 +236,139 @@ def test_state_strings(steps: list[str], expected: str) -> None:
         else:
             scope.run_finished(run_id, ok=True)
     assert scope.state == expected
+
+
+# -- access, engage rules, refusals, the run budget ---------------------------------------
+
+
+class Clock:
+    """A fake monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gated(rule: EngageRule | None = None, access: AccessPolicy | None = None,
+          clock: Clock | None = None) -> ScopeLogic:
+    return ScopeLogic("echo", "dev", "general", 0.3, rule=rule, access=access,
+                      bot_names=("echo", "helper"), clock=clock or Clock())
+
+
+def person(seq: int, author: str, content: str = "", *, wakeup: bool = True,
+           mentioned: bool = False, bot: bool = False) -> Inbound:
+    return attrs.evolve(msg(seq, content, author=author, wakeup=wakeup), mentioned=mentioned,
+                        author_is_bot=bot)
+
+
+LISTED = AccessPolicy(allowed_users=("ann",))
+KNOWN = AccessPolicy(allowed_users=("ann",), sender_scope="known")
+SILENT = AccessPolicy(allowed_users=("ann",), refusal="")
+
+
+@pytest.mark.parametrize(("rule", "access", "message", "verdict", "refused"), [
+    (None, None, person(1, "ann"), "engaged", False),
+    (None, None, person(1, "ann", wakeup=False), "context", False),
+    (EngageRule(ignored="drop"), None, person(1, "ann", wakeup=False), "dropped", False),
+    (None, None, person(1, "helper"), "context", False),             # another agent
+    (None, None, person(1, "bot9", bot=True), "context", False),     # a bot
+    (EngageRule(ignored="drop"), None, person(1, "bot9", bot=True), "dropped", False),
+    (None, AccessPolicy(allow_bots=True), person(1, "bot9", bot=True), "engaged", False),
+    (None, LISTED, person(1, "bob"), "context", True),               # refused, kept
+    (None, LISTED, person(1, "bob", wakeup=False), "context", False),  # did not engage
+    (None, KNOWN, person(1, "bob"), "dropped", True),                # refused, dropped
+    (None, KNOWN, person(1, "bob", wakeup=False), "dropped", False),
+    (None, SILENT, person(1, "bob"), "context", False),              # refusal = ""
+    (None, AccessPolicy(allowed_channels=("ops",)), person(1, "ann"), "dropped", False),
+    (EngageRule("mention"), None, person(1, "ann"), "context", False),
+    (EngageRule("mention"), None, person(1, "ann", mentioned=True), "engaged", False),
+    (EngageRule("mention"), LISTED, person(1, "bob", mentioned=True), "context", True),
+    (EngageRule("pattern", "^!run"), None, person(1, "ann", "!run it", wakeup=False),
+     "engaged", False),
+])
+def test_accept_verdicts(rule: EngageRule | None, access: AccessPolicy | None,
+                         message: Inbound, verdict: str, refused: bool) -> None:
+    scope = gated(rule, access)
+    actions = scope.accept(message)
+    assert scope.verdict == verdict, scope.reason
+    assert scope.reason
+    assert any(isinstance(a, Refuse) for a in actions) is refused
+    assert (len(scope.context) == 1) is (verdict == "context")
+    assert (scope.pending == [message]) is (verdict == "engaged")
+
+
+def test_refusal_once_per_user_per_hour() -> None:
+    clock = Clock()
+    scope = gated(access=LISTED, clock=clock)
+    refusals = []
+    for seq, (author, advance) in enumerate([("bob", 0), ("bob", 10), ("carl", 0),
+                                             ("bob", 3600), ("bob", 1)], start=1):
+        clock.now += advance
+        refusals.append([a for a in scope.accept(person(seq, author))
+                         if isinstance(a, Refuse)])
+    assert [[r.author_id for r in actions] for actions in refusals] == [
+        ["u-bob"], [], ["u-carl"], ["u-bob"], []]
+    assert refusals[0] == [Refuse("m-1", "u-bob")]
+
+
+def test_mention_sticky_conversation_and_release() -> None:
+    clock = Clock()
+    scope = gated(EngageRule("mention-sticky", sticky_s=60), clock=clock)
+    verdicts = []
+    for seq, (mentioned, advance) in enumerate(
+            [(False, 0), (True, 0), (False, 30), (False, 59), (False, 61)], start=1):
+        clock.now += advance
+        scope.accept(person(seq, "ann", wakeup=False, mentioned=mentioned))
+        verdicts.append(scope.verdict)
+    assert verdicts == ["context", "engaged", "engaged", "engaged", "context"]
+    scope.accept(person(6, "ann", mentioned=True))
+    assert scope.release() is True and scope.release() is False
+    scope.accept(person(7, "ann", wakeup=False))
+    assert scope.verdict == "context"
+
+
+def test_refused_and_bot_messages_do_not_start_a_sticky_conversation() -> None:
+    scope = gated(EngageRule("mention-sticky"), access=LISTED)
+    scope.accept(person(1, "bob", mentioned=True))
+    scope.accept(person(2, "helper", mentioned=True))
+    scope.accept(person(3, "ann", wakeup=False))
+    assert scope.verdict == "context"
+
+
+def test_a_finished_run_keeps_the_sticky_conversation_going() -> None:
+    clock = Clock()
+    scope = gated(EngageRule("mention-sticky", sticky_s=60), clock=clock)
+    arm = only_arm(scope.accept(person(1, "ann", mentioned=True)))
+    start = only_start(scope.debounce_elapsed(arm.generation))
+    clock.now += 50
+    scope.run_finished(start.run_id, ok=True)
+    clock.now += 50
+    scope.accept(person(2, "ann", wakeup=False))
+    assert scope.verdict == "engaged"
+
+
+def test_run_budget_turns_runs_into_context_with_one_notice_per_hour() -> None:
+    clock = Clock()
+    scope = gated(access=AccessPolicy(max_runs_per_hour=2), clock=clock)
+    outcomes: list[str] = []
+    for seq in range(1, 6):
+        arm = only_arm(scope.accept(person(seq, "ann")))
+        actions = scope.debounce_elapsed(arm.generation)
+        assert len(actions) == 1
+        action = actions[0]
+        if isinstance(action, StartRun):
+            scope.run_finished(action.run_id, ok=True)
+            outcomes.append("run")
+        else:
+            assert isinstance(action, OverBudget)
+            assert action.message_ids == (f"m-{seq}",)
+            outcomes.append("notice" if action.notify else "silent")
+        clock.now += 60
+    assert outcomes == ["run", "run", "notice", "silent", "silent"]
+    assert [line.text for _, line in scope.context] == ["text 3", "text 4", "text 5"]
+    clock.now += 3600
+    arm = only_arm(scope.accept(person(6, "ann")))
+    start = only_start(scope.debounce_elapsed(arm.generation))
+    assert start.context_ids == ("m-3", "m-4", "m-5")

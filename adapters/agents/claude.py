@@ -34,7 +34,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.agents.jsonl import JsonlRun, child_env, session_event, short_path, shorten
+from adapters.agents.childenv import child_env
+from adapters.agents.jsonl import JsonlRun, session_event, short_path, shorten
 from bridge.agent import (
     AgentEvent,
     Notice,

@@ -5,7 +5,7 @@ A run is ``codex exec --json --skip-git-repo-check --cd WS --sandbox MODE
 a follow-up adds ``resume THREAD_ID`` before the ``-``. The child gets
 ``CODEX_HOME`` (isolated per agent, created) and ``CODEX_API_KEY`` when a model
 key is configured, plus the configured ``env``; nothing else of the bridge's
-environment but :data:`adapters.agents.jsonl.BASE_ENV`.
+environment but :data:`adapters.agents.childenv.BASE_ENV`.
 
 :class:`CodexTranslator` maps the JSON lines to typed events:
 
@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.agents.jsonl import JsonlRun, child_env, session_event, short_path, shorten
+from adapters.agents.childenv import child_env
+from adapters.agents.jsonl import JsonlRun, session_event, short_path, shorten
 from bridge.agent import (
     AgentEvent,
     Notice,

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import IO
 
+from adapters.agents.childenv import child_env
 from bridge.agent import AgentEvent, RunContext, RunDone, RunFailed
 from bridge.prompt import Prompt
 
@@ -82,7 +83,7 @@ class CommandRun:
         os.makedirs(workspace_path, exist_ok=True)
         process = subprocess.Popen(
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workspace_path, start_new_session=True,
+            cwd=workspace_path, start_new_session=True, env=child_env({}),
         )
         self._group = ProcessGroup(process, grace_s)
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)

@@ -15,7 +15,6 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import queue
 import subprocess
 import threading
@@ -33,12 +32,6 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 4_000_000
 #: Characters kept of one stderr line.
 STDERR_LINE_CHARS = 500
-#: Variables copied from the bridge's environment into a child's (nothing secret).
-BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM",
-            "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS",
-            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
-
-
 class Translator(Protocol):
     """Turns the CLI's JSON objects into typed events (pure, no I/O)."""
 
@@ -50,18 +43,6 @@ class Translator(Protocol):
     def session_id(self) -> str | None:
         """The session/thread id seen so far, if any."""
         ...
-
-
-def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """A child's environment: :data:`BASE_ENV` from ours, then ``extra`` on top.
-
-    The bridge's own secrets (Fabric keys, tokens) are never copied.
-    """
-    env = {name: os.environ[name] for name in BASE_ENV if name in os.environ}
-    env.setdefault("PATH", os.defpath)
-    env.setdefault("LANG", "C.UTF-8")
-    env.update(extra)
-    return env
 
 
 def shorten(text: str, width: int = 80) -> str:

@@ -63,6 +63,7 @@ def channel_info(payload: Any) -> ChannelInfo:
 def normalize_message(
     payload: Any, *, agent: str, guild: str, self_id: str, channel: ChannelInfo,
     author_name: Callable[[str], str], content_limit: int, catch_up: bool = False,
+    author_is_bot: Callable[[str], bool] | None = None,
 ) -> Inbound:
     """Build an Inbound from a ``message.created`` payload or a history item.
 
@@ -76,6 +77,7 @@ def normalize_message(
         content_limit: Longest content accepted, in characters.
         catch_up: True for history items; their wakeup is inferred with
             :func:`bridge.fabric_rules.wakes` since history carries no per-recipient flag.
+        author_is_bot: Maps a user id to True for a bot or agent account (None: no one is).
 
     Raises:
         BadEvent: for a payload without Fabric's Message shape, content over the
@@ -109,4 +111,5 @@ def normalize_message(
         author_id=author, author_name=author_name(author), content=content,
         created_at=created if isinstance(created, str) else "",
         wakeup=wakeup, mentioned=self_id in mentioned_user_ids(content), catch_up=catch_up,
+        author_is_bot=author_is_bot(author) if author_is_bot is not None else False,
     )

@@ -303,11 +303,25 @@ class FabricGuild:
         self._call("PUT", f"/agents/{self.access.user_id}/presence", "set presence",
                    json={"status": status})
 
-    def user_name(self, user_id: str) -> str | None:
-        """``GET /users/:id`` (inferred; the dev guild serves it): a display name or None."""
+    def user(self, user_id: str) -> tuple[str, str] | None:
+        """``GET /users/:id`` (inferred; the dev guild serves it).
+
+        Returns:
+            ``(display name, kind)`` with kind ``human``, ``agent`` or ``""`` when
+            not given; None for an unknown user.
+        """
         try:
             data = self._call("GET", f"/users/{user_id}", "user")
         except (NotFound, BadRequest):
             return None
-        name = data.get("name") if isinstance(data, dict) else None
-        return name if isinstance(name, str) and name else None
+        if not isinstance(data, dict):
+            return None
+        name, kind = data.get("name"), data.get("kind")
+        if not isinstance(name, str) or not name:
+            return None
+        return name, kind if isinstance(kind, str) else ""
+
+    def user_name(self, user_id: str) -> str | None:
+        """A user's display name (see :meth:`user`), or None."""
+        found = self.user(user_id)
+        return found[0] if found else None
