@@ -37,6 +37,8 @@ from actors.runtime import Runtime
 from actors.scope import Scope
 from actors.tokens import TokenCache
 from bridge.board import ActorRow
+from bridge.commands import parse_command
+from bridge.engage import EngageGate, EngageRule
 from bridge.messages import Inbound
 from bridge.procs import kill_orphan_group
 
@@ -122,7 +124,7 @@ class Supervisor(pykka.ThreadingActor):
                                  f"⚠ {agent}: a run was interrupted twice by bridge restarts "
                                  "and was not retried; please send your message again.")
         for inbound in store.open_scopes():
-            self._route(inbound)
+            self._route(inbound, spawn=True)
         for scope_key in store.pending_scopes():
             self._forward(f"delivery:{scope_key}", Deliver(scope_key))
 
@@ -165,7 +167,18 @@ class Supervisor(pykka.ThreadingActor):
         for message in buffered:
             self._deliver(child, message)
 
-    def _route(self, inbound: Inbound) -> None:
+    def _route(self, inbound: Inbound, *, spawn: bool = False) -> None:
+        """Hand a message to its scope.
+
+        A message that cannot engage (and is no command) does not spawn a scope
+        that is not running: it stays in the journal and becomes context when
+        the scope next runs. So threads follow active conversations, not every
+        channel ever seen.
+
+        Args:
+            inbound: The message.
+            spawn: Spawn the scope whatever the message (recovery).
+        """
         if self.shutting_down:
             return
         child_id = f"scope:{inbound.scope_key}"
@@ -176,9 +189,24 @@ class Supervisor(pykka.ThreadingActor):
                 log.warning("no agent %r for scope %s; message dropped", inbound.agent,
                             inbound.scope_key)
                 return
+            if not spawn and not self._may_engage(inbound):
+                log.debug("scope %s not running; %s kept in the journal as context",
+                          inbound.scope_key, inbound.message_id)
+                return
             child = self._add(child_id, "scope", functools.partial(
                 self.scope_class.start, self.runtime, child_id, inbound, agent))
         self._deliver(child, inbound)
+
+    def _may_engage(self, inbound: Inbound) -> bool:
+        """Whether a message could engage a scope that has no state (or is a command)."""
+        if parse_command(inbound.content) is not None:
+            return True
+        binding = self.runtime.config.binding_for(inbound.agent, inbound.guild,
+                                                  inbound.channel_id, inbound.channel_name)
+        rule = binding.engage if binding is not None else EngageRule()
+        if rule.mode == "mention-sticky":
+            return True
+        return EngageGate(rule).decide(inbound, time.monotonic()).engage
 
     def _forward(self, child_id: str, message: Any) -> None:
         if self.shutting_down and not child_id.startswith("delivery:"):

@@ -320,7 +320,11 @@ class Store:
     # -- runs --------------------------------------------------------------
 
     def start_run(self, run_id: str, scope_key: str, message_ids: Sequence[str]) -> None:
-        """Record a run and move its messages (engaged and context) to ``running``."""
+        """Record a run and move its messages (engaged and context) to ``running``.
+
+        Other context messages of the scope (the ones the prompt's bounds left
+        out) become ``done``, so they are not replayed.
+        """
         with self._write() as db:
             db.execute("INSERT INTO runs (run_id, scope_key, started_at) VALUES (?, ?, ?)",
                        (run_id, scope_key, time.time()))
@@ -328,6 +332,9 @@ class Store:
                 "UPDATE inbound SET state = 'running', run_id = ?, attempts = attempts + 1 "
                 "WHERE scope_key = ? AND message_id = ?",
                 [(run_id, scope_key, m) for m in message_ids])
+            # Context the prompt did not take (trimmed by the bounds) is done too.
+            db.execute("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
+                       "state = 'context'", (scope_key,))
 
     def finish_run(self, run_id: str, outcome: str, pieces: Sequence[str],
                    usage: dict[str, Any] | None = None) -> list[Piece]:

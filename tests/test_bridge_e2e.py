@@ -52,10 +52,35 @@ def test_context_messages_do_not_engage(bridge: BridgeApp, devguild: DevGuild,
     alice.post("report", "numbers for today")  # report: nobody is woken
     alice.post("dm-alice-echo", "ping")         # a dm always engages
     alice.wait_reply("echo", "dm-alice-echo", lambda c: c == "ping")
-    row = wait_until(lambda: next((s for s in bridge.board.snapshot().scopes
-                                   if s.channel == "report"), None))
-    assert (row.received, row.engaged, row.runs) == (1, 0, 0)
     assert alice.messages_from("echo", "report") == []
+    # No scope (no thread) for a conversation that never engaged: the message
+    # waits in the journal as context for the next run there.
+    assert not any(s.channel == "report" for s in bridge.board.snapshot().scopes)
+    assert bridge.store is not None
+    report_key = f"fabric:echo:dev:{devguild.channel_id('report')}"
+    assert bridge.store.count_inbound(report_key) == {"received": 1}
+
+
+def test_context_from_before_the_scope_existed_reaches_the_prompt(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    agents = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "-c", "import sys; print(sys.stdin.read())"]
+    """)
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
+                                    debounce_s=0.05))
+    try:
+        alice, bob = members("alice"), members("bob")
+        bob.post("work", "the build is red since noon")  # work: no mention, no wakeup
+        alice.post("work", f"<@{devguild.user_id('echo')}> what is going on?")
+        prompt = alice.wait_reply("echo", "work", lambda c: "Messages to answer:" in c)
+        context, asked = prompt.split("Messages to answer:")
+        assert "bob: the build is red since noon" in context
+        assert "alice: <@" in asked and "what is going on?" in asked
+    finally:
+        app.stop()
 
 
 def test_redelivered_event_is_answered_once(bridge: BridgeApp, devguild: DevGuild,

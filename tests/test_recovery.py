@@ -190,12 +190,16 @@ def test_old_messages_after_an_outage_are_context_only(
     app = BridgeApp(load_config(config.path), Board())
     app.start()
     try:
-        row = wait_until(lambda: next((s for s in app.board.snapshot().scopes
-                                       if s.channel == "general"), None), what="catch-up")
-        assert (row.received, row.engaged) == (1, 0)
+        key = f"fabric:echo:dev:{devguild.channel_id('general')}"
+        assert app.store is not None
+        store = app.store
+        wait_until(lambda: store.count_inbound(key) == {"received": 1}, what="catch-up")
         alice.post("general", "fresh message")
         alice.wait_reply("echo", "general", lambda c: c == "fresh message")
         assert alice.messages_from("echo", "general") == ["fresh message"]
+        row = wait_until(lambda: next((s for s in app.board.snapshot().scopes
+                                       if s.channel == "general" and s.runs == 1), None))
+        assert (row.received, row.engaged) == (2, 1)  # the stale one was context only
     finally:
         app.stop()
 
