@@ -33,7 +33,8 @@ from bridge.store import SessionRecord
 
 log = logging.getLogger(__name__)
 
-#: A run shows a status message once it reports a step, or after this many seconds.
+#: A run shows a status message once it reports a step, or (agents with a process)
+#: after this many seconds.
 STATUS_AFTER_S = 3.0
 #: Seconds between status refreshes while the agent is quiet.
 STATUS_TICK_S = 5.0
@@ -159,8 +160,9 @@ class Runner(pykka.ThreadingActor):
     def _show_status(self, final_state: str = "") -> None:
         """Send the status text to delivery (it throttles); from the first step or 3 s on."""
         now = time.time()
-        if not final_state and not self.status_shown and not self.status.steps and (
-            not self.status.plan and now - self.started_at < STATUS_AFTER_S
+        quiet = not self.status.steps and not self.status.plan
+        if not final_state and not self.status_shown and quiet and (
+            self.agent.kind == "echo" or now - self.started_at < STATUS_AFTER_S
         ):
             return
         if final_state and not self.status_shown:
