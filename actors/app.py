@@ -90,6 +90,8 @@ class BridgeApp:
     def stop(self) -> None:
         """Stop everything in reverse dependency order, within about 5 s; idempotent."""
         started = time.monotonic()
+        if self.runtime is not None:
+            self.runtime.stopping.set()
         if self.supervisor is not None:
             try:
                 self.supervisor.ask(Shutdown(STOP_TIMEOUT_S - 0.5), timeout=STOP_TIMEOUT_S)

@@ -13,6 +13,7 @@ ignored.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import random
@@ -129,7 +130,7 @@ class Gateway(SupervisedActor):
             if message.generation == self.generation and self.socket is None:
                 self._connect()
         elif isinstance(message, SocketEvent):
-            if message.generation == self.generation:
+            if message.generation == self.generation and not self.runtime.stopping.is_set():
                 self._event(message.name, message.payload)
         elif isinstance(message, SocketClosed):
             if message.generation == self.generation and self.socket is not None:
@@ -380,7 +381,8 @@ class Gateway(SupervisedActor):
             return
         supervisor = self.runtime.supervisor
         if supervisor is not None:
-            supervisor.tell(Route(inbound))
+            with contextlib.suppress(pykka.ActorDeadError):  # stopping: it is in the journal
+                supervisor.tell(Route(inbound))
 
     def _user(self, user_id: str) -> tuple[str, str]:
         """``(display name, kind)`` of a user, cached; the id's start when unknown."""

@@ -205,3 +205,20 @@ class PresenceSettle:
 
     guild: str
     generation: int
+
+
+@attrs.frozen
+class StopScopeRun:
+    """Scope to supervisor: an admin asked to stop ``agent``'s run in another channel.
+
+    Attributes:
+        agent: Agent name.
+        guild: Guild node id.
+        channel: The channel's id or name.
+        reason: Shown in the stopped run's channel.
+    """
+
+    agent: str
+    guild: str
+    channel: str
+    reason: str

@@ -56,6 +56,8 @@ class Runtime:
         store: The state store.
         directory: Current refs of supervised children.
         supervisor: Ref of the root supervisor (set once it started).
+        stopping: Set when the bridge begins to stop: actors skip new work (it is
+            in the journal or on the guild, and is picked up at the next start).
     """
 
     config: Config
@@ -64,6 +66,7 @@ class Runtime:
     store: Store
     directory: Directory = attrs.field(factory=Directory)
     supervisor: pykka.ActorRef[Any] | None = None
+    stopping: threading.Event = attrs.field(factory=threading.Event)
 
 
 class SupervisedActor(pykka.ThreadingActor):

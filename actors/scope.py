@@ -28,6 +28,7 @@ from actors.messages import (
     RunFinished,
     ScopeIdle,
     StopRun,
+    StopScopeRun,
 )
 from actors.runner import Runner
 from actors.runtime import Runtime, SupervisedActor
@@ -106,6 +107,10 @@ class Scope(SupervisedActor):
             self.processing = None
         elif isinstance(message, DebounceElapsed):
             self._apply(self.logic.debounce_elapsed(message.generation))
+        elif isinstance(message, StopRun):
+            if self.runner is not None:
+                self.runner.tell(message)
+            return
         elif isinstance(message, IdleCheck):
             self._idle_check(message.generation)
             return
@@ -238,6 +243,15 @@ class Scope(SupervisedActor):
         return help_text(self.agent.name)
 
     def _cmd_stop(self, command: Command, message: Inbound) -> str:
+        target = command.args.strip().lstrip("#")
+        if target and target not in (self.channel_id, self.logic.channel):
+            if self.logic.sender(message).kind != "admin":
+                return "/stop CHANNEL (another conversation's run): admins only"
+            if self.runtime.supervisor is not None:
+                self.runtime.supervisor.tell(StopScopeRun(
+                    self.agent.name, self.guild, target,
+                    f"stopped by {message.author_name} from #{self.logic.channel}"))
+            return f"asked {self.agent.name}'s run in #{target[:80]} to stop (if there is one)"
         if self.runner is not None:
             self.runner.tell(StopRun(f"stopped by {message.author_name}"))
             return f"stopping the current run of {self.agent.name}"

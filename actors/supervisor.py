@@ -32,6 +32,8 @@ from actors.messages import (
     Route,
     ScopeIdle,
     Shutdown,
+    StopRun,
+    StopScopeRun,
 )
 from actors.runtime import Runtime
 from actors.scope import Scope
@@ -142,6 +144,8 @@ class Supervisor(pykka.ThreadingActor):
                 child.generation == message.generation
             ):
                 self._spawn(child)
+        elif isinstance(message, StopScopeRun):
+            self._stop_scope_run(message)
         elif isinstance(message, ScopeIdle):
             self._evict(message.child_id)
         elif isinstance(message, Shutdown):
@@ -273,6 +277,18 @@ class Supervisor(pykka.ThreadingActor):
         self._publish(child)
         self.runtime.timers.schedule(delay, self.actor_ref,
                                      RestartChild(child_id, child.generation))
+
+    def _stop_scope_run(self, message: StopScopeRun) -> None:
+        """Pass an admin's ``/stop CHANNEL`` to the scope of that channel (by id or name)."""
+        prefix = f"scope:fabric:{message.agent}:{message.guild}:"
+        names = {row.key: row.channel for row in self.runtime.board.snapshot().scopes}
+        for child_id, child in self.children.items():
+            if not child_id.startswith(prefix) or child.ref is None:
+                continue
+            key = child_id.removeprefix("scope:")
+            if message.channel in (child_id.removeprefix(prefix), names.get(key)):
+                log.info("%s: run stop requested (%s)", child_id, message.reason)
+                child.ref.tell(StopRun(message.reason))
 
     def _evict(self, child_id: str) -> None:
         """Stop an idle scope; its next message spawns a new one from the store."""

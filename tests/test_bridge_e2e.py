@@ -431,3 +431,33 @@ def test_commands_stop_and_live_status(tmp_path: Path, devguild: DevGuild,
         wait_until(lambda: devguild.state.presence(echo_id) == "idle", what="presence idle")
     finally:
         app.stop()
+
+
+def test_admin_stops_a_run_in_another_channel(tmp_path: Path, devguild: DevGuild,
+                                              members: Callable[[str], Member]) -> None:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    agents = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{tmp_path / 'ws'}"
+        stop_grace_s = 0.5
+        admins = ["alice"]
+    """)
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
+                                    debounce_s=0.05))
+    try:
+        alice, bob = members("alice"), members("bob")
+        bob.post("general", "a long job")
+        wait_until(lambda: app.board.snapshot().runs, what="the run")
+        bob.post("work", "/stop general")
+        bob.wait_reply("echo", "work", lambda c: "admins only" in c)
+        assert app.board.snapshot().runs
+        alice.post("dm-alice-echo", "/stop general")
+        alice.wait_reply("echo", "dm-alice-echo", lambda c: c.startswith("asked echo's run"))
+        failed = bob.wait_reply("echo", "general", lambda c: "run failed" in c)
+        assert "stopped by alice from #dm-alice-echo" in failed
+    finally:
+        app.stop()
