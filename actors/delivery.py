@@ -90,6 +90,7 @@ class Delivery(SupervisedActor):
         self.retries = 0
         self.last_key = ""
         self.statuses: dict[str, StatusView] = {}
+        self.undelivered = 0
         self.status_edits = 0
 
     def on_receive(self, message: Any) -> None:
@@ -154,7 +155,9 @@ class Delivery(SupervisedActor):
 
     def _drain(self) -> None:
         store = self.runtime.store
-        for piece in store.pending_pieces(self.scope_key):
+        pending = store.pending_pieces(self.scope_key)
+        self.undelivered = len(pending)
+        for piece in pending:
             try:
                 message_id = self._post(piece)
             except RetryLater as exc:
@@ -170,8 +173,10 @@ class Delivery(SupervisedActor):
             except ChatError as exc:
                 log.error("delivery %s: piece %s given up: %s", self.scope_key, piece.key, exc)
                 store.mark_failed(piece.key, str(exc))
+                self.undelivered -= 1
                 continue
             store.mark_posted(piece.key, message_id)
+            self.undelivered -= 1
             self.uncertain.discard(piece.key)
             self.attempts = 0
             self.delivered += 1
@@ -197,6 +202,9 @@ class Delivery(SupervisedActor):
 
     def _find(self, guild: FabricGuild, access: GuildAccess, piece: Piece) -> str | None:
         for message in guild.history(self.channel_id, limit=HISTORY_CHECK):
+            seq = message.get("seq")
+            if isinstance(seq, int) and seq <= piece.after_seq:
+                continue  # posted before the message this piece answers: another answer
             if message.get("authorUserId") == access.user_id and (
                 message.get("content") == piece.content
             ):
@@ -235,11 +243,10 @@ class Delivery(SupervisedActor):
             tokens.tell(Invalidate(token))
 
     def _publish(self) -> None:
-        undelivered = len(self.runtime.store.pending_pieces(self.scope_key))
         detail = (f"delivered {self.delivered}, retries {self.retries}"
                   + (f", last {self.last_key}" if self.last_key else "")
                   + (", waiting to retry" if self.waiting else ""))
         self.runtime.board.update_actor(self.child_id, detail=detail)
         self.runtime.board.update_scope(self.scope_key, delivered=self.delivered,
-                                        undelivered=undelivered, retries=self.retries,
+                                        undelivered=self.undelivered, retries=self.retries,
                                         last_delivered=self.last_key)

@@ -189,7 +189,9 @@ class Runner(pykka.ThreadingActor):
         pieces = split_message(text, limit - len(footer) - 2 if footer else limit)
         if footer and pieces:
             pieces[-1] = f"{pieces[-1]}\n\n{footer}"
-        self.runtime.store.finish_run(self.run_id, "done" if ok else "failed", pieces)
+        after_seq = max((line.seq for line in self.prompt.messages), default=0)
+        self.runtime.store.finish_run(self.run_id, "done" if ok else "failed", pieces,
+                                      after_seq=after_seq)
         if pieces:
             self._to_delivery(Deliver(self.scope_key))
         self._identity(RunActive(self.guild, -1))

@@ -165,9 +165,9 @@ class Scope(SupervisedActor):
         else:
             log.info("scope %s: message %s from %s: %s (%s)", self.key, message.message_id,
                      message.author_name, verdict, reason)
-        if verdict in ("context", "engaged"):
-            self.runtime.store.classify(self.key, message.message_id, verdict == "engaged")
-        elif verdict == "dropped":
+        # Engaged and context messages stay open in the journal (replayed alike after a
+        # crash) until a run takes them; no write is needed to classify them.
+        if verdict == "dropped":
             self.runtime.store.mark_done(self.key, message.message_id)
         self._apply(actions)
 
@@ -325,10 +325,10 @@ class Scope(SupervisedActor):
         return "\n".join(lines)
 
     def _reply(self, message: Inbound, text: str) -> None:
-        self._notice(f"reply:{self.agent.name}:{message.message_id}", text)
+        self._notice(f"reply:{self.agent.name}:{message.message_id}", text, message.seq)
 
-    def _notice(self, key: str, text: str) -> None:
-        self.runtime.store.add_notice(self.key, key, text)
+    def _notice(self, key: str, text: str, after_seq: int = 0) -> None:
+        self.runtime.store.add_notice(self.key, key, text, after_seq)
         if self.runtime.supervisor is not None:
             self.runtime.supervisor.tell(Forward(self.delivery_id, Deliver(self.key)))
 

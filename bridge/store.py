@@ -4,8 +4,10 @@ It holds what must survive a crash, so that nothing accepted is lost and
 nothing delivered is delivered twice:
 
 - the inbound journal: each accepted message (its full normalized form) and
-  its state: ``received`` (recorded by the gateway), ``engaged`` or
-  ``context`` (classified by the scope), ``running`` (in a run), ``done``
+  its state: ``received`` (recorded by the gateway; it stays open, engaged
+  or context alike, until a run takes it: a replay classifies it again),
+  ``context`` (an engaged message the run budget kept for later), ``running``
+  (in a run), ``done``
   (its run ended and the answer is in the outbox), or ``dropped`` (it made
   its scope fail, so it is never replayed); the journal doubles as the
   persistent dedup set (one row per (scope, message id));
@@ -99,6 +101,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN pid INTEGER;
     ALTER TABLE runs ADD COLUMN pid_ticks TEXT;
     """,
+    # 3: the channel seq a piece answers, so the "did it land?" check looks only after it
+    """
+    ALTER TABLE outbox ADD COLUMN after_seq INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 #: Inbound states that still need a run (or a place in the next prompt).
@@ -123,6 +129,8 @@ class Piece:
         index: Position within the run's answer.
         content: Text (under the content limit).
         attempts: Failed delivery attempts so far (across restarts).
+        after_seq: The channel seq of the message it answers: the piece can
+            only have landed after it.
     """
 
     key: str
@@ -131,6 +139,7 @@ class Piece:
     index: int
     content: str
     attempts: int = 0
+    after_seq: int = 0
 
 
 @attrs.frozen
@@ -337,7 +346,7 @@ class Store:
                        "state = 'context'", (scope_key,))
 
     def finish_run(self, run_id: str, outcome: str, pieces: Sequence[str],
-                   usage: dict[str, Any] | None = None) -> list[Piece]:
+                   usage: dict[str, Any] | None = None, after_seq: int = 0) -> list[Piece]:
         """End a run: its answer pieces go to the outbox, its messages are ``done``.
 
         One transaction, so a crash leaves either the run open (it is recovered)
@@ -348,6 +357,7 @@ class Store:
             outcome: ``done``, ``failed``, ``stopped``, ``interrupted``...
             pieces: The answer split under the content limit, in order.
             usage: What the agent reported (tokens, cost), if anything.
+            after_seq: The highest channel seq among the messages it answers.
 
         Returns:
             The outbox pieces created (empty when the run was already finished).
@@ -363,12 +373,13 @@ class Store:
                        (now, outcome, json.dumps(usage) if usage else None, run_id))
             db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
                        "'running'", (run_id,))
-            made = [Piece(f"{run_id}:{i}", scope_key, run_id, i, text)
+            made = [Piece(f"{run_id}:{i}", scope_key, run_id, i, text, 0, after_seq)
                     for i, text in enumerate(pieces)]
             db.executemany(
                 "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                [(p.key, p.scope_key, p.run_id, p.index, p.content, now, now) for p in made])
+                "created_at, updated_at, after_seq) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                [(p.key, p.scope_key, p.run_id, p.index, p.content, now, now, after_seq)
+                 for p in made])
         return made
 
     def set_run_process(self, run_id: str, pid: int, ticks: str | None) -> None:
@@ -411,15 +422,22 @@ class Store:
                 result.append((str(run_id), str(scope_key), given_up))
         return result
 
-    def add_notice(self, scope_key: str, key: str, content: str) -> Piece:
-        """Put a one-piece notice (not from a run) in the outbox, once per ``key``."""
+    def add_notice(self, scope_key: str, key: str, content: str, after_seq: int = 0) -> Piece:
+        """Put a one-piece notice (not from a run) in the outbox, once per ``key``.
+
+        Args:
+            scope_key: The scope whose channel it goes to.
+            key: Idempotency key.
+            content: Text (under the content limit).
+            after_seq: The channel seq of the message it answers, if any.
+        """
         now = time.time()
-        piece = Piece(key, scope_key, key, 0, content)
+        piece = Piece(key, scope_key, key, 0, content, 0, after_seq)
         with self._write() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
-                "created_at, updated_at) VALUES (?, ?, ?, 0, ?, 'pending', ?, ?)",
-                (key, scope_key, key, content, now, now))
+                "created_at, updated_at, after_seq) VALUES (?, ?, ?, 0, ?, 'pending', ?, ?, ?)",
+                (key, scope_key, key, content, now, now, after_seq))
         return piece
 
     # -- outbox ------------------------------------------------------------
@@ -428,11 +446,11 @@ class Store:
         """Pieces of a scope not yet delivered, oldest run first, by index."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT key, scope_key, run_id, idx, content, attempts FROM outbox WHERE "
-                "scope_key = ? AND state = 'pending' ORDER BY created_at, run_id, idx",
+                "SELECT key, scope_key, run_id, idx, content, attempts, after_seq FROM outbox "
+                "WHERE scope_key = ? AND state = 'pending' ORDER BY created_at, run_id, idx",
                 (scope_key,)).fetchall()
-        return [Piece(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), int(r[5]))
-                for r in rows]
+        return [Piece(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), int(r[5]),
+                      int(r[6])) for r in rows]
 
     def pending_scopes(self) -> list[str]:
         """Scope keys with undelivered pieces."""

@@ -461,3 +461,17 @@ def test_admin_stops_a_run_in_another_channel(tmp_path: Path, devguild: DevGuild
         assert "stopped by alice from #dm-alice-echo" in failed
     finally:
         app.stop()
+
+
+def test_identical_earlier_answer_is_not_mistaken_for_a_landed_post(
+        bridge: BridgeApp, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    alice.post("general", "same again")
+    alice.wait_reply("echo", "general", lambda c: c == "same again")
+    # The next answer's post fails with a 500 and does not land: before posting it
+    # again the bridge looks for it in the history, where an identical older
+    # answer must not count.
+    devguild.fail_next_posts(1, 500, user_id=devguild.user_id("echo"))
+    alice.post("general", "same again")
+    wait_until(lambda: alice.messages_from("echo", "general") == ["same again"] * 2,
+               what="the second identical answer")

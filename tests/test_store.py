@@ -144,3 +144,13 @@ def test_locked_file_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_pieces_remember_the_seq_they_answer(store: Store) -> None:
+    store.record_inbound(inbound("m1", 7))
+    store.start_run("r1", KEY, ["m1"])
+    made = store.finish_run("r1", "done", ["ok"], after_seq=7)
+    assert made[0].after_seq == 7
+    store.add_notice(KEY, "reply:x", "done", after_seq=9)
+    assert [(p.key, p.after_seq) for p in store.pending_pieces(KEY)] == [("r1:0", 7),
+                                                                      ("reply:x", 9)]
