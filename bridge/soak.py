@@ -5,6 +5,8 @@ Starts the dev guild in this process and the bridge (``bin/bridge start
 and meanwhile injects faults: dropped sockets, expired tokens, posts of the
 agent failing with 500 and 429 (Retry-After), answers lost after the post
 landed, slow responses, and ``kill -9`` of the bridge followed by a restart.
+Idle scopes are stopped after 2 s, so scopes are also rebuilt from the store
+all the time.
 At the end it checks every engaging message against the channel history and
 reports: messages sent, answered, lost, answered twice, restarts survived,
 reconnects, and the p50/p99 time to answer. Target: 0 lost, 0 twice.
@@ -94,6 +96,7 @@ def _config_text(center_url: str, state_dir: Path) -> str:
         [bridge]
         state_dir = "{state_dir}"
         debounce_s = 0.2
+        scope_idle_s = 2
         log_level = "info"
         [fabric]
         center_url = "{center_url}"
