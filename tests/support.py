@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import textwrap
 import threading
 import time
@@ -136,3 +137,25 @@ class Member:
     def close(self) -> None:
         """Disconnect."""
         self.socket.close()
+
+
+def gated_agent_table(tmp_path: Path, extra: str = "") -> tuple[str, Path]:
+    """An ``[agents.echo]`` table running :data:`GATED_AGENT`, and its workspace."""
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    table = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{workspace}"
+    """) + textwrap.dedent(extra)
+    return table, workspace
+
+
+def gated_config(tmp_path: Path, center_url: str, extra: str = "",
+                 debounce_s: float = 0.1) -> tuple[Config, Path]:
+    """A bridge config whose echo agent is :data:`GATED_AGENT`, and its workspace."""
+    table, workspace = gated_agent_table(tmp_path, extra)
+    return write_config(tmp_path, center_url, agents=table, debounce_s=debounce_s), workspace

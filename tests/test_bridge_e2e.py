@@ -15,7 +15,7 @@ from bridge.board import Board
 from bridge.config import Config, load_config
 from bridge.devguild import DevGuild
 from bridge.messages import Inbound
-from tests.support import GATED_AGENT, Member, wait_until, write_config
+from tests.support import Member, gated_config, wait_until, write_config
 
 
 def start_bridge(config: Config, scope_class: type[Scope] = Scope) -> BridgeApp:
@@ -111,18 +111,8 @@ def test_debounce_merges_a_burst_into_one_run(tmp_path: Path, devguild: DevGuild
 
 def test_messages_during_a_run_go_into_the_next_run(tmp_path: Path, devguild: DevGuild,
                                                      members: Callable[[str], Member]) -> None:
-    script = tmp_path / "gated.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    workspace = tmp_path / "ws"
-    agents = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        api_key = "fak_dev_echo"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{workspace}"
-    """)
-    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
-                                    debounce_s=0.1))
+    config, workspace = gated_config(tmp_path, devguild.center_url)
+    app = start_bridge(config)
     try:
         alice = members("alice")
         alice.post("general", "first")
@@ -389,19 +379,9 @@ def test_idle_scope_is_stopped_and_rebuilt_from_the_store(
 
 def test_commands_stop_and_live_status(tmp_path: Path, devguild: DevGuild,
                                        members: Callable[[str], Member]) -> None:
-    script = tmp_path / "gated.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    workspace = tmp_path / "ws"
-    agents = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        api_key = "fak_dev_echo"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{workspace}"
-        stop_grace_s = 0.5
-    """)
-    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
-                                    debounce_s=0.05))
+    config, _ = gated_config(tmp_path, devguild.center_url, "stop_grace_s = 0.5",
+                                     debounce_s=0.05)
+    app = start_bridge(config)
     try:
         alice = members("alice")
         alice.post("general", "/help")
@@ -435,19 +415,9 @@ def test_commands_stop_and_live_status(tmp_path: Path, devguild: DevGuild,
 
 def test_admin_stops_a_run_in_another_channel(tmp_path: Path, devguild: DevGuild,
                                               members: Callable[[str], Member]) -> None:
-    script = tmp_path / "gated.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    agents = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        api_key = "fak_dev_echo"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{tmp_path / 'ws'}"
-        stop_grace_s = 0.5
-        admins = ["alice"]
-    """)
-    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
-                                    debounce_s=0.05))
+    config, _ = gated_config(tmp_path, devguild.center_url,
+                             'stop_grace_s = 0.5\nadmins = ["alice"]', debounce_s=0.05)
+    app = start_bridge(config)
     try:
         alice, bob = members("alice"), members("bob")
         bob.post("general", "a long job")

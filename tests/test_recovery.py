@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,46 +13,18 @@ from actors.app import BridgeApp
 from bridge.board import Board
 from bridge.config import Config, load_config
 from bridge.devguild import DevGuild
+from bridge.loadkit import BridgeProcess
 from bridge.statefiles import read_status
 from bridge.store import Store
-from tests.support import GATED_AGENT, Member, wait_until, write_config
+from tests.support import Member, gated_config, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class BridgeProcess:
-    """``bin/bridge start --no-tui`` as a child process that a test can kill -9."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.config.path.parent / "bridge.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bin" / "bridge"), "start", "--no-tui", "-c",
-             str(self.config.path)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_until(self._connected, what="the bridge process to connect")
-
-    def _connected(self) -> bool:
-        snapshot = read_status(self.config.bridge.state_dir)
-        return bool(snapshot and self.process and snapshot.pid == self.process.pid and
-                    any(c.state == "connected" for c in snapshot.connections))
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def bridge_process(config: Config) -> BridgeProcess:
+    """``bin/bridge start --no-tui`` on ``config`` as a child process."""
+    return BridgeProcess(config.path, config.bridge.state_dir,
+                         config.path.parent / "bridge.log")
 
 
 def alive(pid: int) -> bool:
@@ -74,25 +44,11 @@ def processes() -> Iterator[list[BridgeProcess]]:
         process.stop()
 
 
-def gated_config(tmp_path: Path, devguild: DevGuild) -> tuple[Config, Path]:
-    script = tmp_path / "gated.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    workspace = tmp_path / "ws"
-    agents = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        api_key = "fak_dev_echo"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{workspace}"
-    """)
-    return write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.1), workspace
-
-
 def test_kill9_mid_run_then_restart_answers_everything_once(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
         processes: list[BridgeProcess]) -> None:
-    config, workspace = gated_config(tmp_path, devguild)
-    first = BridgeProcess(config)
+    config, workspace = gated_config(tmp_path, devguild.center_url)
+    first = bridge_process(config)
     processes.append(first)
     first.start()
     alice = members("alice")
@@ -107,7 +63,7 @@ def test_kill9_mid_run_then_restart_answers_everything_once(
         db.close()
     assert len(orphans) == 1 and alive(orphans[0])  # the agent outlived the bridge
     alice.post("general", "second")  # written while the bridge is down
-    second = BridgeProcess(config)
+    second = bridge_process(config)
     processes.append(second)
     second.start()
     wait_until(lambda: not alive(orphans[0]), what="the orphaned agent to be killed")
@@ -129,7 +85,7 @@ def test_kill9_with_undelivered_answer_posts_it_once_after_restart(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
         processes: list[BridgeProcess]) -> None:
     config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
-    first = BridgeProcess(config)
+    first = bridge_process(config)
     processes.append(first)
     first.start()
     echo_id = devguild.user_id("echo")
@@ -144,7 +100,7 @@ def test_kill9_with_undelivered_answer_posts_it_once_after_restart(
         db.close()
     first.kill9()
     devguild.fail_next_posts(0)
-    second = BridgeProcess(config)
+    second = bridge_process(config)
     processes.append(second)
     second.start()
     alice.wait_reply("echo", "general", lambda c: c == "kept in the outbox")
@@ -157,7 +113,7 @@ def test_kill9_after_a_post_landed_does_not_post_it_again(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
         processes: list[BridgeProcess]) -> None:
     config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
-    first = BridgeProcess(config)
+    first = bridge_process(config)
     processes.append(first)
     first.start()
     alice = members("alice")
@@ -167,7 +123,7 @@ def test_kill9_after_a_post_landed_does_not_post_it_again(
     alice.post("general", "landed once")
     alice.wait_reply("echo", "general", lambda c: c == "landed once")
     first.kill9()
-    second = BridgeProcess(config)
+    second = bridge_process(config)
     processes.append(second)
     second.start()
     devguild.fail_next_posts(0)
