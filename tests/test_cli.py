@@ -162,38 +162,69 @@ def test_start_chat_status_and_clean_stop(started: subprocess.Popen[str],
     assert run("status", "-c", str(config_file)).returncode == 1
 
 
-def test_start_shows_live_tui_on_a_terminal(config_file: Path) -> None:
-    main, child = pty.openpty()
-    env = {**os.environ, "COLUMNS": "140", "LINES": "50", "TERM": "xterm-256color"}
-    process = subprocess.Popen([*BRIDGE, "start", "-c", str(config_file)], stdin=child,
-                               stdout=child, stderr=child, env=env, close_fds=True)
-    os.close(child)
-    screen = b""
-    try:
+class Terminal:
+    """A command on a pseudo-terminal, as an operator would run it."""
+
+    def __init__(self, *args: str) -> None:
+        self.main, child = pty.openpty()
+        env = {**os.environ, "COLUMNS": "140", "LINES": "50", "TERM": "xterm-256color"}
+        self.process = subprocess.Popen([*BRIDGE, *args], stdin=child, stdout=child,
+                                        stderr=child, env=env, close_fds=True)
+        os.close(child)
+        self.screen = b""
+
+    def _read(self) -> bool:
+        ready, _, _ = select.select([self.main], [], [], 0.2)
+        if ready:
+            try:
+                self.screen += os.read(self.main, 65536)
+            except OSError:
+                return False
+        return True
+
+    def wait_for(self, text: str) -> str:
+        """Read the terminal until ``text`` shows; return everything shown."""
         deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline and b"connected" not in screen:
-            ready, _, _ = select.select([main], [], [], 0.2)
-            if ready:
-                try:
-                    screen += os.read(main, 65536)
-                except OSError:
-                    break
-        text = screen.decode("utf-8", "replace")
+        while time.monotonic() < deadline and text.encode() not in self.screen:
+            if not self._read():
+                break
+        return self.screen.decode("utf-8", "replace")
+
+    def interrupt(self) -> int:
+        """Ctrl-C (SIGINT); return the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + DEADLINE_S
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if not self._read():
+                break
+        return self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.main)
+
+
+def test_start_shows_live_tui_on_a_terminal(config_file: Path) -> None:
+    terminal = Terminal("start", "-c", str(config_file))
+    try:
+        text = terminal.wait_for("connected")
         assert "connected" in text
         assert "gateway" in text
         assert "\x1b[2J" not in text  # never clears the whole screen
-        process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + DEADLINE_S
-        while process.poll() is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.2)
-            if ready:
-                try:
-                    os.read(main, 65536)
-                except OSError:
-                    break
-        assert process.wait(timeout=5) == 0
+        assert terminal.interrupt() == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(main)
+        terminal.close()
+
+
+def test_top_attaches_to_a_running_bridge(started: subprocess.Popen[str],
+                                          config_file: Path) -> None:
+    terminal = Terminal("top", "-c", str(config_file))
+    try:
+        text = terminal.wait_for("connected")
+        assert "bridge top" in text and "echo" in text and "connected" in text
+        assert f"pid {started.pid}" in text
+        assert terminal.interrupt() == 0
+    finally:
+        terminal.close()
