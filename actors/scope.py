@@ -144,7 +144,9 @@ class Scope(SupervisedActor):
         """Hook called for each inbound message before the rules (tests override it)."""
 
     def _recover(self) -> None:
-        """Take the journal's open messages of this scope (after a restart or a crash)."""
+        """Take this scope's settings and open messages from the store (after a restart,
+        a crash or an idle stop)."""
+        self.timeout_s = self.runtime.store.scope_timeout(self.key)
         waiting = self.runtime.store.open_inbound(self.key)
         if waiting:
             log.info("scope %s: %d message(s) from the journal", self.key, len(waiting))
@@ -301,6 +303,7 @@ class Scope(SupervisedActor):
             self.timeout_s = parse_timeout(command.args)
         except ValueError as exc:
             return f"/timeout: {exc}"
+        self.runtime.store.set_scope_timeout(self.key, self.timeout_s)
         log.info("scope %s: run timeout set to %.0f s", self.key, self.timeout_s)
         return (f"{self.agent.name}: runs in this channel now time out after "
                 f"{self.timeout_s / 60:g} minutes (from the next run)")

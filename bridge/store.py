@@ -105,6 +105,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN after_seq INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: per-scope settings changed from the chat (/timeout)
+    """
+    CREATE TABLE scope_settings (
+        scope_key TEXT PRIMARY KEY,
+        timeout_s REAL
+    );
+    """,
 )
 
 #: Inbound states that still need a run (or a place in the next prompt).
@@ -508,6 +515,20 @@ class Store:
         with self._write() as db:
             db.execute("UPDATE sessions SET session_id = NULL, updated_at = ? WHERE "
                        "scope_key = ?", (time.time(), scope_key))
+
+    def scope_timeout(self, scope_key: str) -> float | None:
+        """The run timeout set with ``/timeout`` for a scope (seconds), or None."""
+        with self._tx() as db:
+            row = db.execute("SELECT timeout_s FROM scope_settings WHERE scope_key = ?",
+                             (scope_key,)).fetchone()
+        return float(row[0]) if row is not None and row[0] is not None else None
+
+    def set_scope_timeout(self, scope_key: str, timeout_s: float | None) -> None:
+        """Remember a scope's ``/timeout`` (None: back to the agent's default)."""
+        with self._write() as db:
+            db.execute("INSERT INTO scope_settings (scope_key, timeout_s) VALUES (?, ?) "
+                       "ON CONFLICT (scope_key) DO UPDATE SET timeout_s = excluded.timeout_s",
+                       (scope_key, timeout_s))
 
     # -- upkeep --------------------------------------------------------------
 

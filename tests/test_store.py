@@ -154,3 +154,14 @@ def test_pieces_remember_the_seq_they_answer(store: Store) -> None:
     store.add_notice(KEY, "reply:x", "done", after_seq=9)
     assert [(p.key, p.after_seq) for p in store.pending_pieces(KEY)] == [("r1:0", 7),
                                                                       ("reply:x", 9)]
+
+
+def test_scope_timeout_is_remembered(tmp_path: Path) -> None:
+    first = Store(tmp_path / "bridge.db")
+    assert first.scope_timeout(KEY) is None
+    first.set_scope_timeout(KEY, 900.0)
+    first.close()
+    second = Store(tmp_path / "bridge.db")
+    assert second.scope_timeout(KEY) == 900.0
+    second.set_scope_timeout(KEY, None)
+    assert second.scope_timeout(KEY) is None
