@@ -7,6 +7,7 @@ log records, so that no secret reaches a log file, the TUI or ``status``.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -87,22 +88,44 @@ def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
     return Secret(ref, "inline")
 
 
+#: Short-lived secrets (access and guild tokens) remembered for redaction; older
+#: ones have long expired (tokens live at most 15 minutes; logins happen every 8).
+MAX_TOKENS = 512
+
 _lock = threading.Lock()
-_known: set[str] = set()
+_lasting: set[str] = set()
+_tokens: collections.OrderedDict[str, None] = collections.OrderedDict()
+_ordered: list[str] = []
 
 
-def register_secret(value: str) -> None:
-    """Remember a value so that :func:`redact` hides it from now on."""
-    if len(value) >= MIN_SECRET_CHARS:
-        with _lock:
-            _known.add(value)
+def register_secret(value: str, *, token: bool = False) -> None:
+    """Remember a value so that :func:`redact` hides it from now on.
+
+    Args:
+        value: The secret text (shorter than :data:`MIN_SECRET_CHARS`: ignored).
+        token: True for a short-lived token: only the last :data:`MAX_TOKENS`
+            are kept, so a bridge that runs for months does not slow down.
+    """
+    global _ordered
+    if len(value) < MIN_SECRET_CHARS:
+        return
+    with _lock:
+        if token:
+            if value in _tokens:
+                return
+            _tokens[value] = None
+            while len(_tokens) > MAX_TOKENS:
+                _tokens.popitem(last=False)
+        elif value in _lasting:
+            return
+        else:
+            _lasting.add(value)
+        _ordered = sorted(_lasting | _tokens.keys(), key=len, reverse=True)
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret value replaced by ``***``."""
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)
-    for value in known:
+    for value in _ordered:  # a list swapped whole under the lock: safe to read
         if value in text:
             text = text.replace(value, REDACTED)
     return text

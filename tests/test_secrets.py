@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.secrets import (
+    MAX_TOKENS,
     REDACTED,
     RedactingFilter,
     Secret,
@@ -163,3 +164,15 @@ def test_filter_keeps_record() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("world",), None)
     assert RedactingFilter().filter(record) is True
     assert record.getMessage() == "hello world"
+
+
+def test_tokens_are_bounded_but_lasting_secrets_stay() -> None:
+    register_secret("lasting-secret-value-1")
+    first = "token-000000-abcdef"
+    register_secret(first, token=True)
+    assert redact(f"a {first} b") == "a *** b"
+    for i in range(1, MAX_TOKENS + 1):
+        register_secret(f"token-{i:06d}-abcdef", token=True)
+    assert redact(first) == first  # the oldest token was forgotten
+    assert redact(f"token-{MAX_TOKENS:06d}-abcdef") == "***"
+    assert redact("x lasting-secret-value-1 y") == "x *** y"

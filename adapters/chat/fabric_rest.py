@@ -188,10 +188,10 @@ class FabricCenter:
             access, refresh = str(data["accessToken"]), str(data["refreshToken"])
             user = data["user"]
             for token in (access, refresh):
-                register_secret(token)
+                register_secret(token, token=True)
             tokens = {str(t["guildNodeId"]): str(t["token"]) for t in data["guildAccessTokens"]}
             for token in tokens.values():
-                register_secret(token)
+                register_secret(token, token=True)
             guilds = {}
             for guild in data["guilds"]:
                 node = str(guild["nodeId"])
