@@ -24,9 +24,12 @@ import attrs
 import pykka
 
 from actors.messages import (
+    ChildIdle,
     Deliver,
     FlushStatus,
+    Forward,
     GetAccess,
+    IdleCheck,
     Init,
     Invalidate,
     Progress,
@@ -91,10 +94,35 @@ class Delivery(SupervisedActor):
         self.last_key = ""
         self.statuses: dict[str, StatusView] = {}
         self.undelivered = 0
+        self.idle_generation = 0
+        self.stopping_idle = False
         self.status_edits = 0
 
     def on_receive(self, message: Any) -> None:
-        """Handle ``Init``, ``Deliver`` and ``RetryDelivery``."""
+        """Handle ``Init``, ``Deliver``, ``RetryDelivery``, ``Progress`` and idle checks."""
+        if self.stopping_idle and isinstance(message, Deliver | Progress):
+            # Asked to be stopped: the supervisor hands this to the next instance.
+            if self.runtime.supervisor is not None:
+                self.runtime.supervisor.tell(Forward(self.child_id, message))
+            return
+        if isinstance(message, IdleCheck):
+            self._idle_check(message.generation)
+            return
+        self._handle(message)
+        self.idle_generation += 1
+        self.runtime.timers.schedule(self.runtime.config.bridge.scope_idle_s, self.actor_ref,
+                                     IdleCheck(self.idle_generation))
+
+    def _idle_check(self, generation: int) -> None:
+        if generation != self.idle_generation or self.waiting or self.statuses or (
+            self.undelivered
+        ):
+            return
+        if self.runtime.supervisor is not None:
+            self.stopping_idle = True
+            self.runtime.supervisor.tell(ChildIdle(self.child_id))
+
+    def _handle(self, message: Any) -> None:
         if isinstance(message, Init):
             # Pieces pending from an earlier process may have been posted just
             # before it died: check the history before posting each of them.

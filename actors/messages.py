@@ -157,8 +157,8 @@ class IdleCheck:
 
 
 @attrs.frozen
-class ScopeIdle:
-    """Scope to supervisor: this scope is idle; stop it (it is rebuilt on its next message)."""
+class ChildIdle:
+    """Scope or delivery to supervisor: I am idle; stop me (rebuilt on the next message)."""
 
     child_id: str
 

@@ -19,6 +19,7 @@ import attrs
 import pykka
 
 from actors.messages import (
+    ChildIdle,
     DebounceElapsed,
     Deliver,
     Forward,
@@ -26,7 +27,6 @@ from actors.messages import (
     Init,
     Route,
     RunFinished,
-    ScopeIdle,
     StopRun,
     StopScopeRun,
 )
@@ -138,7 +138,7 @@ class Scope(SupervisedActor):
         if supervisor is not None:
             log.debug("scope %s: idle, asking to be stopped", self.key)
             self.stopping_idle = True
-            supervisor.tell(ScopeIdle(self.child_id))
+            supervisor.tell(ChildIdle(self.child_id))
 
     def handle(self, message: Inbound) -> None:
         """Hook called for each inbound message before the rules (tests override it)."""

@@ -26,11 +26,11 @@ from actors.delivery import Delivery
 from actors.gateway import Gateway
 from actors.messages import (
     ChildFailed,
+    ChildIdle,
     Deliver,
     Forward,
     RestartChild,
     Route,
-    ScopeIdle,
     Shutdown,
     StopRun,
     StopScopeRun,
@@ -146,7 +146,7 @@ class Supervisor(pykka.ThreadingActor):
                 self._spawn(child)
         elif isinstance(message, StopScopeRun):
             self._stop_scope_run(message)
-        elif isinstance(message, ScopeIdle):
+        elif isinstance(message, ChildIdle):
             self._evict(message.child_id)
         elif isinstance(message, Shutdown):
             self._shutdown(message.timeout_s)
@@ -291,7 +291,7 @@ class Supervisor(pykka.ThreadingActor):
                 child.ref.tell(StopRun(message.reason))
 
     def _evict(self, child_id: str) -> None:
-        """Stop an idle scope; its next message spawns a new one from the store."""
+        """Stop an idle scope or delivery; its next message spawns a new one from the store."""
         child = self.children.get(child_id)
         if child is None or child.state != "running" or child.ref is None or (
             self.shutting_down
@@ -301,7 +301,8 @@ class Supervisor(pykka.ThreadingActor):
         self.runtime.directory.set(child_id, None)
         child.ref.stop(block=False)
         self.runtime.board.remove_actor(child_id)
-        self.runtime.board.remove_scope(child_id.removeprefix("scope:"))
+        if child.kind == "scope":
+            self.runtime.board.remove_scope(child_id.removeprefix("scope:"))
         log.debug("%s stopped after being idle", child_id)
 
     def _shutdown(self, timeout_s: float) -> None:
