@@ -184,6 +184,9 @@ class Runner(pykka.ThreadingActor):
         log.info("run %s %s after %.2fs%s", self.run_id, "done" if ok else "failed",
                  now - self.started_at, f": {reason}" if reason else "")
         self._show_status("done" if ok else f"failed: {shorten(reason, 100)}")
+        cap = self.runtime.config.bridge.max_answer_chars
+        if len(text) > cap:
+            text = f"{text[:cap]}\n\n[answer cut: {len(text) - cap:,} more characters not shown]"
         footer = self.status.footer(now) if self.status_shown or self.status.usage else ""
         limit = self.runtime.config.fabric.content_limit
         pieces = split_message(text, limit - len(footer) - 2 if footer else limit)

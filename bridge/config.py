@@ -91,6 +91,8 @@ class BridgeSettings:
             this (seconds) are kept as context only and start no run.
         scope_idle_s: A scope idle this long (seconds) is stopped; its next message
             rebuilds it from the state store.
+        max_answer_chars: Longest answer posted in the channel (characters); a
+            longer one is cut with a note (it would flood the channel otherwise).
     """
 
     state_dir: Path
@@ -98,6 +100,7 @@ class BridgeSettings:
     log_level: str = "INFO"
     catch_up_window_s: float = 600.0
     scope_idle_s: float = 600.0
+    max_answer_chars: int = 32_000
 
 
 @attrs.frozen
@@ -403,7 +406,8 @@ class _Reader:
 
     def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
         self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level",
-                                          "catch_up_window_s", "scope_idle_s"})
+                                          "catch_up_window_s", "scope_idle_s",
+                                          "max_answer_chars"})
         level = str(self.get(table, "bridge", "log_level", str, "INFO")).upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise self.fail("bridge.log_level", f"must be debug, info, warning or error, got "
@@ -414,6 +418,7 @@ class _Reader:
             log_level=level,
             catch_up_window_s=self.positive(table, "bridge", "catch_up_window_s", 600.0),
             scope_idle_s=self.positive(table, "bridge", "scope_idle_s", 600.0),
+            max_answer_chars=self.at_least(table, "bridge", "max_answer_chars", 32_000, 100),
         )
 
     def devguild(self, table: Mapping[str, Any] | None) -> DevGuildSettings | None:

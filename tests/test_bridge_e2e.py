@@ -447,3 +447,28 @@ def test_identical_earlier_answer_is_not_mistaken_for_a_landed_post(
     alice.post("general", "same again")
     wait_until(lambda: alice.messages_from("echo", "general") == ["same again"] * 2,
                what="the second identical answer")
+
+
+def test_an_agent_printing_100_mb_is_cut_with_a_note(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    script = tmp_path / "flood.py"
+    script.write_text("import sys\nsys.stdin.read()\nline = 'y' * 999 + '\\n'\n"
+                      "for _ in range(100_000):\n    sys.stdout.write(line)\n")
+    agents = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        api_key = "fak_dev_echo"
+        command = ["{sys.executable}", "{script}"]
+    """)
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
+                                    debounce_s=0.05))
+    try:
+        alice = members("alice")
+        alice.post("general", "flood me")
+        last = alice.wait_reply("echo", "general", lambda c: "[answer cut:" in c, 60)
+        assert last.rstrip().endswith("more characters not shown]")
+        pieces = alice.messages_from("echo", "general")
+        assert 1 < len(pieces) <= 5
+        assert sum(len(p) for p in pieces) < 34_000
+    finally:
+        app.stop()
