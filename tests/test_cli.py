@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.chat.fabric_rest import FabricCenter
+
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = [sys.executable, str(ROOT / "bin" / "bridge")]
 DEADLINE_S = 20.0
@@ -228,3 +230,21 @@ def test_top_attaches_to_a_running_bridge(started: subprocess.Popen[str],
         assert terminal.interrupt() == 0
     finally:
         terminal.close()
+
+
+def test_devguild_runs_alone(config_file: Path) -> None:
+    process = subprocess.Popen([*BRIDGE, "devguild", "-c", str(config_file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert "dev guild running" in banner
+        center = banner.split("center ", 1)[1].split(",", 1)[0]
+        session = FabricCenter(center).login("fak_dev_alice")
+        assert session.user_name == "alice" and "dev" in session.guilds
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
