@@ -210,18 +210,25 @@ def agent_names(count: int) -> list[str]:
 def bench_seed(agents: int) -> Seed:
     """The packaged dev guild seed plus agent users up to ``agents`` echo agents.
 
-    Added agents get the key ``fak_dev_<name>`` and ids derived from their names.
+    An added agent ``echoN`` gets the seeded echo's key followed by ``N``
+    (see :func:`agent_key`) and an id derived from its name.
     """
     from bridge.devguild import SeedUser, load_seed
 
     base = load_seed()
     known = {user.name for user in base.users}
-    extra = tuple(SeedUser(name=name, kind="agent", api_key=f"fak_dev_{name}")
+    echo_key = next(user.api_key for user in base.users if user.name == "echo")
+    extra = tuple(SeedUser(name=name, kind="agent", api_key=agent_key(echo_key, name))
                   for name in agent_names(agents) if name not in known)
     return attrs.evolve(base, users=base.users + extra)
 
 
-def config_text(center_url: str, state_dir: Path, agents: int) -> str:
+def agent_key(echo_key: str, name: str) -> str:
+    """The dev guild key of bench agent ``name``: echo's key, then its number if any."""
+    return echo_key + name.removeprefix("echo")
+
+
+def config_text(center_url: str, state_dir: Path, agents: int, echo_key: str) -> str:
     """The bridge config of a bench run: A echo agents bound to every channel."""
     text = textwrap.dedent(f"""
         [bridge]
@@ -236,7 +243,7 @@ def config_text(center_url: str, state_dir: Path, agents: int) -> str:
         text += textwrap.dedent(f"""
             [agents.{name}]
             kind = "echo"
-            api_key = "fak_dev_{name}"
+            api_key = "{agent_key(echo_key, name)}"
             max_runs_per_hour = 0
 
             [[bindings]]
@@ -582,7 +589,7 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
         state_dir = folder / "var"
         config_path = folder / "bridge.toml"
         if config is None:
-            text = config_text(guild.center_url, state_dir, agents)
+            text = config_text(guild.center_url, state_dir, agents, guild.api_key("echo"))
         else:
             text = config.read_text(encoding="utf-8").replace(
                 "{center_url}", guild.center_url).replace("{state_dir}", str(state_dir))

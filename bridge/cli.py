@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-c", "--config", type=Path, default=None, metavar="FILE",
                        help="bridge config template to run instead of the generated one; "
                             "{center_url} and {state_dir} in it are replaced; it must bind "
-                            "agents echo, echo2, ... (keys fak_dev_echo, fak_dev_echo2, ...) "
+                            "agents echo, echo2, ... (keys: the seeded echo's key, then the "
+                            "number) "
                             "to every channel of guild dev")
     bench.add_argument("--json", action="store_true",
                        help="print the report as one JSON object (fields below)")

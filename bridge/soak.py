@@ -91,7 +91,7 @@ class SoakReport:
         ])
 
 
-def _config_text(center_url: str, state_dir: Path) -> str:
+def _config_text(center_url: str, state_dir: Path, api_key: str) -> str:
     return textwrap.dedent(f"""
         [bridge]
         state_dir = "{state_dir}"
@@ -102,7 +102,7 @@ def _config_text(center_url: str, state_dir: Path) -> str:
         center_url = "{center_url}"
         [agents.echo]
         kind = "echo"
-        api_key = "fak_dev_echo"
+        api_key = "{api_key}"
         max_runs_per_hour = 0
         [[bindings]]
         agent = "echo"
@@ -142,7 +142,8 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
         folder = Path(tmp)
         state_dir = folder / "var"
         config_path = folder / "bridge.toml"
-        config_path.write_text(_config_text(guild.center_url, state_dir), encoding="utf-8")
+        config_path.write_text(_config_text(guild.center_url, state_dir, guild.api_key("echo")),
+                               encoding="utf-8")
         members = [RestMember(guild, name) for name in MEMBERS]
         owner = members[0]
         ids = [owner.rest.create_channel(f"soak-{i}", "general",
