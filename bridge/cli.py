@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the report as one JSON object (fields below)")
     bench.add_argument("--log", type=Path, default=None, metavar="FILE",
                        help="copy the bridge's log (level warning) to FILE at the end")
+    bench.add_argument("--status-run", type=float, default=0.0, metavar="S",
+                       help="instead: one codex-style run of S seconds with a tool step every "
+                            "second; print its posts, edits and edits per second (JSON with "
+                            "--json: run_s, tool_steps, posts, edits, edits_per_s)")
     from bridge.bench import json_fields_help
 
     bench.epilog = "JSON fields: " + json_fields_help()
@@ -142,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 ok, 1 failure, 2 bad config, 3 unusable state store.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "bench" and args.status_run > 0:
+        from bridge.bench_status import main_status_run
+
+        return main_status_run(args.status_run, args.json)
     if args.command == "bench":
         from bridge.bench import main_bench
 

@@ -102,3 +102,14 @@ def test_tracker_matches_floor_answers_and_counts_extras() -> None:
     assert tracker.floor == {"bn1-000000": 10.01}
     assert tracker.answers == {"bn1-000000": 10.02, "bn1-000001": 10.02}
     assert tracker.extra == 2
+
+
+def test_status_run_reports_posts_and_edits() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "bridge"), "bench",
+                             "--status-run", "3", "--json"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"run_s", "tool_steps", "posts", "edits", "edits_per_s"}
+    assert data["posts"] == 2  # the status message and the answer
+    assert data["edits"] >= 1 and data["tool_steps"] == 3
