@@ -1,0 +1,28 @@
+"""The example config in conf/ stays valid as the schema changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import load_config
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def test_example_agents_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("CODER_FABRIC_KEY", "CODEX_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(name, f"test-value-for-{name.lower()}")
+    key = tmp_path / "reviewer.key"
+    key.write_text("reviewer-secret-value\n")
+    text = (CONF / "example-agents.toml").read_text().replace(
+        "/etc/bridge/reviewer.key", str(key)).replace("/srv/work", str(tmp_path / "work"))
+    (tmp_path / "work" / "repo").mkdir(parents=True)
+    (tmp_path / "work" / "docs").mkdir()
+    path = tmp_path / "example.toml"
+    path.write_text(text)
+    config = load_config(path)
+    assert {a.kind for a in config.agents.values()} == {"codex", "claude"}
+    assert config.agents["reviewer"].permission_mode == "default"
+    assert [b.engage.mode for b in config.bindings] == ["wakeup", "mention-sticky"]
