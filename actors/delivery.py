@@ -36,6 +36,7 @@ from actors.messages import (
     RetryDelivery,
 )
 from actors.runtime import Runtime, SupervisedActor
+from actors.timers import IdleTimer
 from adapters.chat.fabric_rest import FabricGuild, GuildAccess, http_session
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.store import Piece
@@ -94,7 +95,8 @@ class Delivery(SupervisedActor):
         self.last_key = ""
         self.statuses: dict[str, StatusView] = {}
         self.undelivered = 0
-        self.idle_generation = 0
+        self.idle = IdleTimer(runtime.timers, self.actor_ref, runtime.config.bridge.scope_idle_s,
+                              IdleCheck())
         self.stopping_idle = False
         self.status_edits = 0
 
@@ -106,17 +108,16 @@ class Delivery(SupervisedActor):
                 self.runtime.supervisor.tell(Forward(self.child_id, message))
             return
         if isinstance(message, IdleCheck):
-            self._idle_check(message.generation)
+            self._idle_check()
             return
         self._handle(message)
-        self.idle_generation += 1
-        self.runtime.timers.schedule(self.runtime.config.bridge.scope_idle_s, self.actor_ref,
-                                     IdleCheck(self.idle_generation))
+        self.idle.touch()
 
-    def _idle_check(self, generation: int) -> None:
-        if generation != self.idle_generation or self.waiting or self.statuses or (
-            self.undelivered
-        ):
+    def _idle_check(self) -> None:
+        if not self.idle.expired():
+            return
+        if self.waiting or self.statuses or self.undelivered:
+            self.idle.touch()
             return
         if self.runtime.supervisor is not None:
             self.stopping_idle = True

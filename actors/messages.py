@@ -151,9 +151,7 @@ class RetryDelivery:
 
 @attrs.frozen
 class IdleCheck:
-    """Scope timer: check whether the scope has been idle since generation ``generation``."""
-
-    generation: int
+    """Idle timer of a scope or delivery: check whether it has been idle long enough."""
 
 
 @attrs.frozen

@@ -32,6 +32,7 @@ from actors.messages import (
 )
 from actors.runner import Runner
 from actors.runtime import Runtime, SupervisedActor
+from actors.timers import IdleTimer
 from bridge.board import ActorRow, RunRow
 from bridge.commands import (
     Command,
@@ -82,7 +83,8 @@ class Scope(SupervisedActor):
         self.runner: pykka.ActorRef[Any] | None = None
         self.last_activity = time.time()
         self.processing: Inbound | None = None
-        self.idle_generation = 0
+        self.idle = IdleTimer(runtime.timers, self.actor_ref, config.bridge.scope_idle_s,
+                              IdleCheck())
         self.stopping_idle = False
 
     @property
@@ -112,7 +114,7 @@ class Scope(SupervisedActor):
                 self.runner.tell(message)
             return
         elif isinstance(message, IdleCheck):
-            self._idle_check(message.generation)
+            self._idle_check()
             return
         elif isinstance(message, RunFinished):
             self.last_activity = time.time()
@@ -124,15 +126,13 @@ class Scope(SupervisedActor):
         else:
             super().on_receive(message)
         self._publish()
-        self._arm_idle()
+        self.idle.touch()
 
-    def _arm_idle(self) -> None:
-        self.idle_generation += 1
-        self.runtime.timers.schedule(self.runtime.config.bridge.scope_idle_s, self.actor_ref,
-                                     IdleCheck(self.idle_generation))
-
-    def _idle_check(self, generation: int) -> None:
-        if generation != self.idle_generation or self.logic.state != "idle" or self.runner:
+    def _idle_check(self) -> None:
+        if not self.idle.expired():
+            return
+        if self.logic.state != "idle" or self.runner:
+            self.idle.touch()
             return
         supervisor = self.runtime.supervisor
         if supervisor is not None:

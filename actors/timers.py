@@ -77,3 +77,44 @@ class Timers:
                 ref.tell(message)
             except pykka.ActorDeadError:
                 log.debug("timer for a stopped actor dropped: %s", type(message).__name__)
+
+
+class IdleTimer:
+    """Tells an actor ``message`` once it has been idle for ``idle_s`` seconds.
+
+    At most one timer is pending per actor, however many messages it handles:
+    :meth:`touch` only records the time, and :meth:`expired` (called when the
+    message arrives) re-arms for the rest of the window when there was activity.
+
+    Args:
+        timers: The timer thread.
+        ref: The actor.
+        idle_s: Idle seconds.
+        message: What to tell the actor (e.g. ``IdleCheck()``).
+    """
+
+    def __init__(self, timers: Timers, ref: pykka.ActorRef[Any], idle_s: float,
+                 message: Any) -> None:
+        self._timers = timers
+        self._ref = ref
+        self._idle_s = idle_s
+        self._message = message
+        self._last = time.monotonic()
+        self._armed = False
+
+    def touch(self) -> None:
+        """Record activity now; arm the timer if none is pending."""
+        self._last = time.monotonic()
+        if not self._armed:
+            self._armed = True
+            self._timers.schedule(self._idle_s, self._ref, self._message)
+
+    def expired(self) -> bool:
+        """On the timer's message: True when idle for the whole window, else re-arm."""
+        self._armed = False
+        remaining = self._last + self._idle_s - time.monotonic()
+        if remaining > 0:
+            self._armed = True
+            self._timers.schedule(remaining, self._ref, self._message)
+            return False
+        return True

@@ -9,7 +9,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.timers import Timers
+from actors.timers import IdleTimer, Timers
 
 
 class Recorder(pykka.ThreadingActor):
@@ -98,3 +98,21 @@ def test_stop_before_start_is_safe() -> None:
     timers = Timers()
     timers.stop()
     assert timers.pending() == 0
+
+
+def test_idle_timer_keeps_one_timer_and_fires_after_quiet(
+        timers: Timers, recorder: tuple[pykka.ActorRef[Recorder], queue.Queue[Any]]) -> None:
+    ref, inbox = recorder
+    idle = IdleTimer(timers, ref, 0.2, "idle?")
+    for _ in range(100):
+        idle.touch()
+    assert timers.pending() == 1  # one timer, however much activity
+    assert inbox.get(timeout=5) == "idle?"
+    assert idle.expired() is True
+    idle.touch()
+    assert inbox.get(timeout=5) == "idle?"
+    idle.touch()  # activity after the timer was set: the check re-arms
+    assert idle.expired() is False
+    assert timers.pending() == 1
+    assert inbox.get(timeout=5) == "idle?"
+    assert idle.expired() is True
