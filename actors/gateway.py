@@ -56,6 +56,10 @@ BOT_KINDS = frozenset({"agent", "bot"})
 TOKEN_ASK_TIMEOUT_S = 15.0
 
 
+#: The gateways' own random source (the global one is left to the application).
+_JITTER = random.Random()
+
+
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Delay before reconnect attempt ``attempt`` (1-based): 1 s doubling to 60 s, +/-20 %.
 
@@ -67,7 +71,7 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
         Seconds to wait.
     """
     base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, attempt - 1))
-    jitter = (rng or random).uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
+    jitter = (rng or _JITTER).uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
     return float(base * (1 + jitter))
 
 
