@@ -322,6 +322,12 @@ class Gateway(SupervisedActor):
             return
         if inbound.seq > last + 1:
             self._fetch(channel, last + 1, inbound.seq - 1)
+            filled = self.last_seq.get(channel.id, 0)
+            if filled < inbound.seq - 1:
+                # The guild stores a message before it sends it, so its history has every
+                # seq below a real one: this event's seq is made up.
+                raise BadEvent(f"seq {inbound.seq} is ahead of the channel's history (last "
+                               f"{filled}; scope {self._scope_key(channel.id)})")
         self._route(inbound)
 
     def _catch_up(self) -> None:
@@ -340,15 +346,24 @@ class Gateway(SupervisedActor):
             start = seq_from
             page = self._rest_call(
                 lambda s=start: rest.history(channel.id, s, seq_to, HISTORY_LIMIT_MAX))
+            highest = seq_from - 1
             for item in page:
+                seq = item.get("seq")
+                if isinstance(seq, int) and not isinstance(seq, bool):
+                    highest = max(highest, seq)
                 try:
                     self._accept(channel, item, catch_up=True)
                 except BadEvent as exc:
                     log.warning("gateway %s@%s: history item dropped (scope %s): %s",
                                 self.agent.name, self.guild, self._scope_key(channel.id), exc)
+            if highest > self.last_seq.get(channel.id, 0):
+                # Dropped items (deleted, malformed) were seen too: never fetch them again.
+                self.last_seq[channel.id] = highest
+                self.runtime.store.set_last_seq(self.agent.name, self.guild, channel.id,
+                                                highest)
             if len(page) < HISTORY_LIMIT_MAX:
                 break
-            seq_from = self.last_seq.get(channel.id, seq_from) + 1
+            seq_from = highest + 1
 
     def _scope_key(self, channel_id: str) -> str:
         return scope_key("fabric", self.agent.name, self.guild, channel_id)

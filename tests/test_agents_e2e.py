@@ -14,6 +14,7 @@ import pytest
 
 from actors.app import BridgeApp
 from bridge.board import Board
+from bridge.config import load_config
 from bridge.devguild import DevGuild
 from tests.fakes.clis import cli_path
 from tests.fakes.models import Say, ScriptedModel, Shell, Stall, Step
@@ -152,3 +153,37 @@ def test_session_survives_a_restart_and_new_starts_fresh(
                     assert "kiwi" not in model.main_requests()[-1].text()
             finally:
                 app.stop()
+
+
+def test_eviction_and_rebuild_keep_dedup_and_session(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    with ScriptedModel([Say("first answer"), Say("second answer")]) as model:
+        config = write_config(tmp_path, devguild.center_url, debounce_s=0.05,
+                              agents=agent_table("codex", tmp_path, model),
+                              bindings='[[bindings]]\nagent = "coder"\nguild = "dev"\n',
+                              extra="")
+        text = config.path.read_text().replace("[bridge]", "[bridge]\nscope_idle_s = 0.3")
+        config.path.write_text(text)
+        app = BridgeApp(load_config(config.path), Board())
+        app.start()
+        try:
+            wait_until(functools.partial(connected, app), what="coder connected")
+            alice = members("alice")
+            first = alice.post("general", "remember the word plum")
+            alice.wait_reply("echo", "general", functools.partial(starts, "first answer"),
+                             RUN_WAIT_S)
+            scope_id = f"scope:fabric:coder:dev:{devguild.channel_id('general')}"
+            wait_until(lambda: all(a.id != scope_id for a in app.board.snapshot().actors),
+                       what="the idle scope to stop")
+            # A redelivery after the rebuild is not run again, and the journal still
+            # knows the message (the dedup state lives in the store, not the actor).
+            devguild.redeliver(devguild.channel_id("general"), first["seq"])
+            assert app.store is not None
+            assert app.store.count_inbound(scope_id.removeprefix("scope:")) == {"done": 1}
+            alice.post("general", "which word?")
+            alice.wait_reply("echo", "general", functools.partial(starts, "second answer"),
+                             RUN_WAIT_S)
+            assert len(model.main_requests()) == 2  # the duplicate started no run
+            assert "remember the word plum" in model.main_requests()[-1].text()  # resumed
+        finally:
+            app.stop()

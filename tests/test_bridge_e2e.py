@@ -346,9 +346,7 @@ def test_hostile_content_and_reused_ids_are_handled(bridge: BridgeApp, devguild:
     devguild.emit_raw(general, "message.created", {
         "messageId": "nested", "channelId": general, "seq": first["seq"] + 2,
         "content": nested, "authorUserId": alice_id, "wakeup": True})
-    devguild.emit_raw(general, "message.created", {
-        "messageId": "surrogate", "channelId": general, "seq": first["seq"] + 3,
-        "content": "broken \udc80 text", "authorUserId": alice_id, "wakeup": True})
+    alice.post("general", "broken \udc80 text")  # JSON can carry a lone surrogate
     alice.wait_reply("echo", "general", lambda c: c.startswith("broken"))
     replies = alice.messages_from("echo", "general")
     assert replies == ["original text", "broken ? text"]
@@ -472,3 +470,18 @@ def test_an_agent_printing_100_mb_is_cut_with_a_note(
         assert sum(len(p) for p in pieces) < 34_000
     finally:
         app.stop()
+
+
+def test_made_up_seq_does_not_blind_the_channel(bridge: BridgeApp, devguild: DevGuild,
+                                                members: Callable[[str], Member]) -> None:
+    alice = members("alice")
+    first = alice.post("general", "real one")
+    alice.wait_reply("echo", "general", lambda c: c == "real one")
+    devguild.emit_raw(devguild.channel_id("general"), "message.created", {
+        **first, "messageId": "made-up", "seq": first["seq"] + 1000, "content": "fake",
+        "wakeup": True})
+    wait_until(lambda: any("ahead of the channel's history" in line
+                           for line in bridge.board.snapshot().logs), what="the drop")
+    alice.post("general", "still heard")
+    alice.wait_reply("echo", "general", lambda c: c == "still heard")
+    assert alice.messages_from("echo", "general") == ["real one", "still heard"]
