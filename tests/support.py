@@ -139,18 +139,23 @@ class Member:
         self.socket.close()
 
 
-def gated_agent_table(tmp_path: Path, extra: str = "") -> tuple[str, Path]:
-    """An ``[agents.echo]`` table running :data:`GATED_AGENT`, and its workspace."""
-    script = tmp_path / "gated.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    workspace = tmp_path / "ws"
-    table = textwrap.dedent(f"""
+def script_agent_table(tmp_path: Path, name: str, code: str, extra: str = "") -> str:
+    """An ``[agents.echo]`` command agent running the Python ``code`` (written to ``name``)."""
+    script = tmp_path / name
+    script.write_text(code, encoding="utf-8")
+    return textwrap.dedent(f"""
         [agents.echo]
         kind = "command"
         api_key = "fak_dev_echo"
         command = ["{sys.executable}", "{script}"]
-        workspace = "{workspace}"
     """) + textwrap.dedent(extra)
+
+
+def gated_agent_table(tmp_path: Path, extra: str = "") -> tuple[str, Path]:
+    """An ``[agents.echo]`` table running :data:`GATED_AGENT`, and its workspace."""
+    workspace = tmp_path / "ws"
+    table = script_agent_table(tmp_path, "gated.py", GATED_AGENT,
+                               f'workspace = "{workspace}"\n' + textwrap.dedent(extra))
     return table, workspace
 
 

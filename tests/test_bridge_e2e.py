@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from bridge.board import Board
 from bridge.config import Config, load_config
 from bridge.devguild import DevGuild
 from bridge.messages import Inbound
-from tests.support import Member, gated_config, wait_until, write_config
+from tests.support import Member, gated_config, script_agent_table, wait_until, write_config
 
 
 def start_bridge(config: Config, scope_class: type[Scope] = Scope) -> BridgeApp:
@@ -63,12 +62,7 @@ def test_context_messages_do_not_engage(bridge: BridgeApp, devguild: DevGuild,
 
 def test_context_from_before_the_scope_existed_reaches_the_prompt(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    agents = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        api_key = "fak_dev_echo"
-        command = ["{sys.executable}", "-c", "import sys; print(sys.stdin.read())"]
-    """)
+    agents = script_agent_table(tmp_path, "cat.py", "import sys; print(sys.stdin.read())")
     app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
                                     debounce_s=0.05))
     try:
@@ -272,15 +266,8 @@ def test_failing_posts_are_retried_and_answered_once(
 
 def test_long_answer_is_split_under_the_limit_in_order(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    script = tmp_path / "long.py"
-    script.write_text("import sys\nsys.stdin.read()\n"
-                      "for i in range(300):\n    print(f'line {i:03d} ' + 'x' * 60)\n")
-    agents = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        api_key = "fak_dev_echo"
-        command = ["{sys.executable}", "{script}"]
-    """)
+    agents = script_agent_table(tmp_path, "long.py", "import sys\nsys.stdin.read()\n"
+                                "for i in range(300):\n    print(f'line {i:03d} ' + 'x' * 60)\n")
     app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
                                     fabric_extra="content_limit = 8000"))
     try:
@@ -449,15 +436,9 @@ def test_identical_earlier_answer_is_not_mistaken_for_a_landed_post(
 
 def test_an_agent_printing_100_mb_is_cut_with_a_note(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    script = tmp_path / "flood.py"
-    script.write_text("import sys\nsys.stdin.read()\nline = 'y' * 999 + '\\n'\n"
-                      "for _ in range(100_000):\n    sys.stdout.write(line)\n")
-    agents = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        api_key = "fak_dev_echo"
-        command = ["{sys.executable}", "{script}"]
-    """)
+    agents = script_agent_table(tmp_path, "flood.py",
+                                "import sys\nsys.stdin.read()\nline = 'y' * 999 + '\\n'\n"
+                                "for _ in range(100_000):\n    sys.stdout.write(line)\n")
     app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
                                     debounce_s=0.05))
     try:
