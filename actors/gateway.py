@@ -6,6 +6,18 @@ to 60 s, with jitter), drops its own messages, orders messages by ``seq`` per
 channel, and fills gaps (and everything missed while away) from the history
 call. Each accepted message goes to the supervisor as ``Route``.
 
+First sight is an outage like any other: a channel the gateway has never seen
+(a new DM, a channel it was just added to, every channel at the very first
+start) is caught up from history, at most :data:`FIRST_SIGHT_MESSAGES` back;
+messages inside ``catch_up_window_s`` are handled normally, older ones are
+context only, and the skipped older history is logged with its reason.
+
+Intake liveness: at each channel resync the gateway compares each channel's
+``lastSeq`` from the channel list with the last seq it saw. A message that the
+list showed at one resync and that has still not arrived at the next one means
+the socket went silent while it looks connected: the gateway logs it, catches
+up from history and reconnects (noticed within two resync periods).
+
 Socket callbacks run on library threads; they only ``tell`` this actor,
 tagged with the connection generation so events of an old connection are
 ignored.
@@ -54,6 +66,11 @@ BACKOFF_JITTER = 0.2
 BOT_KINDS = frozenset({"agent", "bot"})
 #: Seconds to wait for an ask to the token cache.
 TOKEN_ASK_TIMEOUT_S = 15.0
+#: Most messages of a channel's history fetched when the channel is seen for the
+#: first time (one history page): older ones are skipped, with a log line.
+FIRST_SIGHT_MESSAGES = HISTORY_LIMIT_MAX
+#: The board's "last event" time is republished at most this often (seconds).
+EVENT_PUBLISH_INTERVAL_S = 1.0
 
 
 #: The gateways' own random source (the global one is left to the application).
@@ -121,6 +138,12 @@ class Gateway(SupervisedActor):
         self.connected_once = False
         self.stopping = False
         self.token_refreshes = 0
+        self.last_event_at: float | None = None
+        #: The ``last_event_at`` on the board (republished at most once a second).
+        self.event_shown: float | None = None
+        #: Per channel: the listed lastSeq at the previous resync when it was ahead of us.
+        self.behind: dict[str, int] = {}
+        self.silences = 0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -135,6 +158,7 @@ class Gateway(SupervisedActor):
                 self._connect()
         elif isinstance(message, SocketEvent):
             if message.generation == self.generation and not self.runtime.stopping.is_set():
+                self._saw_event()
                 self._event(message.name, message.payload)
         elif isinstance(message, SocketClosed):
             if message.generation == self.generation and self.socket is not None:
@@ -142,7 +166,9 @@ class Gateway(SupervisedActor):
         elif isinstance(message, Resync):
             if message.generation == self.generation and self.socket is not None:
                 self._resync()
-                self._schedule(self.runtime.config.fabric.resync_s, Resync(self.generation))
+                if message.generation == self.generation:  # not reconnecting after a silence
+                    self._schedule(self.runtime.config.fabric.resync_s,
+                                   Resync(self.generation))
         else:
             super().on_receive(message)
 
@@ -260,13 +286,29 @@ class Gateway(SupervisedActor):
         added = [cid for cid in fresh if cid not in self.channels]
         for cid in added:
             if cid not in self.last_seq:
-                # First sight of a channel: start from now, and remember that, so
-                # that what is said while the bridge is down is caught up later.
-                self.last_seq[cid] = fresh[cid].last_seq
-                self.runtime.store.set_last_seq(self.agent.name, self.guild, cid,
-                                                fresh[cid].last_seq)
+                self._first_sight(fresh[cid])
         self.channels = fresh
         return added
+
+    def _first_sight(self, channel: ChannelInfo) -> None:
+        """Start a channel never seen before a bounded stretch back in its history.
+
+        Its last :data:`FIRST_SIGHT_MESSAGES` messages are then caught up like
+        after an outage (inside the catch-up window: handled; older: context);
+        anything older is skipped, and the skip is logged with its reason.
+        """
+        start = max(0, channel.last_seq - FIRST_SIGHT_MESSAGES)
+        self.last_seq[channel.id] = start
+        self.runtime.store.set_last_seq(self.agent.name, self.guild, channel.id, start)
+        if start > 0:
+            log.info("gateway %s@%s: first sight of %s (scope %s): seq 1..%d skipped (older "
+                     "than the last %d messages), catching up from seq %d", self.agent.name,
+                     self.guild, channel.name, self._scope_key(channel.id), start,
+                     FIRST_SIGHT_MESSAGES, start + 1)
+        else:
+            log.info("gateway %s@%s: first sight of %s (scope %s): catching up its %d "
+                     "messages", self.agent.name, self.guild, channel.name,
+                     self._scope_key(channel.id), channel.last_seq)
 
     def _join(self, channel_id: str) -> None:
         if self.socket is not None and not self.socket.join(channel_id):
@@ -282,10 +324,38 @@ class Gateway(SupervisedActor):
                         exc)
             return
         for channel_id in added:
+            channel = self.channels[channel_id]
             log.info("gateway %s@%s: joining new channel %s", self.agent.name, self.guild,
-                     self.channels[channel_id].name)
+                     channel.name)
             self._join(channel_id)
+            self._catch_up_channel(channel)
         self._publish()
+        self._check_liveness()
+
+    def _check_liveness(self) -> None:
+        """Reconnect when a message listed at the previous resync has still not arrived.
+
+        Events reach the socket within moments of a post, so a channel whose
+        listed ``lastSeq`` stayed ahead of what the socket delivered for a
+        whole resync period means the socket is silent although connected.
+        """
+        silent = [(cid, seq) for cid, seq in self.behind.items()
+                  if cid in self.channels and self.last_seq.get(cid, 0) < seq]
+        self.behind = {cid: info.last_seq for cid, info in self.channels.items()
+                       if info.last_seq > self.last_seq.get(cid, 0)}
+        if not silent:
+            return
+        cid, seq = silent[0]
+        since = "never" if self.last_event_at is None else \
+            f"{time.time() - self.last_event_at:.0f}s ago"
+        log.warning("gateway %s@%s: socket silent: %s has seq %d listed since the last resync "
+                    "but only %d arrived (%d channels behind, last event %s); catching up "
+                    "and reconnecting", self.agent.name, self.guild, self.channels[cid].name,
+                    seq, self.last_seq.get(cid, 0), len(silent), since)
+        self.silences += 1
+        self.behind = {}
+        self._catch_up()
+        self._dropped("silent: no events while channels had newer messages")
 
     # -- inbound ---------------------------------------------------------
 
@@ -333,11 +403,15 @@ class Gateway(SupervisedActor):
     def _catch_up(self) -> None:
         """Fetch everything after the last seen seq in each channel (after a reconnect)."""
         for channel in list(self.channels.values()):
-            try:
-                self._fetch(channel, self.last_seq.get(channel.id, 0) + 1, None)
-            except ChatError as exc:
-                log.warning("gateway %s@%s: catch-up of %s failed: %s", self.agent.name,
-                            self.guild, channel.name, exc)
+            self._catch_up_channel(channel)
+
+    def _catch_up_channel(self, channel: ChannelInfo) -> None:
+        """Fetch everything after the last seen seq in one channel; log a failure."""
+        try:
+            self._fetch(channel, self.last_seq.get(channel.id, 0) + 1, None)
+        except ChatError as exc:
+            log.warning("gateway %s@%s: catch-up of %s failed: %s", self.agent.name,
+                        self.guild, channel.name, exc)
 
     def _fetch(self, channel: ChannelInfo, seq_from: int, seq_to: int | None) -> None:
         assert self.rest is not None
@@ -435,6 +509,13 @@ class Gateway(SupervisedActor):
 
     # -- helpers ---------------------------------------------------------
 
+    def _saw_event(self) -> None:
+        """Note that the socket delivered an event (shown as the time since the last one)."""
+        now = time.time()
+        self.last_event_at = now
+        if self.event_shown is None or now - self.event_shown >= EVENT_PUBLISH_INTERVAL_S:
+            self._publish()
+
     def _tell(self, message: Any) -> None:
         try:
             self.actor_ref.tell(message)
@@ -450,4 +531,6 @@ class Gateway(SupervisedActor):
             reconnects=self.reconnects,
             token_at=self.access.issued_at if self.access is not None else None,
             reason=self.reason, channels=len(self.channels),
-            token_refreshes=self.token_refreshes))
+            token_refreshes=self.token_refreshes, last_event_at=self.last_event_at,
+            silences=self.silences))
+        self.event_shown = self.last_event_at

@@ -28,7 +28,8 @@ class ActorRow:
 
     Attributes:
         id: Child id, e.g. ``"scope:fabric:echo:dev:<channelId>"``.
-        kind: ``supervisor``, ``tokens``, ``gateway``, ``scope``, ``runner`` or ``delivery``.
+        kind: ``supervisor``, ``tokens``, ``gateway``, ``scope``, ``runner``, ``delivery``
+            or ``upkeep``.
         parent: Id of the supervising actor, or None for the root.
         state: ``running``, ``restarting``, ``failed`` or ``stopped``.
         restarts: Restarts so far (seen by the supervisor).
@@ -56,6 +57,9 @@ class ConnectionRow:
         reason: Why the connection is not connected (empty when connected).
         channels: Number of channels joined.
         token_refreshes: Fresh tokens obtained after the first (expiry, 401, refusal).
+        last_event_at: Epoch seconds of the last event the socket delivered, or None.
+        silences: Times the socket was found silent (connected, but channels had
+            newer messages than it delivered) and was caught up and reconnected.
     """
 
     agent: str
@@ -66,6 +70,8 @@ class ConnectionRow:
     reason: str = ""
     channels: int = 0
     token_refreshes: int = 0
+    last_event_at: float | None = None
+    silences: int = 0
 
 
 @attrs.frozen
@@ -125,6 +131,49 @@ class RunRow:
 
 
 @attrs.frozen
+class StoreRow:
+    """The state store's size and rows, as last measured by the upkeep actor.
+
+    Attributes:
+        db_bytes: Database file size in bytes.
+        wal_bytes: Write-ahead log size in bytes.
+        rows: Row counts per table, then per state (see ``bridge.store.StoreStats``).
+        measured_at: Epoch seconds of the measurement.
+        retention_days: The configured retention (days).
+        pruned_at: Epoch seconds of the last prune, or None before the first.
+        pruned: Rows pruned since the bridge started.
+    """
+
+    db_bytes: int
+    wal_bytes: int
+    rows: dict[str, dict[str, int]] = attrs.field(factory=dict)
+    measured_at: float = 0.0
+    retention_days: float = 0.0
+    pruned_at: float | None = None
+    pruned: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        """Database plus WAL, in bytes."""
+        return self.db_bytes + self.wal_bytes
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoreRow:
+        """Build a row from its ``attrs.asdict`` form (``status.json``).
+
+        Raises:
+            KeyError, TypeError, ValueError: when ``data`` does not have the row's shape.
+        """
+        rows = {str(table): {str(k): int(v) for k, v in counts.items()}
+                for table, counts in data.get("rows", {}).items()}
+        pruned_at = data.get("pruned_at")
+        return cls(int(data["db_bytes"]), int(data["wal_bytes"]), rows,
+                   float(data.get("measured_at", 0.0)), float(data.get("retention_days", 0.0)),
+                   float(pruned_at) if pruned_at is not None else None,
+                   int(data.get("pruned", 0)))
+
+
+@attrs.frozen
 class BoardSnapshot:
     """A consistent copy of the board at one moment.
 
@@ -137,6 +186,7 @@ class BoardSnapshot:
         scopes: Scope rows, most recently active first.
         runs: Active runs, oldest first.
         logs: The last log lines, oldest first.
+        store: The state store's size and row counts, once measured.
     """
 
     taken_at: float
@@ -147,6 +197,7 @@ class BoardSnapshot:
     scopes: tuple[ScopeRow, ...] = ()
     runs: tuple[RunRow, ...] = ()
     logs: tuple[str, ...] = ()
+    store: StoreRow | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (the format of ``status.json``)."""
@@ -168,6 +219,7 @@ class BoardSnapshot:
             scopes=tuple(ScopeRow(**row) for row in data.get("scopes", ())),
             runs=tuple(RunRow(**row) for row in data.get("runs", ())),
             logs=tuple(str(line) for line in data.get("logs", ())),
+            store=StoreRow.from_dict(data["store"]) if data.get("store") else None,
         )
 
 
@@ -186,6 +238,7 @@ class Board:
         self._scopes: dict[str, ScopeRow] = {}
         self._runs: dict[str, RunRow] = {}
         self._logs: collections.deque[str] = collections.deque(maxlen=log_lines)
+        self._store: StoreRow | None = None
         self._version = 0
 
     @property
@@ -254,6 +307,12 @@ class Board:
             self._runs.pop(run_id, None)
             self._version += 1
 
+    def put_store(self, row: StoreRow) -> None:
+        """Replace the state store's size and row counts."""
+        with self._lock:
+            self._store = row
+            self._version += 1
+
     def add_log(self, line: str) -> None:
         """Append one (already redacted) log line."""
         with self._lock:
@@ -285,6 +344,7 @@ class Board:
                 scopes=tuple(scopes),
                 runs=tuple(runs),
                 logs=tuple(self._logs),
+                store=self._store,
             )
 
 

@@ -28,13 +28,14 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from bridge.board import ActorRow, BoardSnapshot, ConnectionRow, RunRow, ScopeRow
+from bridge.board import ActorRow, BoardSnapshot, ConnectionRow, RunRow, ScopeRow, StoreRow
 
 __all__ = [
     "DEFAULT_LOG_LINES",
     "DEFAULT_MAX_CHILDREN",
     "DEFAULT_MAX_SCOPES",
     "format_age",
+    "format_bytes",
     "plain_status",
     "render",
     "run_live",
@@ -224,7 +225,7 @@ def _connections_table(rows: Sequence[ConnectionRow], now: float) -> RenderableT
     if not rows:
         return Text("no connections yet", style="dim")
     table = _table("agent", "guild", "state", "reconn", "token age", "renewed", "chans",
-                   "reason")
+                   "last event", "silent", "reason")
     for row in rows:
         table.add_row(
             Text(row.agent),
@@ -234,6 +235,8 @@ def _connections_table(rows: Sequence[ConnectionRow], now: float) -> RenderableT
             _age_or_dash(now, row.token_at),
             str(row.token_refreshes),
             str(row.channels),
+            _age_or_dash(now, row.last_event_at),
+            str(row.silences),
             Text(row.reason, style="dim"),
         )
     return table
@@ -294,6 +297,8 @@ def _header(snapshot: BoardSnapshot, now: float, title: str) -> Text:
         f"  runs {len(snapshot.runs)}"
     )
     header.append(counts, style="dim")
+    if snapshot.store is not None:
+        header.append(f"  store {_store_brief(snapshot.store)}", style="dim")
     failed = sum(1 for row in snapshot.actors if row.state == "failed")
     if failed:
         header.append(f"  {failed} failed", style="bold red")
@@ -301,6 +306,36 @@ def _header(snapshot: BoardSnapshot, now: float, title: str) -> Text:
     if lag > STALE_AFTER_S:
         header.append(f"  (status {format_age(lag)} old)", style="yellow")
     return header
+
+
+def format_bytes(size: int) -> str:
+    """Format a size in bytes compactly: ``"512 B"``, ``"3.4 kB"``, ``"12.0 MB"``, ``"1.5 GB"``."""
+    value = float(max(0, size))
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _store_brief(row: StoreRow) -> str:
+    """``1.2 MB (journal 1234, outbox 56, runs 7)`` for the header line."""
+    journal = sum(row.rows.get("inbound", {}).values())
+    outbox = sum(row.rows.get("outbox", {}).values())
+    runs = sum(row.rows.get("runs", {}).values())
+    return f"{format_bytes(row.total_bytes)} (journal {journal}, outbox {outbox}, runs {runs})"
+
+
+def _plain_store(row: StoreRow | None, now: float) -> list[str]:
+    if row is None:
+        return ["  not measured yet"]
+    lines = [f"  size={row.total_bytes} bytes db={row.db_bytes} wal={row.wal_bytes}"
+             f" retention={row.retention_days:g}d pruned={row.pruned}"
+             f" last_prune={_age_or_dash(now, row.pruned_at)}"]
+    for table, counts in row.rows.items():
+        shown = " ".join(f"{state}={count}" for state, count in sorted(counts.items()))
+        lines.append(f"  {table} {shown or 'empty'}")
+    return lines
 
 
 def render(
@@ -459,11 +494,18 @@ def plain_status(snapshot: BoardSnapshot, now: float | None = None) -> str:
               supervisor running
                 gateway:echo:dev running
             connections:
-              echo@dev connected reconnects=0 token_age=1m02s channels=3
+              echo@dev connected reconnects=0 token_age=1m02s renewed=0 channels=3 ...
             scopes:
               general echo queued 3 last=12s received=5 engaged=3 runs=2 failures=0
             runs:
               3f2a9c1d echo general 12s thinking
+            store:
+              size=2142208 bytes db=2097152 wal=45056 retention=14d pruned=120 last_prune=12m05s
+              inbound done=812 received=1
+              outbox posted=790
+              runs ended=790
+              sessions rows=3
+              ...
             logs:
               ...
 
@@ -481,7 +523,8 @@ def plain_status(snapshot: BoardSnapshot, now: float | None = None) -> str:
         line = (
             f"  {conn.agent}@{conn.guild} {conn.state} reconnects={conn.reconnects}"
             f" token_age={_age_or_dash(now, conn.token_at)} renewed={conn.token_refreshes}"
-            f" channels={conn.channels}"
+            f" channels={conn.channels} last_event={_age_or_dash(now, conn.last_event_at)}"
+            f" silences={conn.silences}"
         )
         if conn.reason:
             line += f" reason={conn.reason}"
@@ -510,6 +553,8 @@ def plain_status(snapshot: BoardSnapshot, now: float | None = None) -> str:
         lines.append(line)
     if not snapshot.runs:
         lines.append("  none")
+    lines.append("store:")
+    lines += _plain_store(snapshot.store, now)
     lines.append("logs:")
     lines += [f"  {line}" for line in snapshot.logs[-DEFAULT_LOG_LINES:]] or ["  none"]
     return "\n".join(lines)

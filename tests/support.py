@@ -51,8 +51,12 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S,
 
 def write_config(tmp_path: Path, center_url: str, *, agents: str | None = None,
                  bindings: str | None = None, debounce_s: float = 0.2,
-                 extra: str = "", fabric_extra: str = "") -> Config:
-    """Write a bridge config into ``tmp_path`` and load it."""
+                 extra: str = "", fabric_extra: str = "", bridge_extra: str = "") -> Config:
+    """Write a bridge config into ``tmp_path`` and load it.
+
+    ``bridge_extra`` and ``fabric_extra`` are lines added to those tables;
+    ``extra`` is appended at the end.
+    """
     agents = agents or textwrap.dedent("""
         [agents.echo]
         kind = "echo"
@@ -69,6 +73,7 @@ def write_config(tmp_path: Path, center_url: str, *, agents: str | None = None,
         state_dir = "var"
         debounce_s = {debounce_s}
         log_level = "debug"
+        {bridge_extra}
 
         [fabric]
         center_url = "{center_url}"

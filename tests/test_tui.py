@@ -32,7 +32,8 @@ def _snapshot(scope_count: int = 3) -> BoardSnapshot:
         ActorRow("runner:r1", "runner", "scope:fabric:echo:dev:c1", "running"),
     )
     connections = (
-        ConnectionRow("echo", "dev", "connected", reconnects=1, token_at=NOW - 192, channels=4),
+        ConnectionRow("echo", "dev", "connected", reconnects=1, token_at=NOW - 192, channels=4,
+                      last_event_at=NOW - 7, silences=1),
         ConnectionRow("codex", "dev", "failed", reason="login refused"),
         ConnectionRow("claude", "dev", "reconnecting", reconnects=5, token_at=NOW - 30),
         ConnectionRow("cmd", "dev", "connecting"),
@@ -235,7 +236,8 @@ def test_plain_status() -> None:
     lines = text.splitlines()
     assert lines[0] == "bridge pid 4242, up 5m02s"
     assert "\x1b" not in text
-    assert "  echo@dev connected reconnects=1 token_age=3m12s renewed=0 channels=4" in lines
+    assert ("  echo@dev connected reconnects=1 token_age=3m12s renewed=0 channels=4"
+            " last_event=7s silences=1") in lines
     assert any(
         line.startswith("  codex@dev failed") and "reason=login refused" in line for line in lines
     )

@@ -131,6 +131,7 @@ class DevGuild:
         self._runners: list[web.AppRunner] = []
         self._transports: set[asyncio.Transport] = set()
         self._sid_user: dict[str, str] = {}
+        self._silenced: set[str] = set()
         self._user_names = {user.id: user.name for user in seed.users}
         self._api_calls: dict[tuple[str, str], int] = {}
         self.sio = socketio.AsyncServer(
@@ -342,6 +343,30 @@ class DevGuild:
             await self.sio.emit(event, payload, to=sid, namespace=NS)
         return len(sids)
 
+    def silence_sockets(self, user_id: str | None = None) -> int:
+        """Stop emitting events to the connected sockets, keeping them open.
+
+        The sockets stay connected and keep answering Engine.IO pings, so the
+        clients believe all is well, but no event reaches them any more (a
+        known failure of long-lived chat sockets). Sockets that connect later
+        are not silenced, so a reconnect cures it.
+
+        Args:
+            user_id: Only this user's sockets (None: every socket).
+
+        Returns:
+            How many sockets were silenced.
+        """
+        with self._faults:
+            chosen = {sid for sid, uid in self._sid_user.items()
+                      if user_id is None or uid == user_id}
+            self._silenced |= chosen
+        return len(chosen)
+
+    def _audible(self, sids: list[str]) -> list[str]:
+        with self._faults:
+            return [sid for sid in sids if sid not in self._silenced]
+
     def expire_tokens(self) -> None:
         """Invalidate every issued token (401s, socket connects refused).
 
@@ -489,6 +514,7 @@ class DevGuild:
             web.post("/api/_dev/token-ttl", self._dev_ttl),
             web.post("/api/_dev/fail-posts", self._dev_fail),
             web.post("/api/_dev/delay", self._dev_delay),
+            web.post("/api/_dev/silence-sockets", self._dev_silence),
         ]
 
     def _caller(self, request: web.Request) -> str:
@@ -558,6 +584,8 @@ class DevGuild:
         return web.json_response(page)
 
     async def _post(self, request: web.Request) -> web.Response:
+        """``POST /channels/:id/messages {content, wakeupUserId?, nonce?}``; the
+        nonce (*inferred*, :data:`rules.MESSAGE_NONCE_FIELD`) is stored and returned."""
         caller = self._caller(request)
         self._count_call("post", caller)
         failure = self._take_failure(caller)
@@ -569,6 +597,7 @@ class DevGuild:
             request.match_info["cid"],
             _field(data, "content", str),
             _field(data, "wakeupUserId", str, None),
+            _field(data, rules.MESSAGE_NONCE_FIELD, str, None),
         )
         await self._emit_created(posted)
         if failure is not None:
@@ -641,6 +670,10 @@ class DevGuild:
             raise GuildError(400, str(exc)) from exc
         return web.json_response({})
 
+    async def _dev_silence(self, request: web.Request) -> web.Response:
+        user_id = _field(await _body(request), "userId", str, None)
+        return web.json_response({"silenced": self.silence_sockets(user_id)})
+
     async def _dev_delay(self, request: web.Request) -> web.Response:
         seconds = float(_field(await _body(request), "seconds", (int, float)))
         if seconds < 0:
@@ -651,7 +684,8 @@ class DevGuild:
     # -- realtime ------------------------------------------------------------
 
     def _sids_in(self, room: str) -> list[str]:
-        return [sid for sid, _ in self.sio.manager.get_participants(NS, room)]
+        """The sockets in a room that events reach (silenced ones left out)."""
+        return self._audible([sid for sid, _ in self.sio.manager.get_participants(NS, room)])
 
     async def _emit_created(self, posted: Posted) -> int:
         sent = 0
@@ -670,7 +704,8 @@ class DevGuild:
             "xType": self.state.x_type(channel_id),
             "occurredAt": now_iso(),
         }
-        await self.sio.emit(event, payload, to=f"user:{user_id}", namespace=NS)
+        for sid in self._sids_in(f"user:{user_id}"):
+            await self.sio.emit(event, payload, to=sid, namespace=NS)
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
@@ -683,6 +718,8 @@ class DevGuild:
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:
         self._sid_user.pop(sid, None)
+        with self._faults:
+            self._silenced.discard(sid)
 
     @staticmethod
     def _channel_arg(data: Any) -> str | None:
