@@ -18,6 +18,13 @@ list showed at one resync and that has still not arrived at the next one means
 the socket went silent while it looks connected: the gateway logs it, catches
 up from history and reconnects (noticed within two resync periods).
 
+Author lookups never block intake: authors come from a bounded cache; a
+message by an author not in it is held (not yet journaled, and the channel's
+persisted last seq stays before it, so a crash refetches it) while a lookup
+runs on a small thread pool, and is released when the answer comes. When the
+lookup keeps failing the message goes on with its author's kind unknown, and
+such a message never engages an agent (fail closed; it is kept as context).
+
 Socket callbacks run on library threads; they only ``tell`` this actor,
 tagged with the connection generation so events of an old connection are
 ignored.
@@ -31,12 +38,16 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
+import cachetools
 import pykka
 
 from actors.messages import (
+    AuthorResolved,
+    AuthorRetry,
     Connect,
     GetAccess,
     Init,
@@ -69,6 +80,14 @@ TOKEN_ASK_TIMEOUT_S = 15.0
 #: Most messages of a channel's history fetched when the channel is seen for the
 #: first time (one history page): older ones are skipped, with a log line.
 FIRST_SIGHT_MESSAGES = HISTORY_LIMIT_MAX
+#: Authors remembered per connection, and for how long (seconds): names and kinds
+#: change rarely, and a bounded cache keeps a guild of any size in bounded memory.
+AUTHOR_CACHE_SIZE = 10_000
+AUTHOR_CACHE_TTL_S = 3600.0
+#: Lookups of one author before its messages go on with the kind unknown.
+AUTHOR_LOOKUP_ATTEMPTS = 3
+#: Threads that run author lookups, per connection.
+AUTHOR_LOOKUP_THREADS = 2
 #: The board's "last event" time is republished at most this often (seconds).
 EVENT_PUBLISH_INTERVAL_S = 1.0
 
@@ -130,7 +149,12 @@ class Gateway(SupervisedActor):
         self.rest: FabricGuild | None = None
         self.channels: dict[str, ChannelInfo] = {}
         self.last_seq: dict[str, int] = {}
-        self.users: dict[str, tuple[str, str]] = {}
+        self.users: cachetools.TTLCache[str, tuple[str, str]] = cachetools.TTLCache(
+            AUTHOR_CACHE_SIZE, AUTHOR_CACHE_TTL_S)
+        #: Messages waiting for their author's lookup, per author id.
+        self.held: dict[str, list[Inbound]] = {}
+        self.lookup_attempts: dict[str, int] = {}
+        self.lookups: ThreadPoolExecutor | None = None
         self.state = "connecting"
         self.reason = ""
         self.attempts = 0
@@ -163,6 +187,11 @@ class Gateway(SupervisedActor):
         elif isinstance(message, SocketClosed):
             if message.generation == self.generation and self.socket is not None:
                 self._dropped(message.reason)
+        elif isinstance(message, AuthorResolved):
+            self._author_resolved(message)
+        elif isinstance(message, AuthorRetry):
+            if message.user_id in self.held:
+                self._look_up(message.user_id)
         elif isinstance(message, Resync):
             if message.generation == self.generation and self.socket is not None:
                 self._resync()
@@ -178,6 +207,8 @@ class Gateway(SupervisedActor):
         if self.socket is not None:
             self.socket.close()
             self.socket = None
+        if self.lookups is not None:
+            self.lookups.shutdown(wait=False, cancel_futures=True)
         self.state, self.reason = "stopped", ""
         self._publish()
 
@@ -433,8 +464,7 @@ class Gateway(SupervisedActor):
             if highest > self.last_seq.get(channel.id, 0):
                 # Dropped items (deleted, malformed) were seen too: never fetch them again.
                 self.last_seq[channel.id] = highest
-                self.runtime.store.set_last_seq(self.agent.name, self.guild, channel.id,
-                                                highest)
+                self._persist_seq(channel.id)
             if len(page) < HISTORY_LIMIT_MAX:
                 break
             seq_from = highest + 1
@@ -445,7 +475,7 @@ class Gateway(SupervisedActor):
     def _normalize(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> Inbound:
         return normalize_message(
             payload, agent=self.agent.name, guild=self.guild, self_id=self._self_id(),
-            channel=channel, author_name=self._name, author_is_bot=self._is_bot,
+            channel=channel, author_name=self._cached_name, author_is_bot=self._cached_bot,
             content_limit=self.runtime.config.fabric.content_limit, catch_up=catch_up)
 
     def _accept(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> None:
@@ -455,20 +485,35 @@ class Gateway(SupervisedActor):
         self._route(self._normalize(channel, payload, catch_up=catch_up))
 
     def _route(self, inbound: Inbound) -> None:
-        """Journal the message, advance the last seen seq, and route it (not our own).
+        """Advance the last seen seq and accept the message (not our own).
 
-        The journal write commits before the message is routed; a message id
-        already in the journal is a duplicate and is dropped here.
+        A message whose author is not in the cache is held until the lookup
+        answers (see the module docstring).
         """
         self.last_seq[inbound.channel_id] = inbound.seq
-        store = self.runtime.store
         if inbound.author_id == self._self_id():
-            store.set_last_seq(self.agent.name, self.guild, inbound.channel_id, inbound.seq)
+            self._persist_seq(inbound.channel_id)
             return
         if inbound.catch_up and is_stale(inbound.created_at,
                                          self.runtime.config.bridge.catch_up_window_s):
             inbound = attrs.evolve(inbound, stale=True)
-        if not store.record_inbound(inbound):
+        if inbound.author_id not in self.users:
+            self._hold(inbound)
+            return
+        self._accept_known(inbound)
+
+    def _accept_known(self, inbound: Inbound) -> None:
+        """Journal the message and route it to the supervisor.
+
+        The journal write commits before the message is routed; a message id
+        already in the journal is a duplicate and is dropped here. The
+        channel's persisted last seq moves with it unless an earlier message
+        of the channel is still held.
+        """
+        store = self.runtime.store
+        held = any(m.channel_id == inbound.channel_id and m.seq < inbound.seq
+                   for waiting in self.held.values() for m in waiting)
+        if not store.record_inbound(inbound, last_seq=not held):
             log.debug("gateway %s@%s: duplicate %s dropped", self.agent.name, self.guild,
                       inbound.message_id)
             return
@@ -477,23 +522,88 @@ class Gateway(SupervisedActor):
             with contextlib.suppress(pykka.ActorDeadError):  # stopping: it is in the journal
                 supervisor.tell(Route(inbound))
 
-    def _user(self, user_id: str) -> tuple[str, str]:
-        """``(display name, kind)`` of a user, cached; the id's start when unknown."""
-        found = self.users.get(user_id)
-        if found is None and self.rest is not None:
+    def _persist_seq(self, channel_id: str) -> None:
+        """Store the channel's last seen seq, but never past a message still held."""
+        seq = self.last_seq.get(channel_id, 0)
+        held = [m.seq for waiting in self.held.values() for m in waiting
+                if m.channel_id == channel_id]
+        if held:
+            seq = min(seq, min(held) - 1)
+        self.runtime.store.set_last_seq(self.agent.name, self.guild, channel_id, seq)
+
+    # -- authors -----------------------------------------------------------
+
+    def _hold(self, inbound: Inbound) -> None:
+        waiting = self.held.setdefault(inbound.author_id, [])
+        waiting.append(inbound)
+        if len(waiting) == 1:
+            self._look_up(inbound.author_id)
+
+    def _look_up(self, user_id: str) -> None:
+        """Start a lookup of ``user_id`` on the lookup threads; the answer is told back."""
+        if self.rest is None:
+            self._tell(AuthorResolved(user_id, None, failed=True, error="not connected"))
+            return
+        if self.lookups is None:
+            self.lookups = ThreadPoolExecutor(
+                AUTHOR_LOOKUP_THREADS, thread_name_prefix=f"authors-{self.agent.name}")
+        guild = FabricGuild(self.rest.access, http_session())
+
+        def done(future: Future[tuple[str, str] | None]) -> None:
             try:
-                found = self.rest.user(user_id)
-            except ChatError:
-                found = None
-            if found is not None:
-                self.users[user_id] = found
-        return found or (user_id[:8], "")
+                found = future.result()
+            except Exception as exc:  # any failure is retried, then fails closed
+                self._tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200]))
+                return
+            self._tell(AuthorResolved(user_id, found))
 
-    def _name(self, user_id: str) -> str:
-        return self._user(user_id)[0]
+        try:
+            self.lookups.submit(guild.user, user_id).add_done_callback(done)
+        except RuntimeError:  # the pool is shut down: the gateway is stopping
+            log.debug("gateway %s@%s: lookup after stop dropped", self.agent.name, self.guild)
 
-    def _is_bot(self, user_id: str) -> bool:
-        return self._user(user_id)[1] in BOT_KINDS
+    def _author_resolved(self, result: AuthorResolved) -> None:
+        user_id = result.user_id
+        if result.found is not None:
+            self.users[user_id] = result.found
+            self.lookup_attempts.pop(user_id, None)
+            self._release(user_id, result.found[0], result.found[1] in BOT_KINDS, known=True)
+            return
+        if result.failed:
+            attempts = self.lookup_attempts.get(user_id, 0) + 1
+            self.lookup_attempts[user_id] = attempts
+            if attempts < AUTHOR_LOOKUP_ATTEMPTS:
+                self._schedule(backoff_delay(attempts), AuthorRetry(user_id))
+                return
+            self.lookup_attempts.pop(user_id, None)
+            log.warning("gateway %s@%s: lookup of author %s failed %d times (%s); %d message(s) "
+                        "go on with the author's kind unknown: they never engage (kept as "
+                        "context); the next message retries the lookup", self.agent.name,
+                        self.guild, user_id[:8], attempts, result.error,
+                        len(self.held.get(user_id, ())))
+        else:
+            log.warning("gateway %s@%s: the guild does not know author %s; its message(s) "
+                        "never engage (kept as context)", self.agent.name, self.guild,
+                        user_id[:8])
+        self._release(user_id, user_id[:8], False, known=False)
+
+    def _release(self, user_id: str, name: str, is_bot: bool, *, known: bool) -> None:
+        """Accept the messages held for one author, by channel and seq."""
+        waiting = sorted(self.held.pop(user_id, []), key=lambda m: (m.channel_id, m.seq))
+        for inbound in waiting:
+            self._accept_known(attrs.evolve(inbound, author_name=name, author_is_bot=is_bot,
+                                            author_known=known))
+        for channel_id in {m.channel_id for m in waiting}:
+            self._persist_seq(channel_id)
+
+    def _cached_name(self, user_id: str) -> str:
+        """The author's display name from the cache; the id's start when not cached."""
+        found = self.users.get(user_id)
+        return found[0] if found is not None else user_id[:8]
+
+    def _cached_bot(self, user_id: str) -> bool:
+        found = self.users.get(user_id)
+        return found is not None and found[1] in BOT_KINDS
 
     def _rest_call(self, call: Any) -> Any:
         """Run a REST call; on 401 drop the token, log in again and retry once."""

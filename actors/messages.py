@@ -190,6 +190,41 @@ class StatusTick:
 
 
 @attrs.frozen
+class AuthorResolved:
+    """Gateway: an author lookup ended.
+
+    Attributes:
+        user_id: The author looked up.
+        found: ``(display name, kind)``, or None when there is no answer.
+        failed: True when the lookup failed (network, 5xx, 401): it is retried;
+            False with ``found`` None: the guild does not know the user.
+        error: What went wrong, for the log.
+    """
+
+    user_id: str
+    found: tuple[str, str] | None
+    failed: bool = False
+    error: str = ""
+
+
+@attrs.frozen
+class AuthorRetry:
+    """Gateway timer: look ``user_id`` up again."""
+
+    user_id: str
+
+
+@attrs.frozen
+class PruneTick:
+    """Upkeep timer: prune the state store now, then schedule the next prune."""
+
+
+@attrs.frozen
+class MeasureTick:
+    """Upkeep timer: publish the store's size and row counts, then schedule the next."""
+
+
+@attrs.frozen
 class RunActive:
     """To the token cache (the identity): a run started (+1) or ended (-1) in ``guild``."""
 

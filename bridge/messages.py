@@ -43,6 +43,9 @@ class Inbound:
         stale: True for a catch-up message older than the catch-up window: it
             is kept as context only, so a long outage does not start a flood of runs.
         author_is_bot: True when the platform says the author is a bot or an agent.
+        author_known: False when the author's kind could not be learned (the
+            lookup failed): such a message never engages an agent (fail closed)
+            and is kept as context. True in rows journaled before this field.
     """
 
     platform: str
@@ -62,6 +65,7 @@ class Inbound:
     catch_up: bool = False
     stale: bool = False
     author_is_bot: bool = False
+    author_known: bool = True
 
     @property
     def scope_key(self) -> str:

@@ -100,7 +100,7 @@ def _listed(items: tuple[str, ...], *keys: str) -> bool:
 
 
 #: Sender kinds, from most to least trusted.
-SENDER_KINDS = ("admin", "allowed", "refused", "bot", "channel")
+SENDER_KINDS = ("admin", "allowed", "refused", "bot", "unknown", "channel")
 
 
 @attrs.frozen
@@ -109,8 +109,10 @@ class Sender:
 
     Attributes:
         kind: ``admin``, ``allowed``, ``refused`` (a member who is not
-            allowed), ``bot`` (a bot or agent while ``allow_bots`` is false) or
-            ``channel`` (the channel is not in ``allowed_channels``).
+            allowed), ``bot`` (a bot or agent while ``allow_bots`` is false),
+            ``unknown`` (the author's kind could not be learned: fail closed, it
+            never engages, even with ``allow_bots``) or ``channel`` (the channel
+            is not in ``allowed_channels``).
         reason: Why, for the log (never shown in the chat).
     """
 
@@ -160,6 +162,8 @@ def classify_sender(policy: AccessPolicy, message: Inbound, agent: str,
                                                message.channel_name):
         return Sender("channel", "channel not in allowed_channels")
     author = (message.author_id, message.author_name)
+    if not message.author_known:
+        return Sender("unknown", "author's kind is unknown (lookup failed); kept as context")
     if is_bot(message, agent, bot_names) and not policy.allow_bots:
         return Sender("bot", "author is a bot or agent (allow_bots = false)")
     if _listed(policy.admins, *author):

@@ -35,13 +35,24 @@ import attrs
 
 from bridge.engage import EngageGate, EngageRule
 from bridge.messages import Inbound
-from bridge.policy import AccessPolicy, HourlyBudget, OncePerWindow, Sender, classify_sender
+from bridge.policy import (
+    AccessPolicy,
+    HourlyBudget,
+    OncePerWindow,
+    Sender,
+    classify_sender,
+    is_bot,
+)
 from bridge.prompt import Prompt, PromptLine
 
 #: Message ids remembered for dedup (Fabric plugins remember 5,000).
 DEDUP_SIZE = 5000
 #: Context kept for the next prompt: at most this many messages ...
 CONTEXT_MESSAGES = 50
+#: Bot or agent messages in a row (no human message between them) that may engage
+#: one conversation; later ones are context until a human writes: a loop breaker
+#: for agents that answer each other (``allow_bots = true``). Humans are never held.
+BOT_STREAK_LIMIT = 5
 #: ... and at most this many characters in all.
 CONTEXT_CHARS = 20_000
 
@@ -149,6 +160,8 @@ class ScopeLogic:
         self.gate = EngageGate(rule)
         self.access = access or AccessPolicy()
         self.bot_names = frozenset(bot_names)
+        #: Bot messages since the last human one (see :data:`BOT_STREAK_LIMIT`).
+        self.bot_streak = 0
         self.clock = clock
         self.budget = HourlyBudget(self.access.max_runs_per_hour)
         self.refusals = OncePerWindow()
@@ -201,6 +214,8 @@ class ScopeLogic:
             self.verdict, self.reason = "duplicate", "message id seen before"
             return []
         self.received += 1
+        from_bot = not message.author_known or is_bot(message, self.agent, self.bot_names)
+        self.bot_streak = self.bot_streak + 1 if from_bot else 0
         if message.channel_name:
             self.channel = message.channel_name
         now = self.clock()
@@ -221,10 +236,14 @@ class ScopeLogic:
             if sender.kind == "refused" and self.access.sender_scope == "known":
                 self.verdict, self.reason = "dropped", reason
             else:
-                self._ignore(message, reason)
+                self._ignore(message, reason, allowed=False)
             return actions
         if not decision.engage:
-            self._ignore(message, decision.reason)
+            self._ignore(message, decision.reason, allowed=True)
+            return []
+        if from_bot and self.bot_streak > BOT_STREAK_LIMIT:
+            self._ignore(message, f"loop breaker: {self.bot_streak} bot messages in a row "
+                         "with no human message between", allowed=True)
             return []
         self.gate.engaged(now)
         self.verdict, self.reason = "engaged", f"{decision.reason} ({sender.reason})"
@@ -249,8 +268,8 @@ class ScopeLogic:
         self.pending = []
         now = self.clock()
         if not self.budget.take(now):
-            for message in pending:
-                self._add_context(message.message_id, PromptLine.of(message))
+            for message in pending:  # engaged, so their authors are allowed
+                self._add_context(message.message_id, PromptLine.of(message, allowed=True))
             return [OverBudget(tuple(m.message_id for m in pending),
                                self.budget_notices.first("budget", now))]
         run_id = uuid.uuid4().hex[:12]
@@ -258,7 +277,7 @@ class ScopeLogic:
             agent=self.agent,
             guild=self.guild,
             channel=self.channel,
-            messages=tuple(PromptLine.of(m) for m in pending),
+            messages=tuple(PromptLine.of(m, allowed=True) for m in pending),
             context=tuple(line for _, line in sorted(self.context, key=lambda c: c[1].seq)),
         )
         context_ids = tuple(message_id for message_id, _ in self.context)
@@ -286,13 +305,16 @@ class ScopeLogic:
         self.debouncing = True
         return ArmDebounce(self.generation, self.debounce_s)
 
-    def _ignore(self, message: Inbound, reason: str) -> None:
-        """A message that does not engage: context or dropped, per the rule's ``ignored``."""
+    def _ignore(self, message: Inbound, reason: str, *, allowed: bool) -> None:
+        """A message that does not engage: context or dropped, per the rule's ``ignored``.
+
+        ``allowed`` says whether its author may talk to the agent (kept in the prompt line).
+        """
         if self.gate.rule.ignored == "drop":
             self.verdict, self.reason = "dropped", f"{reason}; ignored = drop"
             return
         self.verdict, self.reason = "context", reason
-        self._add_context(message.message_id, PromptLine.of(message))
+        self._add_context(message.message_id, PromptLine.of(message, allowed))
 
     def _add_context(self, message_id: str, line: PromptLine) -> None:
         self.context.append((message_id, line))

@@ -125,6 +125,8 @@ class DevGuild:
         self.guild_url = ""
         self._faults = threading.Lock()
         self._delay_s = 0.0
+        self._lookup_status: int | None = None
+        self._lookup_held: set[str] = set()
         self._fail: tuple[int, int, float | None, str | None, bool] = (0, 500, None, None, False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -201,6 +203,8 @@ class DevGuild:
 
     def stop(self) -> None:
         """Close every socket and the loop, joining the thread (within ~2 s); idempotent."""
+        with self._faults:
+            self._lookup_held.clear()  # held lookups answer, so their handlers end
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
@@ -407,6 +411,28 @@ class DevGuild:
             raise ValueError("count must be >= 0 and status 400-599")
         with self._faults:
             self._fail = (count, status, retry_after_s, user_id, landed)
+
+    def fail_user_lookups(self, status: int | None) -> None:
+        """Make every ``GET /users/:id`` answer ``status`` (None: answer normally).
+
+        Raises:
+            ValueError: On a status outside 400-599.
+        """
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError("status must be 400-599")
+        with self._faults:
+            self._lookup_status = status
+
+    def hold_user_lookups(self, user_id: str, held: bool = True) -> None:
+        """Keep lookups of one user unanswered until released (``held=False``).
+
+        A lookup already waiting answers as soon as it is released.
+        """
+        with self._faults:
+            if held:
+                self._lookup_held.add(user_id)
+            else:
+                self._lookup_held.discard(user_id)
 
     def set_delay(self, seconds: float) -> None:
         """Delay every guild REST answer (not the ``_dev`` switches) by ``seconds``.
@@ -639,7 +665,16 @@ class DevGuild:
     async def _user(self, request: web.Request) -> web.Response:
         """``GET /api/users/:id`` (*inferred*): ``{"id", "name", "kind"}``."""
         self._caller(request)
-        return web.json_response(self.state.user(request.match_info["uid"]))
+        user_id = request.match_info["uid"]
+        while True:
+            with self._faults:
+                status, held = self._lookup_status, user_id in self._lookup_held
+            if not held:
+                break
+            await asyncio.sleep(0.02)
+        if status is not None:
+            return _error(status, "user lookup failed (dev guild fault)")
+        return web.json_response(self.state.user(user_id))
 
     # -- dev switches (unauthenticated; the dev guild only) -------------------
 

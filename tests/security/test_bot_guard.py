@@ -1,0 +1,97 @@
+"""Attacks on the bot guard and the intake path through author lookups.
+
+- A failing author lookup made an unknown author count as a human, so two
+  agents answered each other until the hourly budget ran out (fail open).
+- Author lookups ran on the gateway's intake path: a slow lookup of one
+  author held up every other member's messages.
+- Agents allowed to talk to each other (``allow_bots``) ping-ponged forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from actors.app import BridgeApp
+from bridge.board import Board
+from bridge.config import Config
+from bridge.devguild import DevGuild
+from bridge.messages import Inbound
+from bridge.scope_logic import BOT_STREAK_LIMIT, ArmDebounce, ScopeLogic
+from tests.support import Member, wait_until, write_config
+
+
+def start(config: Config) -> BridgeApp:
+    app = BridgeApp(config, Board())
+    app.start()
+    wait_until(lambda: (row := app.board.connection("echo", "dev")) and
+               row.state == "connected", what="echo connected")
+    return app
+
+
+def test_unknown_author_kind_fails_closed_and_is_retried(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    app = start(write_config(tmp_path, devguild.center_url))
+    try:
+        alice = members("alice")
+        devguild.fail_user_lookups(503)
+        alice.post("general", "who am I?")
+        assert app.store is not None
+        key = f"fabric:echo:dev:{devguild.channel_id('general')}"
+        # The lookups fail (with retries), then the message goes on as context only.
+        wait_until(lambda: app.store.count_inbound(key), timeout_s=30,  # type: ignore[union-attr]
+                   what="the message journaled after the failed lookups")
+        devguild.fail_user_lookups(None)
+        alice.post("general", "now you know me")
+        alice.wait_reply("echo", "general", lambda c: "now you know me" in c)
+        # The first message never engaged: the only answer is to the second one.
+        assert alice.messages_from("echo", "general") == ["now you know me"]
+    finally:
+        devguild.fail_user_lookups(None)
+        app.stop()
+
+
+def test_slow_author_lookup_does_not_hold_up_other_members(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    app = start(write_config(tmp_path, devguild.center_url))
+    try:
+        alice, bob = members("alice"), members("bob")
+        devguild.hold_user_lookups(devguild.user_id("alice"))
+        alice.post("general", "from alice")
+        bob.post("general", "from bob")
+        # Bob is answered while Alice's lookup still hangs.
+        bob.wait_reply("echo", "general", lambda c: c == "from bob")
+        assert alice.messages_from("echo", "general") == ["from bob"]
+        devguild.hold_user_lookups(devguild.user_id("alice"), held=False)
+        alice.wait_reply("echo", "general", lambda c: c == "from alice")
+    finally:
+        devguild.hold_user_lookups(devguild.user_id("alice"), held=False)
+        app.stop()
+
+
+def _message(n: int, *, bot: bool) -> Inbound:
+    author = "agent-b" if bot else "alice"
+    return Inbound(platform="fabric", agent="echo", guild="dev", channel_id="c1",
+                   channel_name="general", x_type="general", message_id=f"m{n}", seq=n,
+                   author_id=author, author_name=author, content=f"hi {n}", wakeup=True,
+                   author_is_bot=bot)
+
+
+def test_agent_ping_pong_is_broken_without_blocking_humans() -> None:
+    from bridge.policy import AccessPolicy
+
+    logic = ScopeLogic("echo", "dev", "general", 0.1,
+                       access=AccessPolicy(allow_bots=True, max_runs_per_hour=0))
+    verdicts = []
+    for n in range(1, BOT_STREAK_LIMIT + 4):
+        logic.accept(_message(n, bot=True))
+        verdicts.append(logic.verdict)
+    assert verdicts[:BOT_STREAK_LIMIT] == ["engaged"] * BOT_STREAK_LIMIT
+    assert verdicts[BOT_STREAK_LIMIT:] == ["context"] * 3
+    assert "loop breaker" in logic.reason
+    # A human is never held by the breaker, and speaking resets it.
+    actions = logic.accept(_message(100, bot=False))
+    assert logic.verdict == "engaged"
+    assert actions == [] or isinstance(actions[0], ArmDebounce)
+    logic.accept(_message(101, bot=True))
+    assert logic.verdict == "engaged"
