@@ -23,16 +23,17 @@ from bridge.errors import Unauthorized
 WAIT_S = 10.0
 
 #: A command agent that waits for a file named ``gate`` in its workspace, removes
-#: it, and answers "answer to: " + the texts of the messages it was asked.
+#: it, and answers "answer to: " + the texts of the messages it was asked (the
+#: prompt's lines after "Messages to answer:", one JSON object each).
 GATED_AGENT = textwrap.dedent("""
-    import os, sys, time
+    import json, os, sys, time
     prompt = sys.stdin.read()
     gate = os.path.join(os.getcwd(), "gate")
     while not os.path.exists(gate):
         time.sleep(0.02)
     os.remove(gate)
     lines = prompt.split("Messages to answer:\\n", 1)[1]
-    print("answer to: " + " + ".join(l.split(": ", 1)[1] for l in lines.splitlines()))
+    print("answer to: " + " + ".join(json.loads(l)["text"] for l in lines.split("\\n")))
 """)
 
 

@@ -21,8 +21,9 @@ from bridge.prompt import Prompt, PromptLine
 
 PROMPT = Prompt(
     agent="helper", guild="dev", channel="general",
-    messages=(PromptLine("Ann", "first question", 3), PromptLine("Bob", "and another", 4)),
-    context=(PromptLine("Cid", "earlier chatter", 2),),
+    messages=(PromptLine("Ann", "first question", 3, "u-ann", True),
+              PromptLine("Bob", "and another", 4, "u-bob", True)),
+    context=(PromptLine("Cid", "earlier chatter", 2, "u-cid", False),),
 )
 
 
@@ -96,9 +97,15 @@ def test_command_reads_prompt_and_answers(tmp_path: Path) -> None:
     answer = events[0]
     assert isinstance(answer, RunDone)
     assert answer.answer.startswith("<bridge-context>\n")
-    assert "</bridge-context>" in answer.answer
-    assert "Cid: earlier chatter" in answer.answer
-    assert answer.answer.endswith("Ann: first question\nBob: and another")
+    assert "\n</bridge-context>\n" in answer.answer
+    assert ('\n{"seq": 2, "author_id": "u-cid", "author": "Cid", "allowed": false, '
+            '"text": "earlier chatter"}\n') in answer.answer
+    assert answer.answer.endswith(
+        'Messages to answer:\n'
+        '{"seq": 3, "author_id": "u-ann", "author": "Ann", "allowed": true, '
+        '"text": "first question"}\n'
+        '{"seq": 4, "author_id": "u-bob", "author": "Bob", "allowed": true, '
+        '"text": "and another"}')
 
 
 def test_command_transforms_output(tmp_path: Path) -> None:

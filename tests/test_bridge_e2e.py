@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,9 +71,16 @@ def test_context_from_before_the_scope_existed_reaches_the_prompt(
         bob.post("work", "the build is red since noon")  # work: no mention, no wakeup
         alice.post("work", f"<@{devguild.user_id('echo')}> what is going on?")
         prompt = alice.wait_reply("echo", "work", lambda c: "Messages to answer:" in c)
-        context, asked = prompt.split("Messages to answer:")
-        assert "bob: the build is red since noon" in context
-        assert "alice: <@" in asked and "what is going on?" in asked
+        lines = prompt.split("</bridge-context>\n", 1)[1].strip().split("\n")
+        assert lines[0] == "Earlier messages in the channel (context only):"
+        assert lines[2] == "Messages to answer:" and len(lines) == 4
+        context, asked = json.loads(lines[1]), json.loads(lines[3])
+        assert {k: context[k] for k in ("author_id", "author", "allowed", "text")} == {
+            "author_id": devguild.user_id("bob"), "author": "bob", "allowed": True,
+            "text": "the build is red since noon"}
+        assert (asked["author_id"], asked["author"], asked["allowed"]) == (
+            devguild.user_id("alice"), "alice", True)
+        assert asked["text"].startswith("<@") and asked["text"].endswith("what is going on?")
     finally:
         app.stop()
 

@@ -133,7 +133,9 @@ def test_plain_answer(tmp_path: Path) -> None:
     assert len(usage) == 1 and usage[0].output_tokens == 30 and usage[0].turns == 1
     assert usage[0].cost_usd is not None
     (request,) = model.main_requests()
-    assert "Ann: what is six times seven?" in request.text()
+    # the rendered prompt's message line, as the JSON of the request spells it
+    asked = prompt("what is six times seven?").messages[0].render()
+    assert json.dumps(asked)[1:-1] in request.text()
     assert request.headers.get("x-api-key") == "sk-ant-test-key-0000"
     assert (tmp_path / "var" / "claude-home" / "coder" / ".claude.json").exists()  # isolated
 

@@ -95,8 +95,8 @@ def test_context_message_goes_into_next_prompt() -> None:
     assert (scope.received, scope.engaged) == (1, 0)
     arm = only_arm(scope.accept(msg(2, "hey agent")))
     start = only_start(scope.debounce_elapsed(arm.generation))
-    assert start.prompt.context == (PromptLine("Bob", "just chatting", 1),)
-    assert start.prompt.messages == (PromptLine("Ann", "hey agent", 2),)
+    assert start.prompt.context == (PromptLine("Bob", "just chatting", 1, "u-Bob", True),)
+    assert start.prompt.messages == (PromptLine("Ann", "hey agent", 2, "u-Ann", True),)
     assert start.message_ids == ("m-2",)
     # Context is used once.
     scope.run_finished(start.run_id, ok=True)
@@ -161,7 +161,7 @@ def test_messages_during_run_are_queued_then_start_next_run() -> None:
     assert run2.run_id != run1.run_id
     assert run2.prompt.user_text() == "second\nthird"
     assert run2.message_ids == ("m-2", "m-3")
-    assert run2.prompt.context == (PromptLine("Bob", "aside", 4),)
+    assert run2.prompt.context == (PromptLine("Bob", "aside", 4, "u-Bob", True),)
     assert scope.runs == 2
 
 
@@ -296,6 +296,8 @@ def test_accept_verdicts(rule: EngageRule | None, access: AccessPolicy | None,
     assert scope.reason
     assert any(isinstance(a, Refuse) for a in actions) is refused
     assert (len(scope.context) == 1) is (verdict == "context")
+    if verdict == "context":  # the prompt line says whether its author may talk to the agent
+        assert scope.context[0][1].allowed is (message.author_name == "ann")
     assert (scope.pending == [message]) is (verdict == "engaged")
 
 

@@ -21,7 +21,7 @@ RUN_WAIT_S = 60.0
 def prompt(text: str, author: str = "Ann") -> Prompt:
     """A one-message prompt."""
     return Prompt(agent="coder", guild="dev", channel="general",
-                  messages=(PromptLine(author, text, 1),))
+                  messages=(PromptLine(author, text, 1, f"u-{author.lower()}", True),))
 
 
 def context(workspace: Path, session_id: str | None = None) -> RunContext:
