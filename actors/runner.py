@@ -26,9 +26,11 @@ from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarte
 from bridge.board import RunRow
 from bridge.chunking import split_message
 from bridge.config import AgentSettings
+from bridge.fabric_rules import CONTENT_LIMIT_UTF16, content_length
 from bridge.procs import start_ticks
 from bridge.prompt import Prompt
 from bridge.run_status import RunStatus, shorten
+from bridge.secrets import redact
 from bridge.store import SessionRecord
 
 log = logging.getLogger(__name__)
@@ -184,12 +186,14 @@ class Runner(pykka.ThreadingActor):
         log.info("run %s %s after %.2fs%s", self.run_id, "done" if ok else "failed",
                  now - self.started_at, f": {reason}" if reason else "")
         self._show_status("done" if ok else f"failed: {shorten(reason, 100)}")
+        text = redact(text)  # before the cut and the split, which could halve a secret
         cap = self.runtime.config.bridge.max_answer_chars
         if len(text) > cap:
             text = f"{text[:cap]}\n\n[answer cut: {len(text) - cap:,} more characters not shown]"
         footer = self.status.footer(now) if self.status_shown or self.status.usage else ""
         limit = self.runtime.config.fabric.content_limit
-        pieces = split_message(text, limit - len(footer) - 2 if footer else limit)
+        pieces = split_message(text, limit - content_length(footer) - 2 if footer else limit,
+                               utf16=CONTENT_LIMIT_UTF16)
         if footer and pieces:
             pieces[-1] = f"{pieces[-1]}\n\n{footer}"
         after_seq = max((line.seq for line in self.prompt.messages), default=0)

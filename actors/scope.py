@@ -157,8 +157,7 @@ class Scope(SupervisedActor):
         command = parse_command(message.content)
         if command is not None:
             if not self.logic.dedup.seen(message.message_id):
-                self.runtime.store.mark_done(self.key, message.message_id)
-                self._command(command, message)
+                self._command(command, message)  # marks it done, with its answer if any
             return
         actions = self.logic.accept(message)
         verdict, reason = self.logic.verdict, self.logic.reason
@@ -188,22 +187,25 @@ class Scope(SupervisedActor):
             else:
                 self._start(action)
 
-    def _refuse(self, author_id: str) -> None:
+    def _refuse(self, author_id: str, command: Inbound | None = None) -> None:
         """Post the refusal; keyed by user and clock hour, so that a scope rebuilt after an
-        idle stop does not refuse the same user twice within that hour."""
+        idle stop does not refuse the same user twice within that hour. A refused
+        ``command`` is marked done with it, in one transaction."""
         hour = int(time.time() // 3600)
-        self._notice(f"refusal:{self.key}:{author_id}:{hour}", self.agent.access.refusal)
+        self._notice(f"refusal:{self.key}:{author_id}:{hour}", self.agent.access.refusal,
+                     done=command)
 
     def _over_budget(self, action: OverBudget) -> None:
         limit = self.agent.access.max_runs_per_hour
-        log.warning("scope %s: run budget of %d runs per hour spent; %d message(s) kept as "
-                    "context instead of a run", self.key, limit, len(action.message_ids))
+        log.warning("scope %s: run budget of %d runs per member per hour spent; %d "
+                    "message(s) kept as context instead of a run", self.key, limit,
+                    len(action.message_ids))
         for message_id in action.message_ids:
             self.runtime.store.classify(self.key, message_id, False)
         if action.notify:
             self._notice(f"budget:{self.agent.name}:{action.message_ids[0]}",
-                         f"⚠ {self.agent.name}: too many runs in this channel in the last hour; "
-                         "messages are kept for later and not answered now.")
+                         f"⚠ {self.agent.name}: too many runs for you in this channel in the "
+                         "last hour; your messages are kept for later and not answered now.")
 
     def _listening(self) -> bool:
         """Whether the agent takes commands here without a mention."""
@@ -221,6 +223,7 @@ class Scope(SupervisedActor):
         if not addressed_to(message.content, message.mentioned, self._listening()):
             log.info("scope %s: %s ignored (not addressed to %s)", self.key, who,
                      self.agent.name)
+            self.runtime.store.mark_done(self.key, message.message_id)
             return
         sender = self.logic.sender(message)
         if not sender.allowed:
@@ -228,7 +231,9 @@ class Scope(SupervisedActor):
             log.info("scope %s: %s not run (%s)%s", self.key, who, sender.reason,
                      "; refused" if refuse else "")
             if refuse:
-                self._refuse(message.author_id)
+                self._refuse(message.author_id, command=message)
+            else:
+                self.runtime.store.mark_done(self.key, message.message_id)
             return
         if command.admin_only and sender.kind != "admin":
             log.info("scope %s: %s refused (admins only)", self.key, who)
@@ -328,10 +333,16 @@ class Scope(SupervisedActor):
         return "\n".join(lines)
 
     def _reply(self, message: Inbound, text: str) -> None:
-        self._notice(f"reply:{self.agent.name}:{message.message_id}", text, message.seq)
+        """Answer the command ``message``: marked done and answered in one transaction."""
+        self._notice(f"reply:{self.agent.name}:{message.message_id}", text, message.seq,
+                     done=message)
 
-    def _notice(self, key: str, text: str, after_seq: int = 0) -> None:
-        self.runtime.store.add_notice(self.key, key, text, after_seq)
+    def _notice(self, key: str, text: str, after_seq: int = 0,
+                done: Inbound | None = None) -> None:
+        if done is not None:
+            self.runtime.store.answer_command(self.key, done.message_id, key, text, after_seq)
+        else:
+            self.runtime.store.add_notice(self.key, key, text, after_seq)
         if self.runtime.supervisor is not None:
             self.runtime.supervisor.tell(Forward(self.delivery_id, Deliver(self.key)))
 
@@ -356,15 +367,22 @@ class Scope(SupervisedActor):
         return default
 
     def _run_agent(self) -> AgentSettings:
-        """The agent's settings for a run of this scope (workspace, ``/timeout``)."""
-        workspace = self._workspace()
-        if workspace != self.agent.workspace:
+        """The agent's settings for a run of this scope (workspace, ``/timeout``).
+
+        The workspace is resolved once, its real path is checked, and that real
+        path is what the run gets: an alias (or a link on its way) swapped after
+        the check cannot move the run outside the allowed roots. The agent's own
+        workspace was checked at load; it is resolved once here too.
+        """
+        default = self.agent.workspace or self.runtime.config.bridge.state_dir
+        workspace = Path(os.path.realpath(default))
+        chosen = self._workspace()
+        if chosen != default:
             try:
-                check_workspace(workspace, self.agent.workspace_roots)
+                workspace = check_workspace(chosen, self.agent.workspace_roots)
             except WorkspaceError as exc:
                 log.warning("scope %s: workspace %s is no longer allowed (%s); using the "
-                            "agent's workspace", self.key, workspace, exc)
-                workspace = self.agent.workspace or self.runtime.config.bridge.state_dir
+                            "agent's workspace", self.key, chosen, exc)
         return attrs.evolve(self.agent, workspace=workspace, timeout_s=self._timeout_s())
 
     def _session_for_run(self, run_id: str,

@@ -10,8 +10,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-#: Most characters a message's content may hold (the dev guild's limit).
+from bridge.chunking import utf16_length
+
+#: Most characters a message's content may hold (the dev guild's limit), counted
+#: in UTF-16 code units as a JavaScript server counts ``String.length``
+#: (*inferred*: see :data:`CONTENT_LIMIT_UTF16`).
 CONTENT_LIMIT = 8000
+#: Whether the content limit counts UTF-16 code units rather than code points
+#: (*inferred*: Fabric's servers and plugins are JavaScript).
+CONTENT_LIMIT_UTF16 = True
+
+
+def content_length(text: str) -> int:
+    """Length of a message's content as the content limit counts it (see above)."""
+    return utf16_length(text) if CONTENT_LIMIT_UTF16 else len(text)
 #: Lifetime of a guild access token, in seconds.
 GUILD_TOKEN_TTL_S = 900.0
 #: How long a client may cache a session before logging in again, in seconds
@@ -21,6 +33,13 @@ SESSION_CACHE_TTL_S = 480.0
 HISTORY_LIMIT_DEFAULT = 50
 #: Largest ``limit`` a history call honours; larger values are clamped (*inferred*).
 HISTORY_LIMIT_MAX = 200
+#: Field of ``POST /channels/:id/messages`` and of Message objects holding a
+#: client's idempotency key for the post (*inferred*: ``fabric-protocol.md`` does
+#: not define one). The dev guild stores it with the message and returns it in
+#: REST answers, history and socket events; clients search for it, never for text.
+MESSAGE_NONCE_FIELD = "nonce"
+#: Most characters a message nonce may hold; longer ones answer 400 (*inferred*).
+MESSAGE_NONCE_MAX = 64
 #: Every channel ``xType``.
 X_TYPES = ("general", "work", "report", "discuss", "triage", "custom", "announce", "dm")
 #: Every agent presence status accepted by ``PUT /agents/:userId/presence``.

@@ -14,7 +14,7 @@ Access is per agent (``[agents.NAME]``):
   but the admins);
 - ``allow_bots``: when false (default), messages of bots and agents (the
   agent itself included) never engage the agent;
-- ``max_runs_per_hour``: a run budget per scope (0: no budget);
+- ``max_runs_per_hour``: a run budget per member per scope (0: no budget);
 - ``refusal``: what a member who is not allowed is told, once per hour (empty:
   silence). The refusal never says why.
 
@@ -70,7 +70,7 @@ class AccessPolicy:
         allowed_channels: Ids or names; empty means every bound channel.
         sender_scope: ``all`` or ``known``.
         allow_bots: Whether bots and agents may engage the agent.
-        max_runs_per_hour: Runs per scope per hour; 0 means no budget.
+        max_runs_per_hour: Runs per member per scope per hour; 0 means no budget.
         refusal: Text of the once-per-hour refusal; empty for silence.
     """
 
@@ -189,6 +189,12 @@ class HourlyBudget:
         self.limit = limit
         self.window_s = window_s
         self.times: collections.deque[float] = collections.deque()
+
+    def available(self, now: float) -> bool:
+        """True when one more event at ``now`` would be allowed (nothing is recorded)."""
+        while self.times and now - self.times[0] >= self.window_s:
+            self.times.popleft()
+        return not self.limit or len(self.times) < self.limit
 
     def take(self, now: float) -> bool:
         """Record one event at ``now`` if the budget allows it; return whether it did."""

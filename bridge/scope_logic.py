@@ -18,8 +18,10 @@ Rules (from Fabric's own plugins and the design):
   with each new engaged message, then become one run;
 - one run at a time: messages that engage during a run wait and are merged
   into the next run, which starts after the next debounce window;
-- a run budget (``max_runs_per_hour``): when it is spent, the messages of a
-  run that would start are kept as context instead, with a notice once an hour.
+- a run budget (``max_runs_per_hour``) per member per conversation: when a
+  member's is spent, that member's messages of a run that would start are kept
+  as context instead, with a notice once an hour; other members' messages still
+  run, so one member cannot spend a conversation's budget for everyone.
 
 Time comes from an injected monotonic clock, so tests drive it.
 """
@@ -53,6 +55,8 @@ CONTEXT_MESSAGES = 50
 #: one conversation; later ones are context until a human writes: a loop breaker
 #: for agents that answer each other (``allow_bots = true``). Humans are never held.
 BOT_STREAK_LIMIT = 5
+#: Members whose run budgets one conversation remembers.
+BUDGETS_KEPT = 1_000
 #: ... and at most this many characters in all.
 CONTEXT_CHARS = 20_000
 
@@ -163,7 +167,8 @@ class ScopeLogic:
         #: Bot messages since the last human one (see :data:`BOT_STREAK_LIMIT`).
         self.bot_streak = 0
         self.clock = clock
-        self.budget = HourlyBudget(self.access.max_runs_per_hour)
+        #: Run budgets per author id (least recently used forgotten first).
+        self.budgets: collections.OrderedDict[str, HourlyBudget] = collections.OrderedDict()
         self.refusals = OncePerWindow()
         self.budget_notices = OncePerWindow()
         self.context: collections.deque[tuple[str, PromptLine]] = collections.deque()
@@ -267,11 +272,19 @@ class ScopeLogic:
         pending = sorted(self.pending, key=lambda m: m.seq)
         self.pending = []
         now = self.clock()
-        if not self.budget.take(now):
-            for message in pending:  # engaged, so their authors are allowed
+        spent = {m.author_id for m in pending if not self._budget(m.author_id).available(now)}
+        actions: list[Action] = []
+        if spent:
+            over = [m for m in pending if m.author_id in spent]
+            for message in over:  # engaged, so their authors are allowed
                 self._add_context(message.message_id, PromptLine.of(message, allowed=True))
-            return [OverBudget(tuple(m.message_id for m in pending),
-                               self.budget_notices.first("budget", now))]
+            actions.append(OverBudget(tuple(m.message_id for m in over),
+                                      self.budget_notices.first("budget", now)))
+            pending = [m for m in pending if m.author_id not in spent]
+            if not pending:
+                return actions
+        for author_id in dict.fromkeys(m.author_id for m in pending):
+            self._budget(author_id).take(now)
         run_id = uuid.uuid4().hex[:12]
         prompt = Prompt(
             agent=self.agent,
@@ -284,7 +297,18 @@ class ScopeLogic:
         self.context.clear()
         self.current_run = run_id
         self.runs += 1
-        return [StartRun(run_id, prompt, tuple(m.message_id for m in pending), context_ids)]
+        return [*actions,
+                StartRun(run_id, prompt, tuple(m.message_id for m in pending), context_ids)]
+
+    def _budget(self, author_id: str) -> HourlyBudget:
+        """The run budget of one member in this conversation (bounded memory)."""
+        budget = self.budgets.pop(author_id, None)
+        if budget is None:
+            budget = HourlyBudget(self.access.max_runs_per_hour)
+        self.budgets[author_id] = budget
+        while len(self.budgets) > BUDGETS_KEPT:
+            self.budgets.popitem(last=False)
+        return budget
 
     def run_finished(self, run_id: str, ok: bool) -> list[Action]:
         """The run ``run_id`` ended; unknown ids are ignored.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.chunking import split_message
+from bridge.chunking import split_message, utf16_length
 
 
 def squeeze(text: str) -> str:
@@ -71,3 +71,20 @@ def test_split_properties(text: str, limit: int) -> None:
         assert pieces == []
     if len(text.strip()) <= limit:
         assert pieces == ([text.strip()] if text.strip() else [])
+
+
+def test_utf16_limit_counts_emoji_as_two_units() -> None:
+    text = "😀" * 10 + " " + "a" * 5
+    assert utf16_length(text) == 26
+    pieces = split_message(text, 8, utf16=True)
+    assert all(utf16_length(p) <= 8 for p in pieces)
+    assert "".join(pieces) == text.replace(" ", "")
+    assert pieces[0] == "😀" * 4
+
+
+@given(st.text(min_size=1, max_size=300), st.integers(min_value=1, max_value=40))
+def test_utf16_pieces_fit_and_lose_nothing(text: str, limit: int) -> None:
+    pieces = split_message(text, limit, utf16=True)
+    assert all(utf16_length(p) <= max(limit, 2) for p in pieces)
+    kept = "".join("".join(p.split()) for p in pieces)
+    assert kept == "".join(text.split())

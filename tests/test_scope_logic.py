@@ -374,3 +374,19 @@ def test_run_budget_turns_runs_into_context_with_one_notice_per_hour() -> None:
     arm = only_arm(scope.accept(person(6, "ann")))
     start = only_start(scope.debounce_elapsed(arm.generation))
     assert start.context_ids == ("m-3", "m-4", "m-5")
+
+
+def test_one_member_cannot_spend_the_run_budget_for_everyone() -> None:
+    clock = Clock()
+    scope = gated(access=AccessPolicy(max_runs_per_hour=2), clock=clock)
+    for seq in (1, 2):
+        arm = only_arm(scope.accept(person(seq, "ann")))
+        scope.run_finished(only_start(scope.debounce_elapsed(arm.generation)).run_id, ok=True)
+    # Ann's budget is spent; Bob's message in the same window still runs, Ann's waits.
+    scope.accept(person(3, "ann"))
+    arm = only_arm(scope.accept(person(4, "bob")))
+    actions = scope.debounce_elapsed(arm.generation)
+    assert [type(a) for a in actions] == [OverBudget, StartRun]
+    over, start = actions
+    assert isinstance(over, OverBudget) and over.message_ids == ("m-3",)
+    assert isinstance(start, StartRun) and start.message_ids == ("m-4",)

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from bridge.errors import BadEvent
-from bridge.fabric_rules import mentioned_user_ids, wakes
+from bridge.fabric_rules import content_length, mentioned_user_ids, wakes
 from bridge.messages import Inbound
 
 #: Longest id accepted in any id field (characters).
@@ -94,8 +94,9 @@ def normalize_message(
     content = payload.get("content")
     if not isinstance(content, str):
         raise BadEvent("field 'content' missing or not a string")
-    if len(content) > content_limit:
-        raise BadEvent(f"content is {len(content)} characters, over the limit {content_limit}")
+    if content_length(content) > content_limit:
+        raise BadEvent(f"content is {content_length(content)} characters, over the limit "
+                       f"{content_limit}")
     if payload.get("isDeleted") is True:
         raise BadEvent("message is deleted")
     content = valid_text(content)

@@ -71,7 +71,11 @@ class User:
 
 @attrs.define
 class Message:
-    """A stored message; ``wakeup_user_id`` is kept for wakeups, not shown."""
+    """A stored message; ``wakeup_user_id`` is kept for wakeups, not shown.
+
+    ``nonce`` is the client's idempotency key for the post, if it sent one
+    (:data:`rules.MESSAGE_NONCE_FIELD`, *inferred*); it is shown as sent.
+    """
 
     message_id: str
     channel_id: str
@@ -82,9 +86,10 @@ class Message:
     wakeup_user_id: str | None = None
     edited_at: str | None = None
     deleted_at: str | None = None
+    nonce: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Return the protocol's Message dict."""
+        """Return the protocol's Message dict (plus the *inferred* nonce field)."""
         return {
             "messageId": self.message_id,
             "channelId": self.channel_id,
@@ -96,6 +101,7 @@ class Message:
             "deletedAt": self.deleted_at,
             "isDeleted": self.deleted_at is not None,
             "attachments": [],
+            rules.MESSAGE_NONCE_FIELD: self.nonce,
         }
 
 
@@ -571,20 +577,40 @@ class GuildState:
         # name-mention rewrite, so that a client can split text predictably.
         if not content:
             raise GuildError(400, "content must not be empty")
-        if len(content) > self.content_limit:
+        if rules.content_length(content) > self.content_limit:
             raise GuildError(413, f"content over {self.content_limit} characters")
         by_name = {u.name: u.id for u in self._users.values()}
         return rules.rewrite_name_mentions(content, by_name.get)
 
     def post(
-        self, caller: str, channel_id: str, content: str, wakeup_user_id: str | None = None
+        self,
+        caller: str,
+        channel_id: str,
+        content: str,
+        wakeup_user_id: str | None = None,
+        nonce: str | None = None,
     ) -> Posted:
         """Store a post with the next seq (1, 2, ... per channel).
 
+        Args:
+            caller: Author's user id.
+            channel_id: Channel id.
+            content: Text as sent (name mentions are rewritten).
+            wakeup_user_id: The one user to wake, if any.
+            nonce: The client's idempotency key (*inferred* field), stored and
+                returned with the message; at most
+                :data:`rules.MESSAGE_NONCE_MAX` characters. A repeated nonce is
+                stored again: the guild does not deduplicate posts.
+
         Raises:
             GuildError: 404 unknown channel, 403 not a member, 409 closed,
-                413 content over the limit, 400 empty content.
+                413 content over the limit, 400 empty content or a bad nonce.
         """
+        if nonce is not None and not (isinstance(nonce, str)
+                                      and 0 < len(nonce) <= rules.MESSAGE_NONCE_MAX):
+            raise GuildError(
+                400, f"{rules.MESSAGE_NONCE_FIELD} must be a string of 1 to "
+                f"{rules.MESSAGE_NONCE_MAX} characters")
         with self._lock:
             channel = self._membered(caller, channel_id)
             if channel.closed:
@@ -598,6 +624,7 @@ class GuildState:
                 author_user_id=caller,
                 created_at=now_iso(),
                 wakeup_user_id=wakeup_user_id,
+                nonce=nonce,
             )
             channel.messages.append(message)
             return Posted(
