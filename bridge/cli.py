@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from bridge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from bridge.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    DevGuildConfig,
+    load_config,
+    load_devguild_config,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -52,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                "dir).")
     status = add("status", "Print the state of the running bridge once; exit 1 when none runs.")
     status.add_argument("--json", action="store_true", help="print the snapshot as JSON")
-    add("devguild", "Run the dev guild (Center + guild on 127.0.0.1) alone, until Ctrl-C.")
+    devguild = add("devguild", "Run the dev guild (Center + guild on 127.0.0.1) alone, until "
+                               "Ctrl-C.")
+    devguild.epilog = ("Reads only [devguild] (host, center_port, guild_port, seed, "
+                       "token_ttl_s), [bridge] and, when present, [fabric] content_limit; a file "
+                       "with just '[devguild]' is enough. Without seed, the seed packaged with "
+                       "the bridge is used (users alice, bob, echo).")
     doctor = add("doctor", "Check the config, the state store, Center and the guilds, and the "
                            "agent binaries; each line says what is wrong and how to fix it. "
                            "Exit 0 when nothing fails (warnings are allowed), 1 otherwise.")
@@ -155,6 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_bench(args.channels, args.agents, args.messages, args.rate, args.steps,
                           args.config, args.json, args.log)
+    if args.command == "devguild":  # reads [devguild] and [bridge]; needs no [fabric] or agents
+        try:
+            devguild_config = load_devguild_config(args.config)
+        except ConfigError as exc:
+            print(f"bridge: bad config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        return cmd_devguild(devguild_config)
     if args.command == "soak":
         from bridge.soak import main_soak
 
@@ -171,8 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_status(config, as_json=args.json)
     if args.command == "top":
         return cmd_top(config)
-    if args.command == "devguild":
-        return cmd_devguild(config)
     if args.command == "doctor":
         return cmd_doctor(config, timeout_s=args.timeout)
     from adapters.chat.fabric_chat import run_chat
@@ -269,17 +286,14 @@ def cmd_top(config: Config) -> int:
     return EXIT_OK
 
 
-def cmd_devguild(config: Config) -> int:
+def cmd_devguild(config: DevGuildConfig) -> int:
     """``bridge devguild``: serve the dev guild until Ctrl-C."""
-    from bridge.devguild import DevGuild, load_seed
+    from bridge.devguild import DevGuild
 
     settings = config.devguild
-    seed = load_seed(settings.seed if settings else None)
-    guild = DevGuild(seed, host=settings.host if settings else "127.0.0.1",
-                     center_port=settings.center_port if settings else 7001,
-                     guild_port=settings.guild_port if settings else 7002,
-                     token_ttl_s=settings.token_ttl_s if settings else 900.0,
-                     content_limit=config.fabric.content_limit)
+    guild = DevGuild(config.seed, host=settings.host, center_port=settings.center_port,
+                     guild_port=settings.guild_port, token_ttl_s=settings.token_ttl_s,
+                     content_limit=config.content_limit)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         guild.start()

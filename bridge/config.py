@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -21,6 +22,9 @@ from bridge.policy import (
     AccessPolicy,
 )
 from bridge.secrets import Secret
+
+if TYPE_CHECKING:  # the dev guild package imports its server (socket.io, aiohttp)
+    from bridge.devguild.seed import Seed
 
 #: Agent kinds this version can run.
 AGENT_KINDS = ("echo", "command", "codex", "claude")
@@ -87,14 +91,15 @@ class DevGuildSettings:
         host: Interface to listen on (loopback by default).
         center_port: Center HTTP port (0 lets the OS choose).
         guild_port: Guild HTTP + socket.io port (0 lets the OS choose).
-        seed: Seed file with users and channels.
+        seed: Seed file with users and channels; None for the seed packaged
+            with the bridge (``bridge/devguild/seed.toml``).
         token_ttl_s: Lifetime of issued tokens, in seconds.
     """
 
-    host: str
-    center_port: int
-    guild_port: int
-    seed: Path
+    host: str = "127.0.0.1"
+    center_port: int = 7001
+    guild_port: int = 7002
+    seed: Path | None = None
     token_ttl_s: float = 900.0
 
 
@@ -227,6 +232,26 @@ class Config:
         return attrs.evolve(self, fabric=attrs.evolve(self.fabric, center_url=center_url))
 
 
+@attrs.frozen
+class DevGuildConfig:
+    """What ``bridge devguild`` reads from a config file (no ``[fabric]`` or agents needed).
+
+    Attributes:
+        path: The file it was read from.
+        bridge: ``[bridge]`` (defaults when absent).
+        devguild: ``[devguild]`` (defaults when absent).
+        seed: The dev guild's seed, loaded from ``devguild.seed`` (or the packaged one).
+        content_limit: Most characters per message: ``fabric.content_limit`` when a
+            ``[fabric]`` table is present, else Fabric's limit.
+    """
+
+    path: Path
+    bridge: BridgeSettings
+    devguild: DevGuildSettings
+    seed: Seed
+    content_limit: int
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a config file.
 
@@ -239,6 +264,36 @@ def load_config(path: str | Path | None = None) -> Config:
     Raises:
         ConfigError: naming the file, line and key of the first problem found.
     """
+    from bridge.config_reader import Reader  # the reader needs the classes above
+
+    file, text, data = _read_toml(path)
+    return Reader(file, text).config(data)
+
+
+def load_devguild_config(path: str | Path | None = None) -> DevGuildConfig:
+    """Read and validate what the dev guild needs from a config file.
+
+    Only ``[devguild]``, ``[bridge]`` and (when present) ``[fabric]`` are read;
+    ``[agents]`` and ``[[bindings]]`` may be absent and are not checked.
+
+    Args:
+        path: The TOML file; None means the embedded default ``conf/bridge.toml``.
+
+    Returns:
+        The validated :class:`DevGuildConfig`, its seed loaded.
+
+    Raises:
+        ConfigError: naming the file, line and key of the first problem found
+            (a bad or unreadable seed is reported at ``devguild.seed``).
+    """
+    from bridge.config_reader import Reader
+
+    file, text, data = _read_toml(path)
+    return Reader(file, text).devguild_config(data)
+
+
+def _read_toml(path: str | Path | None) -> tuple[Path, str, dict[str, Any]]:
+    """The resolved file, its text and its parsed TOML; ConfigError when unreadable."""
     file = Path(path) if path is not None else DEFAULT_CONFIG
     file = file.expanduser().resolve()
     try:
@@ -251,6 +306,4 @@ def load_config(path: str | Path | None = None) -> Config:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else None
         raise ConfigError(file, "", f"not valid TOML: {exc}", line) from None
-    from bridge.config_reader import Reader  # the reader needs the classes above
-
-    return Reader(file, text).config(data)
+    return file, text, data

@@ -23,6 +23,7 @@ from bridge.config import (
     BridgeSettings,
     Config,
     ConfigError,
+    DevGuildConfig,
     DevGuildSettings,
     FabricSettings,
 )
@@ -172,11 +173,15 @@ class Reader:
             raise self.fail(f"{prefix}.{name}", "must be a list of strings")
         return tuple(value)
 
-    def config(self, data: Mapping[str, Any]) -> Config:
+    def known_tables(self, data: Mapping[str, Any]) -> None:
+        """Refuse a top-level table this version does not know (a typo, usually)."""
         for name in data:
             if name not in {"bridge", "devguild", "fabric", "agents", "bindings"}:
                 raise self.fail(name, "unknown table (known: bridge, devguild, fabric, agents, "
                                       "bindings)")
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        self.known_tables(data)
         bridge = self.bridge(self.table(data, "bridge", required=False) or {})
         devguild = self.devguild(self.table(data, "devguild", required=False))
         fabric = self.fabric(self.table(data, "fabric", required=True) or {})
@@ -212,13 +217,39 @@ class Reader:
         ttl = self.positive(table, "devguild", "token_ttl_s", 900.0)
         if ttl <= 0:
             raise self.fail("devguild.token_ttl_s", "must be more than zero")
+        seed = self.get(table, "devguild", "seed", str, "")  # "": the packaged seed
         return DevGuildSettings(
             host=self.get(table, "devguild", "host", str, "127.0.0.1"),
             center_port=self.port(table, "devguild", "center_port", 7001),
             guild_port=self.port(table, "devguild", "guild_port", 7002),
-            seed=self.path(self.get(table, "devguild", "seed", str, "devguild.toml")),
+            seed=self.path(seed) if seed.strip() else None,
             token_ttl_s=ttl,
         )
+
+    def devguild_config(self, data: Mapping[str, Any]) -> DevGuildConfig:
+        """What ``bridge devguild`` needs: ``[devguild]``, ``[bridge]``, ``[fabric]`` if present.
+
+        ``[agents]`` and ``[[bindings]]`` are neither required nor read (their
+        secrets may not be set where only the dev guild runs). The seed is
+        loaded here, so a bad one is reported at ``devguild.seed``.
+        """
+        from bridge.devguild.seed import load_seed
+        from bridge.fabric_rules import CONTENT_LIMIT
+
+        self.known_tables(data)
+        bridge = self.bridge(self.table(data, "bridge", required=False) or {})
+        settings = self.devguild(self.table(data, "devguild", required=False) or {})
+        assert settings is not None  # a table (even empty) gives settings
+        fabric = self.table(data, "fabric", required=False)
+        limit = self.fabric(fabric).content_limit if fabric is not None else CONTENT_LIMIT
+        try:
+            seed = load_seed(settings.seed)
+        except OSError as exc:
+            raise self.fail("devguild.seed", f"cannot read seed file {settings.seed}: "
+                                             f"{exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise self.fail("devguild.seed", f"bad seed: {exc}") from None
+        return DevGuildConfig(self.file, bridge, settings, seed, limit)
 
     def fabric(self, table: Mapping[str, Any]) -> FabricSettings:
         self.check_keys(table, "fabric", {"center_url", "content_limit", "resync_s"})

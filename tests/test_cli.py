@@ -49,7 +49,6 @@ def config_file(tmp_path: Path) -> Path:
         host = "127.0.0.1"
         center_port = {center}
         guild_port = {guild}
-        seed = "{ROOT / 'conf' / 'devguild.toml'}"
         [fabric]
         center_url = "http://127.0.0.1:{center}/api"
         [agents.echo]
@@ -248,3 +247,61 @@ def test_devguild_runs_alone(config_file: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def wait_for_login(process: subprocess.Popen[str], center_url: str) -> str:
+    """Poll the dev guild's Center until alice can log in; return her user name."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"bridge devguild exited with {process.returncode}: {output}")
+        try:
+            session = FabricCenter(center_url).login("fak_dev_alice")
+        except Exception:  # not listening yet
+            time.sleep(0.1)
+            continue
+        assert "dev" in session.guilds
+        return session.user_name
+    pytest.fail("the dev guild did not serve in time")
+
+
+@pytest.mark.parametrize("bridge_table", ["", '[bridge]\nstate_dir = "var"\n'],
+                         ids=["devguild-only", "with-bridge"])
+def test_devguild_runs_from_a_minimal_config_with_the_packaged_seed(
+        tmp_path: Path, bridge_table: str) -> None:
+    center, guild = free_port(), free_port()
+    minimal = tmp_path / "minimal.toml"  # outside the repository, no seed next to it
+    minimal.write_text(f"{bridge_table}[devguild]\ncenter_port = {center}\n"
+                       f"guild_port = {guild}\n", encoding="utf-8")
+    process = subprocess.Popen([*BRIDGE, "devguild", "-c", "minimal.toml"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for_login(process, f"http://127.0.0.1:{center}/api") == "alice"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(("text", "line", "key", "words"), [
+    ('[devguild]\ncenter_port = "x"\n', 2, "devguild.center_port", "must be an integer"),
+    ('[devguild]\nhots = "127.0.0.1"\n', 2, "devguild.hots", "unknown key"),
+    ('[devguild]\nseed = "no-such-seed.toml"\n', 2, "devguild.seed", "cannot read seed file"),
+    ('[devguild]\nseed = "bad-seed.toml"\n', 2, "devguild.seed", "users[0].kind"),
+    ('[devguild]\n[fabric]\ncenter_url = "ftp://x"\n', 3, "fabric.center_url",
+     "must start with http"),
+    ('[devguild]\n[fabrik]\n', 2, "fabrik", "unknown table"),
+], ids=["port", "unknown-key", "missing-seed", "bad-seed", "bad-fabric", "unknown-table"])
+def test_devguild_bad_config_names_file_line_and_key(tmp_path: Path, text: str, line: int,
+                                                      key: str, words: str) -> None:
+    (tmp_path / "bad-seed.toml").write_text(
+        '[[users]]\nname = "z"\nkind = "robot"\napi_key = "k"\n', encoding="utf-8")
+    bad = tmp_path / "minimal.toml"
+    bad.write_text(text, encoding="utf-8")
+    result = run("devguild", "-c", str(bad))
+    assert result.returncode == 2, result.stderr
+    assert f"{bad}:{line}: {key}: " in result.stderr and words in result.stderr
+    assert "Traceback" not in result.stderr

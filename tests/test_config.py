@@ -52,7 +52,7 @@ def test_default_config_loads() -> None:
     assert config.devguild is not None
     assert (config.devguild.center_port, config.devguild.guild_port) == (7001, 7002)
     assert config.devguild.host == "127.0.0.1"
-    assert config.devguild.seed == REPO / "conf" / "devguild.toml"
+    assert config.devguild.seed is None  # the packaged seed
     assert config.fabric.center_url == "http://127.0.0.1:7001/api"
     assert set(config.agents) == {"echo"}
     echo = config.agents["echo"]

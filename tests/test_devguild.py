@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import configparser
+import importlib.resources
 import re
 import socket
 import threading
@@ -16,7 +18,7 @@ import requests
 import socketio
 
 from bridge.devguild import DevGuild, GuildError, GuildState, Seed, SeedChannel, SeedUser, load_seed
-from bridge.devguild.seed import derived_id
+from bridge.devguild.seed import PACKAGED_SEED, derived_id
 
 NS = "/realtime"
 WAIT_S = 10.0
@@ -528,3 +530,13 @@ def test_port_taken_raises_and_stop_leaves_no_thread() -> None:
     assert not [t for t in threading.enumerate() if t.name == "devguild"]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{guild.guild_url}/api/users", timeout=2)
+
+
+def test_the_default_seed_is_package_data() -> None:
+    resource = importlib.resources.files("bridge.devguild") / PACKAGED_SEED
+    assert resource.is_file()  # inside the package, not beside a config file
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parent.parent / "setup.cfg", encoding="utf-8")
+    assert PACKAGED_SEED in setup["options.package_data"]["bridge.devguild"].split()
+    seed = load_seed()
+    assert {u.name for u in seed.users} >= {"alice", "bob", "echo"}

@@ -221,9 +221,8 @@ def test_command_agent_program_must_resolve(tmp_path: Path, devguild: DevGuild) 
 
 
 def test_devguild_config_skips_network_checks_without_a_bridge(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "http://127.0.0.1:9/api", extra=textwrap.dedent(f"""
+    config = write_config(tmp_path, "http://127.0.0.1:9/api", extra=textwrap.dedent("""
         [devguild]
-        seed = "{ROOT / 'conf' / 'devguild.toml'}"
     """))
     checks = run_checks(config)
     assert fails(checks) == []
@@ -236,7 +235,6 @@ def test_devguild_config_checks_the_network_while_a_bridge_runs(tmp_path: Path,
     config = write_config(tmp_path, devguild.center_url, extra=textwrap.dedent(f"""
         [devguild]
         center_port = {port}
-        seed = "{ROOT / 'conf' / 'devguild.toml'}"
     """))
     with StateLock(config.bridge.state_dir):
         checks = run_checks(config)

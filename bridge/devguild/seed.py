@@ -1,16 +1,20 @@
 """The dev guild's seed: users and channels that exist when the guild starts.
 
-The seed is TOML (``conf/devguild.toml``), loaded with :mod:`tomllib` into frozen
-attrs classes. User and channel ids are uuid5 values derived from their names,
-so they are stable across restarts; a seed may also give explicit ids.
+The seed is TOML, loaded with :mod:`tomllib` into frozen attrs classes. The
+default seed is package data (``bridge/devguild/seed.toml``, read through
+:mod:`importlib.resources`, so an installed copy finds it too). User and
+channel ids are uuid5 values derived from their names, so they are stable
+across restarts; a seed may also give explicit ids.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tomllib
 import uuid
 from collections.abc import Mapping
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +26,8 @@ from bridge.fabric_rules import X_TYPES
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "devguild.bridge.local")
 #: Kinds a seeded user may have.
 USER_KINDS = ("human", "agent")
-#: The packaged seed file.
-DEFAULT_SEED_PATH = Path(__file__).resolve().parents[2] / "conf" / "devguild.toml"
+#: The packaged seed: a resource of this package (listed in setup.cfg ``package_data``).
+PACKAGED_SEED = "seed.toml"
 
 
 def derived_id(kind: str, name: str) -> str:
@@ -229,7 +233,7 @@ def load_seed(path: str | os.PathLike[str] | None = None) -> Seed:
     """Load a seed TOML file.
 
     Args:
-        path: The file; None for the packaged ``conf/devguild.toml``.
+        path: The file; None for the packaged seed (:data:`PACKAGED_SEED`).
 
     Returns:
         The validated seed.
@@ -239,9 +243,15 @@ def load_seed(path: str | os.PathLike[str] | None = None) -> Seed:
         ValueError: If it is not TOML or holds bad data (the message names the
             file and the key).
     """
-    source = Path(path) if path is not None else DEFAULT_SEED_PATH
+    source: Traversable
+    if path is None:
+        source = importlib.resources.files(__package__ or "bridge.devguild") / PACKAGED_SEED
+        name = f"{source} (the packaged seed)"
+    else:
+        source = Path(path)
+        name = str(source)
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{source}: not valid TOML: {exc}") from exc
-    return parse_seed(data, str(source))
+        raise ValueError(f"{name}: not valid TOML: {exc}") from exc
+    return parse_seed(data, name)
