@@ -4,14 +4,20 @@ Runs put their answers in the store's outbox (split under the content limit,
 one idempotency key ``<run_id>:<index>`` per piece) and tell this actor
 ``Deliver``. It posts pending pieces in order and marks each one posted in
 the store right after the guild accepted it. Transient failures (5xx, 429,
-network) are retried with backoff that honours Retry-After. Before posting a
-piece whose earlier attempt had an unknown outcome (no answer, a 5xx, or a
-piece left pending by a crash), the recent channel history is searched for
-it, so a post that did land is never posted a second time.
+network) are retried with backoff that honours Retry-After. Landing is
+decided by identity, never by text: every post carries the piece's key as its
+idempotency key, and before posting a piece whose earlier attempt had an
+unknown outcome (no answer, a 5xx, or a piece left pending by a crash) the
+chat adapter searches the channel for a message of ours with that key, paging
+back to the message the piece answers or the time it entered the outbox, so a
+post that did land is never posted a second time and a look-alike never
+counts as it.
 
 Runs also send their live status text (``Progress``): the first one is
-posted as the run's status message, later ones edit it, only when the text
-changed and at most once a second; the last state is always shown.
+posted as the run's status message (idempotency key ``status:<run_id>``, so a
+post whose answer was lost is found and edited rather than posted again),
+later ones edit it, only when the text changed and at most once a second; the
+last state is always shown.
 """
 
 from __future__ import annotations
@@ -46,8 +52,6 @@ log = logging.getLogger(__name__)
 #: Retry backoff for failed posts: first delay and cap, in seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
-#: Messages of recent history searched for a piece whose post may have landed.
-HISTORY_CHECK = 50
 #: Status messages are edited at most once per this many seconds (per channel).
 STATUS_EDIT_INTERVAL_S = 1.0
 #: Seconds to wait for the token cache.
@@ -65,6 +69,8 @@ class StatusView:
     final: bool = False
     generation: int = 0
     scheduled: bool = False
+    first_try: float | None = None
+    uncertain: bool = False
 
 
 class Delivery(SupervisedActor):
@@ -168,19 +174,38 @@ class Delivery(SupervisedActor):
         try:
             guild = FabricGuild(self._access(), self.http)
             if view.message_id is None:
-                posted = guild.post(self.channel_id, view.latest)
-                found = posted.get("messageId")
-                view.message_id = found if isinstance(found, str) else ""
+                self._post_status(guild, run_id, view)
             elif view.message_id:
                 guild.edit(self.channel_id, view.message_id, view.latest)
             self.status_edits += 1
         except (ChatError, pykka.Timeout) as exc:  # the status is best-effort
+            if isinstance(exc, RetryLater) and exc.ambiguous and view.message_id is None:
+                view.uncertain = True
             log.warning("delivery %s: status of run %s not shown: %s", self.scope_key, run_id,
                         exc)
         view.shown = view.latest
         view.last_edit = time.monotonic()
         if view.final:
             del self.statuses[run_id]
+
+    def _post_status(self, guild: FabricGuild, run_id: str, view: StatusView) -> None:
+        """Post the run's status message, or find the one an unanswered post left."""
+        key = f"status:{run_id}"
+        if view.uncertain and view.first_try is not None:
+            landed = guild.find_posted(self.channel_id, key, not_before=view.first_try)
+            if landed is not None:
+                found = landed.get("messageId")
+                view.message_id = found if isinstance(found, str) else ""
+                view.uncertain = False
+                if view.message_id:
+                    guild.edit(self.channel_id, view.message_id, view.latest)
+                return
+        if view.first_try is None:
+            view.first_try = time.time()
+        posted = guild.post(self.channel_id, view.latest, idempotency_key=key)
+        found = posted.get("messageId")
+        view.message_id = found if isinstance(found, str) else ""
+        view.uncertain = False
 
     def _drain(self) -> None:
         store = self.runtime.store
@@ -217,29 +242,19 @@ class Delivery(SupervisedActor):
         guild = FabricGuild(access, self.http)
         try:
             if piece.key in self.uncertain:
-                landed = self._find(guild, access, piece)
+                landed = guild.find_posted(self.channel_id, piece.key, after_seq=piece.after_seq,
+                                           not_before=piece.created_at or None)
                 if landed is not None:
                     log.info("delivery %s: piece %s had landed; not posting it again",
                              self.scope_key, piece.key)
-                    return landed
-            posted = guild.post(self.channel_id, piece.content)
+                    found = landed.get("messageId")
+                    return found if isinstance(found, str) else ""
+            posted = guild.post(self.channel_id, piece.content, idempotency_key=piece.key)
         except Unauthorized:
             self._invalidate(access.token)
             raise
         message_id = posted.get("messageId")
         return message_id if isinstance(message_id, str) else None
-
-    def _find(self, guild: FabricGuild, access: GuildAccess, piece: Piece) -> str | None:
-        for message in guild.history(self.channel_id, limit=HISTORY_CHECK):
-            seq = message.get("seq")
-            if isinstance(seq, int) and seq <= piece.after_seq:
-                continue  # posted before the message this piece answers: another answer
-            if message.get("authorUserId") == access.user_id and (
-                message.get("content") == piece.content
-            ):
-                found = message.get("messageId")
-                return found if isinstance(found, str) else ""
-        return None
 
     def _retry(self, piece: Piece, exc: Exception, retry_after_s: float | None, *,
                ambiguous: bool) -> None:

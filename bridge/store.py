@@ -138,6 +138,8 @@ class Piece:
         attempts: Failed delivery attempts so far (across restarts).
         after_seq: The channel seq of the message it answers: the piece can
             only have landed after it.
+        created_at: Epoch seconds when it entered the outbox: it can only have
+            landed after that.
     """
 
     key: str
@@ -147,6 +149,7 @@ class Piece:
     content: str
     attempts: int = 0
     after_seq: int = 0
+    created_at: float = 0.0
 
 
 @attrs.frozen
@@ -380,7 +383,7 @@ class Store:
                        (now, outcome, json.dumps(usage) if usage else None, run_id))
             db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
                        "'running'", (run_id,))
-            made = [Piece(f"{run_id}:{i}", scope_key, run_id, i, text, 0, after_seq)
+            made = [Piece(f"{run_id}:{i}", scope_key, run_id, i, text, 0, after_seq, now)
                     for i, text in enumerate(pieces)]
             db.executemany(
                 "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
@@ -439,7 +442,7 @@ class Store:
             after_seq: The channel seq of the message it answers, if any.
         """
         now = time.time()
-        piece = Piece(key, scope_key, key, 0, content, 0, after_seq)
+        piece = Piece(key, scope_key, key, 0, content, 0, after_seq, now)
         with self._write() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
@@ -453,11 +456,11 @@ class Store:
         """Pieces of a scope not yet delivered, oldest run first, by index."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT key, scope_key, run_id, idx, content, attempts, after_seq FROM outbox "
-                "WHERE scope_key = ? AND state = 'pending' ORDER BY created_at, run_id, idx",
-                (scope_key,)).fetchall()
+                "SELECT key, scope_key, run_id, idx, content, attempts, after_seq, created_at "
+                "FROM outbox WHERE scope_key = ? AND state = 'pending' "
+                "ORDER BY created_at, run_id, idx", (scope_key,)).fetchall()
         return [Piece(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), int(r[5]),
-                      int(r[6])) for r in rows]
+                      int(r[6]), float(r[7])) for r in rows]
 
     def pending_scopes(self) -> list[str]:
         """Scope keys with undelivered pieces."""

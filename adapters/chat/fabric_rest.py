@@ -5,11 +5,22 @@ Status codes map to :mod:`bridge.errors` so callers branch on the class:
 413 -> TooLarge, 429 and 5xx -> RetryLater (with Retry-After when given),
 other 4xx -> BadRequest; a request that got no answer -> RetryLater(ambiguous).
 Idempotent GETs are retried by urllib3 (connect errors, 502/503/504).
+
+Exactly-once posting rests on identity, never on text: :meth:`FabricGuild.post`
+takes the caller's idempotency key and sends it as the message's nonce
+(:data:`bridge.fabric_rules.MESSAGE_NONCE_FIELD`), and
+:meth:`FabricGuild.find_posted` answers "did the post with this key land?" by
+paging the channel's history back to where the post could first have landed.
+Other platforms implement the same two calls with their own key (Slack's
+``client_msg_id`` or message metadata, Feishu/Lark's ``uuid`` on send).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -17,6 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from bridge import fabric_rules as rules
 from bridge.errors import (
     BadRequest,
     ChatError,
@@ -30,8 +42,16 @@ from bridge.errors import (
 )
 from bridge.secrets import register_secret
 
+log = logging.getLogger(__name__)
+
 #: Seconds to wait for a connect and for an answer.
 HTTP_TIMEOUT = (3.05, 10.0)
+#: Most history pages :meth:`FabricGuild.find_posted` reads for one search (each
+#: of up to :data:`bridge.fabric_rules.HISTORY_LIMIT_MAX` messages).
+FIND_MAX_PAGES = 25
+#: Seconds the guild's clock may be behind ours when a search stops at a post's
+#: first send time.
+CLOCK_SKEW_S = 300.0
 
 
 def http_session() -> requests.Session:
@@ -134,6 +154,35 @@ def _retry_after(response: requests.Response) -> float | None:
 def _seq_of(message: dict[str, Any]) -> int:
     seq = message.get("seq")
     return seq if isinstance(seq, int) else 0
+
+
+def _created_at(message: dict[str, Any]) -> float | None:
+    """A message's ``createdAt`` in epoch seconds, or None when absent or unreadable."""
+    value = message.get("createdAt")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def message_nonce(idempotency_key: str) -> str:
+    """The nonce sent for an idempotency key (the same key always gives the same nonce).
+
+    Args:
+        idempotency_key: The caller's key, e.g. an outbox key ``<run_id>:<index>``.
+
+    Returns:
+        The key itself when it fits :data:`bridge.fabric_rules.MESSAGE_NONCE_MAX`
+        characters, else ``sha256:`` and the start of its SHA-256 hex digest
+        (exactly that many characters).
+    """
+    if len(idempotency_key) <= rules.MESSAGE_NONCE_MAX:
+        return idempotency_key
+    prefix = "sha256:"
+    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
+    return prefix + digest[:rules.MESSAGE_NONCE_MAX - len(prefix)]
 
 
 class FabricCenter:
@@ -283,14 +332,95 @@ class FabricGuild:
             raise ChatError("history: expected {\"items\": [...]}")
         return sorted((m for m in items if isinstance(m, dict)), key=_seq_of)
 
-    def post(self, channel_id: str, content: str,
-             wakeup_user_id: str | None = None) -> dict[str, Any]:
-        """``POST /channels/:id/messages``; returns the created Message."""
+    def post(self, channel_id: str, content: str, wakeup_user_id: str | None = None, *,
+             idempotency_key: str | None = None) -> dict[str, Any]:
+        """``POST /channels/:id/messages``; returns the created Message.
+
+        Args:
+            channel_id: Channel id.
+            content: Text (at most the guild's content limit, in characters).
+            wakeup_user_id: The one user to wake, if any.
+            idempotency_key: The caller's key for this post, sent as the
+                message's nonce (see :func:`message_nonce`) so that
+                :meth:`find_posted` can tell whether it landed.
+
+        Raises:
+            ChatError: typed by status (see module docstring); a RetryLater with
+                ``ambiguous`` set when the post may have landed.
+        """
         body: dict[str, str] = {"content": content}
         if wakeup_user_id:
             body["wakeupUserId"] = wakeup_user_id
+        if idempotency_key is not None:
+            body[rules.MESSAGE_NONCE_FIELD] = message_nonce(idempotency_key)
         data = self._call("POST", f"/channels/{channel_id}/messages", "post message", json=body)
         return data if isinstance(data, dict) else {}
+
+    def find_posted(self, channel_id: str, idempotency_key: str, *, after_seq: int = 0,
+                    not_before: float | None = None,
+                    max_pages: int = FIND_MAX_PAGES) -> dict[str, Any] | None:
+        """Find this identity's message posted with ``idempotency_key``, by key only.
+
+        Pages the history back from the newest message until it passes
+        ``after_seq`` (the post cannot be older), or a message created before
+        ``not_before`` (less :data:`CLOCK_SKEW_S`), or the channel's start; at
+        most ``max_pages`` pages, after which it logs a warning and answers None.
+
+        Args:
+            channel_id: Channel id.
+            idempotency_key: The key the post was sent with.
+            after_seq: A seq the post came after (0: unknown).
+            not_before: Epoch seconds before the post's first attempt, or None.
+            max_pages: Most history calls, at least 1.
+
+        Returns:
+            The Message, or None when it is not in the searched range.
+
+        Raises:
+            ChatError: typed by status when a history call fails.
+        """
+        nonce = message_nonce(idempotency_key)
+        floor = after_seq + 1
+        since = None if not_before is None else not_before - CLOCK_SKEW_S
+        size = rules.HISTORY_LIMIT_MAX
+        items = self.history(channel_id, limit=size)
+        if not items:
+            return None
+        pages, next_to, older_done, unmarked = 1, _seq_of(items[0]) - 1, False, 0
+        rest: list[tuple[int, int]] = []  # newer parts of windows the guild cut short
+        while True:
+            for message in items[::-1]:
+                if _seq_of(message) < floor or message.get("authorUserId") != self.access.user_id:
+                    continue
+                if message.get(rules.MESSAGE_NONCE_FIELD) == nonce:
+                    return message
+                unmarked += rules.MESSAGE_NONCE_FIELD not in message
+            oldest = _created_at(items[0]) if items else None
+            if since is not None and oldest is not None and oldest < since:
+                older_done = True
+            if rest:
+                seq_from, seq_to = rest.pop()
+            elif older_done or next_to < floor:
+                break
+            else:
+                seq_to = next_to
+                seq_from = max(floor, seq_to - size + 1)
+                next_to = seq_from - 1
+            if pages >= max_pages:
+                log.warning("channel %s: post %s not found in the last %d history pages "
+                            "(back to seq %d; it could be as old as seq %d): taken as not "
+                            "landed", channel_id, idempotency_key, pages, seq_to + 1, floor)
+                return None
+            items = self.history(channel_id, seq_from=seq_from, seq_to=seq_to, limit=size)
+            pages += 1
+            if items and _seq_of(items[-1]) < seq_to:  # the guild gave fewer: fetch the rest
+                rest.append((_seq_of(items[-1]) + 1, seq_to))
+                size = max(1, len(items))
+        if unmarked:
+            log.warning("channel %s: %d of this identity's messages came without %r; the "
+                        "guild may not keep it, so landed posts can look lost", channel_id,
+                        unmarked, rules.MESSAGE_NONCE_FIELD)
+        return None
 
     def edit(self, channel_id: str, message_id: str, content: str) -> dict[str, Any]:
         """``PATCH /channels/:id/messages/:messageId`` (inferred path); returns the Message."""
