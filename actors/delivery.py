@@ -45,6 +45,7 @@ from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
 from adapters.chat.fabric_rest import FabricGuild, GuildAccess, http_session
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
+from bridge.secrets import redact
 from bridge.store import Piece
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class Delivery(SupervisedActor):
                 self._drain()
         elif isinstance(message, Progress):
             view = self.statuses.setdefault(message.run_id, StatusView())
-            view.latest = message.text
+            view.latest = redact(message.text)  # no known secret leaves for the chat
             view.final = view.final or message.final
             self._show_status(message.run_id)
         elif isinstance(message, FlushStatus):
@@ -249,7 +250,8 @@ class Delivery(SupervisedActor):
                              self.scope_key, piece.key)
                     found = landed.get("messageId")
                     return found if isinstance(found, str) else ""
-            posted = guild.post(self.channel_id, piece.content, idempotency_key=piece.key)
+            posted = guild.post(self.channel_id, redact(piece.content),
+                                idempotency_key=piece.key)
         except Unauthorized:
             self._invalidate(access.token)
             raise

@@ -179,9 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_soak(args.duration, args.channels, args.rate, args.seed, args.kill_every,
                          args.json)
+    from bridge.secrets import SecretError, receive_handed_secrets
+
     try:
+        receive_handed_secrets()  # after the re-exec of 'start' (see cmd_start)
         config = load_config(args.config)
-    except ConfigError as exc:
+    except (ConfigError, SecretError) as exc:
         print(f"bridge: bad config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "start":
@@ -207,14 +210,31 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_start(config: Config, *, no_tui: bool) -> int:
-    """``bridge start``: run until Ctrl-C or SIGTERM, then stop cleanly."""
+    """``bridge start``: run until Ctrl-C or SIGTERM, then stop cleanly.
+
+    First, before any thread: re-executes itself once without the secret
+    environment variables (so an agent cannot read them from
+    ``/proc/<pid>/environ``; see :mod:`bridge.secrets`), then makes the state
+    dir private (umask 077, dir 0700, files 0600; see
+    :func:`bridge.statefiles.secure_state_dir`).
+    """
     from actors.app import BridgeApp
+    from adapters.agents.childenv import BASE_ENV
     from bridge.board import Board
     from bridge.logs import setup_logging
-    from bridge.statefiles import AlreadyRunning
+    from bridge.secrets import SecretError, env_secret_names, exec_without_env_secrets
+    from bridge.statefiles import AlreadyRunning, secure_state_dir
     from bridge.store import StoreError
     from bridge.tui import run_live
 
+    try:
+        # Returns only when no secret variable is set. Variables every agent child gets
+        # anyway (PATH, HOME, proxies) stay, the bridge needs them too.
+        exec_without_env_secrets(env_secret_names() - set(BASE_ENV))
+        secure_state_dir(config.bridge.state_dir)
+    except (OSError, SecretError) as exc:
+        print(f"bridge: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     use_tui = not no_tui and sys.stdout.isatty()
     board = Board()
     if not use_tui:

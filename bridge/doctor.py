@@ -16,7 +16,8 @@ message that says what is wrong and how to fix it (or what is fine). It looks at
   ``--version``), ``command[0]`` of command agents, settings that cannot work
   (Claude Code's ``bypassPermissions`` as root) or are risky
   (``danger-full-access``), a missing ``model_api_key``, and the folders the
-  agent writes to.
+  agent writes to, and whether a folder the agent's runs work in (workspace,
+  ``workspaces``, ``workspace_roots``) lies inside the state dir or holds it.
 
 Like :mod:`bridge.cli`, this module sits at the composition level: it uses the
 Fabric REST client and the Claude adapter's permission rule, so that doctor and
@@ -287,10 +288,42 @@ def _agent(config: Config, agent: AgentSettings, timeout_s: float) -> Iterator[C
         yield from _coding_settings(agent)
     if agent.kind != "echo" and agent.workspace is not None:
         yield _folder(agent, "workspace", agent.workspace, "workspace")
+    if agent.kind != "echo":
+        yield from _near_state_dir(config, agent)
     if agent.kind == "codex" and agent.codex_home is not None:
         yield _folder(agent, "CODEX_HOME", agent.codex_home, "codex_home")
     if agent.kind == "claude" and agent.config_dir is not None:
         yield _folder(agent, "CLAUDE_CONFIG_DIR", agent.config_dir, "config_dir")
+
+
+def _near_state_dir(config: Config, agent: AgentSettings) -> Iterator[Check]:
+    """Warn when a folder a run may work in lies inside the state dir or holds it.
+
+    A run executes as the bridge's user, so from such a folder it can read (and
+    write) ``bridge.db`` with every message, session and pending answer; the
+    state dir's 0700/0600 modes only keep other users out. Looks at the
+    workspace, each ``workspaces`` alias and each ``workspace_roots`` entry,
+    compared as real paths.
+    """
+    state = os.path.realpath(config.bridge.state_dir)
+    places = [("workspace", agent.workspace)] if agent.workspace is not None else []
+    places += [(f"workspaces.{alias}", path) for alias, path in agent.workspaces]
+    places += [("workspace_roots", root) for root in agent.workspace_roots]
+    for key, path in places:
+        real = os.path.realpath(path)
+        if real == state or real.startswith(state + "/"):
+            where = "lies inside"
+        elif state.startswith(real.rstrip("/") + "/"):
+            where = "holds"
+        else:
+            continue
+        default = (" (the default workspace is <state_dir>/workspaces/NAME)"
+                   if key == "workspace" else "")
+        yield warning(f"agent {agent.name} {key} near state dir",
+                      f"agent {agent.name}: {key} {path} {where} the state dir {state}, so "
+                      f"its runs can read the state store (messages, sessions, answers)"
+                      f"{default}; set {key} in [agents.{agent.name}] to a folder outside "
+                      f"the state dir, or move [bridge] state_dir")
 
 
 def _folder(agent: AgentSettings, what: str, path: Path, key: str) -> Check:

@@ -1,21 +1,51 @@
-"""Secret references (``env:NAME``, ``file:PATH``) and log redaction.
+"""Secret references (``env:NAME``, ``file:PATH``), redaction, and the secret hand-over.
 
 Every secret value the bridge resolves or receives (API keys, access tokens)
 is registered here, and :class:`RedactingFilter` replaces registered values in
-log records, so that no secret reaches a log file, the TUI or ``status``.
+log records, so that no secret reaches a log file, the TUI or ``status``;
+:func:`redact` does the same for text posted in the chat.
+
+Secrets given as ``env:NAME`` must not stay in the bridge's environment: an
+agent run executes commands as the same user and could read them from
+``/proc/<bridge pid>/environ``. Removing them from :data:`os.environ` is not
+enough, since on Linux that file shows the environment block the process was
+*started* with, which ``unsetenv`` does not rewrite. So ``bridge start``
+calls :func:`exec_without_env_secrets` once, right after loading the config:
+when a referenced variable is set, the values go into a pipe, and the process
+re-executes itself (same pid, same arguments) with those variables removed
+and :data:`HANDOFF_VAR` naming the pipe's read end. The new image calls
+:func:`receive_handed_secrets` before loading the config, which reads the pipe
+once, closes it, and answers ``env:`` references from memory. Only the
+names' absence is visible afterwards, never the values.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import logging
 import os
+import sys
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 REDACTED = "***"
 #: Values shorter than this are not redacted (too likely to hit ordinary text).
 MIN_SECRET_CHARS = 6
+
+
+#: Environment variable that tells a re-executed bridge which descriptor holds its secrets.
+HANDOFF_VAR = "BRIDGE_SECRETS_FD"
+#: Most bytes handed over through the pipe (a pipe holds at least this much on Linux
+#: and macOS without a reader, so the write never blocks).
+HANDOFF_MAX_BYTES = 16 * 1024
+
+#: ``env:`` values handed over by the process before the re-exec (name -> value).
+_handed: dict[str, str] = {}
+#: Names of every variable resolved through an ``env:`` reference in this process.
+_env_names: set[str] = set()
 
 
 class SecretError(ValueError):
@@ -67,10 +97,14 @@ def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
 
     Raises:
         SecretError: when the variable is unset or empty, or the file is unreadable or empty.
+
+    ``env:NAME`` is answered from the values handed over at the re-exec (see
+    :func:`receive_handed_secrets`) first, then from :data:`os.environ`.
     """
     if ref.startswith("env:"):
         name = ref[4:]
-        value = os.environ.get(name, "")
+        _env_names.add(name)
+        value = _handed.get(name) or os.environ.get(name, "")
         if not value:
             raise SecretError(f"environment variable {name} is not set or empty")
         return Secret(value, ref)
@@ -124,7 +158,13 @@ def register_secret(value: str, *, token: bool = False) -> None:
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with every registered secret value replaced by ``***``."""
+    """Return ``text`` with every registered secret value replaced by ``***``.
+
+    Used for log records and for every text the bridge posts in the chat
+    (answers before they are split, status messages, notices). Only verbatim
+    copies are found: an agent that encodes a secret (base64, reversed) is
+    not caught.
+    """
     for value in _ordered:  # a list swapped whole under the lock: safe to read
         if value in text:
             text = text.replace(value, REDACTED)
@@ -148,3 +188,100 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+# --------------------------------------------------------------------------- hand-over
+
+
+def env_secret_names() -> frozenset[str]:
+    """Names of the variables resolved through ``env:`` references so far in this process."""
+    return frozenset(_env_names)
+
+
+def exec_without_env_secrets(names: Iterable[str] | None = None,
+                             argv: Sequence[str] | None = None) -> None:
+    """Re-execute this process without the secret variables in its environment.
+
+    Does nothing when none of ``names`` is set (in particular in the
+    re-executed process, which never has them). Otherwise writes the values to
+    a pipe, flushes stdout and stderr, and replaces the process image with
+    ``sys.executable`` and the same arguments (same pid, same working
+    directory, same open terminal); :func:`receive_handed_secrets` in the new
+    image reads them back. Call it before any thread starts.
+
+    Args:
+        names: Variable names to remove (default: :func:`env_secret_names`).
+        argv: The interpreter's arguments without the program (default:
+            ``sys.orig_argv[1:]``, e.g. ``["bin/bridge", "start", "-c", "FILE"]``).
+
+    Raises:
+        SecretError: when the values exceed :data:`HANDOFF_MAX_BYTES`.
+        OSError: when the pipe cannot be made or the exec fails (the process
+            then keeps running, with the variables still set).
+    """
+    wanted = sorted(env_secret_names() if names is None else set(names))
+    values = {name: os.environ[name] for name in wanted if name in os.environ}
+    if not values:
+        return
+    data = json.dumps(values).encode("utf-8")
+    if len(data) > HANDOFF_MAX_BYTES:
+        raise SecretError(f"the secret environment variables hold more than "
+                          f"{HANDOFF_MAX_BYTES} bytes; use file: references instead")
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, data)
+    finally:
+        os.close(write_fd)
+    env = {key: value for key, value in os.environ.items() if key not in values}
+    env[HANDOFF_VAR] = str(read_fd)
+    os.set_inheritable(read_fd, True)
+    args = list(sys.orig_argv[1:] if argv is None else argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *args], env)
+    except OSError:
+        os.close(read_fd)
+        raise
+
+
+def receive_handed_secrets() -> None:
+    """Take the secrets handed over by :func:`exec_without_env_secrets`, once.
+
+    A no-op when :data:`HANDOFF_VAR` is not set. Otherwise reads the pipe it
+    names to its end, closes it, removes the variable from :data:`os.environ`,
+    and keeps the values for ``env:`` references (registered for redaction).
+
+    Raises:
+        SecretError: when the variable does not name a readable descriptor or
+            its content is not a hand-over.
+    """
+    raw = os.environ.pop(HANDOFF_VAR, None)
+    if raw is None:
+        return
+    if not raw.isdigit():
+        raise SecretError(f"{HANDOFF_VAR} must name a file descriptor, got {raw[:20]!r}")
+    fd = int(raw)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > HANDOFF_MAX_BYTES:
+                raise SecretError(f"{HANDOFF_VAR}: more than {HANDOFF_MAX_BYTES} bytes")
+    except OSError as exc:
+        raise SecretError(f"{HANDOFF_VAR}: cannot read descriptor {fd}: {exc.strerror}"
+                          ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    try:
+        values = json.loads(b"".join(chunks).decode("utf-8"))
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+    ):
+        raise SecretError(f"{HANDOFF_VAR}: descriptor {fd} does not hold a secret hand-over")
+    for name, value in values.items():
+        register_secret(value)
+        _handed[name] = value

@@ -7,6 +7,12 @@
   the bridge (:class:`StateLock`) and holding its pid. The kernel drops the
   lock when the process dies, so a stale file never blocks a new bridge;
   :func:`running_pid` probes the lock rather than trusting the pid in the file.
+
+The state dir is private to the bridge's user: ``bridge start`` calls
+:func:`secure_state_dir`, which sets the umask to :data:`STATE_UMASK` (new
+files 0600, new folders 0700) and narrows what already exists (the dir to
+0700, the bridge's own files in it to 0600). Agent children get the umask the
+bridge was started with back (:func:`operator_umask`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -27,13 +34,16 @@ from bridge.board import BoardSnapshot
 
 __all__ = [
     "LOCK_FILE",
+    "STATE_UMASK",
     "STATUS_FILE",
     "AlreadyRunning",
     "StateLock",
     "StatusError",
     "StatusWriter",
+    "operator_umask",
     "read_status",
     "running_pid",
+    "secure_state_dir",
     "write_status",
 ]
 
@@ -42,7 +52,15 @@ STATUS_FILE = "status.json"
 #: Name of the lock file in the state dir.
 LOCK_FILE = "bridge.lock"
 
+#: The bridge's umask once started: files 0600, folders 0700.
+STATE_UMASK = 0o077
+#: Files of the bridge itself in the state dir (besides :data:`LOCK_FILE` and
+#: :data:`STATUS_FILE`): the state store and its journal files, temp status files, logs.
+_OWN_FILE_PATTERNS = ("bridge.db", "bridge.db-*", ".status.*.tmp", "*.log")
+
 _log = logging.getLogger(__name__)
+#: The umask before :func:`secure_state_dir` changed it (None: not changed).
+_operator_umask: int | None = None
 
 
 class StatusError(Exception):
@@ -73,6 +91,62 @@ class AlreadyRunning(Exception):
         )
         self.state_dir = state_dir
         self.pid = pid
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+def secure_state_dir(state_dir: Path) -> list[Path]:
+    """Make the state dir private to the bridge's user; call once at start.
+
+    Sets the process umask to :data:`STATE_UMASK` (remembering the old one for
+    :func:`operator_umask`), creates ``state_dir`` when missing, and narrows
+    what exists: ``state_dir`` to 0700, and the bridge's own files directly in
+    it (``bridge.db``, ``bridge.db-wal``, ``bridge.db-shm``, ``status.json``,
+    ``bridge.lock``, temp status files, ``*.log``) to 0600. Sub-folders (agent
+    workspaces, CLI homes) are left as they are; the folder's 0700 already
+    closes them to other users. Symlinks are never followed.
+
+    Args:
+        state_dir: The bridge's state dir.
+
+    Returns:
+        The paths whose mode was changed.
+
+    Raises:
+        OSError: when the dir cannot be created or a mode cannot be changed.
+    """
+    global _operator_umask
+    previous = os.umask(STATE_UMASK)
+    if _operator_umask is None:
+        _operator_umask = previous
+    state_dir.mkdir(parents=True, exist_ok=True)
+    changed = []
+    if stat.S_IMODE(state_dir.stat().st_mode) != 0o700:
+        state_dir.chmod(0o700)
+        changed.append(state_dir)
+    own = {state_dir / LOCK_FILE, state_dir / STATUS_FILE}
+    for pattern in _OWN_FILE_PATTERNS:
+        own.update(state_dir.glob(pattern))
+    for path in sorted(own):
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+            path.chmod(0o600)
+            changed.append(path)
+    return changed
+
+
+def operator_umask() -> int:
+    """The umask the bridge was started with, for agent children (-1: unchanged).
+
+    Returns:
+        The umask before :func:`secure_state_dir`, or -1 when it was never
+        called (``subprocess.Popen(umask=-1)`` leaves the umask alone).
+    """
+    return -1 if _operator_umask is None else _operator_umask
 
 
 # --------------------------------------------------------------------------- status.json
@@ -187,7 +261,7 @@ class StateLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this StateLock")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

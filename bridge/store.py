@@ -450,6 +450,35 @@ class Store:
                 (key, scope_key, key, content, now, now, after_seq))
         return piece
 
+    def answer_command(self, scope_key: str, message_id: str, key: str, content: str,
+                       after_seq: int = 0) -> Piece:
+        """Mark a chat command ``done`` and queue its answer, in one transaction.
+
+        A crash leaves either both (the answer is delivered) or neither (the
+        command stays open and is answered when the journal is replayed), never
+        a command marked done whose answer was lost.
+
+        Args:
+            scope_key: The scope of the command (and of the answer).
+            message_id: The command's message.
+            key: The answer's idempotency key (a replay queues it once).
+            content: The answer (under the content limit).
+            after_seq: The channel seq of the command.
+
+        Returns:
+            The answer's outbox piece.
+        """
+        now = time.time()
+        piece = Piece(key, scope_key, key, 0, content, 0, after_seq, now)
+        with self._write() as db:
+            db.execute("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
+                       "message_id = ?", (scope_key, message_id))
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
+                "created_at, updated_at, after_seq) VALUES (?, ?, ?, 0, ?, 'pending', ?, ?, ?)",
+                (key, scope_key, key, content, now, now, after_seq))
+        return piece
+
     # -- outbox ------------------------------------------------------------
 
     def pending_pieces(self, scope_key: str) -> list[Piece]:

@@ -162,16 +162,17 @@ def test_codex_binary_on_path_shows_its_version(tmp_path: Path, devguild: DevGui
     cli = fake_cli(tmp_path, "codex", "codex-cli 0.99.0")
     monkeypatch.setenv("PATH", f"{cli.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("DOCTOR_TEST_MODEL_KEY", "sk-doctor-test-model-key")
-    config = agent_config(tmp_path, devguild.center_url, """
+    config = agent_config(tmp_path, devguild.center_url, f"""
         [agents.coder]
         kind = "codex"
         api_key = "fak_dev_echo"
         model_api_key = "env:DOCTOR_TEST_MODEL_KEY"
+        workspace = "{tmp_path / 'work'}"
 
         [[bindings]]
         agent = "coder"
         guild = "dev"
-    """)
+    """)  # the workspace outside the state dir: the default one in it gets a warning
     checks = run_checks(config)
     binary = named(checks, "agent coder binary")
     assert binary.level == "ok" and "codex-cli 0.99.0" in binary.message

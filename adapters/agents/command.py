@@ -15,6 +15,7 @@ from typing import IO
 from adapters.agents.childenv import child_env
 from bridge.agent import AgentEvent, RunContext, RunDone, RunFailed
 from bridge.prompt import Prompt
+from bridge.statefiles import operator_umask
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class CommandRun:
         process = subprocess.Popen(
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=workspace_path, start_new_session=True, env=child_env({}),
+            umask=operator_umask(),
         )
         self._group = ProcessGroup(process, grace_s)
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)

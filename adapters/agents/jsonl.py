@@ -25,6 +25,8 @@ from typing import IO, Any, Protocol
 
 from adapters.agents.command import STDERR_TAIL_LINES, ProcessGroup
 from bridge.agent import AgentEvent, RunDone, RunFailed, SessionStarted
+from bridge.secrets import redact
+from bridge.statefiles import operator_umask
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class JsonlRun:
         cwd.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
             self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env=dict(env), start_new_session=True,
+            cwd=cwd, env=dict(env), start_new_session=True, umask=operator_umask(),
         )
         self.group = ProcessGroup(process, grace_s)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -205,13 +207,16 @@ class JsonlRun:
                 continue
             if not line.strip():
                 continue
+            # Known secrets go before anything reads the line: titles and reasons are
+            # shortened later, which could leave half a secret that redaction misses.
+            text = redact(line.decode("utf-8", "replace"))
             try:
-                value = json.loads(line)
+                value = json.loads(text)
             except ValueError:
                 value = None
             if not isinstance(value, dict):
                 self.group.stop()
-                shown = shorten(line.decode("utf-8", "replace"), 80)
+                shown = shorten(text, 80)
                 yield self._failed(f"{self.name} wrote a line that is not a JSON object: "
                                    f"{shown!r}")
                 return
