@@ -42,6 +42,7 @@ from adapters.agents.claude import permission_problem
 from adapters.chat.fabric_rest import FabricCenter, FabricGuild, FabricSession
 from bridge.config import AgentSettings, Config
 from bridge.errors import ChatError, Forbidden, LoginRefused, RetryLater, Unauthorized
+from bridge.sanitize import terminal_safe
 from bridge.secrets import redact
 from bridge.statefiles import StatusError, running_pid
 from bridge.store import DB_FILE, Store, StoreError
@@ -74,8 +75,8 @@ class Check:
 
     @classmethod
     def make(cls, name: str, level: Level, message: str) -> Check:
-        """Build a check whose ``ok`` follows ``level`` and whose message is redacted."""
-        return cls(name, level != "fail", level, redact(message))
+        """A check whose ``ok`` follows ``level``; the message is redacted and terminal-safe."""
+        return cls(name, level != "fail", level, terminal_safe(redact(message)))
 
 
 def passed(name: str, message: str) -> Check:

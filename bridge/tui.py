@@ -11,7 +11,11 @@ Three entry points share one set of facts:
 Everything here is a pure function of the snapshot and a clock reading, so no
 other thread ever touches the UI: they publish to the board, and the UI reads
 copies. Text that comes from the outside (log lines, details, reasons, channel
-names) is always wrapped in :class:`rich.text.Text`, never parsed as markup.
+names) is always wrapped in :class:`rich.text.Text`, never parsed as markup, and
+every string of a snapshot is made terminal-safe first
+(:func:`bridge.sanitize.terminal_safe_fields`): rich's ``Text`` passes ESC
+sequences through, so a channel named ``\x1b]0;pwned\x07`` would otherwise
+retitle the operator's terminal.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from bridge.board import ActorRow, BoardSnapshot, ConnectionRow, RunRow, ScopeRow, StoreRow
+from bridge.sanitize import terminal_safe, terminal_safe_fields
 
 __all__ = [
     "DEFAULT_LOG_LINES",
@@ -365,6 +370,7 @@ def render(
         sections say so (``"no scopes yet"``). It renders at any width.
     """
     now = time.time() if now is None else now
+    snapshot = terminal_safe_fields(snapshot)
     return Group(
         _header(snapshot, now, title),
         Panel(_supervision_tree(snapshot.actors, max_children), title="actors", title_align="left"),
@@ -441,7 +447,8 @@ def run_live(
             try:
                 snapshot = source()
             except Exception as exc:  # shown, not fatal: the next tick may succeed
-                frame = _message_panel(f"cannot read bridge state: {exc}", title, style="red")
+                frame = _message_panel(terminal_safe(f"cannot read bridge state: {exc}"),
+                                       title, style="red")
             else:
                 if snapshot is None:
                     frame = _message_panel(waiting_text, title)
@@ -512,6 +519,7 @@ def plain_status(snapshot: BoardSnapshot, now: float | None = None) -> str:
         Every scope is listed (no cap); an empty section reads ``  none``.
     """
     now = time.time() if now is None else now
+    snapshot = terminal_safe_fields(snapshot)
     head = f"bridge pid {snapshot.pid}, up {format_age(now - snapshot.started_at)}"
     lag = now - snapshot.taken_at
     if lag > STALE_AFTER_S:

@@ -15,6 +15,7 @@ from adapters.chat.fabric_rest import FabricCenter, FabricGuild, GuildAccess
 from adapters.chat.fabric_socket import FabricSocket
 from bridge.config import Config
 from bridge.errors import ChatError, Unauthorized
+from bridge.sanitize import terminal_safe, terminal_safe_lines
 from bridge.secrets import SecretError, resolve_secret
 
 #: Seconds between reconnect attempts of the chat client.
@@ -68,10 +69,15 @@ class ChatSession:
         return self.names[user_id]
 
     def show(self, message: dict[str, Any], prefix: str = "") -> None:
-        """Print one message as ``[seq] name: content``."""
-        author = self.name(str(message.get("authorUserId", "?")))
+        """Print one message as ``[seq] name: content``.
+
+        Other members write the name and the content: control characters in
+        them are shown as escapes (the content keeps its line breaks).
+        """
+        author = terminal_safe(self.name(str(message.get("authorUserId", "?"))))
+        content = terminal_safe_lines(str(message.get("content")))
         with self.lock:
-            print(f"{prefix}[{message.get('seq')}] {author}: {message.get('content')}",
+            print(f"{prefix}[{terminal_safe(str(message.get('seq')))}] {author}: {content}",
                   file=self.out, flush=True)
 
     def connect(self) -> None:
@@ -154,7 +160,8 @@ def run_chat(config: Config, *, user: str, channel: str, guild: str | None,
     except (ChatError, SecretError) as exc:
         print(f"bridge chat: {exc}", file=sys.stderr)
         return 1
-    print(f"-- {user} in #{session.channel['name']} ({guild_id}); type a line and press "
+    print(f"-- {user} in #{terminal_safe(str(session.channel['name']))} ({guild_id}); "
+          "type a line and press "
           "Enter to post, Ctrl-D to quit", file=out, flush=True)
     try:
         if history > 0:
