@@ -1,8 +1,9 @@
 """Supervisor: the root actor (one_for_one).
 
-It spawns one TokenCache per agent identity and one Gateway per (agent,
-guild) at start, a Scope per conversation on its first message, and a
-Delivery per (agent, channel) on its first answer. A child that dies of an
+It spawns one TokenCache per agent identity, one Gateway per (agent,
+guild) and the Upkeep actor (store retention) at start, a Scope per
+conversation on its first message, and a Delivery per (agent, channel) on its
+first answer. A child that dies of an
 exception is restarted alone, after a backoff (0.1 s doubling); messages for
 it are kept meanwhile and handed to the new instance. A child that fails more
 than 3 times in 10 s is not restarted: the failure is escalated (logged as an
@@ -29,6 +30,7 @@ from actors.messages import (
     ChildIdle,
     Deliver,
     Forward,
+    NamesReady,
     RestartChild,
     Route,
     Shutdown,
@@ -38,10 +40,12 @@ from actors.messages import (
 from actors.runtime import Runtime
 from actors.scope import Scope
 from actors.tokens import TokenCache
+from actors.upkeep import Upkeep
 from bridge.board import ActorRow
 from bridge.commands import parse_command
 from bridge.engage import EngageGate, EngageRule
 from bridge.messages import Inbound
+from bridge.names import channel_entries, user_entries
 from bridge.procs import kill_orphan_group
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,7 @@ RESTART_BACKOFF_S = 0.1
 #: Messages kept for a child while it restarts.
 BUFFER_LIMIT = 10_000
 #: Stop order at shutdown: reverse dependency order.
-STOP_ORDER = ("gateway", "scope", "delivery", "tokens")
+STOP_ORDER = ("upkeep", "gateway", "scope", "delivery", "tokens")
 
 ROOT_ID = "supervisor"
 
@@ -93,9 +97,11 @@ class Supervisor(pykka.ThreadingActor):
         self.scope_class = scope_class
         self.children: dict[str, Child] = {}
         self.shutting_down = False
+        #: Conversations recovered at start that wait for their connection's names.
+        self.parked: dict[tuple[str, str], list[Inbound]] = {}
 
     def on_start(self) -> None:
-        """Spawn the token caches, then the gateways."""
+        """Spawn the token caches, then the gateways, then upkeep (store retention)."""
         self.runtime.supervisor = self.actor_ref
         self.runtime.board.put_actor(ActorRow(ROOT_ID, "supervisor", None, "running"))
         config = self.runtime.config
@@ -109,6 +115,7 @@ class Supervisor(pykka.ThreadingActor):
             self._add(child_id, "gateway", functools.partial(
                 Gateway.start, self.runtime, child_id, config.agents[agent_name], guild,
                 bindings))
+        self._add("upkeep", "upkeep", functools.partial(Upkeep.start, self.runtime, "upkeep"))
         self._recover()
 
     def _recover(self) -> None:
@@ -126,7 +133,14 @@ class Supervisor(pykka.ThreadingActor):
                                  f"⚠ {agent}: a run was interrupted twice by bridge restarts "
                                  "and was not retried; please send your message again.")
         for inbound in store.open_scopes():
-            self._route(inbound, spawn=True)
+            if self._names_pending(inbound):
+                self.parked.setdefault((inbound.agent, inbound.guild), []).append(inbound)
+            else:
+                self._route(inbound, spawn=True)
+        for (agent, guild), waiting in sorted(self.parked.items()):
+            log.info("%d conversation(s) of %s@%s wait for its channel list: the access rules "
+                     "and bindings name channels or users, matched by the ids they resolve to",
+                     len(waiting), agent, guild)
         for scope_key in store.pending_scopes():
             self._forward(f"delivery:{scope_key}", Deliver(scope_key))
 
@@ -134,6 +148,9 @@ class Supervisor(pykka.ThreadingActor):
         """Handle ``Route``, ``Forward``, ``ChildFailed``, ``RestartChild`` and ``Shutdown``."""
         if isinstance(message, Route):
             self._route(message.inbound)
+        elif isinstance(message, NamesReady):
+            for inbound in self.parked.pop((message.agent, message.guild), []):
+                self._route(inbound, spawn=True)
         elif isinstance(message, Forward):
             self._forward(message.child_id, message.message)
         elif isinstance(message, ChildFailed):
@@ -201,12 +218,26 @@ class Supervisor(pykka.ThreadingActor):
                 self.scope_class.start, self.runtime, child_id, inbound, agent))
         self._deliver(child, inbound)
 
+    def _names_pending(self, inbound: Inbound) -> bool:
+        """Whether a recovered message must wait for its connection to resolve the config's
+        names (it would be judged by ids alone before; see :mod:`bridge.names`)."""
+        agent = self.runtime.config.agents.get(inbound.agent)
+        if agent is None or f"gateway:{inbound.agent}:{inbound.guild}" not in self.children:
+            return False
+        if self.runtime.names.ready(inbound.agent, inbound.guild):
+            return False
+        bindings = [b for b in self.runtime.config.bindings
+                    if (b.agent, b.guild) == (inbound.agent, inbound.guild)]
+        return bool(channel_entries(bindings, agent.access) or user_entries(agent.access))
+
     def _may_engage(self, inbound: Inbound) -> bool:
         """Whether a message could engage a scope that has no state (or is a command)."""
         if parse_command(inbound.content) is not None:
             return True
+        names = self.runtime.names.get(inbound.agent, inbound.guild)
         binding = self.runtime.config.binding_for(inbound.agent, inbound.guild,
-                                                  inbound.channel_id, inbound.channel_name)
+                                                  inbound.channel_id, inbound.channel_name,
+                                                  names.channels)
         rule = binding.engage if binding is not None else EngageRule()
         if rule.mode == "mention-sticky":
             return True

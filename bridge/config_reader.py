@@ -27,7 +27,13 @@ from bridge.config import (
     DevGuildSettings,
     FabricSettings,
 )
-from bridge.engage import DEFAULT_STICKY_S, ENGAGE_MODES, IGNORED_MODES, EngageRule
+from bridge.engage import (
+    DEFAULT_STICKY_S,
+    ENGAGE_MODES,
+    IGNORED_MODES,
+    EngageRule,
+    pattern_problem,
+)
 from bridge.policy import (
     DEFAULT_MAX_RUNS_PER_HOUR,
     DEFAULT_REFUSAL,
@@ -195,7 +201,7 @@ class Reader:
     def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
         self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level",
                                           "catch_up_window_s", "scope_idle_s",
-                                          "max_answer_chars"})
+                                          "max_answer_chars", "retention_days"})
         level = str(self.get(table, "bridge", "log_level", str, "INFO")).upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise self.fail("bridge.log_level", f"must be debug, info, warning or error, got "
@@ -207,7 +213,20 @@ class Reader:
             catch_up_window_s=self.positive(table, "bridge", "catch_up_window_s", 600.0),
             scope_idle_s=self.positive(table, "bridge", "scope_idle_s", 600.0),
             max_answer_chars=self.at_least(table, "bridge", "max_answer_chars", 32_000, 100),
+            retention_days=self.retention_days(table),
         )
+
+    def retention_days(self, table: Mapping[str, Any]) -> float:
+        days = float(self.get(table, "bridge", "retention_days", (int, float), 14.0))
+        if not days > 0 or days == float("inf"):
+            raise self.fail("bridge.retention_days", f"must be a number of days above 0, "
+                                                     f"got {days:g}")
+        window_s = self.positive(table, "bridge", "catch_up_window_s", 600.0)
+        if days * 86_400 + 1e-6 < window_s:  # (a margin for the float product)
+            raise self.fail("bridge.retention_days",
+                            f"must cover catch_up_window_s ({window_s:g} s = "
+                            f"{window_s / 86_400:.6g} days), got {days:g}")
+        return days
 
     def devguild(self, table: Mapping[str, Any] | None) -> DevGuildSettings | None:
         if table is None:
@@ -441,11 +460,9 @@ class Reader:
                 raise ConfigError(self.file, f"{prefix}.engage_pattern",
                                   'engage = "pattern" needs engage_pattern (a regex; "." '
                                   "means always)", self.line_of(f"{prefix}.engage", self.index))
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise self.fail(f"{prefix}.engage_pattern",
-                                f"not a valid regular expression: {exc}") from None
+            problem = pattern_problem(pattern)  # invalid, or backtracks without end
+            if problem:
+                raise self.fail(f"{prefix}.engage_pattern", problem)
         elif pattern:
             raise self.fail(f"{prefix}.engage_pattern",
                             f'applies only to engage = "pattern", not {mode!r}')

@@ -9,7 +9,11 @@ Idle scopes are stopped after 2 s, so scopes are also rebuilt from the store
 all the time.
 At the end it checks every engaging message against the channel history and
 reports: messages sent, answered, lost, answered twice, restarts survived,
-reconnects, and the p50/p99 time to answer. Target: 0 lost, 0 twice.
+reconnects, the p50/p99 time to answer, and the state store's size (database
+and WAL, bytes) sampled during the run and at the end. Target: 0 lost, 0 twice.
+The bridge runs with a retention of a fifth of the duration (at least 120 s,
+with the catch-up window equal to it), so a long soak prunes all along and its
+database size levels off.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import random
 import sys
 import tempfile
@@ -32,11 +37,14 @@ from bridge.devguild import DevGuild, load_seed
 from bridge.errors import ChatError
 from bridge.loadkit import BridgeProcess, RestMember
 from bridge.loadkit import percentile as percentile  # re-exported for callers of soak
+from bridge.store import DB_FILE
 
 #: Members who post (seeded humans).
 MEMBERS = ("alice", "bob")
 #: Seconds allowed for the final answers.
 SETTLE_TIMEOUT_S = 60.0
+#: Shortest retention the soak gives the bridge (seconds).
+MIN_RETENTION_S = 120.0
 
 
 @attrs.frozen
@@ -55,6 +63,11 @@ class SoakReport:
         faults: Count of each fault injected.
         p50_s: Median seconds from a post to its answer.
         p99_s: 99th percentile of the same.
+        db_bytes: Size of the state store (database plus WAL, bytes) once every
+            answer arrived, before the bridge stopped.
+        db_samples: ``(seconds since the load started, bytes)`` samples of the
+            same size during the run, about twelve.
+        retention_s: The retention the bridge ran with (seconds).
     """
 
     duration_s: float
@@ -68,6 +81,9 @@ class SoakReport:
     faults: dict[str, int]
     p50_s: float
     p99_s: float
+    db_bytes: int = 0
+    db_samples: tuple[tuple[float, int], ...] = ()
+    retention_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -77,6 +93,7 @@ class SoakReport:
     def text(self) -> str:
         """The report as lines for a terminal."""
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        samples = ", ".join(f"{at:.0f}s {size}" for at, size in self.db_samples) or "none"
         return "\n".join([
             f"soak: {self.duration_s:.0f}s over {self.channels} channels",
             f"  messages sent     {self.sent}",
@@ -87,17 +104,22 @@ class SoakReport:
             f"  reconnects        {self.reconnects}",
             f"  faults            {faults}",
             f"  time to answer    p50 {self.p50_s:.3f}s  p99 {self.p99_s:.3f}s",
+            f"  database          {self.db_bytes} bytes at the end (db + WAL, retention "
+            f"{self.retention_s:.0f}s)",
+            f"  database samples  {samples}",
             f"  result            {'PASS' if self.ok else 'FAIL'}",
         ])
 
 
-def _config_text(center_url: str, state_dir: Path, api_key: str) -> str:
+def _config_text(center_url: str, state_dir: Path, api_key: str, retention_s: float) -> str:
     return textwrap.dedent(f"""
         [bridge]
         state_dir = "{state_dir}"
         debounce_s = 0.2
         scope_idle_s = 2
         log_level = "info"
+        catch_up_window_s = {retention_s!r}
+        retention_days = {retention_s / 86_400!r}
         [fabric]
         center_url = "{center_url}"
         [agents.echo]
@@ -113,6 +135,15 @@ def _config_text(center_url: str, state_dir: Path, api_key: str) -> str:
 
 def _parse_time(text: str) -> float:
     return datetime.datetime.fromisoformat(text).timestamp()
+
+
+def db_bytes(state_dir: Path) -> int:
+    """Size of the state store in ``state_dir``: database plus WAL, in bytes (0 when absent)."""
+    total = 0
+    for name in (DB_FILE, f"{DB_FILE}-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(state_dir / name).st_size
+    return total
 
 
 def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
@@ -142,8 +173,9 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
         folder = Path(tmp)
         state_dir = folder / "var"
         config_path = folder / "bridge.toml"
-        config_path.write_text(_config_text(guild.center_url, state_dir, guild.api_key("echo")),
-                               encoding="utf-8")
+        retention_s = max(MIN_RETENTION_S, duration_s / 5)
+        config_path.write_text(_config_text(guild.center_url, state_dir, guild.api_key("echo"),
+                                            retention_s), encoding="utf-8")
         members = [RestMember(guild, name) for name in MEMBERS]
         owner = members[0]
         ids = [owner.rest.create_channel(f"soak-{i}", "general",
@@ -187,10 +219,16 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
         ]
         started = time.monotonic()
         next_kill = started + (rng.expovariate(1 / kill_every_s) if kill_every_s else 1e18)
+        sample_every_s = max(5.0, duration_s / 12)
+        next_sample = started + sample_every_s
+        samples: list[tuple[float, int]] = []
         try:
             while time.monotonic() - started < duration_s:
                 time.sleep(rng.uniform(0.5, 1.5))
                 guild.set_delay(0)
+                if time.monotonic() >= next_sample:
+                    samples.append((round(time.monotonic() - started, 1), db_bytes(state_dir)))
+                    next_sample += sample_every_s
                 if time.monotonic() >= next_kill:
                     bridge.kill9()
                     restarts += 1
@@ -225,6 +263,8 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while not settled() and time.monotonic() < deadline:
             time.sleep(0.5)
+        final_bytes = db_bytes(state_dir)
+        say(f"database {final_bytes} bytes (db + WAL)")
         bridge.stop()
         settled()
         delays = [min(answers[t]) - posted for t, (_, posted) in sent.items() if t in answers]
@@ -233,7 +273,8 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
             lost=len(sent) - len(answers),
             twice=sum(1 for times in answers.values() if len(times) > 1),
             restarts=restarts, reconnects=faults.get("drop-sockets", 0) + restarts,
-            faults=faults, p50_s=percentile(delays, 0.5), p99_s=percentile(delays, 0.99))
+            faults=faults, p50_s=percentile(delays, 0.5), p99_s=percentile(delays, 0.99),
+            db_bytes=final_bytes, db_samples=tuple(samples), retention_s=retention_s)
 
 
 def main_soak(duration_s: float, channels: int, rate: float, seed: int | None,

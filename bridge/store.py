@@ -21,15 +21,31 @@ Every write commits before the caller acknowledges the step it records.
 WAL with ``synchronous=NORMAL`` survives a killed process (``kill -9``); it
 may lose the last transactions on power loss, which is accepted here.
 Schema migrations are numbered and run at open.
+
+Retention (:meth:`Store.prune`, scheduled by ``actors/upkeep.py``) deletes
+finished rows older than ``retention_days``: journal rows ``done`` and
+``dropped``, outbox pieces ``posted`` and ``failed``, ended runs. Open
+messages, pending pieces, running runs, sessions, scope settings and the
+channel seqs are never pruned. So that the file levels off, new databases are
+created with ``auto_vacuum = INCREMENTAL`` and a prune that deleted rows ends
+with ``PRAGMA incremental_vacuum`` (free pages go back to the file system) and
+``PRAGMA wal_checkpoint(TRUNCATE)`` (the WAL file goes back to zero bytes; it
+otherwise keeps the size of its largest burst). A database created before
+this keeps ``auto_vacuum = NONE``, which SQLite cannot change without a full
+``VACUUM`` (an exclusive rewrite of the whole file, too long to run under a
+live bridge): its freed pages are reused by new rows, so it levels off at its
+largest size instead of shrinking. ``VACUUM`` with the bridge stopped (e.g.
+``sqlite3 var/bridge.db 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM'``) converts it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -116,6 +132,23 @@ MIGRATIONS: tuple[str, ...] = (
 
 #: Inbound states that still need a run (or a place in the next prompt).
 OPEN_STATES = ("received", "engaged", "context")
+#: Inbound states that are finished: pruned once older than the retention.
+FINISHED_STATES = ("done", "dropped")
+#: Outbox states that are finished (in the channel, or given up): pruned likewise.
+DELIVERED_STATES = ("posted", "failed")
+#: Rows deleted per transaction by :meth:`Store.prune`, so other writers wait
+#: at most one batch for the store's lock.
+PRUNE_BATCH_ROWS = 2000
+#: Tables whose rows :meth:`Store.stats` counts, with the column grouped by.
+_STATS_QUERIES: tuple[tuple[str, str], ...] = (
+    ("inbound", "SELECT state, count(*) FROM inbound GROUP BY state"),
+    ("outbox", "SELECT state, count(*) FROM outbox GROUP BY state"),
+    ("runs", "SELECT CASE WHEN ended_at IS NULL THEN 'running' ELSE 'ended' END, count(*) "
+             "FROM runs GROUP BY 1"),
+    ("sessions", "SELECT 'rows', count(*) FROM sessions"),
+    ("scope_settings", "SELECT 'rows', count(*) FROM scope_settings"),
+    ("channel_seq", "SELECT 'rows', count(*) FROM channel_seq"),
+)
 
 
 class StoreError(RuntimeError):
@@ -162,6 +195,49 @@ class SessionRecord:
     fingerprint: str
 
 
+@attrs.frozen
+class PruneResult:
+    """Rows deleted by one :meth:`Store.prune`.
+
+    Attributes:
+        inbound: Journal rows (``done``, ``dropped``).
+        outbox: Outbox pieces (``posted``, ``failed``).
+        runs: Ended runs.
+    """
+
+    inbound: int = 0
+    outbox: int = 0
+    runs: int = 0
+
+    @property
+    def total(self) -> int:
+        """All rows deleted."""
+        return self.inbound + self.outbox + self.runs
+
+
+@attrs.frozen
+class StoreStats:
+    """Size and row counts of the store (:meth:`Store.stats`).
+
+    Attributes:
+        db_bytes: Size of the database file in bytes.
+        wal_bytes: Size of its write-ahead log (``bridge.db-wal``) in bytes (0 when absent).
+        rows: Row counts per table, then per state: ``inbound`` and ``outbox`` by
+            their ``state`` column, ``runs`` as ``running`` / ``ended``, and
+            ``sessions``, ``scope_settings`` and ``channel_seq`` as ``rows``.
+            A state with no rows is left out.
+    """
+
+    db_bytes: int
+    wal_bytes: int
+    rows: Mapping[str, Mapping[str, int]]
+
+    @property
+    def total_bytes(self) -> int:
+        """Database plus WAL, in bytes."""
+        return self.db_bytes + self.wal_bytes
+
+
 class Store:
     """The bridge's SQLite state store; safe to share between threads.
 
@@ -180,6 +256,8 @@ class Store:
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                                        isolation_level=None)
+            # Takes effect only on a new, empty file (before WAL writes its header).
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._check()
@@ -305,8 +383,17 @@ class Store:
             db.execute("UPDATE inbound SET state = 'dropped' WHERE scope_key = ? AND "
                        "message_id = ?", (scope_key, message_id))
 
-    def open_inbound(self, scope_key: str) -> list[Inbound]:
-        """Messages of a scope that still wait for a run, by seq."""
+    def open_inbound(self, scope_key: str, stale_before: float | None = None) -> list[Inbound]:
+        """Messages of a scope that still wait for a run, by seq.
+
+        Args:
+            scope_key: The scope.
+            stale_before: When given (epoch seconds), messages not taken by a run
+                (``received``, ``context``) that were received before it are
+                closed first (see :meth:`close_stale`) and not returned.
+        """
+        if stale_before is not None:
+            self.close_stale(stale_before, scope_key)
         with self._tx() as db:
             rows = db.execute(
                 "SELECT payload FROM inbound WHERE scope_key = ? AND state IN "
@@ -321,6 +408,57 @@ class Store:
                 "WHERE state IN ('received', 'engaged', 'context') GROUP BY scope_key)"
             ).fetchall()
         return [Inbound(**json.loads(r[0])) for r in rows]
+
+    def open_rows(self, after: int = 0, limit: int = 500) -> list[tuple[int, str, Inbound]]:
+        """One page of the open messages that may start a run (``received``, ``engaged``).
+
+        For the recovery at start, which reads them page by page instead of
+        loading every scope's rows.
+
+        Args:
+            after: Only rows after this row number (the last one of the previous page).
+            limit: Rows per page.
+
+        Returns:
+            ``(row number, state, message)`` by row number.
+        """
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT rowid, state, payload FROM inbound WHERE rowid > ? AND state IN "
+                "('received', 'engaged') ORDER BY rowid LIMIT ?", (after, limit)).fetchall()
+        return [(int(r[0]), str(r[1]), Inbound(**json.loads(r[2]))) for r in rows]
+
+    def close_stale(self, before: float, scope_key: str | None = None) -> int:
+        """Close (``done``) the messages no run took that were received before ``before``.
+
+        Such messages (``received`` or ``context``) are older than the catch-up
+        window: context only, and too old to be context for a later prompt.
+        Messages of cut-off runs (``engaged``) stay open.
+
+        Args:
+            before: Epoch seconds.
+            scope_key: Only this scope's messages (default: every scope's).
+
+        Returns:
+            Messages closed.
+        """
+        query = ("UPDATE inbound SET state = 'done' WHERE state IN ('received', 'context') "
+                 "AND received_at < ?")
+        args: tuple[float | str, ...] = (before,)
+        if scope_key is not None:
+            query += " AND scope_key = ?"
+            args = (before, scope_key)
+        with self._write() as db:
+            return int(db.execute(query, args).rowcount)
+
+    def close_context(self, scope_key: str, message_ids: Sequence[str]) -> None:
+        """Close (``done``) context messages that no prompt will take (beyond its bounds)."""
+        if not message_ids:
+            return
+        with self._write() as db:
+            db.executemany("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
+                           "message_id = ? AND state IN ('received', 'context')",
+                           [(scope_key, m) for m in message_ids])
 
     def count_inbound(self, scope_key: str | None = None) -> dict[str, int]:
         """Journal rows per state (of one scope, or of all)."""
@@ -405,6 +543,25 @@ class Store:
                               "pid IS NOT NULL").fetchall()
         return [(int(r[0]), r[1]) for r in rows]
 
+    def open_runs(self) -> list[tuple[str, int | None, str | None]]:
+        """``(run id, pid, start ticks)`` of the runs that never ended (pid None: not recorded)."""
+        with self._tx() as db:
+            rows = db.execute("SELECT run_id, pid, pid_ticks FROM runs WHERE ended_at IS NULL"
+                              ).fetchall()
+        return [(str(r[0]), None if r[1] is None else int(r[1]), r[2]) for r in rows]
+
+    def known_runs(self, run_ids: Iterable[str]) -> set[str]:
+        """Those of ``run_ids`` that are runs of this store (ended or not)."""
+        wanted = list(dict.fromkeys(run_ids))
+        known: set[str] = set()
+        with self._tx() as db:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                known.update(str(r[0]) for r in db.execute(
+                    f"SELECT run_id FROM runs WHERE run_id IN ({marks})", chunk))
+        return known
+
     def recover_runs(self) -> list[tuple[str, str, list[str]]]:
         """Close runs that a crash cut off; reopen their messages for another run.
 
@@ -420,17 +577,41 @@ class Store:
             runs = db.execute("SELECT run_id, scope_key FROM runs WHERE ended_at IS NULL"
                               ).fetchall()
             for run_id, scope_key in runs:
-                given_up = [str(r[0]) for r in db.execute(
-                    "SELECT message_id FROM inbound WHERE run_id = ? AND state = 'running' AND "
-                    "attempts >= ?", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
-                db.execute("UPDATE inbound SET state = 'engaged', run_id = NULL WHERE run_id = ? "
-                           "AND state = 'running' AND attempts < ?", (run_id, MAX_RUN_ATTEMPTS))
-                db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
-                           "'running'", (run_id,))
-                db.execute("UPDATE runs SET ended_at = ?, outcome = 'interrupted' WHERE "
-                           "run_id = ?", (time.time(), run_id))
+                _, given_up = self._interrupt(db, str(run_id))
                 result.append((str(run_id), str(scope_key), given_up))
         return result
+
+    def interrupt_run(self, run_id: str) -> tuple[list[Inbound], list[str]]:
+        """End a run that was cut off while the bridge runs (its scope failed, it stopped).
+
+        Like :meth:`recover_runs` for one run: its messages are reopened for
+        another run, except those that already had :data:`MAX_RUN_ATTEMPTS` runs.
+
+        Returns:
+            (the reopened messages, the ids of the messages given up); both
+            empty when the run had already ended.
+        """
+        with self._write() as db:
+            row = db.execute("SELECT ended_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row[0] is not None:
+                return [], []
+            return self._interrupt(db, run_id)
+
+    @staticmethod
+    def _interrupt(db: sqlite3.Connection, run_id: str) -> tuple[list[Inbound], list[str]]:
+        given_up = [str(r[0]) for r in db.execute(
+            "SELECT message_id FROM inbound WHERE run_id = ? AND state = 'running' AND "
+            "attempts >= ?", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
+        reopened = [Inbound(**json.loads(r[0])) for r in db.execute(
+            "SELECT payload FROM inbound WHERE run_id = ? AND state = 'running' AND "
+            "attempts < ? ORDER BY seq", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
+        db.execute("UPDATE inbound SET state = 'engaged', run_id = NULL WHERE run_id = ? "
+                   "AND state = 'running' AND attempts < ?", (run_id, MAX_RUN_ATTEMPTS))
+        db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
+                   "'running'", (run_id,))
+        db.execute("UPDATE runs SET ended_at = ?, outcome = 'interrupted' WHERE "
+                   "run_id = ?", (time.time(), run_id))
+        return reopened, given_up
 
     def add_notice(self, scope_key: str, key: str, content: str, after_seq: int = 0) -> Piece:
         """Put a one-piece notice (not from a run) in the outbox, once per ``key``.
@@ -564,19 +745,99 @@ class Store:
 
     # -- upkeep --------------------------------------------------------------
 
-    def prune(self, older_than_s: float) -> int:
-        """Delete finished journal rows and delivered pieces older than ``older_than_s``.
+    def prune(self, older_than_s: float, now: float | None = None,
+              batch_rows: int = PRUNE_BATCH_ROWS) -> PruneResult:
+        """Delete finished rows older than ``older_than_s`` seconds; never open work.
+
+        Deleted: journal rows ``done`` or ``dropped`` received before the
+        cutoff, outbox pieces ``posted`` or ``failed`` last updated before it,
+        runs that ended before it. Kept whatever their age: open messages
+        (``received``, ``engaged``, ``context``, ``running``), ``pending``
+        pieces, runs that have not ended, sessions, scope settings and channel
+        seqs (the catch-up position). Rows go in batches of ``batch_rows``, one
+        transaction each, so the actors' writes wait at most one batch. When
+        anything was deleted, free pages are returned to the file system
+        (``incremental_vacuum``, for databases created with it) and the WAL is
+        truncated (``wal_checkpoint(TRUNCATE)``; skipped by SQLite while a
+        reader holds it, and done by the next prune).
+
+        Args:
+            older_than_s: Retention in seconds.
+            now: The current epoch time (default: the clock).
+            batch_rows: Rows deleted per transaction (at least 1).
 
         Returns:
-            Rows deleted.
+            What was deleted, per table.
+
+        Raises:
+            StoreError: when the database fails or stays locked.
         """
-        cutoff = time.time() - older_than_s
-        with self._write() as db:
-            a = db.execute("DELETE FROM inbound WHERE state = 'done' AND received_at < ?",
-                           (cutoff,)).rowcount
-            b = db.execute("DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?",
-                           (cutoff,)).rowcount
-        return int(a) + int(b)
+        cutoff = (time.time() if now is None else now) - older_than_s
+        limit = max(1, batch_rows)
+        inbound = self._delete_batches(
+            "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE state IN "
+            "('done', 'dropped') AND received_at < ? LIMIT ?)", cutoff, limit)
+        outbox = self._delete_batches(
+            "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE state IN "
+            "('posted', 'failed') AND updated_at < ? LIMIT ?)", cutoff, limit)
+        runs = self._delete_batches(
+            "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE ended_at IS NOT "
+            "NULL AND ended_at < ? LIMIT ?)", cutoff, limit)
+        result = PruneResult(inbound, outbox, runs)
+        if result.total:
+            self.compact()
+        return result
+
+    def _delete_batches(self, statement: str, cutoff: float, limit: int) -> int:
+        deleted = 0
+        while True:
+            with self._write() as db:
+                count = int(db.execute(statement, (cutoff, limit)).rowcount)
+            deleted += count
+            if count < limit:
+                return deleted
+
+    def compact(self) -> None:
+        """Return free pages to the file system and truncate the WAL (see the module doc).
+
+        Raises:
+            StoreError: when the database fails.
+        """
+        with self._tx() as db:
+            # executescript steps the pragma to the end; execute() frees one page only.
+            db.executescript("PRAGMA incremental_vacuum;")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def stats(self) -> StoreStats:
+        """Size in bytes (database and WAL) and row counts per table and state.
+
+        Counted on a read-only connection of its own, so the actors' writes do
+        not wait for the counts (WAL lets readers and a writer run together).
+
+        Raises:
+            StoreError: when the database cannot be read.
+        """
+        rows: dict[str, dict[str, int]] = {}
+        try:
+            reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                     timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                reader.execute("BEGIN")  # one snapshot for every count
+                for table, query in _STATS_QUERIES:
+                    rows[table] = {str(r[0]): int(r[1]) for r in reader.execute(query)}
+                reader.execute("COMMIT")
+            finally:
+                reader.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+        return StoreStats(_file_size(self.path), _file_size(Path(f"{self.path}-wal")), rows)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def open_store(state_dir: Path) -> Store:

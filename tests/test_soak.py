@@ -23,3 +23,5 @@ def test_short_soak_loses_nothing_and_doubles_nothing() -> None:
     assert report.lost == 0, report.text()
     assert report.twice == 0, report.text()
     assert report.answered == report.sent
+    assert report.db_bytes > 0 and report.db_samples, report.text()
+    assert "database" in report.text()

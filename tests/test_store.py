@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from bridge.messages import Inbound
-from bridge.store import MAX_RUN_ATTEMPTS, MIGRATIONS, SessionRecord, Store, StoreError
+from bridge.store import (
+    MAX_RUN_ATTEMPTS,
+    MIGRATIONS,
+    PruneResult,
+    SessionRecord,
+    Store,
+    StoreError,
+)
 
 KEY = "fabric:echo:dev:c1"
 
@@ -112,7 +119,7 @@ def test_prune_keeps_open_work(store: Store) -> None:
     store.start_run("r1", KEY, ["m1"])
     store.finish_run("r1", "done", ["answer"])
     store.mark_posted("r1:0", "x")
-    assert store.prune(older_than_s=-1) == 2
+    assert store.prune(older_than_s=-1) == PruneResult(inbound=1, outbox=1, runs=1)
     assert [m.message_id for m in store.open_inbound(KEY)] == ["m2"]
 
 

@@ -261,6 +261,8 @@ def test_plain_status_empty() -> None:
         "  none",
         "runs:",
         "  none",
+        "store:",
+        "  not measured yet",
         "logs:",
         "  none",
     ]

@@ -1,0 +1,106 @@
+"""Upkeep: keeps the state store bounded and shows its size.
+
+One supervised actor, ``upkeep``. It prunes the store (:meth:`bridge.store.Store.prune`)
+once at start and then every :func:`prune_interval_s`, removing finished
+journal rows, delivered answer pieces and ended runs older than the
+configured ``retention_days``; and it publishes the store's size and row
+counts on the board (so the TUI, ``status`` and ``status.json`` show them)
+at start, after each prune, and every :data:`MEASURE_INTERVAL_S`.
+
+The work runs on this actor's own thread, not the supervisor's, so routing
+never waits for a prune; each prune batch holds the store's lock briefly.
+A store error is logged and the schedule goes on (the next tick tries again):
+failing the actor would escalate after a few retries and end retention for
+the life of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from actors.messages import Init, MeasureTick, PruneTick
+from actors.runtime import Runtime, SupervisedActor
+from bridge.board import StoreRow
+from bridge.store import PruneResult, StoreError
+
+log = logging.getLogger(__name__)
+
+#: Seconds between prunes with a long retention (hourly).
+PRUNE_INTERVAL_S = 3600.0
+#: Seconds between two publications of the store's size and row counts.
+MEASURE_INTERVAL_S = 15.0
+
+
+def prune_interval_s(retention_s: float) -> float:
+    """Seconds between prunes: hourly, or a tenth of a shorter retention (at least 1 s).
+
+    Args:
+        retention_s: The retention in seconds.
+    """
+    return max(1.0, min(PRUNE_INTERVAL_S, retention_s / 10.0))
+
+
+class Upkeep(SupervisedActor):
+    """Prunes the state store on a schedule and publishes its size and row counts.
+
+    Args:
+        runtime: Shared services (config, board, timers, store).
+        child_id: ``upkeep``.
+    """
+
+    def __init__(self, runtime: Runtime, child_id: str) -> None:
+        super().__init__(runtime, child_id)
+        self.retention_days = runtime.config.bridge.retention_days
+        self.retention_s = runtime.config.bridge.retention_s
+        self.interval_s = prune_interval_s(self.retention_s)
+        self.pruned = 0
+        self.pruned_at: float | None = None
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle ``Init`` (prune and measure now), ``PruneTick`` and ``MeasureTick``."""
+        if isinstance(message, Init):
+            self._prune()
+            self._measure()
+            self.runtime.timers.schedule(self.interval_s, self.actor_ref, PruneTick())
+            self.runtime.timers.schedule(MEASURE_INTERVAL_S, self.actor_ref, MeasureTick())
+        elif isinstance(message, PruneTick):
+            if not self.runtime.stopping.is_set():
+                self._prune()
+                self._measure()
+            self.runtime.timers.schedule(self.interval_s, self.actor_ref, PruneTick())
+        elif isinstance(message, MeasureTick):
+            if not self.runtime.stopping.is_set():
+                self._measure()
+            self.runtime.timers.schedule(MEASURE_INTERVAL_S, self.actor_ref, MeasureTick())
+        return None
+
+    def _prune(self) -> None:
+        try:
+            result = self.runtime.store.prune(self.retention_s)
+        except StoreError as exc:
+            log.warning("store prune failed (tried again in %.0f s): %s", self.interval_s, exc)
+            return
+        self.pruned_at = time.time()
+        self.pruned += result.total
+        if result.total:
+            log.info("store: pruned %s older than %g days", _describe(result),
+                     self.retention_days)
+        else:
+            log.debug("store: nothing to prune (retention %g days)", self.retention_days)
+
+    def _measure(self) -> None:
+        try:
+            stats = self.runtime.store.stats()
+        except StoreError as exc:
+            log.warning("store size and row counts unavailable: %s", exc)
+            return
+        self.runtime.board.put_store(StoreRow(
+            stats.db_bytes, stats.wal_bytes, {t: dict(c) for t, c in stats.rows.items()},
+            time.time(), self.retention_days, self.pruned_at, self.pruned))
+
+
+def _describe(result: PruneResult) -> str:
+    return (f"{result.inbound} journal row(s), {result.outbox} outbox piece(s), "
+            f"{result.runs} run(s)")
