@@ -30,6 +30,7 @@ from actors.messages import (
     ChildIdle,
     Deliver,
     Forward,
+    NamesReady,
     RestartChild,
     Route,
     Shutdown,
@@ -44,6 +45,7 @@ from bridge.board import ActorRow
 from bridge.commands import parse_command
 from bridge.engage import EngageGate, EngageRule
 from bridge.messages import Inbound
+from bridge.names import channel_entries, user_entries
 from bridge.procs import kill_orphan_group
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ class Supervisor(pykka.ThreadingActor):
         self.scope_class = scope_class
         self.children: dict[str, Child] = {}
         self.shutting_down = False
+        #: Conversations recovered at start that wait for their connection's names.
+        self.parked: dict[tuple[str, str], list[Inbound]] = {}
 
     def on_start(self) -> None:
         """Spawn the token caches, then the gateways, then upkeep (store retention)."""
@@ -129,7 +133,14 @@ class Supervisor(pykka.ThreadingActor):
                                  f"⚠ {agent}: a run was interrupted twice by bridge restarts "
                                  "and was not retried; please send your message again.")
         for inbound in store.open_scopes():
-            self._route(inbound, spawn=True)
+            if self._names_pending(inbound):
+                self.parked.setdefault((inbound.agent, inbound.guild), []).append(inbound)
+            else:
+                self._route(inbound, spawn=True)
+        for (agent, guild), waiting in sorted(self.parked.items()):
+            log.info("%d conversation(s) of %s@%s wait for its channel list: the access rules "
+                     "and bindings name channels or users, matched by the ids they resolve to",
+                     len(waiting), agent, guild)
         for scope_key in store.pending_scopes():
             self._forward(f"delivery:{scope_key}", Deliver(scope_key))
 
@@ -137,6 +148,9 @@ class Supervisor(pykka.ThreadingActor):
         """Handle ``Route``, ``Forward``, ``ChildFailed``, ``RestartChild`` and ``Shutdown``."""
         if isinstance(message, Route):
             self._route(message.inbound)
+        elif isinstance(message, NamesReady):
+            for inbound in self.parked.pop((message.agent, message.guild), []):
+                self._route(inbound, spawn=True)
         elif isinstance(message, Forward):
             self._forward(message.child_id, message.message)
         elif isinstance(message, ChildFailed):
@@ -204,12 +218,26 @@ class Supervisor(pykka.ThreadingActor):
                 self.scope_class.start, self.runtime, child_id, inbound, agent))
         self._deliver(child, inbound)
 
+    def _names_pending(self, inbound: Inbound) -> bool:
+        """Whether a recovered message must wait for its connection to resolve the config's
+        names (it would be judged by ids alone before; see :mod:`bridge.names`)."""
+        agent = self.runtime.config.agents.get(inbound.agent)
+        if agent is None or f"gateway:{inbound.agent}:{inbound.guild}" not in self.children:
+            return False
+        if self.runtime.names.ready(inbound.agent, inbound.guild):
+            return False
+        bindings = [b for b in self.runtime.config.bindings
+                    if (b.agent, b.guild) == (inbound.agent, inbound.guild)]
+        return bool(channel_entries(bindings, agent.access) or user_entries(agent.access))
+
     def _may_engage(self, inbound: Inbound) -> bool:
         """Whether a message could engage a scope that has no state (or is a command)."""
         if parse_command(inbound.content) is not None:
             return True
+        names = self.runtime.names.get(inbound.agent, inbound.guild)
         binding = self.runtime.config.binding_for(inbound.agent, inbound.guild,
-                                                  inbound.channel_id, inbound.channel_name)
+                                                  inbound.channel_id, inbound.channel_name,
+                                                  names.channels)
         rule = binding.engage if binding is not None else EngageRule()
         if rule.mode == "mention-sticky":
             return True

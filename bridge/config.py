@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from bridge.engage import EngageRule
+from bridge.names import listed
 from bridge.policy import (
     AccessPolicy,
 )
@@ -192,7 +193,10 @@ class Binding:
         agent: Agent name (a key of ``[agents]``).
         guild: Guild node id.
         channels: Channel ids or names; ``*`` means every channel the agent can see.
-        exclude_channels: Channel ids or names left out even when ``channels`` covers them.
+            A name matches only the channel it was resolved (and pinned) to
+            (:mod:`bridge.names`).
+        exclude_channels: Channel ids or names left out even when ``channels`` covers them
+            (by id or by the channel's current name: fails closed).
         engage: When the agent engages in these channels (:class:`bridge.engage.EngageRule`).
     """
 
@@ -202,13 +206,20 @@ class Binding:
     exclude_channels: tuple[str, ...] = ()
     engage: EngageRule = attrs.field(factory=EngageRule)
 
-    def matches(self, channel_id: str, channel_name: str) -> bool:
-        """Return True when this binding covers the channel (by id, name or ``*``)."""
+    def matches(self, channel_id: str, channel_name: str,
+                names: Mapping[str, str] | None = None) -> bool:
+        """Return True when this binding covers the channel.
+
+        Args:
+            channel_id: The channel's id.
+            channel_name: Its current name (only exclusions look at it).
+            names: Case-folded channel name to id, as resolved by the connection
+                (:attr:`bridge.names.ResolvedNames.channels`); a name entry
+                matches only through it.
+        """
         if channel_id in self.exclude_channels or channel_name in self.exclude_channels:
             return False
-        return "*" in self.channels or channel_id in self.channels or (
-            channel_name in self.channels
-        )
+        return "*" in self.channels or listed(self.channels, channel_id, names or {})
 
 
 @attrs.frozen
@@ -231,11 +242,14 @@ class Config:
     agents: Mapping[str, AgentSettings]
     bindings: tuple[Binding, ...]
 
-    def binding_for(self, agent: str, guild: str, channel_id: str,
-                    channel_name: str) -> Binding | None:
-        """The first binding (in file order) of ``agent`` that covers the channel."""
+    def binding_for(self, agent: str, guild: str, channel_id: str, channel_name: str,
+                    names: Mapping[str, str] | None = None) -> Binding | None:
+        """The first binding (in file order) of ``agent`` that covers the channel.
+
+        ``names`` is the connection's resolved channel names (see :meth:`Binding.matches`).
+        """
         return next((b for b in self.bindings if (b.agent, b.guild) == (agent, guild) and
-                     b.matches(channel_id, channel_name)), None)
+                     b.matches(channel_id, channel_name, names)), None)
 
     def with_center_url(self, center_url: str) -> Config:
         """Return a copy that talks to another Center (e.g. a dev guild on a chosen port)."""

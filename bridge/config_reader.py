@@ -27,7 +27,13 @@ from bridge.config import (
     DevGuildSettings,
     FabricSettings,
 )
-from bridge.engage import DEFAULT_STICKY_S, ENGAGE_MODES, IGNORED_MODES, EngageRule
+from bridge.engage import (
+    DEFAULT_STICKY_S,
+    ENGAGE_MODES,
+    IGNORED_MODES,
+    EngageRule,
+    pattern_problem,
+)
 from bridge.policy import (
     DEFAULT_MAX_RUNS_PER_HOUR,
     DEFAULT_REFUSAL,
@@ -454,11 +460,9 @@ class Reader:
                 raise ConfigError(self.file, f"{prefix}.engage_pattern",
                                   'engage = "pattern" needs engage_pattern (a regex; "." '
                                   "means always)", self.line_of(f"{prefix}.engage", self.index))
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise self.fail(f"{prefix}.engage_pattern",
-                                f"not a valid regular expression: {exc}") from None
+            problem = pattern_problem(pattern)  # invalid, or backtracks without end
+            if problem:
+                raise self.fail(f"{prefix}.engage_pattern", problem)
         elif pattern:
             raise self.fail(f"{prefix}.engage_pattern",
                             f'applies only to engage = "pattern", not {mode!r}')

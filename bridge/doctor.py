@@ -10,7 +10,10 @@ message that says what is wrong and how to fix it (or what is fine). It looks at
   (it is created on first start) and is never created here; its size in bytes
   (database and WAL) and its row counts per table and state;
 - Center: a login with each agent's API key; each bound guild: the session has
-  it, its channel list answers, the bound channel names or ids exist. These are
+  it, its channel list answers, the bound channel names or ids exist; each
+  channel or user *name* in the bindings and access rules: the id it resolves
+  to, or that it is ambiguous (Fabric does not guarantee unique names, so the
+  bridge matches by id; see :mod:`bridge.names`). These are
   skipped when the config has ``[devguild]`` and no bridge runs, because the dev
   guild only exists while the bridge does;
 - the agents: the CLI of ``codex``/``claude`` agents (found, executable,
@@ -43,6 +46,7 @@ from adapters.agents.claude import permission_problem
 from adapters.chat.fabric_rest import FabricCenter, FabricGuild, FabricSession
 from bridge.config import AgentSettings, Config
 from bridge.errors import ChatError, Forbidden, LoginRefused, RetryLater, Unauthorized
+from bridge.names import NOT_UNIQUE, channel_entries, resolve_names, user_entries
 from bridge.sanitize import terminal_safe
 from bridge.secrets import redact
 from bridge.statefiles import StatusError, running_pid
@@ -253,6 +257,8 @@ def _center_and_guilds(config: Config, url: str, http: requests.Session) -> Iter
         for binding in config.bindings:
             if binding.agent == agent.name:
                 yield _guild(agent.name, binding.guild, binding.channels, session, http)
+        for guild in sorted({b.guild for b in config.bindings if b.agent == agent.name}):
+            yield from _names(config, agent, guild, session, http)
 
 
 def _guild(agent: str, guild: str, bound: tuple[str, ...], session: FabricSession,
@@ -289,6 +295,53 @@ def _guild(agent: str, guild: str, bound: tuple[str, ...], session: FabricSessio
                              "channels or add the agent to them")
     return passed(name, f"guild {guild} at {access.endpoint} reachable; bound channel(s) "
                         f"{', '.join(bound)} found")
+
+
+def _names(config: Config, agent: AgentSettings, guild: str, session: FabricSession,
+           http: requests.Session) -> Iterator[Check]:
+    """What each channel or user name in the agent's bindings and access rules resolves to.
+
+    One line per name entry (an id entry matches as written and is not shown):
+    ``ok`` with the id when exactly one channel (user) carries the name, ``warn``
+    when several do (the bridge refuses it) or none does. Channels missing
+    from a binding are reported by the guild check already.
+    """
+    access = session.guilds.get(guild)
+    if access is None:
+        return  # reported by the guild check
+    rest = FabricGuild(access, session=http)
+    try:
+        channels = {str(c.get("id", "")): str(c.get("name", "")) for c in rest.channels()}
+    except ChatError:
+        return  # reported by the guild check
+    bindings = [b for b in config.bindings if (b.agent, b.guild) == (agent.name, guild)]
+    bound = {entry.casefold() for b in bindings for entry in b.channels}
+    where = f"agent {agent.name} in guild {guild}"
+    checks = [("channel", entry, channels) for entry in channel_entries(bindings, agent.access)]
+    wanted = user_entries(agent.access)
+    if wanted:
+        try:
+            users = rest.users()
+        except ChatError as exc:
+            yield warning(f"user names ({agent.name}@{guild})",
+                          f"{where}: cannot list the guild's users ({exc}), so the names in "
+                          f"admins/allowed_users cannot be checked, and the bridge matches a "
+                          f"name only once it resolves; write user ids in "
+                          f"[agents.{agent.name}]")
+        else:
+            checks += [("user", entry, users) for entry in wanted]
+    for what, entry, known in checks:
+        resolved, problems = resolve_names([entry], known)
+        name = f"{what} name {entry!r} ({agent.name}@{guild})"
+        if resolved:
+            yield passed(name, f"{where}: {what} name {entry!r} resolves to id "
+                               f"{resolved[entry.casefold()]} ({NOT_UNIQUE})")
+        for problem in problems:
+            if problem.kind == "unknown" and (what == "user" or entry.casefold() not in bound):
+                yield warning(name, f"{where}: {problem.describe(what)}, so it matches "
+                                    f"nothing; fix the entry or write the id")
+            elif problem.kind == "ambiguous":
+                yield warning(name, f"{where}: {problem.describe(what)} ({NOT_UNIQUE})")
 
 
 # --------------------------------------------------------------------------- agents

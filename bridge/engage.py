@@ -11,6 +11,14 @@ Each binding chooses an engage mode (``engage`` in ``[[bindings]]``):
 - ``pattern``: engage when the text matches ``engage_pattern`` (a regex,
   searched anywhere in the text; ``.`` means always).
 
+``engage_pattern`` comes from the config but runs on member text, so a pattern
+with catastrophic backtracking (``(a|a)+$``) could hold the scope for minutes
+on one crafted message. Patterns are compiled with the ``regex`` package and
+searched with a time limit (:data:`PATTERN_TIMEOUT_S`): a search that runs out
+does not engage, and says so in the decision's reason (the scope logs it). At
+load, :func:`pattern_problem` refuses a pattern that already runs out on
+simple probe texts.
+
 Messages that do not engage follow ``ignored``: ``accumulate`` keeps them as
 context for the next prompt, ``drop`` forgets them. Stale catch-up messages
 never engage, whatever the mode.
@@ -18,9 +26,8 @@ never engage, whatever the mode.
 
 from __future__ import annotations
 
-import re
-
 import attrs
+import regex
 
 from bridge.messages import Inbound
 
@@ -32,10 +39,46 @@ ENGAGE_MODES = ("wakeup", "mention", "mention-sticky", "pattern")
 IGNORED_MODES = ("accumulate", "drop")
 #: Default seconds of agent idleness that end a mention-sticky conversation.
 DEFAULT_STICKY_S = 600.0
+#: Seconds one ``engage_pattern`` search may take on one message; longer: no match.
+PATTERN_TIMEOUT_S = 0.25
+#: Seconds one probe search may take when a pattern is checked at load.
+PROBE_TIMEOUT_S = 0.5
+#: Characters of each probe text (a quarter of Fabric's content limit).
+PROBE_CHARS = 2000
 
 
-def _compile(rule: EngageRule) -> re.Pattern[str] | None:
-    return re.compile(rule.pattern) if rule.mode == "pattern" else None
+def _compile(rule: EngageRule) -> regex.Pattern[str] | None:
+    return regex.compile(rule.pattern) if rule.mode == "pattern" else None
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Check an ``engage_pattern`` before it is used: valid, and no runaway backtracking.
+
+    The pattern is searched in probe texts of :data:`PROBE_CHARS` characters
+    (each of a few characters, and each literal character of the pattern,
+    repeated, then a NUL that rarely matches), the shape that makes nested
+    quantifiers such as ``(a|a)+$`` backtrack exponentially. This is a best
+    effort: a pattern that passes is still searched with a time limit.
+
+    Args:
+        pattern: The regular expression (``regex`` package syntax, a superset of ``re``).
+
+    Returns:
+        None when the pattern is usable, else what is wrong with it.
+    """
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as exc:
+        return f"not a valid regular expression: {exc}"
+    letters = dict.fromkeys("a0 -_.\n" + "".join(c for c in pattern if c.isalnum()))
+    for char in letters:
+        try:
+            compiled.search(char * PROBE_CHARS + "\0", timeout=PROBE_TIMEOUT_S)
+        except TimeoutError:
+            return (f"searching {PROBE_CHARS} repeated {char!r} characters took over "
+                    f"{PROBE_TIMEOUT_S:g} s (nested quantifiers such as (a+)+ or (a|a)+ "
+                    "backtrack without end on member text); simplify the pattern")
+    return None
 
 
 @attrs.frozen
@@ -44,7 +87,8 @@ class EngageRule:
 
     Attributes:
         mode: One of :data:`ENGAGE_MODES`.
-        pattern: ``pattern`` mode: the regex searched in the text (validated at load).
+        pattern: ``pattern`` mode: the regex searched in the text (validated at load,
+            searched with a time limit of :data:`PATTERN_TIMEOUT_S` seconds).
         sticky_s: ``mention-sticky`` mode: idle seconds that end the conversation.
         ignored: One of :data:`IGNORED_MODES`.
     """
@@ -53,7 +97,7 @@ class EngageRule:
     pattern: str = ""
     sticky_s: float = DEFAULT_STICKY_S
     ignored: str = "accumulate"
-    regex: re.Pattern[str] | None = attrs.field(
+    regex: regex.Pattern[str] | None = attrs.field(
         default=attrs.Factory(_compile, takes_self=True), eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -111,7 +155,12 @@ class EngageGate:
                 return Decision(True, "sticky conversation")
             return Decision(False, "not mentioned")
         assert rule.regex is not None
-        if rule.regex.search(message.content):
+        try:
+            found = rule.regex.search(message.content, timeout=PATTERN_TIMEOUT_S)
+        except TimeoutError:
+            return Decision(False, f"engage_pattern search gave up after {PATTERN_TIMEOUT_S:g} s "
+                                   "(treated as no match; simplify the pattern)")
+        if found:
             return Decision(True, "matches engage_pattern")
         return Decision(False, "does not match engage_pattern")
 

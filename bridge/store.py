@@ -45,7 +45,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -383,8 +383,17 @@ class Store:
             db.execute("UPDATE inbound SET state = 'dropped' WHERE scope_key = ? AND "
                        "message_id = ?", (scope_key, message_id))
 
-    def open_inbound(self, scope_key: str) -> list[Inbound]:
-        """Messages of a scope that still wait for a run, by seq."""
+    def open_inbound(self, scope_key: str, stale_before: float | None = None) -> list[Inbound]:
+        """Messages of a scope that still wait for a run, by seq.
+
+        Args:
+            scope_key: The scope.
+            stale_before: When given (epoch seconds), messages not taken by a run
+                (``received``, ``context``) that were received before it are
+                closed first (see :meth:`close_stale`) and not returned.
+        """
+        if stale_before is not None:
+            self.close_stale(stale_before, scope_key)
         with self._tx() as db:
             rows = db.execute(
                 "SELECT payload FROM inbound WHERE scope_key = ? AND state IN "
@@ -399,6 +408,57 @@ class Store:
                 "WHERE state IN ('received', 'engaged', 'context') GROUP BY scope_key)"
             ).fetchall()
         return [Inbound(**json.loads(r[0])) for r in rows]
+
+    def open_rows(self, after: int = 0, limit: int = 500) -> list[tuple[int, str, Inbound]]:
+        """One page of the open messages that may start a run (``received``, ``engaged``).
+
+        For the recovery at start, which reads them page by page instead of
+        loading every scope's rows.
+
+        Args:
+            after: Only rows after this row number (the last one of the previous page).
+            limit: Rows per page.
+
+        Returns:
+            ``(row number, state, message)`` by row number.
+        """
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT rowid, state, payload FROM inbound WHERE rowid > ? AND state IN "
+                "('received', 'engaged') ORDER BY rowid LIMIT ?", (after, limit)).fetchall()
+        return [(int(r[0]), str(r[1]), Inbound(**json.loads(r[2]))) for r in rows]
+
+    def close_stale(self, before: float, scope_key: str | None = None) -> int:
+        """Close (``done``) the messages no run took that were received before ``before``.
+
+        Such messages (``received`` or ``context``) are older than the catch-up
+        window: context only, and too old to be context for a later prompt.
+        Messages of cut-off runs (``engaged``) stay open.
+
+        Args:
+            before: Epoch seconds.
+            scope_key: Only this scope's messages (default: every scope's).
+
+        Returns:
+            Messages closed.
+        """
+        query = ("UPDATE inbound SET state = 'done' WHERE state IN ('received', 'context') "
+                 "AND received_at < ?")
+        args: tuple[float | str, ...] = (before,)
+        if scope_key is not None:
+            query += " AND scope_key = ?"
+            args = (before, scope_key)
+        with self._write() as db:
+            return int(db.execute(query, args).rowcount)
+
+    def close_context(self, scope_key: str, message_ids: Sequence[str]) -> None:
+        """Close (``done``) context messages that no prompt will take (beyond its bounds)."""
+        if not message_ids:
+            return
+        with self._write() as db:
+            db.executemany("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
+                           "message_id = ? AND state IN ('received', 'context')",
+                           [(scope_key, m) for m in message_ids])
 
     def count_inbound(self, scope_key: str | None = None) -> dict[str, int]:
         """Journal rows per state (of one scope, or of all)."""
@@ -483,6 +543,25 @@ class Store:
                               "pid IS NOT NULL").fetchall()
         return [(int(r[0]), r[1]) for r in rows]
 
+    def open_runs(self) -> list[tuple[str, int | None, str | None]]:
+        """``(run id, pid, start ticks)`` of the runs that never ended (pid None: not recorded)."""
+        with self._tx() as db:
+            rows = db.execute("SELECT run_id, pid, pid_ticks FROM runs WHERE ended_at IS NULL"
+                              ).fetchall()
+        return [(str(r[0]), None if r[1] is None else int(r[1]), r[2]) for r in rows]
+
+    def known_runs(self, run_ids: Iterable[str]) -> set[str]:
+        """Those of ``run_ids`` that are runs of this store (ended or not)."""
+        wanted = list(dict.fromkeys(run_ids))
+        known: set[str] = set()
+        with self._tx() as db:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                known.update(str(r[0]) for r in db.execute(
+                    f"SELECT run_id FROM runs WHERE run_id IN ({marks})", chunk))
+        return known
+
     def recover_runs(self) -> list[tuple[str, str, list[str]]]:
         """Close runs that a crash cut off; reopen their messages for another run.
 
@@ -498,17 +577,41 @@ class Store:
             runs = db.execute("SELECT run_id, scope_key FROM runs WHERE ended_at IS NULL"
                               ).fetchall()
             for run_id, scope_key in runs:
-                given_up = [str(r[0]) for r in db.execute(
-                    "SELECT message_id FROM inbound WHERE run_id = ? AND state = 'running' AND "
-                    "attempts >= ?", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
-                db.execute("UPDATE inbound SET state = 'engaged', run_id = NULL WHERE run_id = ? "
-                           "AND state = 'running' AND attempts < ?", (run_id, MAX_RUN_ATTEMPTS))
-                db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
-                           "'running'", (run_id,))
-                db.execute("UPDATE runs SET ended_at = ?, outcome = 'interrupted' WHERE "
-                           "run_id = ?", (time.time(), run_id))
+                _, given_up = self._interrupt(db, str(run_id))
                 result.append((str(run_id), str(scope_key), given_up))
         return result
+
+    def interrupt_run(self, run_id: str) -> tuple[list[Inbound], list[str]]:
+        """End a run that was cut off while the bridge runs (its scope failed, it stopped).
+
+        Like :meth:`recover_runs` for one run: its messages are reopened for
+        another run, except those that already had :data:`MAX_RUN_ATTEMPTS` runs.
+
+        Returns:
+            (the reopened messages, the ids of the messages given up); both
+            empty when the run had already ended.
+        """
+        with self._write() as db:
+            row = db.execute("SELECT ended_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row[0] is not None:
+                return [], []
+            return self._interrupt(db, run_id)
+
+    @staticmethod
+    def _interrupt(db: sqlite3.Connection, run_id: str) -> tuple[list[Inbound], list[str]]:
+        given_up = [str(r[0]) for r in db.execute(
+            "SELECT message_id FROM inbound WHERE run_id = ? AND state = 'running' AND "
+            "attempts >= ?", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
+        reopened = [Inbound(**json.loads(r[0])) for r in db.execute(
+            "SELECT payload FROM inbound WHERE run_id = ? AND state = 'running' AND "
+            "attempts < ? ORDER BY seq", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
+        db.execute("UPDATE inbound SET state = 'engaged', run_id = NULL WHERE run_id = ? "
+                   "AND state = 'running' AND attempts < ?", (run_id, MAX_RUN_ATTEMPTS))
+        db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
+                   "'running'", (run_id,))
+        db.execute("UPDATE runs SET ended_at = ?, outcome = 'interrupted' WHERE "
+                   "run_id = ?", (time.time(), run_id))
+        return reopened, given_up
 
     def add_notice(self, scope_key: str, key: str, content: str, after_seq: int = 0) -> Piece:
         """Put a one-piece notice (not from a run) in the outbox, once per ``key``.

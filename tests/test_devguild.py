@@ -281,10 +281,18 @@ def wait_until(pred: Callable[[], bool]) -> None:
 
 @pytest.fixture
 def sockets() -> Iterator[list[Events]]:
+    """Clients opened by a test; shut down at the end, reconnect loops included.
+
+    ``disconnect()`` does not stop a client that is reconnecting: its thread would
+    retry for the rest of the session against the stopped guild, calling the global
+    ``random`` (python-socketio's jitter) while later tests run, hypothesis'
+    strategies among them ("Do not use the `random` module inside strategies").
+    """
     opened: list[Events] = []
     yield opened
     for events in opened:
-        events.client.disconnect()
+        events.client.shutdown()  # disconnects, or aborts and joins a reconnect loop
+    assert not [e for e in opened if e.client in socketio.base_client.reconnecting_clients]
 
 
 def connect(guild: DevGuild, token: str, sockets: list[Events], **kw: Any) -> Events:
@@ -489,6 +497,8 @@ def test_drop_sockets_is_seen_as_a_transport_error(guild: DevGuild, sockets: lis
     assert not plain.client.connected
     dropped = requests.post(f"{guild.guild_url}/api/_dev/drop-sockets", timeout=5).json()
     assert dropped == {"dropped": 1}
+    again.wait("connect", lambda _: len(again.names("connect")) >= 3)  # reconnected again
+    wait_until(lambda: again.client.connected)
 
 
 def test_fail_next_posts_and_dev_switches(guild: DevGuild) -> None:
