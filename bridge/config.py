@@ -138,7 +138,8 @@ class AgentSettings:
         kind: One of :data:`AGENT_KINDS`.
         api_key: The agent's Fabric identity (a :class:`Secret`).
         command: argv for ``kind = "command"`` (prompt on stdin, answer on stdout).
-        workspace: Working directory of runs (default ``<state_dir>/workspaces/<name>``).
+        workspace: Working directory of runs (default ``<state_dir>-workspaces/<name>``,
+            beside the state dir, never inside it).
         timeout_s: A run is stopped after this many seconds.
         stop_grace_s: Seconds between SIGTERM and SIGKILL when a run is stopped.
         max_output_bytes: Output kept from an agent process; the rest is cut with a note.

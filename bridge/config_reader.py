@@ -63,6 +63,17 @@ _KIND_KEYS = {
                               "config_dir"},
 }
 
+
+def default_workspace(bridge: BridgeSettings, agent: str) -> Path:
+    """The workspace of an agent without one: ``<state_dir>-workspaces/<agent>``.
+
+    A sibling of the state dir, never inside it: a run's child processes can
+    read whatever its workspace's neighbours hold, and the state dir holds the
+    state store (messages, sessions, answers).
+    """
+    state = bridge.state_dir
+    return state.parent / f"{state.name}-workspaces" / agent
+
 class Reader:
     """Validates one parsed file; knows the text so errors can name lines.
 
@@ -317,7 +328,7 @@ class Reader:
             kind=kind,
             api_key=api_key,
             command=command,
-            workspace=self.path(workspace) if workspace else bridge.state_dir / "workspaces" / name,
+            workspace=self.path(workspace) if workspace else default_workspace(bridge, name),
             timeout_s=timeout,
             stop_grace_s=self.positive(table, prefix, "stop_grace_s", 3.0),
             max_output_bytes=self.at_least(table, prefix, "max_output_bytes", 1_000_000, 1),
@@ -421,8 +432,7 @@ class Reader:
                                 f"{root} is not a useful root (name the folders that hold "
                                 "workspaces)")
         configured = self.get(table, prefix, "workspace", str, "")
-        workspace = (self.path(configured) if configured
-                     else bridge.state_dir / "workspaces" / name)
+        workspace = self.path(configured) if configured else default_workspace(bridge, name)
         try:
             check_workspace(workspace, roots)
         except WorkspaceError as exc:

@@ -387,8 +387,7 @@ def _near_state_dir(config: Config, agent: AgentSettings) -> Iterator[Check]:
             where = "holds"
         else:
             continue
-        default = (" (the default workspace is <state_dir>/workspaces/NAME)"
-                   if key == "workspace" else "")
+        default = ""
         yield warning(f"agent {agent.name} {key} near state dir",
                       f"agent {agent.name}: {key} {path} {where} the state dir {state}, so "
                       f"its runs can read the state store (messages, sessions, answers)"

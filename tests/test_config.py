@@ -58,7 +58,7 @@ def test_default_config_loads() -> None:
     echo = config.agents["echo"]
     assert echo.kind == "echo"
     assert echo.api_key.reveal() == "fak_dev_echo"
-    assert echo.workspace == REPO / "var" / "workspaces" / "echo"
+    assert echo.workspace == REPO / "var-workspaces" / "echo"
     assert config.bindings == (Binding("echo", "dev", ("*",)),)
 
 
@@ -70,7 +70,7 @@ def test_good_file_values_and_relative_paths(tmp_path: Path) -> None:
     assert config.bridge.debounce_s == 0.5
     assert config.devguild is None
     assert config.fabric.center_url == "http://127.0.0.1:7001/api"
-    assert config.agents["echo"].workspace == sub / "state" / "workspaces" / "echo"
+    assert config.agents["echo"].workspace == sub / "state-workspaces" / "echo"
     assert config.bindings[0].channels == ("general", "c-1")
 
 
@@ -282,12 +282,20 @@ def test_negative_max_output_bytes_rejected(tmp_path: Path) -> None:
         (("general",), "c-2", "random", False),
         (("c-1", "random"), "c-2", "random", True),
         ((), "c-1", "general", False),
+        (("general",), "c-3", "general", False),   # another channel named general
+        (("Random",), "c-2", "random", True),      # names are case-insensitive
     ],
 )
 def test_binding_matches(
     channels: tuple[str, ...], channel_id: str, channel_name: str, expected: bool
 ) -> None:
-    assert Binding("echo", "dev", channels).matches(channel_id, channel_name) is expected
+    resolved = {"general": "c-1", "random": "c-2"}   # names pinned by the connection
+    assert Binding("echo", "dev", channels).matches(channel_id, channel_name, resolved) is (
+        expected)
+
+
+def test_binding_never_matches_an_unresolved_name() -> None:
+    assert not Binding("echo", "dev", ("general",)).matches("c-1", "general")
 
 
 # -- bindings: exclude_channels and engage; agents: access and workspaces ----------------
@@ -346,7 +354,8 @@ def test_policy_and_engage_keys(tmp_path: Path) -> None:
         "mention-sticky", 120.0, "drop")
     assert (second.engage.mode, second.engage.pattern) == ("pattern", "^!deploy")
     assert config.binding_for("echo", "dev", "c-1", "general") == first
-    assert config.binding_for("echo", "dev", "c-9", "ops") == second
+    assert config.binding_for("echo", "dev", "c-9", "ops", {"ops": "c-9"}) == second
+    assert config.binding_for("echo", "dev", "c-7", "ops", {"ops": "c-9"}) is None  # not by name
     assert config.binding_for("echo", "dev", "c-8", "random") is None
     assert config.binding_for("other", "dev", "c-1", "general") is None
 

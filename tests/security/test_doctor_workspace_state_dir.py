@@ -50,11 +50,12 @@ def test_doctor_workspace_in_state_dir(tmp_path: Path, devguild: DevGuild) -> No
     warned = {c.name: c for c in checks if "near state dir" in c.name}
     assert sorted(warned) == [
         "agent inside workspace near state dir",
-        "agent plain workspace near state dir",  # the default: <state_dir>/workspaces/plain
         "agent roots workspace_roots near state dir",
         "agent roots workspaces.state near state dir",
     ]
     assert all(c.level == "warn" for c in warned.values())
+    # The default workspace (agent "plain") lies beside the state dir, not inside it.
+    assert config.agents["plain"].workspace == tmp_path / "var-workspaces" / "plain"
     inside = warned["agent inside workspace near state dir"].message
     assert "lies inside the state dir" in inside and "set workspace in [agents.inside]" in inside
     assert "holds the state dir" in warned["agent roots workspace_roots near state dir"].message
