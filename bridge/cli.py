@@ -137,12 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.epilog = "JSON fields: " + json_fields_help()
     chat = add("chat", "Talk in a channel of the dev guild as a seeded member.")
     chat.add_argument("--as", dest="user", required=True, metavar="USER",
-                      help="seeded user name, e.g. alice or bob")
+                      help="seeded user name, e.g. alice or bob (with --api-key: the name "
+                           "shown)")
     chat.add_argument("channel", help="channel name or id, e.g. general")
     chat.add_argument("--guild", default=None,
                       help="guild node id (default: the first binding's guild)")
     chat.add_argument("--api-key", default=None, metavar="REF",
-                      help="API key reference (env:NAME or file:PATH) instead of the seed's key")
+                      help="the member's API key instead of the seed's, as a reference: "
+                           "env:NAME (an environment variable), file:PATH (a file; relative "
+                           "to the current folder) or - (standard input: typed without echo "
+                           "on a terminal, else its first line, and the lines after it are "
+                           "posted). The key itself is refused: a command line is visible to "
+                           "every user of the machine")
     chat.add_argument("--history", type=int, default=20, metavar="N",
                       help="messages of history to print first (default 20)")
     return parser

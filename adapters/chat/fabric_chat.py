@@ -1,11 +1,14 @@
 """``bridge chat``: a terminal member of a Fabric channel (for trying the bridge).
 
 Prints the channel live with author names, and posts each line typed. Reads
-the member's API key from the dev guild's seed (or ``--api-key``).
+the member's API key from the dev guild's seed, or from ``--api-key``: a
+reference (``env:NAME``, ``file:PATH``) or ``-`` for standard input, never the
+key itself (a command line is visible to every user of the machine).
 """
 
 from __future__ import annotations
 
+import getpass
 import sys
 import threading
 import time
@@ -16,7 +19,7 @@ from adapters.chat.fabric_socket import FabricSocket
 from bridge.config import Config
 from bridge.errors import ChatError, Unauthorized
 from bridge.sanitize import terminal_safe, terminal_safe_lines
-from bridge.secrets import SecretError, resolve_secret
+from bridge.secrets import Secret, SecretError, resolve_secret
 
 #: Seconds between reconnect attempts of the chat client.
 RECONNECT_S = 1.0
@@ -133,6 +136,40 @@ class ChatSession:
             self.socket.close()
 
 
+def read_api_key(ref: str, stdin: TextIO) -> Secret:
+    """Resolve ``--api-key``: a reference or ``-``, never a key written on the command line.
+
+    Args:
+        ref: ``env:NAME`` (an environment variable), ``file:PATH`` (the file's
+            content, stripped; a relative path is relative to the current folder)
+            or ``-``: standard input, typed without echo on a terminal, else its
+            first line (the following lines are what the member posts).
+        stdin: Standard input.
+
+    Returns:
+        The key.
+
+    Raises:
+        SecretError: The reference cannot be resolved, standard input holds no
+            key, or ``ref`` is neither (most likely a key itself: refused, and
+            not repeated in the message).
+    """
+    if ref == "-":
+        if stdin.isatty():
+            value = getpass.getpass("API key (not shown): ")
+        else:
+            value = stdin.readline().strip()
+        if not value:
+            raise SecretError("--api-key -: no key on standard input (its first line is "
+                              "the key)")
+        return Secret(value, "stdin")
+    if ref.startswith(("env:", "file:")):
+        return resolve_secret(ref)
+    raise SecretError("--api-key takes env:NAME, file:PATH or - (the key on standard input), "
+                      "not the key itself: a command line is visible to every user of this "
+                      "machine")
+
+
 def run_chat(config: Config, *, user: str, channel: str, guild: str | None,
              api_key_ref: str | None, history: int, stdin: TextIO = sys.stdin,
              out: TextIO = sys.stdout) -> int:
@@ -144,7 +181,7 @@ def run_chat(config: Config, *, user: str, channel: str, guild: str | None,
     guild_id = guild or config.bindings[0].guild
     try:
         if api_key_ref is not None:
-            api_key = resolve_secret(api_key_ref, config.path.parent).reveal()
+            api_key = read_api_key(api_key_ref, stdin).reveal()
         else:
             from bridge.devguild import load_seed
 
