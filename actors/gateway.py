@@ -52,6 +52,7 @@ from actors.messages import (
     GetAccess,
     Init,
     Invalidate,
+    NamesReady,
     Resync,
     Route,
     SocketClosed,
@@ -66,6 +67,14 @@ from bridge.config import AgentSettings, Binding
 from bridge.errors import BadEvent, ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.fabric_rules import HISTORY_LIMIT_MAX
 from bridge.messages import Inbound, scope_key
+from bridge.names import (
+    NOT_UNIQUE,
+    NameProblem,
+    ResolvedNames,
+    channel_entries,
+    resolve_names,
+    user_entries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +177,11 @@ class Gateway(SupervisedActor):
         #: Per channel: the listed lastSeq at the previous resync when it was ahead of us.
         self.behind: dict[str, int] = {}
         self.silences = 0
+        #: The config's names resolved to ids, pinned (kept in the runtime across restarts).
+        self.names = runtime.names.get(agent.name, guild)
+        #: Name problems already logged (each is logged once while it lasts).
+        self.name_problems: set[tuple[str, NameProblem]] = set()
+        self.users_failed = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -299,12 +313,13 @@ class Gateway(SupervisedActor):
     # -- channels --------------------------------------------------------
 
     def _bound(self, channel: ChannelInfo) -> bool:
-        return any(b.matches(channel.id, channel.name) for b in self.bindings)
+        return any(b.matches(channel.id, channel.name, self.names.channels)
+                   for b in self.bindings)
 
     def _load_channels(self) -> list[str]:
         """Refresh the channel list; return the ids of newly bound channels."""
         assert self.rest is not None
-        fresh: dict[str, ChannelInfo] = {}
+        seen: list[ChannelInfo] = []
         for raw in self._rest_call(self.rest.channels):
             try:
                 info = channel_info(raw)
@@ -312,14 +327,75 @@ class Gateway(SupervisedActor):
                 log.warning("gateway %s@%s: bad channel in list dropped: %s", self.agent.name,
                             self.guild, exc)
                 continue
-            if self._bound(info):
-                fresh[info.id] = info
+            seen.append(info)
+        self._resolve_names({info.id: info.name for info in seen})
+        fresh = {info.id: info for info in seen if self._bound(info)}
         added = [cid for cid in fresh if cid not in self.channels]
         for cid in added:
             if cid not in self.last_seq:
                 self._first_sight(fresh[cid])
         self.channels = fresh
         return added
+
+    def _resolve_names(self, channels: dict[str, str]) -> None:
+        """Resolve the config's channel and user names to ids, keeping earlier pins.
+
+        See :mod:`bridge.names`: a name carried by several channels (or users)
+        is refused and logged as an error; a newcomer carrying a pinned name is
+        logged as a warning. The user list is loaded only when the access rules
+        list users; when it cannot be loaded, user names keep their earlier
+        pins (id entries match as written). The result goes to the runtime's
+        name book; the first time, the supervisor is told (``NamesReady``).
+
+        Args:
+            channels: Id to name of every channel this identity can see.
+        """
+        assert self.rest is not None
+        access = self.agent.access
+        found: list[tuple[str, NameProblem]] = []
+        channel_ids, problems = resolve_names(channel_entries(self.bindings, access), channels,
+                                              self.names.channels)
+        found += [("channel", problem) for problem in problems]
+        user_ids = dict(self.names.users)
+        wanted = user_entries(access)
+        if wanted:
+            try:
+                users = self._rest_call(self.rest.users)
+            except ChatError as exc:
+                if not self.users_failed:
+                    log.warning("gateway %s@%s: user list failed (%s): user names in the access "
+                                "rules keep the ids they resolved to before (%d); ids match as "
+                                "written", self.agent.name, self.guild, exc, len(user_ids))
+                self.users_failed = True
+            else:
+                self.users_failed = False
+                user_ids, problems = resolve_names(wanted, users, self.names.users)
+                found += [("user", problem) for problem in problems]
+        for what, old, new in (("channel", self.names.channels, channel_ids),
+                               ("user", self.names.users, user_ids)):
+            for name, key in new.items():
+                if name not in old:
+                    log.info("gateway %s@%s: %s name %r resolved to id %s (pinned)",
+                             self.agent.name, self.guild, what, name, key)
+        for what, problem in found:
+            if (what, problem) in self.name_problems:
+                continue
+            line = f"gateway {self.agent.name}@{self.guild}: {problem.describe(what)}"
+            if problem.kind == "ambiguous":
+                log.error("%s (%s)", line, NOT_UNIQUE)
+            elif problem.kind == "second":
+                log.warning("%s", line)
+            else:
+                log.info("%s", line)
+        self.name_problems = set(found)
+        first = not self.runtime.names.ready(self.agent.name, self.guild)
+        self.names = ResolvedNames({**self.names.channels, **channel_ids},
+                                   {**self.names.users, **user_ids})
+        self.runtime.names.set(self.agent.name, self.guild, self.names)
+        supervisor = self.runtime.supervisor
+        if first and supervisor is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                supervisor.tell(NamesReady(self.agent.name, self.guild))
 
     def _first_sight(self, channel: ChannelInfo) -> None:
         """Start a channel never seen before a bounded stretch back in its history.

@@ -208,6 +208,15 @@ class AuthorResolved:
 
 
 @attrs.frozen
+class NamesReady:
+    """Gateway to supervisor: the config's names for (``agent``, ``guild``) were resolved
+    for the first time (the open conversations recovered at start may go on)."""
+
+    agent: str
+    guild: str
+
+
+@attrs.frozen
 class AuthorRetry:
     """Gateway timer: look ``user_id`` up again."""
 

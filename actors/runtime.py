@@ -15,6 +15,7 @@ from actors.messages import ChildFailed, Init
 from actors.timers import Timers
 from bridge.board import Board
 from bridge.config import Config
+from bridge.names import ResolvedNames
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,34 @@ class Directory:
             return self._refs.get(child_id)
 
 
+class NameBook:
+    """Thread-safe map of (agent, guild) to what the config's names resolved to.
+
+    Written only by that connection's gateway (it also keeps the pins here, so a
+    restarted gateway keeps them); read by the supervisor and the scopes, whose
+    access rules and bindings match channels and authors by id.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[tuple[str, str], ResolvedNames] = {}
+
+    def set(self, agent: str, guild: str, names: ResolvedNames) -> None:
+        """Record the names of (``agent``, ``guild``)."""
+        with self._lock:
+            self._names[(agent, guild)] = names
+
+    def get(self, agent: str, guild: str) -> ResolvedNames:
+        """The names of (``agent``, ``guild``); none resolved before its first load."""
+        with self._lock:
+            return self._names.get((agent, guild)) or ResolvedNames()
+
+    def ready(self, agent: str, guild: str) -> bool:
+        """Whether the gateway of (``agent``, ``guild``) loaded its channel list once."""
+        with self._lock:
+            return (agent, guild) in self._names
+
+
 @attrs.define
 class Runtime:
     """Shared, long-lived services handed to every actor.
@@ -55,6 +84,7 @@ class Runtime:
         timers: The timer thread.
         store: The state store.
         directory: Current refs of supervised children.
+        names: What the config's channel and user names resolved to, per connection.
         supervisor: Ref of the root supervisor (set once it started).
         stopping: Set when the bridge begins to stop: actors skip new work (it is
             in the journal or on the guild, and is picked up at the next start).
@@ -65,6 +95,7 @@ class Runtime:
     timers: Timers
     store: Store
     directory: Directory = attrs.field(factory=Directory)
+    names: NameBook = attrs.field(factory=NameBook)
     supervisor: pykka.ActorRef[Any] | None = None
     stopping: threading.Event = attrs.field(factory=threading.Event)
 

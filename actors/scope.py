@@ -72,12 +72,13 @@ class Scope(SupervisedActor):
         self.guild = first.guild
         self.channel_id = first.channel_id
         config = runtime.config
+        names = runtime.names.get(agent.name, first.guild)
         binding = config.binding_for(agent.name, first.guild, first.channel_id,
-                                     first.channel_name)
+                                     first.channel_name, names.channels)
         self.rule = binding.engage if binding is not None else EngageRule()
         self.logic = ScopeLogic(agent.name, first.guild, first.channel_name,
                                 config.bridge.debounce_s, rule=self.rule, access=agent.access,
-                                bot_names=config.agents)
+                                bot_names=config.agents, names=names)
         #: ``/timeout`` of this scope (seconds), None for the agent's ``timeout_s``.
         self.timeout_s: float | None = None
         self.runner: pykka.ActorRef[Any] | None = None
@@ -94,6 +95,8 @@ class Scope(SupervisedActor):
 
     def on_receive(self, message: Any) -> None:
         """Handle ``Inbound``, ``DebounceElapsed`` and ``RunFinished``."""
+        # The access rules match by id; the connection's resolved names may have grown.
+        self.logic.names = self.runtime.names.get(self.agent.name, self.guild)
         if isinstance(message, Init):
             self._recover()
         elif isinstance(message, Inbound) and self.stopping_idle:

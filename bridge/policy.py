@@ -8,6 +8,10 @@ Access is per agent (``[agents.NAME]``):
   admin is always allowed;
 - ``allowed_channels``: ids or names of the channels where the agent listens
   at all; empty means every bound channel;
+- channels and authors match by id only: a name entry matches the one id it
+  was resolved (and pinned) to when the connection loaded the channel or user
+  list (:mod:`bridge.names`), never a channel or member that merely carries
+  the name; an unresolved name matches nothing;
 - ``sender_scope``: ``all`` (messages of members who are not allowed are still
   kept as context) or ``known`` (only listed users and admins: everything
   from anyone else is dropped, and an empty ``allowed_users`` means nobody
@@ -37,6 +41,7 @@ from pathlib import Path
 import attrs
 
 from bridge.messages import Inbound
+from bridge.names import ResolvedNames, listed
 
 #: ``sender_scope`` values.
 SENDER_SCOPES = ("all", "known")
@@ -94,11 +99,6 @@ def _fold(items: Iterable[str]) -> set[str]:
     return {item.casefold() for item in items}
 
 
-def _listed(items: tuple[str, ...], *keys: str) -> bool:
-    folded = _fold(items)
-    return any(key and key.casefold() in folded for key in keys)
-
-
 #: Sender kinds, from most to least trusted.
 SENDER_KINDS = ("admin", "allowed", "refused", "bot", "unknown", "channel")
 
@@ -149,26 +149,32 @@ def is_bot(message: Inbound, agent: str, bot_names: Iterable[str] = ()) -> bool:
 
 
 def classify_sender(policy: AccessPolicy, message: Inbound, agent: str,
-                    bot_names: Iterable[str] = ()) -> Sender:
+                    bot_names: Iterable[str] = (), names: ResolvedNames | None = None) -> Sender:
     """Apply the access rules to the author and channel of ``message``.
+
+    Channels and authors match by id: an id entry, or a name entry through
+    ``names`` (see :mod:`bridge.names`); a channel's or author's name alone
+    never matches.
 
     Args:
         policy: The agent's access rules.
         message: The message.
         agent: The receiving agent's name.
         bot_names: Names of the bridge's agents (see :func:`is_bot`).
+        names: What this connection's name entries resolved to (default:
+            nothing, so only id entries match).
     """
-    if policy.allowed_channels and not _listed(policy.allowed_channels, message.channel_id,
-                                               message.channel_name):
+    names = names or ResolvedNames()
+    if policy.allowed_channels and not listed(policy.allowed_channels, message.channel_id,
+                                              names.channels):
         return Sender("channel", "channel not in allowed_channels")
-    author = (message.author_id, message.author_name)
     if not message.author_known:
         return Sender("unknown", "author's kind is unknown (lookup failed); kept as context")
     if is_bot(message, agent, bot_names) and not policy.allow_bots:
         return Sender("bot", "author is a bot or agent (allow_bots = false)")
-    if _listed(policy.admins, *author):
+    if listed(policy.admins, message.author_id, names.users):
         return Sender("admin", "author is an admin")
-    if _listed(policy.allowed_users, *author):
+    if listed(policy.allowed_users, message.author_id, names.users):
         return Sender("allowed", "author is in allowed_users")
     if not policy.allowed_users and policy.sender_scope == "all":
         return Sender("allowed", "every member is allowed")

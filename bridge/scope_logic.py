@@ -37,6 +37,7 @@ import attrs
 
 from bridge.engage import EngageGate, EngageRule
 from bridge.messages import Inbound
+from bridge.names import ResolvedNames
 from bridge.policy import (
     AccessPolicy,
     HourlyBudget,
@@ -147,6 +148,9 @@ class ScopeLogic:
         rule: The binding's engage rule (default: ``wakeup``).
         access: The agent's access rules (default: everyone, no bots).
         bot_names: Names of the bridge's agents (their messages count as a bot's).
+        names: What the connection's name entries resolved to (the access rules
+            match by id; see :mod:`bridge.names`); the scope actor keeps
+            :attr:`names` current.
         clock: Monotonic seconds (tests pass a fake).
     """
 
@@ -154,7 +158,7 @@ class ScopeLogic:
         self, agent: str, guild: str, channel: str, debounce_s: float,
         dedup_size: int = DEDUP_SIZE, *, rule: EngageRule | None = None,
         access: AccessPolicy | None = None, bot_names: Iterable[str] = (),
-        clock: Callable[[], float] = time.monotonic,
+        names: ResolvedNames | None = None, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.agent = agent
         self.guild = guild
@@ -164,6 +168,7 @@ class ScopeLogic:
         self.gate = EngageGate(rule)
         self.access = access or AccessPolicy()
         self.bot_names = frozenset(bot_names)
+        self.names = names or ResolvedNames()
         #: Bot messages since the last human one (see :data:`BOT_STREAK_LIMIT`).
         self.bot_streak = 0
         self.clock = clock
@@ -192,7 +197,7 @@ class ScopeLogic:
 
     def sender(self, message: Inbound) -> Sender:
         """The access rules applied to the author and channel of ``message``."""
-        return classify_sender(self.access, message, self.agent, self.bot_names)
+        return classify_sender(self.access, message, self.agent, self.bot_names, self.names)
 
     def refuse_now(self, author_id: str) -> bool:
         """True when ``author_id`` should get the refusal now (once per hour; never silent)."""

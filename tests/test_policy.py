@@ -11,6 +11,7 @@ import pytest
 
 from bridge.config import AgentSettings
 from bridge.messages import Inbound
+from bridge.names import ResolvedNames
 from bridge.policy import (
     AccessPolicy,
     HourlyBudget,
@@ -38,6 +39,9 @@ KNOWN = AccessPolicy(allowed_users=("ann",), admins=("boss",), sender_scope="kno
 ADMINS_ONLY = AccessPolicy(admins=("boss",), sender_scope="known")
 CHANNELS = AccessPolicy(allowed_channels=("general", "c-ops"))
 BOTS = AccessPolicy(allow_bots=True)
+#: The names above, as a connection resolved them (rules match by id only).
+NAMES = ResolvedNames(channels={"general": "c-general"},
+                      users={"ann": "u-ann", "boss": "u-boss"})
 
 
 @pytest.mark.parametrize(("policy", "message", "kind"), [
@@ -48,7 +52,8 @@ BOTS = AccessPolicy(allow_bots=True)
     (BOTS, msg("helper", bot=True), "allowed"),
     (BOTS, msg("coder"), "allowed"),
     (LISTED, msg("ann"), "allowed"),
-    (LISTED, msg("ANN"), "allowed"),                   # names are case-insensitive
+    (LISTED, msg("ann", author_id="u-mallory"), "refused"),  # ann's name, another id
+    (KNOWN, msg("boss", author_id="u-boss2"), "refused"),
     (LISTED, msg("bob"), "allowed"),                   # listed by id
     (LISTED, msg("carol"), "refused"),
     (LISTED, msg("someone", author_id="root-user"), "admin"),
@@ -60,11 +65,13 @@ BOTS = AccessPolicy(allow_bots=True)
     (CHANNELS, msg("ann"), "allowed"),
     (CHANNELS, msg("ann", channel="ops", channel_id="c-ops"), "allowed"),
     (CHANNELS, msg("ann", channel="random", channel_id="c-random"), "channel"),
-    (CHANNELS, msg("helper", bot=True, channel="random"), "channel"),
+    (CHANNELS, msg("ann", channel="general", channel_id="c-private"), "channel"),  # same name
+    (CHANNELS, msg("helper", bot=True, channel="random", channel_id="c-random"), "channel"),
     (AccessPolicy(admins=("helper",)), msg("helper", bot=True), "bot"),
 ])
 def test_classify_sender(policy: AccessPolicy, message: Inbound, kind: str) -> None:
-    sender = classify_sender(policy, message, "coder", bot_names=("coder", "other-agent"))
+    sender = classify_sender(policy, message, "coder", bot_names=("coder", "other-agent"),
+                             names=NAMES)
     assert sender.kind == kind
     assert sender.allowed == (kind in ("admin", "allowed"))
     assert sender.visible == (kind != "channel")

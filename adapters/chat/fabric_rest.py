@@ -433,6 +433,22 @@ class FabricGuild:
         self._call("PUT", f"/agents/{self.access.user_id}/presence", "set presence",
                    json={"status": status})
 
+    def users(self) -> dict[str, str]:
+        """``GET /users`` (inferred; the dev guild serves it): every user's display name.
+
+        Returns:
+            User id to display name (entries without a string id and name are skipped).
+
+        Raises:
+            ChatError: typed by status (see module docstring).
+        """
+        data = self._call("GET", "/users", "list users")
+        if not isinstance(data, list):
+            raise ChatError("list users: expected a JSON array")
+        return {item["id"]: item["name"] for item in data
+                if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
+                and isinstance(item.get("name"), str)}
+
     def user(self, user_id: str) -> tuple[str, str] | None:
         """``GET /users/:id`` (inferred; the dev guild serves it).
 

@@ -65,6 +65,9 @@ class SeedUser:
         api_key: The key accepted by ``POST /auth/agent/login``.
         email: Defaults to ``NAME@agents.local`` or ``NAME@humans.local``.
         id: Defaults to :func:`derived_id` of the name.
+        display_name: The name the guild shows (``/users``, sessions, mentions);
+            empty for ``name``. Unlike ``name`` (the seed's handle, unique), it
+            may repeat another user's: Fabric does not promise unique names.
     """
 
     name: str
@@ -72,6 +75,7 @@ class SeedUser:
     api_key: str
     email: str = attrs.field(default=attrs.Factory(_email, takes_self=True))
     id: str = attrs.field(default=attrs.Factory(_user_id, takes_self=True))
+    display_name: str = ""
 
 
 @attrs.frozen
@@ -200,6 +204,7 @@ def parse_seed(data: Mapping[str, Any], source: str = "seed") -> Seed:
                 api_key=_get(table, "api_key", str, where),
                 **_optional(table, "email", where),
                 **_optional(table, "id", where),
+                **_optional(table, "display_name", where),
             )
         )
     channels = []

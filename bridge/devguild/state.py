@@ -219,7 +219,8 @@ class GuildState:
         self._token_ttl_s = token_ttl_s
         self._tokens: dict[str, _Token] = {}
         self._presence: dict[str, str] = {}
-        self._users = {u.id: User(u.id, u.name, u.kind, u.email, u.api_key) for u in seed.users}
+        self._users = {u.id: User(u.id, u.display_name or u.name, u.kind, u.email, u.api_key)
+                       for u in seed.users}
         by_name = {u.name: u.id for u in seed.users}
         created = now_iso()
         self._channels: dict[str, Channel] = {

@@ -37,7 +37,7 @@ from bridge.scope_logic import ScopeLogic, StartRun
 from tests.support import Member, wait_until, write_config
 
 #: Only alice may talk to the agent; everyone else is kept as context.
-ONLY_ALICE = AccessPolicy(allowed_users=("alice",))
+ONLY_ALICE = AccessPolicy(allowed_users=("u-alice",))
 
 
 def message(seq: int, author: str, text: str, *, channel: str = "general") -> Inbound:
