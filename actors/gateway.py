@@ -496,6 +496,9 @@ class Gateway(SupervisedActor):
             raise BadEvent(f"{exc} (scope {self._scope_key(channel.id)})") from None
         last = self.last_seq.get(channel.id, 0)
         if inbound.seq <= last:
+            log.debug("gateway %s@%s: seq %d already seen (last %d; scope %s): duplicate "
+                      "dropped", self.agent.name, self.guild, inbound.seq, last,
+                      self._scope_key(channel.id))
             return
         if inbound.seq > last + 1:
             self._fetch(channel, last + 1, inbound.seq - 1)
