@@ -19,7 +19,7 @@ from bridge.board import Board
 from bridge.config import Config
 from bridge.devguild import DevGuild, load_seed
 from bridge.logs import remove_logging, setup_logging
-from bridge.statefiles import StateLock, StatusWriter
+from bridge.statefiles import StateLock, StatusWriter, write_status
 from bridge.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,11 @@ class BridgeApp:
         self.lock.acquire()
         self.log_handlers = setup_logging(self.board, self.config.bridge.log_level, None)
         try:
+            # status.json first: the one a crashed bridge left shows its runs, which
+            # `status` would report as this bridge's while it starts.
+            write_status(self.config.bridge.state_dir, self.board.snapshot())
+            self.status_writer = StatusWriter(self.board.snapshot, self.config.bridge.state_dir)
+            self.status_writer.start()
             config = self.config
             if config.devguild is not None:
                 settings = config.devguild
@@ -80,8 +85,6 @@ class BridgeApp:
             self.timers.start()
             self.runtime = Runtime(config, self.board, self.timers, self.store)
             self.supervisor = Supervisor.start(self.runtime, self.scope_class)
-            self.status_writer = StatusWriter(self.board.snapshot, config.bridge.state_dir)
-            self.status_writer.start()
             log.info("bridge started (pid %d, state in %s)", os.getpid(), config.bridge.state_dir)
         except BaseException:
             self.stop()

@@ -15,6 +15,7 @@ from actors.messages import (
     Deliver,
     Forward,
     Progress,
+    Route,
     RunActive,
     RunFinished,
     StatusTick,
@@ -31,7 +32,7 @@ from bridge.procs import start_ticks
 from bridge.prompt import Prompt
 from bridge.run_status import RunStatus, shorten
 from bridge.secrets import redact
-from bridge.store import SessionRecord
+from bridge.store import SessionRecord, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,15 @@ class Runner(pykka.ThreadingActor):
     Progress goes to the channel's delivery actor as status text (which it
     throttles to one edit a second). On the terminal event the runner puts the
     answer (with a footer: duration, tokens, cost) in the store's outbox, tells
-    the delivery actor, tells the scope ``RunFinished`` and stops. The agent's
-    session id is saved as soon as it is known, so the next message resumes it.
-    ``StopRun`` (``/stop``, timeout, shutdown) kills the agent's process group.
+    the delivery actor, tells the scope ``RunFinished`` and stops; the scope is
+    told even when the store fails (the failure is logged and, where the store
+    takes it, recorded as the run's outcome), so a run never leaves its scope
+    stuck. The agent's session id is saved as soon as it is known, so the next
+    message resumes it. ``StopRun`` (``/stop``, timeout, shutdown) kills the
+    agent's processes. A runner stopped before its run ended (its scope failed,
+    the bridge stops) ends the run as interrupted and hands its messages back
+    to the scope for another run. Its timers are cancelled when it stops, so
+    nothing of a finished run stays in memory.
 
     Args:
         runtime: Shared services.
@@ -88,11 +95,15 @@ class Runner(pykka.ThreadingActor):
         self.status = RunStatus(agent.name, self.started_at)
         self.status_shown = False
         self.guild = scope_key.split(":")[2]
+        self.pid_recorded = False
+        #: Pending timer handles (the timeout, the next status tick).
+        self.timer_handles: dict[str, int] = {}
 
     def on_start(self) -> None:
         """Start the agent and its reader thread; arm the timeout and the status ticks."""
         self._identity(RunActive(self.guild, +1))
-        context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id)
+        context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
+                             on_spawn=self._spawned)
         try:
             self.run = build_agent(self.agent).start(self.prompt, context)
         except Exception as exc:  # any start-up error must end the run, not hang the scope
@@ -101,14 +112,26 @@ class Runner(pykka.ThreadingActor):
             self.actor_ref.tell(AgentEventMsg(RunFailed(
                 f"could not start agent {self.agent.name}: {why}")))
             return
-        if self.run.pid is not None:
-            self.runtime.store.set_run_process(self.run_id, self.run.pid,
-                                               start_ticks(self.run.pid))
+        if self.run.pid is not None and not self.pid_recorded:
+            self._spawned(self.run.pid)
         threading.Thread(target=self._read, args=(self.run,), daemon=True,
                          name=f"run-{self.run_id}").start()
-        self.runtime.timers.schedule(self.agent.timeout_s, self.actor_ref,
-                                     StopRun(f"timed out after {self.agent.timeout_s:.0f} s"))
-        self.runtime.timers.schedule(STATUS_AFTER_S, self.actor_ref, StatusTick())
+        self._schedule("timeout", self.agent.timeout_s,
+                       StopRun(f"timed out after {self.agent.timeout_s:.0f} s"))
+        self._schedule("status", STATUS_AFTER_S, StatusTick())
+
+    def _spawned(self, pid: int) -> None:
+        """Record the agent's pid before it may run anything (see :mod:`bridge.procs`)."""
+        self.runtime.store.set_run_process(self.run_id, pid, start_ticks(pid))
+        self.pid_recorded = True
+
+    def _schedule(self, name: str, delay_s: float, message: Any) -> None:
+        self.timer_handles[name] = self.runtime.timers.schedule(delay_s, self.actor_ref, message)
+
+    def _cancel_timers(self) -> None:
+        handles, self.timer_handles = self.timer_handles, {}
+        for handle in handles.values():
+            self.runtime.timers.cancel(handle)
 
     def _read(self, run: AgentRun) -> None:
         try:
@@ -133,7 +156,7 @@ class Runner(pykka.ThreadingActor):
         elif isinstance(message, StatusTick):
             if not self.finished:
                 self._show_status()
-                self.runtime.timers.schedule(STATUS_TICK_S, self.actor_ref, StatusTick())
+                self._schedule("status", STATUS_TICK_S, StatusTick())
         else:
             super().on_receive(message)
 
@@ -181,7 +204,27 @@ class Runner(pykka.ThreadingActor):
             self.scope_key, session_id, str(self.workspace), self.fingerprint))
 
     def _finish(self, text: str, *, ok: bool, reason: str) -> None:
+        """End the run: answer to the outbox, then free the scope whatever happened."""
         self.finished = True
+        self._cancel_timers()
+        saved = False
+        try:
+            saved = self._save(text, ok=ok, reason=reason)
+        finally:
+            self._identity(RunActive(self.guild, -1))
+            if not saved:
+                ok, reason = False, reason or "the answer could not be saved"
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.scope.tell(RunFinished(self.run_id, ok, reason))
+            self.actor_ref.stop(block=False)
+
+    def _save(self, text: str, *, ok: bool, reason: str) -> bool:
+        """Put the answer in the outbox and tell delivery; False when the store failed.
+
+        When the store fails, the failure is logged and, if the store takes it
+        then, recorded: the run ends ``failed`` with a notice in the channel.
+        Else the run stays open in the store and runs again at the next start.
+        """
         now = time.time()
         log.info("run %s %s after %.2fs%s", self.run_id, "done" if ok else "failed",
                  now - self.started_at, f": {reason}" if reason else "")
@@ -197,14 +240,25 @@ class Runner(pykka.ThreadingActor):
         if footer and pieces:
             pieces[-1] = f"{pieces[-1]}\n\n{footer}"
         after_seq = max((line.seq for line in self.prompt.messages), default=0)
-        self.runtime.store.finish_run(self.run_id, "done" if ok else "failed", pieces,
-                                      after_seq=after_seq)
+        store = self.runtime.store
+        saved = True
+        try:
+            store.finish_run(self.run_id, "done" if ok else "failed", pieces,
+                             after_seq=after_seq)
+        except StoreError as exc:
+            saved = False
+            log.error("run %s: could not save its answer: %s", self.run_id, exc)
+            pieces = [f"⚠ {self.agent.name}: the answer could not be saved (state store "
+                      "error); please send your message again."]
+            try:
+                store.finish_run(self.run_id, "failed", pieces, after_seq=after_seq)
+            except StoreError as again:
+                log.error("run %s: could not record the failure either (%s); the run stays "
+                          "open and runs again at the next start", self.run_id, again)
+                pieces = []
         if pieces:
             self._to_delivery(Deliver(self.scope_key))
-        self._identity(RunActive(self.guild, -1))
-        with contextlib.suppress(pykka.ActorDeadError):
-            self.scope.tell(RunFinished(self.run_id, ok, reason))
-        self.actor_ref.stop(block=False)
+        return saved
 
     def _to_delivery(self, message: Any) -> None:
         supervisor = self.runtime.supervisor
@@ -229,7 +283,41 @@ class Runner(pykka.ThreadingActor):
                 log.exception("run %s: could not report the failure", self.run_id)
 
     def on_stop(self) -> None:
-        """Make sure no agent process outlives the runner."""
-        if self.run is not None and not self.finished:
+        """Make sure no agent process outlives the runner, nor its run state the run.
+
+        A run that had not ended (the scope failed or stopped, the bridge
+        stops) ends as interrupted: its messages are reopened in the store
+        and routed again, so the scope's next instance runs them (a message
+        cut off :data:`bridge.store.MAX_RUN_ATTEMPTS` times is given up, with a
+        notice).
+        """
+        self._cancel_timers()
+        board = self.runtime.board
+        board.remove_run(self.run_id)
+        board.remove_actor(f"runner:{self.run_id}")
+        if self.finished:
+            return
+        self.finished = True
+        if self.run is not None:
             self.run.stop()
-            self._identity(RunActive(self.guild, -1))
+        self._identity(RunActive(self.guild, -1))
+        try:
+            reopened, given_up = self.runtime.store.interrupt_run(self.run_id)
+        except StoreError as exc:
+            log.warning("run %s: cut off; could not reopen its messages now (%s); they run "
+                        "again at the next start", self.run_id, exc)
+            return
+        log.info("run %s: cut off; %d message(s) reopened, %d given up", self.run_id,
+                 len(reopened), len(given_up))
+        supervisor = self.runtime.supervisor
+        if supervisor is not None and not self.runtime.stopping.is_set():
+            for inbound in reopened:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    supervisor.tell(Route(inbound))
+        if given_up:
+            with contextlib.suppress(StoreError):
+                self.runtime.store.add_notice(
+                    self.scope_key, f"interrupted:{self.run_id}",
+                    f"⚠ {self.agent.name}: a run was interrupted twice and was not retried; "
+                    "please send your message again.")
+                self._to_delivery(Deliver(self.scope_key))

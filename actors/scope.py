@@ -128,8 +128,15 @@ class Scope(SupervisedActor):
             self._apply(self.logic.run_finished(message.run_id, message.ok))
         else:
             super().on_receive(message)
+        self._close_evicted()
         self._publish()
         self.idle.touch()
+
+    def _close_evicted(self) -> None:
+        """Close the context messages dropped beyond the prompt's bounds (never replayed)."""
+        evicted = self.logic.take_evicted()
+        if evicted:
+            self.runtime.store.close_context(self.key, evicted)
 
     def _idle_check(self) -> None:
         if not self.idle.expired():
@@ -150,7 +157,10 @@ class Scope(SupervisedActor):
         """Take this scope's settings and open messages from the store (after a restart,
         a crash or an idle stop)."""
         self.timeout_s = self.runtime.store.scope_timeout(self.key)
-        waiting = self.runtime.store.open_inbound(self.key)
+        # Messages no run took that are older than the catch-up window are closed,
+        # not loaded: too old to run, or to be context for a later prompt.
+        stale_before = time.time() - self.runtime.config.bridge.catch_up_window_s
+        waiting = self.runtime.store.open_inbound(self.key, stale_before=stale_before)
         if waiting:
             log.info("scope %s: %d message(s) from the journal", self.key, len(waiting))
         for message in waiting:

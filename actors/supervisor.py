@@ -17,7 +17,7 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -46,7 +46,7 @@ from bridge.commands import parse_command
 from bridge.engage import EngageGate, EngageRule
 from bridge.messages import Inbound
 from bridge.names import channel_entries, user_entries
-from bridge.procs import kill_orphan_group
+from bridge.procs import OpenRun, kill_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ RESTART_WINDOW_S = 10.0
 RESTART_BACKOFF_S = 0.1
 #: Messages kept for a child while it restarts.
 BUFFER_LIMIT = 10_000
+#: Open messages read per page by the recovery at start.
+RECOVERY_PAGE_ROWS = 500
 #: Stop order at shutdown: reverse dependency order.
 STOP_ORDER = ("upkeep", "gateway", "scope", "delivery", "tokens")
 
@@ -121,9 +123,10 @@ class Supervisor(pykka.ThreadingActor):
     def _recover(self) -> None:
         """Pick up what an earlier process left: cut-off runs, open messages, the outbox."""
         store = self.runtime.store
-        for pid, ticks in store.open_run_processes():
-            if kill_orphan_group(pid, ticks):
-                log.warning("killed agent process group %d left running by a crash", pid)
+        open_runs = [OpenRun(run_id, pid, ticks) for run_id, pid, ticks in store.open_runs()]
+        for run_id, count in kill_leftovers(open_runs, store.known_runs).items():
+            log.warning("killed %d process(es) that run %s left running (a crash, or a child "
+                        "that escaped its run)", count, run_id)
         for run_id, scope_key, given_up in store.recover_runs():
             log.warning("run %s of %s was cut off by a restart; %s", run_id, scope_key,
                         "given up" if given_up else "its messages run again")
@@ -132,7 +135,12 @@ class Supervisor(pykka.ThreadingActor):
                 store.add_notice(scope_key, f"interrupted:{run_id}",
                                  f"⚠ {agent}: a run was interrupted twice by bridge restarts "
                                  "and was not retried; please send your message again.")
-        for inbound in store.open_scopes():
+        window_s = self.runtime.config.bridge.catch_up_window_s
+        closed = store.close_stale(time.time() - window_s)
+        if closed:
+            log.info("%d open message(s) older than the catch-up window (%.0f s) closed: "
+                     "context only, and too old for later prompts", closed, window_s)
+        for inbound in self._scopes_with_work():
             if self._names_pending(inbound):
                 self.parked.setdefault((inbound.agent, inbound.guild), []).append(inbound)
             else:
@@ -217,6 +225,32 @@ class Supervisor(pykka.ThreadingActor):
             child = self._add(child_id, "scope", functools.partial(
                 self.scope_class.start, self.runtime, child_id, inbound, agent))
         self._deliver(child, inbound)
+
+    def _scopes_with_work(self) -> Iterator[Inbound]:
+        """One open message per scope that has work a run could take, read page by page.
+
+        A scope has work when a message of a cut-off run waits (``engaged``),
+        or an open message could engage it (:meth:`_may_engage`). Scopes with
+        context alone are not spawned, and their messages are not loaded: they
+        become context when the scope next runs (within the catch-up window).
+        A scope whose engage rules wait for its connection's names is picked
+        on its first open message (judged once the names are known).
+        """
+        chosen: set[str] = set()
+        after = 0
+        while True:
+            page = self.runtime.store.open_rows(after, RECOVERY_PAGE_ROWS)
+            if not page:
+                return
+            after = page[-1][0]
+            for _, state, inbound in page:
+                key = inbound.scope_key
+                if key in chosen:
+                    continue
+                if state == "engaged" or self._names_pending(inbound) or self._may_engage(
+                        inbound):
+                    chosen.add(key)
+                    yield inbound
 
     def _names_pending(self, inbound: Inbound) -> bool:
         """Whether a recovered message must wait for its connection to resolve the config's

@@ -42,20 +42,45 @@ class Timers:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
 
-    def schedule(self, delay_s: float, ref: pykka.ActorRef[Any], message: Any) -> None:
+    def schedule(self, delay_s: float, ref: pykka.ActorRef[Any], message: Any) -> int:
         """Tell ``message`` to ``ref`` after ``delay_s`` seconds (dead actors are skipped).
 
         Args:
             delay_s: Delay in seconds (0 or less: as soon as possible).
             ref: The receiving actor.
             message: Any message the actor understands.
+
+        Returns:
+            A handle for :meth:`cancel`.
         """
+        handle = next(self._counter)
         with self._cond:
             if self._stopped:
-                return
+                return handle
             heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay_s),
-                                        next(self._counter), ref, message))
+                                        handle, ref, message))
             self._cond.notify()
+        return handle
+
+    def cancel(self, handle: int) -> bool:
+        """Drop a timer not yet delivered, with its ref and message (they are freed now,
+        not at its due time).
+
+        Args:
+            handle: What :meth:`schedule` returned.
+
+        Returns:
+            True when the timer was still pending.
+        """
+        with self._cond:
+            for index, entry in enumerate(self._heap):
+                if entry[1] == handle:
+                    last = self._heap.pop()
+                    if index < len(self._heap):
+                        self._heap[index] = last
+                        heapq.heapify(self._heap)
+                    return True
+        return False
 
     def pending(self) -> int:
         """Number of timers not yet delivered."""

@@ -6,7 +6,7 @@ Agents (``adapters/agents``) implement :class:`Agent`; the Runner actor reads
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,9 @@ class RunContext:
         session_id: The agent's session/thread to resume, if any.
         images: Image files to attach to the prompt (agents that cannot take
             images ignore them).
+        on_spawn: Called with the child's pid once it exists and before it may
+            run anything (the runner records it in the store), by agents with a
+            process; an exception from it stops the start.
     """
 
     run_id: str
@@ -33,6 +36,7 @@ class RunContext:
     workspace: Path
     session_id: str | None = None
     images: tuple[Path, ...] = ()
+    on_spawn: Callable[[int], None] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

@@ -18,8 +18,12 @@ from bridge.agent import (
     Usage,
 )
 
-#: Tool steps shown in the status message (the latest ones).
+#: Tool steps kept and shown in the status message (the latest ones; the
+#: others are counted in a "… N earlier steps" line).
 MAX_STEPS = 12
+#: Plan items shown (from the one before the first open item; the others are
+#: counted in "… N earlier" / "… +N more" lines).
+MAX_PLAN_ITEMS = 12
 #: Characters of a step title shown.
 MAX_TITLE = 80
 
@@ -62,6 +66,7 @@ class RunStatus:
     agent: str
     started_at: float
     steps: list[Step] = attrs.field(factory=list)
+    earlier_steps: int = 0
     plan: tuple[PlanItem, ...] = ()
     notice: str = ""
     session_id: str | None = None
@@ -72,6 +77,9 @@ class RunStatus:
         """Take one event; return True when the status text may have changed."""
         if isinstance(event, ToolStarted):
             self.steps.append(Step(event.step_id, shorten(event.title)))
+            if len(self.steps) > MAX_STEPS:  # a long run must not grow without bound
+                del self.steps[0]
+                self.earlier_steps += 1
         elif isinstance(event, ToolFinished):
             for step in reversed(self.steps):
                 if step.step_id == event.step_id:
@@ -106,19 +114,33 @@ class RunStatus:
         lines = [f"{mark} {self.agent} · {state} · {format_duration(now - self.started_at)}"]
         if self.plan:
             lines.append("plan:")
-            for item in self.plan:
-                box = "[x]" if item.done else ("[>]" if item.active else "[ ]")
-                lines.append(f"  {box} {shorten(item.text)}")
-        shown = self.steps[-MAX_STEPS:]
-        if len(self.steps) > len(shown):
-            lines.append(f"… {len(self.steps) - len(shown)} earlier steps")
-        for step in shown:
+            lines.extend(self._plan_lines())
+        if self.earlier_steps:
+            lines.append(f"… {self.earlier_steps} earlier steps")
+        for step in self.steps:
             icon = {"running": "▶", "done": "✓", "failed": "✗"}[step.state]
             extra = f" ({step.detail})" if step.detail else ""
             lines.append(f"{icon} {step.title}{extra}")
         if self.notice:
             lines.append(f"note: {self.notice}")
         return "\n".join(lines)
+
+    def _plan_lines(self) -> list[str]:
+        """At most :data:`MAX_PLAN_ITEMS` items, from the one before the first open item."""
+        items = self.plan
+        start = 0
+        if len(items) > MAX_PLAN_ITEMS:
+            current = next((i for i, item in enumerate(items) if not item.done), len(items))
+            start = max(0, min(current - 1, len(items) - MAX_PLAN_ITEMS))
+        shown = items[start:start + MAX_PLAN_ITEMS]
+        lines = [f"  … {start} earlier"] if start else []
+        for item in shown:
+            box = "[x]" if item.done else ("[>]" if item.active else "[ ]")
+            lines.append(f"  {box} {shorten(item.text)}")
+        more = len(items) - start - len(shown)
+        if more:
+            lines.append(f"  … +{more} more")
+        return lines
 
     def footer(self, now: float) -> str:
         """One line for the end of the answer: duration, tokens, cost where known."""

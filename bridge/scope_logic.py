@@ -177,6 +177,9 @@ class ScopeLogic:
         self.refusals = OncePerWindow()
         self.budget_notices = OncePerWindow()
         self.context: collections.deque[tuple[str, PromptLine]] = collections.deque()
+        #: Ids of context messages dropped beyond the bounds (no prompt will take
+        #: them); the scope closes them in the store (:meth:`take_evicted`).
+        self.evicted: list[str] = []
         self.verdict = ""
         self.reason = ""
         self.pending: list[Inbound] = []
@@ -345,9 +348,14 @@ class ScopeLogic:
         self.verdict, self.reason = "context", reason
         self._add_context(message.message_id, PromptLine.of(message, allowed))
 
+    def take_evicted(self) -> list[str]:
+        """The ids of context messages dropped beyond the bounds since the last call."""
+        evicted, self.evicted = self.evicted, []
+        return evicted
+
     def _add_context(self, message_id: str, line: PromptLine) -> None:
         self.context.append((message_id, line))
         while len(self.context) > CONTEXT_MESSAGES or (
             len(self.context) > 1 and sum(len(c.text) for _, c in self.context) > CONTEXT_CHARS
         ):
-            self.context.popleft()
+            self.evicted.append(self.context.popleft()[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.agent import Notice, Plan, PlanItem, SessionStarted, ToolFinished, ToolStarted, Usage
-from bridge.run_status import MAX_STEPS, RunStatus, format_duration, shorten
+from bridge.run_status import MAX_PLAN_ITEMS, MAX_STEPS, RunStatus, format_duration, shorten
 
 
 def test_steps_plan_and_notice_render() -> None:
@@ -33,6 +33,23 @@ def test_only_the_latest_steps_are_listed() -> None:
     text = status.render(now=1.0)
     assert "… 5 earlier steps" in text
     assert "step 4\n" not in text and f"step {MAX_STEPS + 4}" in text
+
+
+def test_a_long_run_keeps_a_bounded_status() -> None:
+    status = RunStatus("coder", started_at=0.0)
+    for i in range(10_000):
+        status.apply(ToolStarted(f"s{i}", f"step {i}"))
+        status.apply(ToolFinished(f"s{i}", ok=True))
+    assert len(status.steps) == MAX_STEPS  # not one entry per step of the run
+    status.apply(Plan(tuple(PlanItem(f"item {i}", done=i < 300) for i in range(500))))
+    text = status.render(now=1.0)
+    assert f"… {10_000 - MAX_STEPS} earlier steps" in text
+    assert "✓ step 9999" in text and "step 9987\n" not in text
+    plan = [line for line in text.splitlines() if line.startswith("  [")]
+    assert len(plan) == MAX_PLAN_ITEMS
+    assert plan[0] == "  [x] item 299" and plan[1] == "  [ ] item 300"  # around the open item
+    assert "  … 299 earlier" in text and f"  … +{500 - 299 - MAX_PLAN_ITEMS} more" in text
+    assert len(text.splitlines()) <= MAX_STEPS + MAX_PLAN_ITEMS + 5
 
 
 def test_footer_has_duration_tokens_and_cost() -> None:

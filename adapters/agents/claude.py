@@ -243,4 +243,5 @@ class ClaudeAgent:
         return JsonlRun("claude", self.argv(context), prompt.render(), context.workspace,
                         self.env(), ClaudeTranslator(context.workspace),
                         grace_s=s.stop_grace_s, idle_timeout_s=s.idle_timeout_s,
-                        max_answer_chars=s.max_output_bytes)
+                        max_answer_chars=s.max_output_bytes, run_id=context.run_id,
+                        on_spawn=context.on_spawn)

@@ -250,4 +250,5 @@ class CodexAgent:
         return JsonlRun("codex", self.argv(context), prompt.render(), context.workspace,
                         self.env(), CodexTranslator(context.workspace),
                         grace_s=s.stop_grace_s, idle_timeout_s=s.idle_timeout_s,
-                        max_answer_chars=s.max_output_bytes)
+                        max_answer_chars=s.max_output_bytes, run_id=context.run_id,
+                        on_spawn=context.on_spawn)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
-from typing import IO
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from adapters.agents.childenv import child_env
 from bridge.agent import AgentEvent, RunContext, RunDone, RunFailed
+from bridge.procs import MARKER_VAR, RunCgroup, kill_run, run_marker, signal_run
 from bridge.prompt import Prompt
 from bridge.statefiles import operator_umask
 
@@ -23,23 +25,131 @@ log = logging.getLogger(__name__)
 STDERR_TAIL_LINES = 20
 #: Bytes read from a pipe at a time.
 READ_CHUNK = 65536
+#: Seconds to wait for the output pipes to close once the run's processes are killed
+#: (only a process that escaped every kind of tracking keeps them open longer).
+PIPE_CLOSE_WAIT_S = 2.0
+
+#: Holds the child until the bridge has tracked it (cgroup, pid in the store): ``sh``
+#: reads one go line from stdin (``read`` takes no byte past the newline from a
+#: pipe; EOF: the bridge gave up, exit 125), then becomes the agent with ``exec``
+#: (same pid, same group), whose stdin goes on with the prompt.
+HOLD_SCRIPT = 'read -r _ || exit 125; exec "$@"'
+#: The line that lets the held child go.
+GO_LINE = b"go\n"
+#: The shell that runs :data:`HOLD_SCRIPT`.
+HOLD_SHELL = "/bin/sh"
+
+
+def resolve_program(program: str, env: Mapping[str, str], cwd: str) -> str:
+    """Check that ``program`` can be started as :class:`subprocess.Popen` would find it.
+
+    Args:
+        program: A path (with ``/``, relative to ``cwd``) or a name looked up on
+            the ``PATH`` of ``env``.
+        env: The child's environment.
+        cwd: The child's working directory.
+
+    Returns:
+        The program's path.
+
+    Raises:
+        FileNotFoundError: when there is no such program.
+        PermissionError: when it is not an executable file.
+    """
+    if "/" in program:
+        path = os.path.join(cwd, program)
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return path
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    return found
+
+
+def spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], run_id: str = "",
+          on_spawn: Callable[[int], None] | None = None,
+          ) -> tuple[subprocess.Popen[bytes], str, RunCgroup | None]:
+    """Start ``argv`` in a new session, tracked before it can run anything.
+
+    The child starts as :data:`HOLD_SCRIPT`, which waits for a go line on
+    stdin. Meanwhile the bridge moves it into a cgroup of its own (where one can
+    be made, see :mod:`bridge.procs`) and calls ``on_spawn(pid)``; then it
+    sends the go line and the child ``exec``s ``argv``. The child's environment
+    carries the run's marker (:data:`bridge.procs.MARKER_VAR`). stdin, stdout
+    and stderr are pipes.
+
+    Args:
+        argv: Program and arguments.
+        cwd: Working directory.
+        env: The child's environment (the marker is added).
+        run_id: The run (for the marker); empty: a marker of its own.
+        on_spawn: Called with the pid before the child runs anything.
+
+    Returns:
+        (the process, its marker, its cgroup or None).
+
+    Raises:
+        OSError: when the program cannot be started (not found, not executable).
+        Exception: whatever ``on_spawn`` raises (the child is killed first).
+    """
+    resolve_program(argv[0], env, cwd)
+    marker = run_marker(run_id or "run")
+    process = subprocess.Popen(
+        [HOLD_SHELL, "-c", HOLD_SCRIPT, "bridge-run", *argv],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=cwd, env={**env, MARKER_VAR: marker}, start_new_session=True,
+        umask=operator_umask(),
+    )
+    cgroup = RunCgroup.create(marker)
+    if cgroup is not None and not cgroup.add(process.pid):
+        cgroup.remove(0)
+        cgroup = None
+    try:
+        if on_spawn is not None:
+            on_spawn(process.pid)
+        assert process.stdin is not None
+        process.stdin.write(GO_LINE)
+        process.stdin.flush()
+    except BaseException:
+        process.kill()
+        process.wait()
+        if cgroup is not None:
+            cgroup.remove()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        raise
+    return process, marker, cgroup
 
 
 class ProcessGroup:
-    """A child process in its own process group, killable as a whole.
+    """A child process and everything it starts, killable as a whole.
+
+    What the child starts is found by its cgroup, its marker, its process group
+    and the parent chain (see :mod:`bridge.procs`), so that a ``setsid`` or a
+    double fork does not outlive the run.
 
     Args:
         process: The started child (with ``start_new_session=True``).
         grace_s: Seconds between SIGTERM and SIGKILL in :meth:`stop`.
+        marker: The run's marker in the child's environment (None: not marked).
+        cgroup: The run's cgroup (None: no cgroup).
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], grace_s: float) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], grace_s: float,
+                 marker: str | None = None, cgroup: RunCgroup | None = None) -> None:
         self.process = process
         self.grace_s = grace_s
+        self.marker = marker
+        self.cgroup = cgroup
         self.stopped = threading.Event()
 
     def stop(self) -> None:
-        """SIGTERM the group, then SIGKILL it after the grace period (non-blocking)."""
+        """SIGTERM the run's processes, then SIGKILL them after the grace period (non-blocking)."""
         if self.stopped.is_set():
             return
         self.stopped.set()
@@ -47,50 +157,67 @@ class ProcessGroup:
         threading.Thread(target=self._kill_later, name="kill-later", daemon=True).start()
 
     def _kill_later(self) -> None:
-        # SIGKILL the group even when the leader exited: a grandchild that
+        # SIGKILL them even when the leader exited: a grandchild that
         # ignores SIGTERM would otherwise keep the output pipe open forever.
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(self.grace_s)
-        self._signal(signal.SIGKILL)
+        self.kill_all()
+
+    def kill_all(self) -> int:
+        """SIGKILL every process of the run now (the leader too), then remove its cgroup.
+
+        Used after the leader exited (what it left behind must not keep running)
+        and at the end of :meth:`stop`.
+
+        Returns:
+            The number of processes killed (outside the cgroup).
+        """
+        pid = self.process.pid
+        killed = kill_run(self.marker, pgid=pid, leader=pid, cgroup=self.cgroup)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        return killed
 
     def _signal(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-
-def read_bounded(stream: IO[bytes], limit: int) -> tuple[bytes, int]:
-    """Read a stream to its end, keeping at most ``limit`` bytes.
-
-    Returns:
-        (the kept bytes, the total number of bytes read).
-    """
-    kept = bytearray()
-    total = 0
-    while chunk := stream.read(READ_CHUNK):
-        total += len(chunk)
-        if len(kept) < limit:
-            kept.extend(chunk[: limit - len(kept)])
-    return bytes(kept), total
+        pid = self.process.pid
+        signal_run(sig, self.marker, pgid=pid, leader=pid, cgroup=self.cgroup)
 
 
 class CommandRun:
-    """One run of a configured command."""
+    """One run of a configured command.
+
+    Args:
+        argv: Program and arguments.
+        prompt_text: Written to stdin, which is then closed.
+        workspace: Working directory (created if missing).
+        grace_s: Seconds between SIGTERM and SIGKILL.
+        max_output_bytes: Bytes of stdout kept.
+        run_id: The run (its marker in the child's environment).
+        on_spawn: Called with the child's pid before it runs anything.
+
+    Raises:
+        OSError: when the program cannot be started.
+    """
 
     def __init__(self, argv: Sequence[str], prompt_text: str, workspace: os.PathLike[str],
-                 grace_s: float, max_output_bytes: int) -> None:
+                 grace_s: float, max_output_bytes: int, run_id: str = "",
+                 on_spawn: Callable[[int], None] | None = None) -> None:
         self._argv = list(argv)
         self._max = max_output_bytes
         workspace_path = os.fspath(workspace)
         os.makedirs(workspace_path, exist_ok=True)
-        process = subprocess.Popen(
-            self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workspace_path, start_new_session=True, env=child_env({}),
-            umask=operator_umask(),
-        )
-        self._group = ProcessGroup(process, grace_s)
+        process, marker, cgroup = spawn(self._argv, cwd=workspace_path, env=child_env({}),
+                                        run_id=run_id, on_spawn=on_spawn)
+        self._group = ProcessGroup(process, grace_s, marker, cgroup)
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._out = bytearray()
+        self._out_total = 0
+        self._out_lock = threading.Lock()
         threading.Thread(target=self._feed, args=(prompt_text,), daemon=True,
                          name="command-stdin").start()
+        self._stdout_thread = threading.Thread(target=self._drain_stdout, daemon=True,
+                                               name="command-stdout")
+        self._stdout_thread.start()
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True,
                                                name="command-stderr")
         self._stderr_thread.start()
@@ -106,19 +233,40 @@ class CommandRun:
             with contextlib.suppress(OSError):
                 stdin.close()
 
+    def _drain_stdout(self) -> None:
+        stdout = self._group.process.stdout
+        assert stdout is not None
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := os.read(stdout.fileno(), READ_CHUNK):
+                with self._out_lock:
+                    self._out_total += len(chunk)
+                    if len(self._out) < self._max:
+                        self._out.extend(chunk[: self._max - len(self._out)])
+
     def _drain_stderr(self) -> None:
         stderr = self._group.process.stderr
         assert stderr is not None
-        for raw in stderr:
-            self._stderr.append(raw.decode("utf-8", "replace").rstrip())
+        with contextlib.suppress(OSError, ValueError):
+            for raw in stderr:
+                self._stderr.append(raw.decode("utf-8", "replace").rstrip())
 
     def events(self) -> Iterator[AgentEvent]:
-        """Wait for the command; yield RunDone(stdout) on exit 0, else RunFailed."""
+        """Wait for the command; yield RunDone(stdout) on exit 0, else RunFailed.
+
+        When the command exits, whatever it left running (in its group, its
+        cgroup, or carrying its marker) is killed, so a detached child neither
+        outlives the run nor holds its output open.
+        """
         process = self._group.process
-        assert process.stdout is not None
-        data, total = read_bounded(process.stdout, self._max)
         code = process.wait()
-        self._stderr_thread.join(timeout=2)
+        killed = self._group.kill_all()
+        if killed:
+            log.info("command %s left %d process(es) running; killed",
+                     os.path.basename(self._argv[0]), killed)
+        self._stdout_thread.join(timeout=PIPE_CLOSE_WAIT_S)
+        self._stderr_thread.join(timeout=PIPE_CLOSE_WAIT_S)
+        with self._out_lock:
+            data, total = bytes(self._out), self._out_total
         if self._group.stopped.is_set():
             yield RunFailed("stopped")
             return
@@ -169,4 +317,4 @@ class CommandAgent:
             OSError: when the program cannot be started (not found, not executable).
         """
         return CommandRun(self.argv, prompt.render(), context.workspace, self.stop_grace_s,
-                          self.max_output_bytes)
+                          self.max_output_bytes, context.run_id, context.on_spawn)

@@ -6,7 +6,9 @@ environment, feeds the prompt on stdin and closes it, reads stdout line by line
 the typed events it returns. It ends the run with one clear ``RunFailed`` line
 when the child writes something that is not JSON, exits without a terminal
 event, or stays silent past the idle timeout; the stderr tail then goes to the
-log. ``stop()`` kills the process group (SIGTERM, SIGKILL after the grace).
+log. ``stop()`` kills the run's processes (SIGTERM, SIGKILL after the grace):
+the child and everything it started, in its group or not (see
+:class:`adapters.agents.command.ProcessGroup`); so does the end of the run.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from adapters.agents.command import STDERR_TAIL_LINES, ProcessGroup
+from adapters.agents.command import STDERR_TAIL_LINES, ProcessGroup, spawn
 from bridge.agent import AgentEvent, RunDone, RunFailed, SessionStarted
 from bridge.secrets import redact
-from bridge.statefiles import operator_umask
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 4_000_000
 #: Characters kept of one stderr line.
 STDERR_LINE_CHARS = 500
+#: Seconds between checks, while waiting for output, that the child still runs.
+EXIT_CHECK_S = 0.5
 class Translator(Protocol):
     """Turns the CLI's JSON objects into typed events (pure, no I/O)."""
 
@@ -95,6 +98,8 @@ class JsonlRun:
         grace_s: Seconds between SIGTERM and SIGKILL.
         idle_timeout_s: Seconds of silence (no stdout or stderr) that fail the run.
         max_answer_chars: Characters of the answer kept; the rest is cut with a note.
+        run_id: The run (its marker in the child's environment).
+        on_spawn: Called with the child's pid before it runs anything.
 
     Raises:
         OSError: when the program cannot be started.
@@ -102,18 +107,18 @@ class JsonlRun:
 
     def __init__(self, name: str, argv: Sequence[str], prompt_text: str, cwd: Path,
                  env: Mapping[str, str], translator: Translator, *, grace_s: float,
-                 idle_timeout_s: float, max_answer_chars: int) -> None:
+                 idle_timeout_s: float, max_answer_chars: int, run_id: str = "",
+                 on_spawn: Callable[[int], None] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.translator = translator
         self.idle_timeout_s = idle_timeout_s
         self.max_answer_chars = max_answer_chars
         cwd.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
-            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env=dict(env), start_new_session=True, umask=operator_umask(),
-        )
-        self.group = ProcessGroup(process, grace_s)
+        process, marker, cgroup = spawn(self.argv, cwd=str(cwd), env=dict(env), run_id=run_id,
+                                        on_spawn=on_spawn)
+        self.group = ProcessGroup(process, grace_s, marker, cgroup)
+        self._leftovers_killed = False
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._lines: queue.Queue[tuple[bytes, bool] | None] = queue.Queue()
         self._activity = time.monotonic()
@@ -172,14 +177,21 @@ class JsonlRun:
             self._stderr_done.set()
 
     def _next_line(self) -> tuple[bytes, bool] | str | None:
-        """The next stdout line, None at EOF, or ``"idle"`` after the idle timeout."""
+        """The next stdout line, None at EOF, or ``"idle"`` after the idle timeout.
+
+        Once the child has exited, what it left running is killed, so that a
+        detached process holding stdout open cannot keep the run waiting.
+        """
         while True:
             remaining = self._activity + self.idle_timeout_s - time.monotonic()
             if remaining <= 0:
                 return "idle"
             try:
-                return self._lines.get(timeout=remaining)
+                return self._lines.get(timeout=min(remaining, EXIT_CHECK_S))
             except queue.Empty:
+                if not self._leftovers_killed and self.group.process.poll() is not None:
+                    self._leftovers_killed = True
+                    self.group.kill_all()
                 continue  # stderr may have moved the deadline; re-check
 
     def events(self) -> Iterator[AgentEvent]:
@@ -266,17 +278,22 @@ class JsonlRun:
         log.warning("%s run failed: %s; stderr tail: %s", self.name, reason, tail or "(empty)")
 
     def _reap(self) -> None:
-        """After the run: give the child the grace period to exit, then kill the group."""
+        """After the run: give the child the grace period to exit, then kill what is left.
+
+        What is left: the child itself, or anything it started (in its group,
+        its cgroup, carrying its marker, or below it).
+        """
         process = self.group.process
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=self.group.grace_s)
-        # Kill leftovers (the leader or anything it left running in its group).
-        self.group.stop()
+        killed = self.group.kill_all()
+        if killed:
+            log.info("%s run left %d process(es) running; killed", self.name, killed)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=self.group.grace_s + 2)
 
     def stop(self) -> None:
-        """Kill the run's process group (SIGTERM, then SIGKILL after the grace period)."""
+        """Kill the run's processes (SIGTERM, then SIGKILL after the grace period)."""
         self.group.stop()
 
 
