@@ -365,6 +365,10 @@ class FabricGuild:
         ``after_seq`` (the post cannot be older), or a message created before
         ``not_before`` (less :data:`CLOCK_SKEW_S`), or the channel's start; at
         most ``max_pages`` pages, after which it logs a warning and answers None.
+        Each page asks for :data:`bridge.fabric_rules.HISTORY_LIMIT_MAX` messages
+        up to the seq just below the lowest one seen, so gaps in the seqs
+        (deleted messages) or a page the guild cut short never make later pages
+        smaller: the bound is ``max_pages`` pages of the largest size.
 
         Args:
             channel_id: Channel id.
@@ -384,38 +388,27 @@ class FabricGuild:
         since = None if not_before is None else not_before - CLOCK_SKEW_S
         size = rules.HISTORY_LIMIT_MAX
         items = self.history(channel_id, limit=size)
-        if not items:
-            return None
-        pages, next_to, older_done, unmarked = 1, _seq_of(items[0]) - 1, False, 0
-        rest: list[tuple[int, int]] = []  # newer parts of windows the guild cut short
-        while True:
+        pages, unmarked = 1, 0
+        while items:
             for message in items[::-1]:
                 if _seq_of(message) < floor or message.get("authorUserId") != self.access.user_id:
                     continue
                 if message.get(rules.MESSAGE_NONCE_FIELD) == nonce:
                     return message
                 unmarked += rules.MESSAGE_NONCE_FIELD not in message
-            oldest = _created_at(items[0]) if items else None
-            if since is not None and oldest is not None and oldest < since:
-                older_done = True
-            if rest:
-                seq_from, seq_to = rest.pop()
-            elif older_done or next_to < floor:
+            lowest, oldest = _seq_of(items[0]), _created_at(items[0])
+            if lowest <= floor or (since is not None and oldest is not None and oldest < since):
                 break
-            else:
-                seq_to = next_to
-                seq_from = max(floor, seq_to - size + 1)
-                next_to = seq_from - 1
             if pages >= max_pages:
                 log.warning("channel %s: post %s not found in the last %d history pages "
                             "(back to seq %d; it could be as old as seq %d): taken as not "
-                            "landed", channel_id, idempotency_key, pages, seq_to + 1, floor)
+                            "landed", channel_id, idempotency_key, pages, lowest, floor)
                 return None
-            items = self.history(channel_id, seq_from=seq_from, seq_to=seq_to, limit=size)
+            # The next page ends below the lowest seq seen, whatever gaps (deleted
+            # messages) or short pages came before: each page holds up to the
+            # largest size, so gaps never shrink what the page bound covers.
+            items = self.history(channel_id, seq_to=lowest - 1, limit=size)
             pages += 1
-            if items and _seq_of(items[-1]) < seq_to:  # the guild gave fewer: fetch the rest
-                rest.append((_seq_of(items[-1]) + 1, seq_to))
-                size = max(1, len(items))
         if unmarked:
             log.warning("channel %s: %d of this identity's messages came without %r; the "
                         "guild may not keep it, so landed posts can look lost", channel_id,

@@ -289,3 +289,32 @@ def test_find_posted_fetches_the_rest_of_a_page_the_guild_cut_short(
     monkeypatch.setattr(guild_state, "rules", small)
     found = echo.find_posted(general, "cut:0", after_seq=50)
     assert found is not None and found["messageId"] == target["messageId"]
+
+
+def test_find_posted_covers_as_many_messages_when_the_history_has_gaps(
+        devguild: DevGuild, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack: messages deleted just below the newest page cut one history window
+    short; the search then asked for pages of that short size, so its page bound
+    covered a fraction of the messages and a landed piece was posted again."""
+    echo = rest_as(devguild, "echo")
+    me = echo.access.user_id
+    # A guild that leaves deleted messages out of its history: seqs 606..800 are gone.
+    kept = [{"seq": 1, "authorUserId": me, rules.MESSAGE_NONCE_FIELD: message_nonce("gap:0")}]
+    kept += [{"seq": seq, "authorUserId": "alice", rules.MESSAGE_NONCE_FIELD: None}
+             for seq in range(2, 1001) if not 606 <= seq <= 800]
+    calls: list[dict[str, Any]] = []
+
+    def history(channel_id: str, seq_from: int | None = None, seq_to: int | None = None,
+                limit: int = 200) -> list[dict[str, Any]]:
+        calls.append({"seq_from": seq_from, "seq_to": seq_to, "limit": limit})
+        chosen = [m for m in kept if (seq_from is None or m["seq"] >= seq_from)
+                  and (seq_to is None or m["seq"] <= seq_to)]
+        limit = min(limit, rules.HISTORY_LIMIT_MAX)
+        return chosen[:limit] if seq_from is not None else chosen[-limit:]
+
+    monkeypatch.setattr(echo, "history", history)
+    found = echo.find_posted("c1", "gap:0")
+    assert found is not None and found["seq"] == 1
+    # 805 messages are 5 pages of the largest size, gaps or not.
+    assert len(calls) == 5
+    assert all(call["limit"] == rules.HISTORY_LIMIT_MAX for call in calls)
