@@ -28,9 +28,10 @@ finished rows older than ``retention_days``: journal rows ``done`` and
 messages, pending pieces, running runs, sessions, scope settings and the
 channel seqs are never pruned. So that the file levels off, new databases are
 created with ``auto_vacuum = INCREMENTAL`` and a prune that deleted rows ends
-with ``PRAGMA incremental_vacuum`` (free pages go back to the file system) and
-``PRAGMA wal_checkpoint(TRUNCATE)`` (the WAL file goes back to zero bytes; it
-otherwise keeps the size of its largest burst). A database created before
+with :meth:`Store.compact`: ``PRAGMA incremental_vacuum`` in bounded steps
+(free pages go back to the file system) and ``PRAGMA wal_checkpoint(TRUNCATE)``
+without waiting for readers (the WAL file goes back to zero bytes when nobody
+reads it; it otherwise keeps the size of its largest burst). A database created before
 this keeps ``auto_vacuum = NONE``, which SQLite cannot change without a full
 ``VACUUM`` (an exclusive rewrite of the whole file, too long to run under a
 live bridge): its freed pages are reused by new rows, so it levels off at its
@@ -59,6 +60,9 @@ DB_FILE = "bridge.db"
 BUSY_TIMEOUT_S = 5.0
 #: A message whose runs were cut off by crashes this many times is not run again.
 MAX_RUN_ATTEMPTS = 2
+#: Free pages one step of :meth:`Store.compact` returns to the file system
+#: (``incremental_vacuum``); 1024 pages of SQLite's default 4096 bytes are 4 MiB.
+VACUUM_STEP_PAGES = 1024
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -756,10 +760,10 @@ class Store:
         pieces, runs that have not ended, sessions, scope settings and channel
         seqs (the catch-up position). Rows go in batches of ``batch_rows``, one
         transaction each, so the actors' writes wait at most one batch. When
-        anything was deleted, free pages are returned to the file system
-        (``incremental_vacuum``, for databases created with it) and the WAL is
-        truncated (``wal_checkpoint(TRUNCATE)``; skipped by SQLite while a
-        reader holds it, and done by the next prune).
+        anything was deleted, :meth:`compact` returns free pages to the file
+        system (``incremental_vacuum``, for databases created with it) and
+        truncates the WAL (``wal_checkpoint(TRUNCATE)``; without waiting, so
+        skipped while an outside reader holds it, and done by the next prune).
 
         Args:
             older_than_s: Retention in seconds.
@@ -798,15 +802,44 @@ class Store:
                 return deleted
 
     def compact(self) -> None:
-        """Return free pages to the file system and truncate the WAL (see the module doc).
+        """Return free pages to the file system and empty the WAL, never waiting on a reader.
+
+        Free pages go back in steps of at most :data:`VACUUM_STEP_PAGES`
+        (``PRAGMA incremental_vacuum(N)``), each step one hold of the store's
+        lock, so the actors' writes wait for one step at most. It stops when no
+        free page is left or a step frees none (a database created without
+        ``auto_vacuum = INCREMENTAL`` keeps its free pages for new rows).
+
+        The WAL is then checkpointed with ``wal_checkpoint(TRUNCATE)`` under a
+        busy timeout of 0 seconds. With the usual busy timeout
+        (:data:`BUSY_TIMEOUT_S`), TRUNCATE waits for every outside reader
+        (``bin/bridge doctor``, ``status``, a ``sqlite3`` shell) to leave the
+        WAL, with the store's lock held, so every actor would wait as long.
+        Without a wait, SQLite checkpoints as much as a ``PASSIVE`` checkpoint
+        would and truncates the file only when nobody reads it; otherwise the
+        file stays as it is until the next compact. ``PASSIVE`` alone never
+        waits either, but never truncates: the WAL would keep the size of its
+        largest burst.
 
         Raises:
             StoreError: when the database fails.
         """
         with self._tx() as db:
-            # executescript steps the pragma to the end; execute() frees one page only.
-            db.executescript("PRAGMA incremental_vacuum;")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        while free > 0:
+            with self._tx() as db:
+                # executescript steps the pragma to the end; execute() frees one page only.
+                db.executescript(f"PRAGMA incremental_vacuum({max(1, VACUUM_STEP_PAGES)});")
+                left = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+            if left >= free:
+                break
+            free = left
+        with self._tx() as db:
+            db.execute("PRAGMA busy_timeout = 0")
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
 
     def stats(self) -> StoreStats:
         """Size in bytes (database and WAL) and row counts per table and state.

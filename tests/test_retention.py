@@ -13,6 +13,7 @@ import json
 import sqlite3
 import tempfile
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bridge.store
 from actors.app import BridgeApp
 from actors.upkeep import PRUNE_INTERVAL_S, prune_interval_s
 from bridge.board import Board, BoardSnapshot, StoreRow
@@ -179,9 +181,13 @@ def test_prune_removes_exactly_the_finished_rows_older_than_the_cutoff(
 
 
 def age_all(path: Path, age_s: float) -> None:
-    """Move every timestamp of finished rows ``age_s`` seconds into the past."""
+    """Move every timestamp of finished rows ``age_s`` seconds into the past.
+
+    One transaction, so a prune running meanwhile sees all rows aged or none.
+    """
     db = sqlite3.connect(path, isolation_level=None, timeout=10)
     try:
+        db.execute("BEGIN IMMEDIATE")
         db.execute("UPDATE inbound SET received_at = received_at - ? WHERE state IN "
                    "('done', 'dropped')", (age_s,))
         db.execute("UPDATE outbox SET updated_at = updated_at - ? WHERE state != 'pending'",
@@ -189,6 +195,7 @@ def age_all(path: Path, age_s: float) -> None:
         db.execute("UPDATE runs SET ended_at = ended_at - ? WHERE ended_at IS NOT NULL",
                    (age_s,))
         db.execute("UPDATE sessions SET updated_at = updated_at - ?", (age_s,))
+        db.execute("COMMIT")
     finally:
         db.close()
 
@@ -212,6 +219,62 @@ def test_prune_gives_the_space_back(tmp_path: Path) -> None:
     assert empty.rows["inbound"] == {} and empty.rows["outbox"] == {} and empty.rows["runs"] == {}
     assert empty.wal_bytes == 0
     assert empty.db_bytes < full.db_bytes / 4, (full, empty)
+
+
+def test_compact_does_not_wait_for_an_outside_reader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader in another process (``doctor``, ``status``) holding a snapshot of
+    the WAL made ``wal_checkpoint(TRUNCATE)`` wait up to the busy timeout with
+    the store's lock held, so every actor's write waited too."""
+    monkeypatch.setattr(bridge.store, "BUSY_TIMEOUT_S", 600.0)
+    path = tmp_path / DB_FILE
+    store = Store(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        for i in range(50):
+            store.record_inbound(inbound(f"id{i}", "c1", i + 1))
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM inbound").fetchone()[0] == 50
+        store.record_inbound(inbound("late", "c1", 51))  # the reader's snapshot is older
+        done = threading.Event()
+
+        def compact() -> None:
+            store.compact()
+            done.set()
+
+        worker = threading.Thread(target=compact, daemon=True)
+        worker.start()
+        wait_until(done.is_set, what="compact to return while the reader holds its snapshot")
+        store.record_inbound(inbound("after", "c1", 52))  # the lock is free again
+        reader.execute("COMMIT")
+        store.compact()  # nobody reads now: the WAL goes back to zero bytes
+        assert store.stats().wal_bytes == 0
+    finally:
+        reader.close()
+        store.close()
+
+
+def test_compact_frees_pages_in_bounded_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bridge.store, "VACUUM_STEP_PAGES", 7)
+    store = Store(tmp_path / DB_FILE)
+    try:
+        for i in range(100):
+            store.record_inbound(inbound(f"id{i}", "c1", i + 1))
+            store.mark_done(scope_of("c1"), f"id{i}")
+        store.compact()
+        full = store.stats()
+        age_all(tmp_path / DB_FILE, 86_400)
+        assert store.prune(3600).inbound == 100
+        empty = store.stats()
+    finally:
+        store.close()
+    assert empty.wal_bytes == 0 and empty.db_bytes < full.db_bytes, (full, empty)
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    finally:
+        db.close()
 
 
 def test_stats_counts_rows_per_table_and_state(tmp_path: Path) -> None:
@@ -371,14 +434,15 @@ def test_the_running_bridge_prunes_at_start_and_then_on_schedule(
     app = BridgeApp(config, Board())
     app.start()
     try:
-        wait_until(lambda: rows()["inbound"] == 0, what="the prune at start")
-        assert rows() == {"inbound": 0, "outbox": 0, "runs": 0, "sessions": 1}
+        # Prune deletes each table in transactions of its own: wait for all of them.
+        pruned = {"inbound": 0, "outbox": 0, "runs": 0, "sessions": 1}
+        wait_until(lambda: rows() == pruned, what="the prune at start")
         assert app.store is not None
         finished_message(app.store, "while-running")
+        # Not aged yet, so no prune can take it (retention 10 s).
+        assert rows() == {"inbound": 1, "outbox": 1, "runs": 1, "sessions": 1}
         age_all(db, 86_400)
-        assert rows()["inbound"] == 1
-        wait_until(lambda: rows()["inbound"] == 0, what="a scheduled prune")
-        assert rows() == {"inbound": 0, "outbox": 0, "runs": 0, "sessions": 1}
+        wait_until(lambda: rows() == pruned, what="a scheduled prune")
         row = wait_until(lambda: (s := app.board.snapshot().store) and s.pruned == 6 and s,
                          what="the board to show the store")
         assert row.db_bytes > 0 and row.rows["sessions"] == {"rows": 1}
