@@ -59,17 +59,40 @@ class NameBook:
         self._names: dict[tuple[str, str], ResolvedNames] = {}
 
     def set(self, agent: str, guild: str, names: ResolvedNames) -> None:
-        """Record the names of (``agent``, ``guild``)."""
+        """Record the names of (``agent``, ``guild``), replacing any earlier record.
+
+        Args:
+            agent: The agent's name in the config.
+            guild: The guild's node id.
+            names: What the config's channel and user names resolved to (with pins).
+        """
         with self._lock:
             self._names[(agent, guild)] = names
 
     def get(self, agent: str, guild: str) -> ResolvedNames:
-        """The names of (``agent``, ``guild``); none resolved before its first load."""
+        """The names of (``agent``, ``guild``); none resolved before its first load.
+
+        Args:
+            agent: The agent's name in the config.
+            guild: The guild's node id.
+
+        Returns:
+            The last record, or an empty :class:`ResolvedNames` (no name resolves
+            to any id) before the gateway's first channel list.
+        """
         with self._lock:
             return self._names.get((agent, guild)) or ResolvedNames()
 
     def ready(self, agent: str, guild: str) -> bool:
-        """Whether the gateway of (``agent``, ``guild``) loaded its channel list once."""
+        """Whether the gateway of (``agent``, ``guild``) loaded its channel list once.
+
+        Args:
+            agent: The agent's name in the config.
+            guild: The guild's node id.
+
+        Returns:
+            True once :meth:`set` was called for this connection.
+        """
         with self._lock:
             return (agent, guild) in self._names
 

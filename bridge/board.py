@@ -308,7 +308,11 @@ class Board:
             self._version += 1
 
     def put_store(self, row: StoreRow) -> None:
-        """Replace the state store's size and row counts."""
+        """Replace the state store's size and row counts (the upkeep actor's last measurement).
+
+        Args:
+            row: The new measurement; the previous one is dropped.
+        """
         with self._lock:
             self._store = row
             self._version += 1

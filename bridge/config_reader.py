@@ -70,6 +70,13 @@ def default_workspace(bridge: BridgeSettings, agent: str) -> Path:
     A sibling of the state dir, never inside it: a run's child processes can
     read whatever its workspace's neighbours hold, and the state dir holds the
     state store (messages, sessions, answers).
+
+    Args:
+        bridge: The ``[bridge]`` settings (their ``state_dir``, already resolved).
+        agent: The agent's name (the key of its ``[agents.NAME]`` table).
+
+    Returns:
+        The workspace folder (not created here).
     """
     state = bridge.state_dir
     return state.parent / f"{state.name}-workspaces" / agent
@@ -191,13 +198,35 @@ class Reader:
         return tuple(value)
 
     def known_tables(self, data: Mapping[str, Any]) -> None:
-        """Refuse a top-level table this version does not know (a typo, usually)."""
+        """Refuse a top-level table this version does not know (a typo, usually).
+
+        Args:
+            data: The parsed file (top-level table name to value).
+
+        Raises:
+            ConfigError: naming the first unknown table and its line.
+        """
         for name in data:
             if name not in {"bridge", "devguild", "fabric", "agents", "bindings"}:
                 raise self.fail(name, "unknown table (known: bridge, devguild, fabric, agents, "
                                       "bindings)")
 
     def config(self, data: Mapping[str, Any]) -> Config:
+        """Read the whole file into a :class:`Config` (what ``bridge start`` needs).
+
+        ``[fabric]`` and at least one ``[agents.NAME]`` are required; ``[bridge]``,
+        ``[devguild]`` and ``[[bindings]]`` are optional.
+
+        Args:
+            data: The parsed file (top-level table name to value).
+
+        Returns:
+            The validated config, relative paths resolved against the file's folder.
+
+        Raises:
+            ConfigError: at the first bad, missing or unknown key, naming the
+                file, its line and the dotted key.
+        """
         self.known_tables(data)
         bridge = self.bridge(self.table(data, "bridge", required=False) or {})
         devguild = self.devguild(self.table(data, "devguild", required=False))
@@ -228,6 +257,19 @@ class Reader:
         )
 
     def retention_days(self, table: Mapping[str, Any]) -> float:
+        """Read ``bridge.retention_days`` (default 14 days; fractions of a day allowed).
+
+        Args:
+            table: The ``[bridge]`` table.
+
+        Returns:
+            The retention in days (86,400 seconds each).
+
+        Raises:
+            ConfigError: when it is not a finite number above 0, or covers less
+                than ``bridge.catch_up_window_s`` (seconds; messages inside the
+                catch-up window must still be in the store).
+        """
         days = float(self.get(table, "bridge", "retention_days", (int, float), 14.0))
         if not days > 0 or days == float("inf"):
             raise self.fail("bridge.retention_days", f"must be a number of days above 0, "
@@ -262,6 +304,17 @@ class Reader:
         ``[agents]`` and ``[[bindings]]`` are neither required nor read (their
         secrets may not be set where only the dev guild runs). The seed is
         loaded here, so a bad one is reported at ``devguild.seed``.
+
+        Args:
+            data: The parsed file (top-level table name to value).
+
+        Returns:
+            The ``[bridge]`` and ``[devguild]`` settings, the loaded seed and
+            the content limit (characters: ``[fabric]``'s, else Fabric's).
+
+        Raises:
+            ConfigError: at the first bad or unknown key, or a seed file that
+                cannot be read or parsed (at ``devguild.seed``).
         """
         from bridge.devguild.seed import load_seed
         from bridge.fabric_rules import CONTENT_LIMIT

@@ -22,8 +22,19 @@ CONTENT_LIMIT_UTF16 = True
 
 
 def content_length(text: str) -> int:
-    """Length of a message's content as the content limit counts it (see above)."""
+    """Length of a message's content as the content limit counts it (see above).
+
+    Args:
+        text: The content.
+
+    Returns:
+        Its length in UTF-16 code units (a character outside the Basic
+        Multilingual Plane, e.g. most emoji, counts 2), or in code points when
+        :data:`CONTENT_LIMIT_UTF16` is off.
+    """
     return utf16_length(text) if CONTENT_LIMIT_UTF16 else len(text)
+
+
 #: Lifetime of a guild access token, in seconds.
 GUILD_TOKEN_TTL_S = 900.0
 #: How long a client may cache a session before logging in again, in seconds

@@ -196,17 +196,34 @@ class HourlyBudget:
         self.window_s = window_s
         self.times: collections.deque[float] = collections.deque()
 
-    def available(self, now: float) -> bool:
-        """True when one more event at ``now`` would be allowed (nothing is recorded)."""
+    def _evict(self, now: float) -> None:
+        """Forget the events that left the window ending at ``now`` (seconds)."""
         while self.times and now - self.times[0] >= self.window_s:
             self.times.popleft()
+
+    def available(self, now: float) -> bool:
+        """Whether one more event at ``now`` would be allowed; nothing is recorded.
+
+        Args:
+            now: The time of the event, in seconds (the same clock as :meth:`take`'s).
+
+        Returns:
+            True when there is no limit or fewer than ``limit`` events fall in the
+            ``window_s`` seconds before ``now``.
+        """
+        self._evict(now)
         return not self.limit or len(self.times) < self.limit
 
     def take(self, now: float) -> bool:
-        """Record one event at ``now`` if the budget allows it; return whether it did."""
-        while self.times and now - self.times[0] >= self.window_s:
-            self.times.popleft()
-        if self.limit and len(self.times) >= self.limit:
+        """Record one event at ``now`` if the budget allows it.
+
+        Args:
+            now: The time of the event, in seconds (non-decreasing between calls).
+
+        Returns:
+            Whether the event was allowed (and recorded).
+        """
+        if not self.available(now):
             return False
         self.times.append(now)
         return True

@@ -456,7 +456,18 @@ class Store:
             return int(db.execute(query, args).rowcount)
 
     def close_context(self, scope_key: str, message_ids: Sequence[str]) -> None:
-        """Close (``done``) context messages that no prompt will take (beyond its bounds)."""
+        """Close (``done``) context messages that no prompt will take (beyond its bounds).
+
+        Only messages still open as context (``received`` or ``context``) change;
+        others (already running or done) are left as they are.
+
+        Args:
+            scope_key: The scope the messages belong to.
+            message_ids: Their ids (empty: nothing to do).
+
+        Raises:
+            StoreError: when the database fails.
+        """
         if not message_ids:
             return
         with self._write() as db:
@@ -555,7 +566,17 @@ class Store:
         return [(str(r[0]), None if r[1] is None else int(r[1]), r[2]) for r in rows]
 
     def known_runs(self, run_ids: Iterable[str]) -> set[str]:
-        """Those of ``run_ids`` that are runs of this store (ended or not)."""
+        """Those of ``run_ids`` that are runs of this store (ended or not).
+
+        Args:
+            run_ids: Run ids to look up (any number; duplicates are fine).
+
+        Returns:
+            The ids that have a row in ``runs``.
+
+        Raises:
+            StoreError: when the database fails.
+        """
         wanted = list(dict.fromkeys(run_ids))
         known: set[str] = set()
         with self._tx() as db:
@@ -589,11 +610,18 @@ class Store:
         """End a run that was cut off while the bridge runs (its scope failed, it stopped).
 
         Like :meth:`recover_runs` for one run: its messages are reopened for
-        another run, except those that already had :data:`MAX_RUN_ATTEMPTS` runs.
+        another run, except those that already had :data:`MAX_RUN_ATTEMPTS` runs
+        (those are closed as ``done``). The run ends with outcome ``interrupted``.
+
+        Args:
+            run_id: The run's id.
 
         Returns:
             (the reopened messages, the ids of the messages given up); both
-            empty when the run had already ended.
+            empty when the run had already ended or is unknown.
+
+        Raises:
+            StoreError: when the database fails.
         """
         with self._write() as db:
             row = db.execute("SELECT ended_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()

@@ -415,6 +415,10 @@ class DevGuild:
     def fail_user_lookups(self, status: int | None) -> None:
         """Make every ``GET /users/:id`` answer ``status`` (None: answer normally).
 
+        Args:
+            status: The HTTP status every user lookup answers from now on
+                (400-599), or None to answer lookups normally again.
+
         Raises:
             ValueError: On a status outside 400-599.
         """
@@ -427,6 +431,10 @@ class DevGuild:
         """Keep lookups of one user unanswered until released (``held=False``).
 
         A lookup already waiting answers as soon as it is released.
+
+        Args:
+            user_id: The user whose ``GET /users/:id`` lookups are held.
+            held: True to hold them, False to release them.
         """
         with self._faults:
             if held:
