@@ -36,6 +36,7 @@ import contextlib
 import datetime
 import logging
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -89,6 +90,10 @@ TOKEN_ASK_TIMEOUT_S = 15.0
 #: Most messages of a channel's history fetched when the channel is seen for the
 #: first time (one history page): older ones are skipped, with a log line.
 FIRST_SIGHT_MESSAGES = HISTORY_LIMIT_MAX
+#: Most messages of one channel caught up after an outage (five history pages);
+#: older ones are skipped with a log line (they could only be context by then,
+#: unless a channel said more than this within ``catch_up_window_s``).
+CATCH_UP_MESSAGES = 5 * HISTORY_LIMIT_MAX
 #: Authors remembered per connection, and for how long (seconds): names and kinds
 #: change rarely, and a bounded cache keeps a guild of any size in bounded memory.
 AUTHOR_CACHE_SIZE = 10_000
@@ -96,7 +101,10 @@ AUTHOR_CACHE_TTL_S = 3600.0
 #: Lookups of one author before its messages go on with the kind unknown.
 AUTHOR_LOOKUP_ATTEMPTS = 3
 #: Threads that run author lookups, per connection.
-AUTHOR_LOOKUP_THREADS = 2
+AUTHOR_LOOKUP_THREADS = 4
+#: The user list (for user names in the access rules) is reloaded at most this
+#: often (seconds), unless its last load failed.
+USER_LIST_REFRESH_S = 3600.0
 #: The board's "last event" time is republished at most this often (seconds).
 EVENT_PUBLISH_INTERVAL_S = 1.0
 
@@ -164,6 +172,9 @@ class Gateway(SupervisedActor):
         self.held: dict[str, list[Inbound]] = {}
         self.lookup_attempts: dict[str, int] = {}
         self.lookups: ThreadPoolExecutor | None = None
+        self.lookup_local = threading.local()
+        #: When the guild's user list was last loaded for name resolution (monotonic s).
+        self.users_loaded_at: float | None = None
         self.state = "connecting"
         self.reason = ""
         self.attempts = 0
@@ -209,6 +220,7 @@ class Gateway(SupervisedActor):
         elif isinstance(message, Resync):
             if message.generation == self.generation and self.socket is not None:
                 self._resync()
+                self._check_liveness()
                 if message.generation == self.generation:  # not reconnecting after a silence
                     self._schedule(self.runtime.config.fabric.resync_s,
                                    Resync(self.generation))
@@ -358,7 +370,10 @@ class Gateway(SupervisedActor):
         found += [("channel", problem) for problem in problems]
         user_ids = dict(self.names.users)
         wanted = user_entries(access)
-        if wanted:
+        now = time.monotonic()
+        if wanted and (self.users_failed or self.users_loaded_at is None
+                       or now - self.users_loaded_at >= USER_LIST_REFRESH_S):
+            self.users_loaded_at = now
             try:
                 users = self._rest_call(self.rest.users)
             except ChatError as exc:
@@ -437,14 +452,15 @@ class Gateway(SupervisedActor):
             self._join(channel_id)
             self._catch_up_channel(channel)
         self._publish()
-        self._check_liveness()
 
     def _check_liveness(self) -> None:
         """Reconnect when a message listed at the previous resync has still not arrived.
 
+        Run by the periodic resync only (a whole period between two checks).
         Events reach the socket within moments of a post, so a channel whose
         listed ``lastSeq`` stayed ahead of what the socket delivered for a
         whole resync period means the socket is silent although connected.
+        The reconnect catches up from history (see :meth:`_connect`).
         """
         silent = [(cid, seq) for cid, seq in self.behind.items()
                   if cid in self.channels and self.last_seq.get(cid, 0) < seq]
@@ -456,12 +472,11 @@ class Gateway(SupervisedActor):
         since = "never" if self.last_event_at is None else \
             f"{time.time() - self.last_event_at:.0f}s ago"
         log.warning("gateway %s@%s: socket silent: %s has seq %d listed since the last resync "
-                    "but only %d arrived (%d channels behind, last event %s); catching up "
-                    "and reconnecting", self.agent.name, self.guild, self.channels[cid].name,
+                    "but only %d arrived (%d channels behind, last event %s); reconnecting "
+                    "(and catching up)", self.agent.name, self.guild, self.channels[cid].name,
                     seq, self.last_seq.get(cid, 0), len(silent), since)
         self.silences += 1
         self.behind = {}
-        self._catch_up()
         self._dropped("silent: no events while channels had newer messages")
 
     # -- inbound ---------------------------------------------------------
@@ -493,6 +508,7 @@ class Gateway(SupervisedActor):
         try:
             inbound = self._normalize(channel, payload, catch_up=False)
         except BadEvent as exc:
+            self._fill_from_history(channel, payload.get("seq"))
             raise BadEvent(f"{exc} (scope {self._scope_key(channel.id)})") from None
         last = self.last_seq.get(channel.id, 0)
         if inbound.seq <= last:
@@ -510,15 +526,47 @@ class Gateway(SupervisedActor):
                                f"{filled}; scope {self._scope_key(channel.id)})")
         self._route(inbound)
 
+    def _fill_from_history(self, channel: ChannelInfo, seq: Any) -> None:
+        """After a live event failed validation, take its seq from history instead.
+
+        The history is the guild's record: the real message at that seq is
+        handled (or counted as seen when it is bad there too), so the channel's
+        last seq moves on and a dropped event never looks like a silent socket.
+        A made-up seq finds nothing.
+        """
+        last = self.last_seq.get(channel.id, 0)
+        if isinstance(seq, int) and not isinstance(seq, bool) and last < seq <= last + \
+                HISTORY_LIMIT_MAX:
+            try:
+                self._fetch(channel, last + 1, seq)
+            except ChatError as exc:
+                log.warning("gateway %s@%s: history after a bad event failed: %s",
+                            self.agent.name, self.guild, exc)
+
     def _catch_up(self) -> None:
         """Fetch everything after the last seen seq in each channel (after a reconnect)."""
         for channel in list(self.channels.values()):
             self._catch_up_channel(channel)
 
     def _catch_up_channel(self, channel: ChannelInfo) -> None:
-        """Fetch everything after the last seen seq in one channel; log a failure."""
+        """Fetch what was said after the last seen seq in one channel; log a failure.
+
+        At most :data:`CATCH_UP_MESSAGES` back from the channel's listed last
+        seq: a channel far behind (a long outage, a channel the agent left and
+        rejoined) skips its older messages, with a log line that says so.
+        """
+        last = self.last_seq.get(channel.id, 0)
+        start = channel.last_seq - CATCH_UP_MESSAGES
+        if start > last:
+            log.warning("gateway %s@%s: %s (scope %s) is %d messages behind: seq %d..%d "
+                        "skipped (more than %d to catch up), catching up from seq %d",
+                        self.agent.name, self.guild, channel.name,
+                        self._scope_key(channel.id), channel.last_seq - last, last + 1, start,
+                        CATCH_UP_MESSAGES, start + 1)
+            self.last_seq[channel.id] = last = start
+            self._persist_seq(channel.id)
         try:
-            self._fetch(channel, self.last_seq.get(channel.id, 0) + 1, None)
+            self._fetch(channel, last + 1, None)
         except ChatError as exc:
             log.warning("gateway %s@%s: catch-up of %s failed: %s", self.agent.name,
                         self.guild, channel.name, exc)
@@ -626,18 +674,31 @@ class Gateway(SupervisedActor):
         if self.lookups is None:
             self.lookups = ThreadPoolExecutor(
                 AUTHOR_LOOKUP_THREADS, thread_name_prefix=f"authors-{self.agent.name}")
-        guild = FabricGuild(self.rest.access, http_session())
+        access = self.rest.access
+        local = self.lookup_local
+
+        def look_up() -> tuple[str, str] | None:
+            # One HTTP session per lookup thread (a requests.Session is not shared).
+            guild: FabricGuild | None = getattr(local, "guild", None)
+            if guild is None:
+                guild = local.guild = FabricGuild(access, http_session())
+            guild.access = access
+            return guild.user(user_id)
 
         def done(future: Future[tuple[str, str] | None]) -> None:
             try:
                 found = future.result()
+            except Unauthorized as exc:
+                self._tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200],
+                                          unauthorized=True))
+                return
             except Exception as exc:  # any failure is retried, then fails closed
                 self._tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200]))
                 return
             self._tell(AuthorResolved(user_id, found))
 
         try:
-            self.lookups.submit(guild.user, user_id).add_done_callback(done)
+            self.lookups.submit(look_up).add_done_callback(done)
         except RuntimeError:  # the pool is shut down: the gateway is stopping
             log.debug("gateway %s@%s: lookup after stop dropped", self.agent.name, self.guild)
 
@@ -648,6 +709,8 @@ class Gateway(SupervisedActor):
             self.lookup_attempts.pop(user_id, None)
             self._release(user_id, result.found[0], result.found[1] in BOT_KINDS, known=True)
             return
+        if result.unauthorized:
+            self._renew_access()
         if result.failed:
             attempts = self.lookup_attempts.get(user_id, 0) + 1
             self.lookup_attempts[user_id] = attempts
@@ -674,6 +737,19 @@ class Gateway(SupervisedActor):
                                             author_known=known))
         for channel_id in {m.channel_id for m in waiting}:
             self._persist_seq(channel_id)
+
+    def _renew_access(self) -> None:
+        """Drop a token the guild refused and fetch a fresh one for later calls."""
+        if self.access is None or self.rest is None:
+            return
+        self._invalidate(self.access.token)
+        try:
+            self.access = self._get_access()
+        except ChatError as exc:
+            log.warning("gateway %s@%s: token renewal failed: %s", self.agent.name, self.guild,
+                        exc)
+            return
+        self.rest.access = self.access
 
     def _cached_name(self, user_id: str) -> str:
         """The author's display name from the cache; the id's start when not cached."""

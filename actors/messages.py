@@ -199,12 +199,15 @@ class AuthorResolved:
         failed: True when the lookup failed (network, 5xx, 401): it is retried;
             False with ``found`` None: the guild does not know the user.
         error: What went wrong, for the log.
+        unauthorized: True when the guild refused the token (401): the gateway
+            renews it before the retry.
     """
 
     user_id: str
     found: tuple[str, str] | None
     failed: bool = False
     error: str = ""
+    unauthorized: bool = False
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from actors import gateway
 from actors.app import BridgeApp
 from actors.gateway import FIRST_SIGHT_MESSAGES
 from bridge.board import Board, ConnectionRow
@@ -158,5 +159,50 @@ def test_silent_socket_is_caught_up_and_reconnected(
         alice.post("general", "after")
         alice.wait_reply("echo", "general", lambda c: c == "after")
         assert alice.messages_from("echo", "general") == ["before", "into the void", "after"]
+    finally:
+        app.stop()
+
+
+def test_a_channel_far_behind_is_caught_up_only_so_far_back(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(gateway, "CATCH_UP_MESSAGES", 5)
+    config = write_config(tmp_path, devguild.center_url)
+    start(config).stop()  # the channels are known now; then an outage
+    alice = members("alice")
+    report = devguild.channel_id("report")
+    for n in range(12):
+        alice.rest.post(report, f"during the outage {n}")
+    with caplog.at_level(logging.WARNING, logger="actors.gateway"):
+        app = start(config)
+        try:
+            assert app.store is not None
+            wait_until(lambda: app.store.last_seqs("echo", "dev").get(  # type: ignore[union-attr]
+                report) == 12, what="report caught up")
+            key = f"fabric:echo:dev:{report}"
+            assert app.store.count_inbound(key) == {"received": 5}
+        finally:
+            app.stop()
+    assert any("seq 1..7 skipped (more than 5 to catch up)" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_live_event_dropped_as_bad_is_not_taken_for_a_silent_socket(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    app = start(write_config(tmp_path, devguild.center_url,
+                             fabric_extra="resync_s = 0.3\ncontent_limit = 100"))
+    try:
+        alice = members("alice")
+        alice.post("general", "x" * 150)  # over the bridge's limit: dropped as bad input
+
+        def resyncs() -> int:
+            return devguild.api_calls().get(("channels", "echo"), 0)
+
+        seen = resyncs()
+        wait_until(lambda: resyncs() >= seen + 3, what="three resyncs")
+        row = connection(app)
+        assert (row.silences, row.reconnects) == (0, 0)
+        alice.post("general", "short")
+        alice.wait_reply("echo", "general", lambda c: c == "short")
     finally:
         app.stop()

@@ -167,8 +167,9 @@ class DevGuild:
 
         Returns:
             ``{(kind, user name): count}`` where kind is ``"post"`` (``POST
-            /channels/:id/messages``), ``"edit"`` (``PATCH .../messages/:id``) or
-            ``"presence"`` (``PUT /agents/:id/presence``); every authenticated
+            /channels/:id/messages``), ``"edit"`` (``PATCH .../messages/:id``),
+            ``"presence"`` (``PUT /agents/:id/presence``) or ``"channels"``
+            (``GET /channels``, the channel list); every authenticated
             call counts, failed ones included. The user is
             the caller's seeded name (its id for users created later).
         """
@@ -559,6 +560,7 @@ class DevGuild:
         guild_id = request.query.get("guildId")
         if not guild_id:
             raise GuildError(400, "missing query parameter 'guildId'")
+        self._count_call("channels", caller)
         return web.json_response(self.state.list_channels(caller, guild_id))
 
     async def _create_channel(self, request: web.Request) -> web.Response:

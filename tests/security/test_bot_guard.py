@@ -95,3 +95,16 @@ def test_agent_ping_pong_is_broken_without_blocking_humans() -> None:
     assert actions == [] or isinstance(actions[0], ArmDebounce)
     logic.accept(_message(101, bot=True))
     assert logic.verdict == "engaged"
+
+
+def test_author_lookup_renews_a_token_the_guild_refuses(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    app = start(write_config(tmp_path, devguild.center_url))
+    try:
+        bob = members("bob")
+        # The sockets stay connected, but every token issued so far is refused (401).
+        devguild.expire_tokens()
+        bob.post("general", "first words from bob")
+        bob.wait_reply("echo", "general", lambda c: c == "first words from bob", timeout_s=20)
+    finally:
+        app.stop()
