@@ -273,7 +273,10 @@ class Supervisor(pykka.ThreadingActor):
                                                   inbound.channel_id, inbound.channel_name,
                                                   names.channels)
         rule = binding.engage if binding is not None else EngageRule()
-        if rule.mode == "mention-sticky":
+        if rule.mode in ("mention-sticky", "pattern"):
+            # Sticky state lives in the scope; a pattern search (a member's text
+            # against the operator's regex, up to its time limit) must not run on
+            # the root actor, where it would hold up routing for every agent.
             return True
         return EngageGate(rule).decide(inbound, time.monotonic()).engage
 

@@ -10,14 +10,18 @@ engage, with the reason in the decision (which the scope logs).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bridge.config import ConfigError, load_config
-from bridge.engage import EngageGate, EngageRule
+from bridge.devguild import DevGuild
+from bridge.engage import Decision, EngageGate, EngageRule
 from bridge.messages import Inbound
 from bridge.scope_logic import ScopeLogic
+from tests.support import Member, wait_until, write_config
 
 #: The attack: many a's and a final character that makes ``$`` fail.
 ATTACK = "a" * 5000 + "b"
@@ -69,3 +73,36 @@ def test_ordinary_engage_patterns_still_load(tmp_path: Path, pattern: str) -> No
         '[[bindings]]\nagent = "echo"\nguild = "dev"\nengage = "pattern"\n'
         f"engage_pattern = '{pattern}'\n", encoding="utf-8")
     assert load_config(config).bindings[0].engage.pattern == pattern
+
+
+def test_engage_pattern_never_runs_on_the_supervisor(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pattern search is bounded, but on the root actor even a bounded search
+    holds up routing for every agent: only the conversation's own scope runs it."""
+    from actors.app import BridgeApp
+    from actors.supervisor import Supervisor
+    from bridge.board import Board
+
+    searched_on: list[str] = []
+    decide = EngageGate.decide
+
+    def recording(self: EngageGate, message: Inbound, now: float) -> Decision:
+        # pykka names each actor's thread "<actor class>-<n>".
+        searched_on.append(threading.current_thread().name.rsplit("-", 1)[0])
+        return decide(self, message, now)
+
+    monkeypatch.setattr(EngageGate, "decide", recording)
+    bindings = ('[[bindings]]\nagent = "echo"\nguild = "dev"\nchannels = ["*"]\n'
+                'engage = "pattern"\nengage_pattern = "^deploy"\n')
+    app = BridgeApp(write_config(tmp_path, devguild.center_url, bindings=bindings), Board())
+    app.start()
+    try:
+        alice = members("alice")
+        wait_until(lambda: (row := app.board.connection("echo", "dev")) and
+                   row.state == "connected", what="echo connected")
+        alice.post("general", "deploy the thing")
+        alice.wait_reply("echo", "general", lambda c: c == "deploy the thing")
+    finally:
+        app.stop()
+    assert "Scope" in searched_on and Supervisor.__name__ not in searched_on
