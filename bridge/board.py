@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from bridge.store import TotalBytes
+
 #: Connection states shown for each (agent, guild) gateway.
 CONNECTION_STATES = ("connecting", "connected", "reconnecting", "failed", "stopped")
 #: Scope states shown for each conversation.
@@ -131,7 +133,7 @@ class RunRow:
 
 
 @attrs.frozen
-class StoreRow:
+class StoreRow(TotalBytes):
     """The state store's size and rows, as last measured by the upkeep actor.
 
     Attributes:
@@ -151,11 +153,6 @@ class StoreRow:
     retention_days: float = 0.0
     pruned_at: float | None = None
     pruned: int = 0
-
-    @property
-    def total_bytes(self) -> int:
-        """Database plus WAL, in bytes."""
-        return self.db_bytes + self.wal_bytes
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StoreRow:

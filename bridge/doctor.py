@@ -387,11 +387,10 @@ def _near_state_dir(config: Config, agent: AgentSettings) -> Iterator[Check]:
             where = "holds"
         else:
             continue
-        default = ""
         yield warning(f"agent {agent.name} {key} near state dir",
                       f"agent {agent.name}: {key} {path} {where} the state dir {state}, so "
-                      f"its runs can read the state store (messages, sessions, answers)"
-                      f"{default}; set {key} in [agents.{agent.name}] to a folder outside "
+                      f"its runs can read the state store (messages, sessions, answers); "
+                      f"set {key} in [agents.{agent.name}] to a folder outside "
                       f"the state dir, or move [bridge] state_dir")
 
 

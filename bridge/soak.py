@@ -19,9 +19,7 @@ database size levels off.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
-import os
 import random
 import sys
 import tempfile
@@ -30,14 +28,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from bridge.devguild import DevGuild, load_seed
 from bridge.errors import ChatError
+from bridge.isotime import parse_iso
 from bridge.loadkit import BridgeProcess, RestMember
 from bridge.loadkit import percentile as percentile  # re-exported for callers of soak
-from bridge.store import DB_FILE
+from bridge.store import DB_FILE, file_bytes
 
 #: Members who post (seeded humans).
 MEMBERS = ("alice", "bob")
@@ -133,17 +133,12 @@ def _config_text(center_url: str, state_dir: Path, api_key: str, retention_s: fl
     """)
 
 
-def _parse_time(text: str) -> float:
-    return datetime.datetime.fromisoformat(text).timestamp()
-
-
-def db_bytes(state_dir: Path) -> int:
-    """Size of the state store in ``state_dir``: database plus WAL, in bytes (0 when absent)."""
-    total = 0
-    for name in (DB_FILE, f"{DB_FILE}-wal"):
-        with contextlib.suppress(FileNotFoundError):
-            total += os.stat(state_dir / name).st_size
-    return total
+def _created(message: dict[str, Any]) -> float:
+    created = parse_iso(message.get("createdAt"))
+    if created is None:
+        raise ValueError(f"dev guild message {message.get('messageId')} has no readable "
+                         f"createdAt")
+    return created
 
 
 def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
@@ -227,7 +222,8 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
                 time.sleep(rng.uniform(0.5, 1.5))
                 guild.set_delay(0)
                 if time.monotonic() >= next_sample:
-                    samples.append((round(time.monotonic() - started, 1), db_bytes(state_dir)))
+                    samples.append((round(time.monotonic() - started, 1),
+                                    sum(file_bytes(state_dir / DB_FILE))))
                     next_sample += sample_every_s
                 if time.monotonic() >= next_kill:
                     bridge.kill9()
@@ -256,14 +252,13 @@ def run_soak(duration_s: float = 60.0, channels: int = 3, rate: float = 4.0,
                         continue
                     for token in message["content"].split():
                         if token.startswith("soak-") and token in sent:
-                            answers.setdefault(token, []).append(
-                                _parse_time(message["createdAt"]))
+                            answers.setdefault(token, []).append(_created(message))
             return all(token in answers for token in sent)
 
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while not settled() and time.monotonic() < deadline:
             time.sleep(0.5)
-        final_bytes = db_bytes(state_dir)
+        final_bytes = sum(file_bytes(state_dir / DB_FILE))
         say(f"database {final_bytes} bytes (db + WAL)")
         bridge.stop()
         settled()

@@ -219,8 +219,21 @@ class PruneResult:
         return self.inbound + self.outbox + self.runs
 
 
+class TotalBytes:
+    """Mixin: :attr:`total_bytes` of a class with ``db_bytes`` and ``wal_bytes`` (bytes)."""
+
+    __slots__ = ()
+    db_bytes: int
+    wal_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Database plus WAL, in bytes."""
+        return self.db_bytes + self.wal_bytes
+
+
 @attrs.frozen
-class StoreStats:
+class StoreStats(TotalBytes):
     """Size and row counts of the store (:meth:`Store.stats`).
 
     Attributes:
@@ -235,11 +248,6 @@ class StoreStats:
     db_bytes: int
     wal_bytes: int
     rows: Mapping[str, Mapping[str, int]]
-
-    @property
-    def total_bytes(self) -> int:
-        """Database plus WAL, in bytes."""
-        return self.db_bytes + self.wal_bytes
 
 
 class Store:
@@ -891,14 +899,25 @@ class Store:
                 reader.close()
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
-        return StoreStats(_file_size(self.path), _file_size(Path(f"{self.path}-wal")), rows)
+        return StoreStats(*file_bytes(self.path), rows)
 
 
-def _file_size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
+def file_bytes(path: Path) -> tuple[int, int]:
+    """Sizes of a store's files, read from the file system (no connection needed).
+
+    Args:
+        path: The database file (its WAL is ``<path>-wal``).
+
+    Returns:
+        (database bytes, WAL bytes); 0 for a file that does not exist.
+    """
+    sizes = []
+    for name in (path, Path(f"{path}-wal")):
+        try:
+            sizes.append(os.stat(name).st_size)
+        except FileNotFoundError:
+            sizes.append(0)
+    return sizes[0], sizes[1]
 
 
 def open_store(state_dir: Path) -> Store:

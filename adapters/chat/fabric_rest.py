@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 import attrs
@@ -40,6 +39,7 @@ from bridge.errors import (
     TooLarge,
     Unauthorized,
 )
+from bridge.isotime import parse_iso
 from bridge.secrets import register_secret
 
 log = logging.getLogger(__name__)
@@ -154,17 +154,6 @@ def _retry_after(response: requests.Response) -> float | None:
 def _seq_of(message: dict[str, Any]) -> int:
     seq = message.get("seq")
     return seq if isinstance(seq, int) else 0
-
-
-def _created_at(message: dict[str, Any]) -> float | None:
-    """A message's ``createdAt`` in epoch seconds, or None when absent or unreadable."""
-    value = message.get("createdAt")
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
 
 
 def message_nonce(idempotency_key: str) -> str:
@@ -396,7 +385,7 @@ class FabricGuild:
                 if message.get(rules.MESSAGE_NONCE_FIELD) == nonce:
                     return message
                 unmarked += rules.MESSAGE_NONCE_FIELD not in message
-            lowest, oldest = _seq_of(items[0]), _created_at(items[0])
+            lowest, oldest = _seq_of(items[0]), parse_iso(items[0].get("createdAt"))
             if lowest <= floor or (since is not None and oldest is not None and oldest < since):
                 break
             if pages >= max_pages:
