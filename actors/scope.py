@@ -180,9 +180,13 @@ class Scope(SupervisedActor):
             log.info("scope %s: message %s from %s: %s (%s)", self.key, message.message_id,
                      message.author_name, verdict, reason)
         # Engaged and context messages stay open in the journal (replayed alike after a
-        # crash) until a run takes them; no write is needed to classify them.
+        # crash) until a run takes them. An engaged message that waits behind a run
+        # (which may take longer than the catch-up window) is marked engaged, so the
+        # closing of stale open messages after a crash never takes it for context.
         if verdict == "dropped":
             self.runtime.store.mark_done(self.key, message.message_id)
+        elif verdict == "engaged" and self.logic.current_run is not None:
+            self.runtime.store.classify(self.key, message.message_id, True)
         self._apply(actions)
 
     def _apply(self, actions: list[Action]) -> None:

@@ -77,11 +77,19 @@ class Upkeep(SupervisedActor):
         return None
 
     def _prune(self) -> None:
+        window_s = self.runtime.config.bridge.catch_up_window_s
         try:
+            # Open messages no run took (context in channels that never engage, or
+            # of conversations that ended) older than the catch-up window are closed:
+            # too old for a later prompt, and then pruned like any finished row.
+            closed = self.runtime.store.close_stale(time.time() - window_s)
             result = self.runtime.store.prune(self.retention_s)
         except StoreError as exc:
             log.warning("store prune failed (tried again in %.0f s): %s", self.interval_s, exc)
             return
+        if closed:
+            log.info("store: %d open message(s) older than the catch-up window (%.0f s) "
+                     "closed as context", closed, window_s)
         self.pruned_at = time.time()
         self.pruned += result.total
         if result.total:

@@ -457,3 +457,34 @@ def test_the_running_bridge_prunes_at_start_and_then_on_schedule(
         assert "store:\n  size=" in out and "sessions rows=1" in out
     finally:
         app.stop()
+
+
+def test_the_running_bridge_closes_open_context_older_than_the_catch_up_window(
+        tmp_path: Path, devguild: DevGuild) -> None:
+    path = short_retention_config(tmp_path, devguild.center_url, retention_s=10)
+    config = load_config(path)
+    db = config.bridge.state_dir / DB_FILE
+    rows = counts(db)
+    app = BridgeApp(config, Board())
+    app.start()
+    try:
+        assert app.store is not None
+        # Start-up recovery closes stale rows too: add the row once it has run (the
+        # connection comes up after it) and the first prune is done (the board shows it).
+        wait_until(lambda: (row := app.board.connection("echo", "dev")) and
+                   row.state == "connected" and app.board.snapshot().store,
+                   what="recovery and the first prune")
+        # Context in a channel that never engages: no run will ever take it.
+        app.store.record_inbound(inbound("never-engaged", "c-quiet", 1), last_seq=False)
+        assert app.store.count_inbound(scope_of("c-quiet")) == {"received": 1}
+        aged = sqlite3.connect(db, isolation_level=None, timeout=10)
+        try:
+            aged.execute("UPDATE inbound SET received_at = received_at - 86400")
+        finally:
+            aged.close()
+        # A scheduled upkeep closes it (older than the window), then prunes it.
+        wait_until(lambda: rows()["inbound"] == 0, what="the old open row closed and pruned")
+        wait_until(lambda: any("closed as context" in line
+                               for line in app.board.snapshot().logs), what="the log line")
+    finally:
+        app.stop()

@@ -260,3 +260,33 @@ def test_status_never_shows_the_runs_of_a_crashed_bridge(
     start(apps, config)
     assert len(seen) == 1 and seen[0] is not None
     assert seen[0].runs == ()
+
+
+def test_an_engaged_message_waiting_behind_a_long_run_is_never_closed_as_stale(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
+    config, workspace = gated_config(tmp_path, devguild.center_url)
+    app = BridgeApp(config, Board())
+    app.start()
+    try:
+        wait_until(lambda: (row := app.board.connection("echo", "dev")) and
+                   row.state == "connected", what="echo connected")
+        alice = members("alice")
+        alice.post("general", "first")
+        wait_until(lambda: app.board.snapshot().runs, what="the first run")
+        alice.post("general", "second, queued")
+        store = app.store
+        assert store is not None
+        key = scope_key("fabric", "echo", "dev", devguild.channel_id("general"))
+        wait_until(lambda: store.count_inbound(key) == {"running": 1, "engaged": 1},
+                   what="the queued message marked engaged")
+        # After a crash, open messages older than the catch-up window are closed as
+        # stale context; a run can outlast the window, so a queued one must stay open.
+        assert store.close_stale(time.time() + 3600) == 0
+        assert store.count_inbound(key) == {"running": 1, "engaged": 1}
+        (workspace / "gate").touch()
+        wait_until(lambda: not (workspace / "gate").exists() and app.board.snapshot().runs,
+                   what="the second run")
+        (workspace / "gate").touch()
+        alice.wait_reply("echo", "general", lambda c: "second, queued" in c)
+    finally:
+        app.stop()
