@@ -7,14 +7,16 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from actors.app import BridgeApp
 from adapters.chat.fabric_rest import FabricCenter, FabricGuild
 from adapters.chat.fabric_socket import FabricSocket
+from bridge.board import Board
 from bridge.config import Config, load_config
 from bridge.devguild import DevGuild
 from bridge.errors import Unauthorized
@@ -48,6 +50,46 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S,
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.02)
+
+
+def start_bridge(config: Config, *, agents: Iterable[str] | None = None,
+                 apps: list[BridgeApp] | None = None, **kwargs: Any) -> BridgeApp:
+    """Start a bridge in this process and wait until its agents are connected.
+
+    Args:
+        config: The bridge's config.
+        agents: The agents to wait for, on every guild they are bound in
+            (default: every agent of a binding).
+        apps: A list to append the app to before it starts, so that the caller
+            (a fixture) stops it at the end; without one, a bridge whose agents
+            do not connect is stopped here.
+        **kwargs: Passed to :class:`BridgeApp` (e.g. ``scope_class``).
+
+    Returns:
+        The started bridge.
+
+    Raises:
+        pytest.fail.Exception: when an agent is not connected within
+            :data:`WAIT_S` seconds.
+    """
+    wanted = set(agents) if agents is not None else {b.agent for b in config.bindings}
+    pairs = sorted({(b.agent, b.guild) for b in config.bindings if b.agent in wanted})
+    app = BridgeApp(config, Board(), **kwargs)
+    if apps is not None:
+        apps.append(app)
+    app.start()
+
+    def connected() -> bool:
+        rows = [app.board.connection(agent, guild) for agent, guild in pairs]
+        return all(row is not None and row.state == "connected" for row in rows)
+
+    try:
+        wait_until(connected, what=" and ".join(f"{a} connected to {g}" for a, g in pairs))
+    except BaseException:
+        if apps is None:
+            app.stop()
+        raise
+    return app
 
 
 def write_config(tmp_path: Path, center_url: str, *, agents: str | None = None,

@@ -19,14 +19,13 @@ import attrs
 import pytest
 
 from actors.app import BridgeApp
-from bridge.board import Board
-from bridge.config import Config, load_config
+from bridge.config import load_config
 from bridge.devguild import DevGuild, load_seed
 from bridge.devguild.seed import Seed, SeedUser
 from bridge.logs import remove_logging, setup_logging
 from bridge.messages import scope_key
 from bridge.policy import DEFAULT_REFUSAL
-from tests.support import GATED_AGENT, Member, wait_until, write_config
+from tests.support import GATED_AGENT, Member, start_bridge, wait_until, write_config
 
 ECHO = textwrap.dedent("""
     [agents.echo]
@@ -85,27 +84,13 @@ def captured() -> Iterator[io.StringIO]:
         remove_logging(handlers)
 
 
-def start(config: Config) -> BridgeApp:
-    """Start a bridge and wait until every bound agent is connected."""
-    app = BridgeApp(config, Board())
-    app.start()
-    agents = sorted({b.agent for b in config.bindings})
-
-    def connected() -> bool:
-        rows = [app.board.connection(agent, "dev") for agent in agents]
-        return all(row is not None and row.state == "connected" for row in rows)
-
-    wait_until(connected, what=f"{', '.join(agents)} connected")
-    return app
-
-
 @pytest.fixture
 def bridge(tmp_path: Path, guild: DevGuild) -> Iterator[Callable[..., BridgeApp]]:
     """Factory of a started bridge (``write_config`` arguments); stopped at the end."""
     apps: list[BridgeApp] = []
 
     def make(**kwargs: str) -> BridgeApp:
-        app = start(write_config(tmp_path, guild.center_url, debounce_s=0.05, **kwargs))
+        app = start_bridge(write_config(tmp_path, guild.center_url, debounce_s=0.05, **kwargs))
         apps.append(app)
         return app
 
@@ -298,7 +283,7 @@ def test_secrets_never_appear_in_any_output(
         channels = ["general"]
     """), encoding="utf-8")
     config = load_config(config_file)
-    app = start(config)
+    app = start_bridge(config)
     try:
         assert app.devguild is not None
         alice = Member(app.devguild, "alice")

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from actors.app import BridgeApp
-from bridge.board import Board
 from bridge.config import load_config
 from bridge.devguild import DevGuild
 from tests.fakes.clis import cli_path
 from tests.fakes.models import Say, ScriptedModel, Shell, Stall, Step
-from tests.support import Member, wait_until, write_config
+from tests.support import Member, start_bridge, wait_until, write_config
 
 QUIET_CODEX = "[analytics]\nenabled = false\n[features]\nplugins = false\n" \
               "remote_plugin = false\napps = false\nunbounded_connection_retries = false\n"
@@ -69,11 +68,8 @@ def start(tmp_path: Path, devguild: DevGuild, kind: str,
         bindings = '[[bindings]]\nagent = "coder"\nguild = "dev"\nchannels = ["general"]\n'
         config = write_config(tmp_path, devguild.center_url, debounce_s=0.05,
                               agents=agent_table(kind, tmp_path, model), bindings=bindings)
-        app = BridgeApp(config, Board())
-        app.start()
+        app = start_bridge(config)
         try:
-            wait_until(lambda: (r := app.board.connection("coder", "dev")) and
-                       r.state == "connected", what="coder connected")
             yield app, model
         finally:
             app.stop()
@@ -117,11 +113,6 @@ def test_stop_mid_run_keeps_the_session(
         assert "think forever" in model.main_requests()[-1].text()  # the session resumed
 
 
-def connected(app: BridgeApp) -> bool:
-    row = app.board.connection("coder", "dev")
-    return row is not None and row.state == "connected"
-
-
 def starts(prefix: str, content: str) -> bool:
     return content.startswith(prefix)
 
@@ -136,10 +127,8 @@ def test_session_survives_a_restart_and_new_starts_fresh(
         alice = members("alice")
         for step, (text, expected) in enumerate([("remember the word kiwi", "first answer"),
                                                  ("which word?", "second answer")]):
-            app = BridgeApp(config, Board())  # a new bridge process state each time
-            app.start()
+            app = start_bridge(config)  # a new bridge process state each time
             try:
-                wait_until(functools.partial(connected, app), what="coder connected")
                 alice.post("general", text)
                 alice.wait_reply("echo", "general", functools.partial(starts, expected),
                                  RUN_WAIT_S)
@@ -164,10 +153,8 @@ def test_eviction_and_rebuild_keep_dedup_and_session(
                               extra="")
         text = config.path.read_text().replace("[bridge]", "[bridge]\nscope_idle_s = 0.3")
         config.path.write_text(text)
-        app = BridgeApp(load_config(config.path), Board())
-        app.start()
+        app = start_bridge(load_config(config.path))
         try:
-            wait_until(functools.partial(connected, app), what="coder connected")
             alice = members("alice")
             first = alice.post("general", "remember the word plum")
             alice.wait_reply("echo", "general", functools.partial(starts, "first answer"),

@@ -11,20 +11,17 @@ import pytest
 
 from actors.app import BridgeApp
 from actors.scope import Scope
-from bridge.board import Board
-from bridge.config import Config, load_config
+from bridge.config import load_config
 from bridge.devguild import DevGuild
 from bridge.messages import Inbound
-from tests.support import Member, gated_config, script_agent_table, wait_until, write_config
-
-
-def start_bridge(config: Config, scope_class: type[Scope] = Scope) -> BridgeApp:
-    """Start a bridge and wait until every connection is up."""
-    app = BridgeApp(config, Board(), scope_class=scope_class)
-    app.start()
-    wait_until(lambda: (row := app.board.connection("echo", "dev")) and
-               row.state == "connected", what="echo connected")
-    return app
+from tests.support import (
+    Member,
+    gated_config,
+    script_agent_table,
+    start_bridge,
+    wait_until,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -233,7 +230,7 @@ def test_refused_login_shows_failed_and_others_keep_working(
         guild = "dev"
     """)
     app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents,
-                                    bindings=bindings))
+                                    bindings=bindings), agents=["echo"])
     try:
         row = wait_until(lambda: (r := app.board.connection("ghost", "dev")) and
                          r.state == "failed" and r, what="ghost failed")

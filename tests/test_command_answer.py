@@ -19,11 +19,9 @@ import pykka
 import pytest
 
 from actors.app import BridgeApp
-from bridge.board import Board
-from bridge.config import Config
 from bridge.devguild import DevGuild
 from bridge.store import Store, open_store
-from tests.support import Member, wait_until, write_config
+from tests.support import Member, start_bridge, wait_until, write_config
 
 
 class Crash(BaseException):
@@ -60,15 +58,6 @@ def apps() -> Iterator[list[BridgeApp]]:
         app.stop()
 
 
-def start(config: Config, apps: list[BridgeApp]) -> BridgeApp:
-    app = BridgeApp(config, Board())
-    apps.append(app)
-    app.start()
-    wait_until(lambda: (row := app.board.connection("echo", "dev")) is not None
-               and row.state == "connected", what="echo connected")
-    return app
-
-
 def journal_state(store: Store, message_id: str) -> str | None:
     """The journal state of a message."""
     with store._tx() as db:
@@ -86,7 +75,7 @@ def test_crash_while_answering_a_command_keeps_it_open(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
         apps: list[BridgeApp]) -> None:
     config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
-    first = start(config, apps)
+    first = start_bridge(config, apps=apps)
     assert isinstance(first.store, Store)
     dying = CrashOnAnswer(first.store._db)
     first.store._db = dying  # type: ignore[assignment]
@@ -102,7 +91,7 @@ def test_crash_while_answering_a_command_keeps_it_open(
         store.close()
     assert state == "received"  # not done: the next start replays it
     assert not alice.messages_from("echo", "general")
-    second = start(config, apps)  # replays the journal
+    second = start_bridge(config, apps=apps)  # replays the journal
     answer = alice.wait_reply("echo", "general", lambda c: c.startswith("echo commands:"))
     assert alice.messages_from("echo", "general") == [answer]
     assert second.store is not None

@@ -17,22 +17,19 @@ import requests
 from actors import gateway
 from actors.app import BridgeApp
 from actors.gateway import FIRST_SIGHT_MESSAGES
-from bridge.board import Board, ConnectionRow
-from bridge.config import Config
+from bridge.board import ConnectionRow
 from bridge.devguild import DevGuild
-from tests.support import Member, script_agent_table, wait_until, write_config
+from bridge.isotime import parse_iso
+from tests.support import (
+    Member,
+    script_agent_table,
+    start_bridge,
+    wait_until,
+    write_config,
+)
 
 #: A command agent that answers with its whole prompt (to see the context it got).
 PROMPT_AGENT = "import sys; print(sys.stdin.read())"
-
-
-def start(config: Config) -> BridgeApp:
-    """Start a bridge and wait until the echo identity is connected."""
-    app = BridgeApp(config, Board())
-    app.start()
-    wait_until(lambda: (row := app.board.connection("echo", "dev")) and
-               row.state == "connected", what="echo connected")
-    return app
 
 
 def connection(app: BridgeApp) -> ConnectionRow:
@@ -43,7 +40,7 @@ def connection(app: BridgeApp) -> ConnectionRow:
 
 def test_first_message_of_a_new_dm_is_answered(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    app = start(write_config(tmp_path, devguild.center_url))
+    app = start_bridge(write_config(tmp_path, devguild.center_url))
     try:
         alice = members("alice")
         echo_id = devguild.user_id("echo")
@@ -69,8 +66,8 @@ def test_first_start_answers_inside_the_window_and_keeps_older_as_context(
     wait_until(lambda: time.time() - _created(devguild, "general", old["seq"]) > window_s + 0.5,
                what="the old message to age")
     alice.post("general", "said just now")
-    app = start(write_config(tmp_path, devguild.center_url,
-                             bridge_extra=f"catch_up_window_s = {window_s}"))
+    app = start_bridge(write_config(tmp_path, devguild.center_url,
+                                    bridge_extra=f"catch_up_window_s = {window_s}"))
     try:
         alice.wait_reply("echo", "general", lambda c: c == "said just now")
         assert app.store is not None
@@ -84,18 +81,18 @@ def test_first_start_answers_inside_the_window_and_keeps_older_as_context(
 
 
 def _created(devguild: DevGuild, channel: str, seq: int) -> float:
-    from datetime import datetime
-
     for message in devguild.state.messages(devguild.channel_id(channel)):
         if message["seq"] == seq:
-            return datetime.fromisoformat(message["createdAt"]).timestamp()
+            created = parse_iso(message["createdAt"])
+            assert created is not None, message
+            return created
     raise KeyError(seq)
 
 
 def test_a_joined_channels_earlier_messages_become_context(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
     agents = script_agent_table(tmp_path, "prompt.py", PROMPT_AGENT)
-    app = start(write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.05))
+    app = start_bridge(write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.05))
     try:
         alice = members("alice")
         # A work channel the agent is not in yet: nothing there reaches it.
@@ -126,7 +123,7 @@ def test_long_history_seen_first_costs_one_bounded_page(
     for n in range(total):
         alice.rest.post(report, f"line {n}")
     with caplog.at_level(logging.INFO, logger="actors.gateway"):
-        app = start(write_config(tmp_path, devguild.center_url))
+        app = start_bridge(write_config(tmp_path, devguild.center_url))
         try:
             assert app.store is not None
             key = f"fabric:echo:dev:{report}"
@@ -142,7 +139,7 @@ def test_long_history_seen_first_costs_one_bounded_page(
 
 def test_silent_socket_is_caught_up_and_reconnected(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    app = start(write_config(tmp_path, devguild.center_url, fabric_extra="resync_s = 0.5"))
+    app = start_bridge(write_config(tmp_path, devguild.center_url, fabric_extra="resync_s = 0.5"))
     try:
         alice = members("alice")
         alice.post("general", "before")
@@ -168,13 +165,13 @@ def test_a_channel_far_behind_is_caught_up_only_so_far_back(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(gateway, "CATCH_UP_MESSAGES", 5)
     config = write_config(tmp_path, devguild.center_url)
-    start(config).stop()  # the channels are known now; then an outage
+    start_bridge(config).stop()  # the channels are known now; then an outage
     alice = members("alice")
     report = devguild.channel_id("report")
     for n in range(12):
         alice.rest.post(report, f"during the outage {n}")
     with caplog.at_level(logging.WARNING, logger="actors.gateway"):
-        app = start(config)
+        app = start_bridge(config)
         try:
             assert app.store is not None
             wait_until(lambda: app.store.last_seqs("echo", "dev").get(  # type: ignore[union-attr]
@@ -189,8 +186,8 @@ def test_a_channel_far_behind_is_caught_up_only_so_far_back(
 
 def test_a_live_event_dropped_as_bad_is_not_taken_for_a_silent_socket(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    app = start(write_config(tmp_path, devguild.center_url,
-                             fabric_extra="resync_s = 0.3\ncontent_limit = 100"))
+    app = start_bridge(write_config(tmp_path, devguild.center_url,
+                                    fabric_extra="resync_s = 0.3\ncontent_limit = 100"))
     try:
         alice = members("alice")
         alice.post("general", "x" * 150)  # over the bridge's limit: dropped as bad input

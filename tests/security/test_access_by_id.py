@@ -20,7 +20,6 @@ import pytest
 
 from actors.app import BridgeApp
 from adapters.chat.fabric_rest import FabricCenter, FabricGuild
-from bridge.board import Board
 from bridge.config import Config
 from bridge.devguild import DevGuild, load_seed
 from bridge.devguild.seed import Seed, SeedUser
@@ -28,7 +27,7 @@ from bridge.doctor import Check, run_checks
 from bridge.messages import Inbound, scope_key
 from bridge.names import NOT_UNIQUE, NameProblem, listed, resolve_names
 from bridge.store import DB_FILE, Store
-from tests.support import Member, wait_until, write_config
+from tests.support import Member, start_bridge, wait_until, write_config
 
 ECHO = textwrap.dedent("""
     [agents.echo]
@@ -131,12 +130,7 @@ def started() -> Iterator[Callable[[Config], BridgeApp]]:
     apps: list[BridgeApp] = []
 
     def start(config: Config) -> BridgeApp:
-        app = BridgeApp(config, Board())
-        apps.append(app)
-        app.start()
-        wait_until(lambda: (row := app.board.connection("echo", "dev")) is not None and
-                   row.state == "connected", what="echo connected")
-        return app
+        return start_bridge(config, apps=apps)
 
     yield start
     for app in apps:

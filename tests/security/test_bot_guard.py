@@ -12,26 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from actors.app import BridgeApp
-from bridge.board import Board
-from bridge.config import Config
 from bridge.devguild import DevGuild
 from bridge.messages import Inbound
 from bridge.scope_logic import BOT_STREAK_LIMIT, ArmDebounce, ScopeLogic
-from tests.support import Member, wait_until, write_config
-
-
-def start(config: Config) -> BridgeApp:
-    app = BridgeApp(config, Board())
-    app.start()
-    wait_until(lambda: (row := app.board.connection("echo", "dev")) and
-               row.state == "connected", what="echo connected")
-    return app
+from tests.support import Member, start_bridge, wait_until, write_config
 
 
 def test_unknown_author_kind_fails_closed_and_is_retried(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    app = start(write_config(tmp_path, devguild.center_url))
+    app = start_bridge(write_config(tmp_path, devguild.center_url))
     try:
         alice = members("alice")
         devguild.fail_user_lookups(503)
@@ -53,7 +42,7 @@ def test_unknown_author_kind_fails_closed_and_is_retried(
 
 def test_slow_author_lookup_does_not_hold_up_other_members(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    app = start(write_config(tmp_path, devguild.center_url))
+    app = start_bridge(write_config(tmp_path, devguild.center_url))
     try:
         alice, bob = members("alice"), members("bob")
         devguild.hold_user_lookups(devguild.user_id("alice"))
@@ -99,7 +88,7 @@ def test_agent_ping_pong_is_broken_without_blocking_humans() -> None:
 
 def test_author_lookup_renews_a_token_the_guild_refuses(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    app = start(write_config(tmp_path, devguild.center_url))
+    app = start_bridge(write_config(tmp_path, devguild.center_url))
     try:
         bob = members("bob")
         # The sockets stay connected, but every token issued so far is refused (401).

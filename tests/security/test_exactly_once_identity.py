@@ -23,26 +23,17 @@ import bridge.devguild.state as guild_state
 from actors.app import BridgeApp
 from adapters.chat.fabric_rest import FabricCenter, FabricGuild, message_nonce
 from bridge import fabric_rules as rules
-from bridge.board import Board
-from bridge.config import Config, load_config
+from bridge.config import load_config
 from bridge.devguild import DevGuild
 from bridge.store import Store
 from tests.support import (
     Member,
     gated_config,
     script_agent_table,
+    start_bridge,
     wait_until,
     write_config,
 )
-
-
-def start_bridge(config: Config) -> BridgeApp:
-    """Start a bridge in this process and wait until echo is connected."""
-    app = BridgeApp(config, Board())
-    app.start()
-    wait_until(lambda: (row := app.board.connection("echo", "dev")) and
-               row.state == "connected", what="echo connected")
-    return app
 
 
 def scope_key(guild: DevGuild, channel: str) -> str:
@@ -299,7 +290,8 @@ def test_find_posted_covers_as_many_messages_when_the_history_has_gaps(
     echo = rest_as(devguild, "echo")
     me = echo.access.user_id
     # A guild that leaves deleted messages out of its history: seqs 606..800 are gone.
-    kept = [{"seq": 1, "authorUserId": me, rules.MESSAGE_NONCE_FIELD: message_nonce("gap:0")}]
+    kept: list[dict[str, Any]] = [
+        {"seq": 1, "authorUserId": me, rules.MESSAGE_NONCE_FIELD: message_nonce("gap:0")}]
     kept += [{"seq": seq, "authorUserId": "alice", rules.MESSAGE_NONCE_FIELD: None}
              for seq in range(2, 1001) if not 606 <= seq <= 800]
     calls: list[dict[str, Any]] = []
