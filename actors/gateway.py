@@ -33,7 +33,6 @@ ignored.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import random
 import threading
@@ -67,6 +66,7 @@ from bridge.board import ConnectionRow
 from bridge.config import AgentSettings, Binding
 from bridge.errors import BadEvent, ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.fabric_rules import HISTORY_LIMIT_MAX
+from bridge.isotime import parse_iso
 from bridge.messages import Inbound, scope_key
 from bridge.names import (
     NOT_UNIQUE,
@@ -132,14 +132,15 @@ def is_stale(created_at: str, window_s: float, now: float | None = None) -> bool
     """True when an ISO 8601 timestamp is more than ``window_s`` seconds old.
 
     An unparsable or missing timestamp is not stale (the message is handled).
+
+    Args:
+        created_at: The message's timestamp (see :func:`bridge.isotime.parse_iso`).
+        window_s: The catch-up window, in seconds.
+        now: Epoch seconds to measure from (default: the current time).
     """
-    try:
-        created = datetime.datetime.fromisoformat(created_at)
-    except ValueError:
-        return False
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=datetime.UTC)
-    return (now if now is not None else time.time()) - created.timestamp() > window_s
+    created = parse_iso(created_at)
+    return created is not None and (now if now is not None else time.time()) - created > \
+        window_s
 
 
 class Gateway(SupervisedActor):
