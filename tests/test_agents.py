@@ -243,3 +243,21 @@ def test_stop_kills_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
         assert reader.wait(5) == [RunFailed("stopped")]
     finally:
         kill_quietly(child, grand)
+
+
+def test_what_the_command_left_running_cleans_up_before_it_is_killed(tmp_path: Path) -> None:
+    # Like ``pyenv rehash`` from a login shell's ~/.bashrc: a leftover holding a lock
+    # file that its EXIT trap removes. A SIGKILL left the lock for every later shell.
+    lock = tmp_path / "shims.lock"
+    agent = CommandAgent(python(f"""
+        import os, subprocess, time
+        subprocess.Popen(["bash", "-c", "trap 'sleep 0.2; rm -f {lock}' EXIT; "
+                          ": > {lock}; while true; do sleep 0.1; done"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        while not os.path.exists({str(lock)!r}):
+            time.sleep(0.01)
+        print("answer", end="")
+    """), stop_grace_s=5)
+    assert Reader(agent.start(PROMPT, context(tmp_path))).wait(15) == [RunDone("answer")]
+    assert not lock.exists()

@@ -273,3 +273,50 @@ def test_fake_cli_result_line_ends_the_run_even_if_the_child_lingers(tmp_path: P
     assert events[-1] == RunDone("fine", "S3")
     no_leaks(run.pid)
     assert json.dumps(events[-1].answer) == '"fine"'
+
+
+def test_fake_cli_leftover_cleans_up_before_it_is_killed(tmp_path: Path) -> None:
+    # What a login shell of the CLI left running, like ``pyenv rehash`` from ~/.bashrc:
+    # it holds a lock file that its EXIT trap removes. SIGKILLed, it left the lock
+    # behind, and every later login shell (the Bash tool's) waited on it.
+    lock = tmp_path / "shims.lock"
+    agent = fake_agent(tmp_path, f"""
+        import json, os, subprocess, sys, time
+        sys.stdin.read()
+        subprocess.Popen(["bash", "-c", "trap 'sleep 0.2; rm -f {lock}' EXIT; "
+                          ": > {lock}; while true; do sleep 0.1; done"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        while not os.path.exists({str(lock)!r}):
+            time.sleep(0.01)
+        print(json.dumps({{"type": "result", "subtype": "success", "result": "done",
+                          "session_id": "S4"}}), flush=True)
+        """)
+    run = agent.start(prompt("x"), context(tmp_path / "ws"))
+    assert isinstance(run, JsonlRun)
+    assert run_to_end(run, timeout_s=20)[-1] == RunDone("done", "S4")
+    no_leaks(run.pid)
+    assert not lock.exists()
+
+
+def test_fake_cli_stop_gives_every_process_the_grace_period(tmp_path: Path) -> None:
+    # The CLI dies at once on SIGTERM; what it started still gets the grace period
+    # (1 s) to clean up, not a SIGKILL as soon as the CLI is gone.
+    lock = tmp_path / "shims.lock"
+    agent = fake_agent(tmp_path, f"""
+        import os, subprocess, sys, time
+        sys.stdin.read()
+        subprocess.Popen(["bash", "-c", "trap 'sleep 0.2; rm -f {lock}' EXIT; "
+                          ": > {lock}; while true; do sleep 0.1; done"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        time.sleep(60)
+        """)
+    run = agent.start(prompt("x"), context(tmp_path / "ws"))
+    assert isinstance(run, JsonlRun)
+    collector = Collector(run)
+    wait_for(lock.exists, 20, "the leftover's lock")
+    run.stop()
+    assert collector.terminal(timeout_s=20) == RunFailed("stopped")
+    no_leaks(run.pid)
+    assert not lock.exists()

@@ -11,11 +11,19 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from adapters.agents.childenv import child_env
 from bridge.agent import AgentEvent, RunContext, RunDone, RunFailed
-from bridge.procs import MARKER_VAR, RunCgroup, kill_run, run_marker, signal_run
+from bridge.procs import (
+    MARKER_VAR,
+    RunCgroup,
+    find_run_processes,
+    kill_run,
+    run_marker,
+    signal_run,
+)
 from bridge.prompt import Prompt
 from bridge.statefiles import operator_umask
 
@@ -28,6 +36,8 @@ READ_CHUNK = 65536
 #: Seconds to wait for the output pipes to close once the run's processes are killed
 #: (only a process that escaped every kind of tracking keeps them open longer).
 PIPE_CLOSE_WAIT_S = 2.0
+#: Seconds between checks, during a grace period, whether a run's processes have exited.
+GONE_CHECK_S = 0.02
 
 #: Holds the child until the bridge has tracked it (cgroup, pid in the store): ``sh``
 #: reads one go line from stdin (``read`` takes no byte past the newline from a
@@ -133,6 +143,13 @@ class ProcessGroup:
     and the parent chain (see :mod:`bridge.procs`), so that a ``setsid`` or a
     double fork does not outlive the run.
 
+    Every process gets SIGTERM and the grace period before SIGKILL, also what
+    the child left running when it exited: a program cleans up on SIGTERM (a
+    shell's EXIT trap removes its lock file, as ``pyenv rehash`` from a login
+    shell's ``~/.bashrc`` does; ``git`` removes ``index.lock``), while a
+    SIGKILL leaves such files behind, and a stale lock can stall every later
+    shell of the user (Claude Code's Bash tool waited 60 s on each command).
+
     Args:
         process: The started child (with ``start_new_session=True``).
         grace_s: Seconds between SIGTERM and SIGKILL in :meth:`stop`.
@@ -159,15 +176,51 @@ class ProcessGroup:
     def _kill_later(self) -> None:
         # SIGKILL them even when the leader exited: a grandchild that
         # ignores SIGTERM would otherwise keep the output pipe open forever.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(self.grace_s)
+        # Until then each gets the grace period, not just the leader.
+        self.wait_gone(self.grace_s)
         self.kill_all()
+
+    def end(self) -> int:
+        """End what is left of the run: SIGTERM, up to the grace period to exit, then SIGKILL.
+
+        Used when the leader exited or the run is over (blocks up to ``grace_s``
+        seconds, only while something is left). After :meth:`stop` no second
+        SIGTERM is sent; what is left gets the grace period.
+
+        Returns:
+            The number of processes that were still running.
+        """
+        left = len(self.alive()) if self.stopped.is_set() else self._signal(signal.SIGTERM)
+        if left:
+            self.wait_gone(self.grace_s)
+        self.kill_all()
+        return left
+
+    def alive(self) -> set[int]:
+        """Pids of the run's live processes (zombies left out)."""
+        pid = self.process.pid
+        pids = find_run_processes(self.marker, pgid=pid, leader=pid)
+        if self.cgroup is not None:
+            pids |= self.cgroup.pids()
+        return pids
+
+    def wait_gone(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds until no process of the run is left.
+
+        Returns:
+            True when none is left.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(GONE_CHECK_S)
+        return True
 
     def kill_all(self) -> int:
         """SIGKILL every process of the run now (the leader too), then remove its cgroup.
 
-        Used after the leader exited (what it left behind must not keep running)
-        and at the end of :meth:`stop`.
+        Used at the end of :meth:`stop` and :meth:`end`, once the grace period is over.
 
         Returns:
             The number of processes killed (outside the cgroup).
@@ -178,9 +231,9 @@ class ProcessGroup:
             self.cgroup.remove()
         return killed
 
-    def _signal(self, sig: signal.Signals) -> None:
+    def _signal(self, sig: signal.Signals) -> int:
         pid = self.process.pid
-        signal_run(sig, self.marker, pgid=pid, leader=pid, cgroup=self.cgroup)
+        return signal_run(sig, self.marker, pgid=pid, leader=pid, cgroup=self.cgroup)
 
 
 class CommandRun:
@@ -254,15 +307,16 @@ class CommandRun:
         """Wait for the command; yield RunDone(stdout) on exit 0, else RunFailed.
 
         When the command exits, whatever it left running (in its group, its
-        cgroup, or carrying its marker) is killed, so a detached child neither
-        outlives the run nor holds its output open.
+        cgroup, or carrying its marker) is ended (SIGTERM, SIGKILL after the
+        grace period), so a detached child neither outlives the run nor holds
+        its output open.
         """
         process = self._group.process
         code = process.wait()
-        killed = self._group.kill_all()
-        if killed:
-            log.info("command %s left %d process(es) running; killed",
-                     os.path.basename(self._argv[0]), killed)
+        left = self._group.end()
+        if left:
+            log.info("command %s left %d process(es) running; ended them",
+                     os.path.basename(self._argv[0]), left)
         self._stdout_thread.join(timeout=PIPE_CLOSE_WAIT_S)
         self._stderr_thread.join(timeout=PIPE_CLOSE_WAIT_S)
         with self._out_lock:

@@ -179,8 +179,9 @@ class JsonlRun:
     def _next_line(self) -> tuple[bytes, bool] | str | None:
         """The next stdout line, None at EOF, or ``"idle"`` after the idle timeout.
 
-        Once the child has exited, what it left running is killed, so that a
-        detached process holding stdout open cannot keep the run waiting.
+        Once the child has exited, what it left running is ended (SIGTERM, then
+        SIGKILL after the grace period), so that a detached process holding
+        stdout open cannot keep the run waiting.
         """
         while True:
             remaining = self._activity + self.idle_timeout_s - time.monotonic()
@@ -191,7 +192,7 @@ class JsonlRun:
             except queue.Empty:
                 if not self._leftovers_killed and self.group.process.poll() is not None:
                     self._leftovers_killed = True
-                    self.group.kill_all()
+                    self.group.end()
                 continue  # stderr may have moved the deadline; re-check
 
     def events(self) -> Iterator[AgentEvent]:
@@ -278,7 +279,10 @@ class JsonlRun:
         log.warning("%s run failed: %s; stderr tail: %s", self.name, reason, tail or "(empty)")
 
     def _reap(self) -> None:
-        """After the run: give the child the grace period to exit, then kill what is left.
+        """After the run: give the child the grace period to exit, then end what is left.
+
+        Ending is SIGTERM, up to the grace period, then SIGKILL (see
+        :class:`adapters.agents.command.ProcessGroup`).
 
         What is left: the child itself, or anything it started (in its group,
         its cgroup, carrying its marker, or below it).
@@ -286,9 +290,9 @@ class JsonlRun:
         process = self.group.process
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=self.group.grace_s)
-        killed = self.group.kill_all()
-        if killed:
-            log.info("%s run left %d process(es) running; killed", self.name, killed)
+        left = self.group.end()
+        if left:
+            log.info("%s run left %d process(es) running; ended them", self.name, left)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=self.group.grace_s + 2)
 
