@@ -1,13 +1,34 @@
-"""Shared fixtures: a dev guild on loopback and chat members."""
+"""Shared fixtures: a dev guild on loopback and chat members; a home of the tests' own."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from bridge.devguild import DevGuild, load_seed
 from tests.support import Member
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``HOME`` for the whole session: an empty folder, not the machine's.
+
+    Agent children get ``HOME`` from the bridge, and the login shells their
+    tools start (Codex and Claude Code run commands with ``bash -l``) read its
+    rc files. A machine's ``~/.bashrc`` may run anything there: one with
+    ``pyenv init`` takes a lock file in ``~/.pyenv`` on every login shell, and
+    a shell killed while holding it (a run stopped under load, after its grace
+    period) left every later login shell on the machine waiting 60 s for it,
+    so the real-CLI tests failed long after the test that caused it. The tests
+    do not depend on the machine's dotfiles, nor change them.
+    """
+    home = tmp_path_factory.mktemp("home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HOME", str(home))
+    yield home
+    patch.undo()
 
 
 @pytest.fixture
