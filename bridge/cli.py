@@ -321,6 +321,9 @@ def cmd_devguild(config: DevGuildConfig) -> int:
                      guild_port=settings.guild_port, token_ttl_s=settings.token_ttl_s,
                      content_limit=config.content_limit)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Ctrl-C stops it cleanly from the moment the banner says so (handlers first).
+    stop = threading.Event()
+    _stop_on_signals(stop)
     try:
         guild.start()
     except OSError as exc:
@@ -328,8 +331,6 @@ def cmd_devguild(config: DevGuildConfig) -> int:
         return EXIT_FAILURE
     print(f"dev guild running (pid {os.getpid()}): center {guild.center_url}, "
           f"guild {guild.guild_url}; Ctrl-C stops it", flush=True)
-    stop = threading.Event()
-    _stop_on_signals(stop)
     stop.wait()
     guild.stop()
     return EXIT_OK
