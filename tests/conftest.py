@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.app import BridgeApp
 from bridge.devguild import DevGuild, load_seed
 from tests.support import Member
 
@@ -55,3 +56,12 @@ def members(devguild: DevGuild) -> Iterator[Callable[[str], Member]]:
     yield make
     for member in made:
         member.close()
+
+
+@pytest.fixture
+def apps() -> Iterator[list[BridgeApp]]:
+    """Bridges a test started (append them), stopped at its end."""
+    made: list[BridgeApp] = []
+    yield made
+    for app in made:
+        app.stop()

@@ -11,12 +11,11 @@ process. A second bridge on the same state dir must answer the command.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pykka
-import pytest
 
 from actors.app import BridgeApp
 from bridge.devguild import DevGuild
@@ -47,15 +46,6 @@ class CrashOnAnswer:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.db, name)
-
-
-@pytest.fixture
-def apps() -> Iterator[list[BridgeApp]]:
-    """Bridges to stop at the end."""
-    made: list[BridgeApp] = []
-    yield made
-    for app in made:
-        app.stop()
 
 
 def journal_state(store: Store, message_id: str) -> str | None:

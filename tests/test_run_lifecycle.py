@@ -12,7 +12,7 @@ import os
 import sqlite3
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,6 @@ PROMPT_KEEPER = textwrap.dedent("""
         f.write(prompt)
     print(f"ok {n}")
 """)
-
-
-@pytest.fixture
-def apps() -> Iterator[list[BridgeApp]]:
-    made: list[BridgeApp] = []
-    yield made
-    for app in made:
-        app.stop()
 
 
 def start(apps: list[BridgeApp], config: Config, **kwargs: Any) -> BridgeApp:

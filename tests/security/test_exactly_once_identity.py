@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +51,6 @@ def echo_messages(guild: DevGuild, channel: str) -> list[dict[str, Any]]:
 def rest_as(guild: DevGuild, name: str) -> FabricGuild:
     """A REST client of the dev guild logged in as the seeded user ``name``."""
     return FabricGuild(FabricCenter(guild.center_url).login(guild.api_key(name)).guilds["dev"])
-
-
-@pytest.fixture
-def apps() -> Iterator[list[BridgeApp]]:
-    made: list[BridgeApp] = []
-    yield made
-    for app in made:
-        app.stop()
 
 
 # -- the bridge, end to end -----------------------------------------------------
