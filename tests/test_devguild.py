@@ -71,6 +71,7 @@ def test_seed_ids_are_stable_and_match_the_file() -> None:
     dm = next(c for c in seed.channels if c.name == "dm-alice-echo")
     assert (dm.x_type, dm.is_public, dm.members) == ("dm", False, ("alice", "echo"))
     assert SeedUser(name="x", kind="human", api_key="k").email == "x@humans.local"
+    assert SeedUser(name="x", kind="human").api_key == "fak_dev_x"  # the dev default
 
 
 def test_seed_explicit_ids_and_bad_data(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ def test_seed_explicit_ids_and_bad_data(tmp_path: Path) -> None:
     assert seed.users[0].id == "fixed" and seed.channels[0].members == ("z",)
     cases = {
         '[[users]]\nname = "z"\nkind = "robot"\napi_key = "k"\n': "users[0].kind",
-        '[[users]]\nname = "z"\nkind = "human"\n': "users[0].api_key",
+        '[[users]]\nname = "z"\nkind = "human"\napi_key = 7\n': "users[0].api_key",
         '[[channels]]\nname = "c"\nx_type = "chat"\n': "channels[0].x_type",
         '[[channels]]\nname = "c"\nx_type = "dm"\nmembers = ["ghost"]\n': "channels[0].members",
         "not toml [": "not valid TOML",

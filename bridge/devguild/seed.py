@@ -55,6 +55,15 @@ def _channel_id(channel: SeedChannel) -> str:
     return derived_id("channel", channel.name)
 
 
+def dev_api_key(name: str) -> str:
+    """The dev guild's key of a seeded user without one: ``fak_dev_<name>``.
+
+    Public by design (the dev guild runs on loopback for trying the bridge and
+    for tests); a seed that needs private keys gives ``api_key`` per user.
+    """
+    return f"fak_dev_{name}"
+
+
 @attrs.frozen
 class SeedUser:
     """One seeded user.
@@ -62,7 +71,8 @@ class SeedUser:
     Attributes:
         name: Login name, e.g. ``"alice"``.
         kind: ``"human"`` or ``"agent"``.
-        api_key: The key accepted by ``POST /auth/agent/login``.
+        api_key: The key accepted by ``POST /auth/agent/login``; defaults to
+            :func:`dev_api_key` of the name (the dev guild's public dev keys).
         email: Defaults to ``NAME@agents.local`` or ``NAME@humans.local``.
         id: Defaults to :func:`derived_id` of the name.
         display_name: The name the guild shows (``/users``, sessions, mentions);
@@ -72,7 +82,8 @@ class SeedUser:
 
     name: str
     kind: str
-    api_key: str
+    api_key: str = attrs.field(default=attrs.Factory(
+        lambda self: dev_api_key(self.name), takes_self=True))
     email: str = attrs.field(default=attrs.Factory(_email, takes_self=True))
     id: str = attrs.field(default=attrs.Factory(_user_id, takes_self=True))
     display_name: str = ""
@@ -201,7 +212,7 @@ def parse_seed(data: Mapping[str, Any], source: str = "seed") -> Seed:
             SeedUser(
                 name=_get(table, "name", str, where),
                 kind=_get(table, "kind", str, where),
-                api_key=_get(table, "api_key", str, where),
+                **_optional(table, "api_key", where),
                 **_optional(table, "email", where),
                 **_optional(table, "id", where),
                 **_optional(table, "display_name", where),
