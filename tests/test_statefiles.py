@@ -167,9 +167,20 @@ def test_status_writer(tmp_path: Path) -> None:
 def test_status_writer_survives_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
-    writer = StatusWriter(Board().snapshot, blocker / "var", interval_s=0.02)
+    calls = 0
+    snapshot = Board().snapshot
+
+    def counted() -> BoardSnapshot:
+        nonlocal calls
+        calls += 1
+        return snapshot()
+
+    writer = StatusWriter(counted, blocker / "var", interval_s=0.02)
     writer.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while calls < 5:  # several failed writes, not a fixed time
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     writer.stop()
     warnings = [r for r in caplog.records if "cannot write" in r.getMessage()]
     assert len(warnings) == 1  # logged once, not every tick
