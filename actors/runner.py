@@ -27,6 +27,7 @@ from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarte
 from bridge.board import RunRow
 from bridge.chunking import split_message
 from bridge.config import AgentSettings
+from bridge.config_reader import default_workspace
 from bridge.fabric_rules import CONTENT_LIMIT_UTF16, content_length
 from bridge.procs import start_ticks
 from bridge.prompt import Prompt
@@ -87,7 +88,7 @@ class Runner(pykka.ThreadingActor):
         self.agent = agent
         self.session_id = session.session_id if session else None
         self.fingerprint = fingerprint
-        self.workspace = agent.workspace or runtime.config.bridge.state_dir
+        self.workspace = agent.workspace or default_workspace(runtime.config.bridge, agent.name)
         self.run: AgentRun | None = None
         self.stop_reason = ""
         self.finished = False

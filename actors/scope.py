@@ -43,6 +43,7 @@ from bridge.commands import (
     unknown_hint,
 )
 from bridge.config import AgentSettings
+from bridge.config_reader import default_workspace
 from bridge.engage import EngageRule
 from bridge.messages import Inbound
 from bridge.policy import WorkspaceError, check_workspace
@@ -363,9 +364,14 @@ class Scope(SupervisedActor):
         if self.runtime.supervisor is not None:
             self.runtime.supervisor.tell(Forward(self.delivery_id, Deliver(self.key)))
 
+    def _default_workspace(self) -> Path:
+        """The agent's own workspace (the config always sets one; never the state dir)."""
+        return self.agent.workspace or default_workspace(self.runtime.config.bridge,
+                                                         self.agent.name)
+
     def _aliases(self) -> list[tuple[str, Path]]:
         """``default`` (the agent's workspace) and the configured aliases."""
-        default = self.agent.workspace or self.runtime.config.bridge.state_dir
+        default = self._default_workspace()
         return [("default", default), *self.agent.workspaces]
 
     def _timeout_s(self) -> float:
@@ -374,7 +380,7 @@ class Scope(SupervisedActor):
     def _workspace(self) -> Path:
         """This scope's workspace: the one chosen with ``/cd`` (saved in the session
         catalog) while it is still a configured alias, else the agent's workspace."""
-        default = self.agent.workspace or self.runtime.config.bridge.state_dir
+        default = self._default_workspace()
         record = self.runtime.store.session(self.key)
         if record is None or not record.workspace:
             return default
@@ -391,7 +397,7 @@ class Scope(SupervisedActor):
         the check cannot move the run outside the allowed roots. The agent's own
         workspace was checked at load; it is resolved once here too.
         """
-        default = self.agent.workspace or self.runtime.config.bridge.state_dir
+        default = self._default_workspace()
         workspace = Path(os.path.realpath(default))
         chosen = self._workspace()
         if chosen != default:
