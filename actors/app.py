@@ -15,9 +15,9 @@ from actors.runtime import Runtime
 from actors.scope import Scope
 from actors.supervisor import Supervisor
 from actors.timers import Timers
+from adapters.chat.fabric.devguild import DevGuild, load_seed
 from bridge.board import Board
 from bridge.config import Config
-from bridge.devguild import DevGuild, load_seed
 from bridge.logs import remove_logging, setup_logging
 from bridge.statefiles import StateLock, StatusWriter, write_status
 from bridge.store import Store, open_store

@@ -43,7 +43,7 @@ from actors.messages import (
 )
 from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
-from adapters.chat.fabric_rest import FabricGuild, GuildAccess, http_session
+from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.secrets import redact
 from bridge.store import Piece

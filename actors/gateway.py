@@ -59,13 +59,13 @@ from actors.messages import (
     SocketEvent,
 )
 from actors.runtime import Runtime, SupervisedActor
-from adapters.chat.fabric_inbound import ChannelInfo, channel_info, normalize_message
-from adapters.chat.fabric_rest import FabricGuild, GuildAccess, http_session
-from adapters.chat.fabric_socket import FabricSocket
+from adapters.chat.fabric.inbound import ChannelInfo, channel_info, normalize_message
+from adapters.chat.fabric.realtime import FabricSocket
+from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
+from adapters.chat.fabric.rules import HISTORY_LIMIT_MAX
 from bridge.board import ConnectionRow
 from bridge.config import AgentSettings, Binding
 from bridge.errors import BadEvent, ChatError, LoginRefused, RetryLater, Unauthorized
-from bridge.fabric_rules import HISTORY_LIMIT_MAX
 from bridge.isotime import parse_iso
 from bridge.messages import Inbound, scope_key
 from bridge.names import (

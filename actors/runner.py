@@ -23,12 +23,12 @@ from actors.messages import (
 )
 from actors.runtime import Runtime
 from adapters.agents import build_agent
+from adapters.chat.fabric.rules import CONTENT_LIMIT_UTF16, content_length
 from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarted, ToolStarted
 from bridge.board import RunRow
 from bridge.chunking import split_message
 from bridge.config import AgentSettings
 from bridge.config_reader import default_workspace
-from bridge.fabric_rules import CONTENT_LIMIT_UTF16, content_length
 from bridge.procs import start_ticks
 from bridge.prompt import Prompt
 from bridge.run_status import RunStatus, shorten

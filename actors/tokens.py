@@ -8,16 +8,16 @@ from typing import Any
 
 from actors.messages import GetAccess, Init, Invalidate, PresenceSettle, RunActive
 from actors.runtime import Runtime, SupervisedActor
-from adapters.chat.fabric_rest import (
+from adapters.chat.fabric.rest import (
     FabricCenter,
     FabricGuild,
     FabricSession,
     GuildAccess,
     http_session,
 )
+from adapters.chat.fabric.rules import SESSION_CACHE_TTL_S
 from bridge.config import AgentSettings
 from bridge.errors import ChatError, NotFound
-from bridge.fabric_rules import SESSION_CACHE_TTL_S
 
 log = logging.getLogger(__name__)
 

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead: one codex-style run of S seconds with a tool step every "
                             "second; print its posts, edits and edits per second (JSON with "
                             "--json: run_s, tool_steps, posts, edits, edits_per_s)")
-    from bridge.bench import json_fields_help
+    from bridge.ops.bench import json_fields_help
 
     bench.epilog = "JSON fields: " + json_fields_help()
     chat = add("chat", "Talk in a channel of the dev guild as a seeded member.")
@@ -165,11 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     if args.command == "bench" and args.status_run > 0:
-        from bridge.bench_status import main_status_run
+        from bridge.ops.bench_status import main_status_run
 
         return main_status_run(args.status_run, args.json)
     if args.command == "bench":
-        from bridge.bench import main_bench
+        from bridge.ops.bench import main_bench
 
         return main_bench(args.channels, args.agents, args.messages, args.rate, args.steps,
                           args.config, args.json, args.log)
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         return cmd_devguild(devguild_config)
     if args.command == "soak":
-        from bridge.soak import main_soak
+        from bridge.ops.soak import main_soak
 
         return main_soak(args.duration, args.channels, args.rate, args.seed, args.kill_every,
                          args.json)
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_top(config)
     if args.command == "doctor":
         return cmd_doctor(config, timeout_s=args.timeout)
-    from adapters.chat.fabric_chat import run_chat
+    from adapters.chat.fabric.chat import run_chat
 
     return run_chat(config, user=args.user, channel=args.channel, guild=args.guild,
                     api_key_ref=args.api_key, history=args.history)
@@ -228,10 +228,10 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
     from adapters.agents.childenv import BASE_ENV
     from bridge.board import Board
     from bridge.logs import setup_logging
+    from bridge.ops.tui import run_live
     from bridge.secrets import SecretError, env_secret_names, exec_without_env_secrets
     from bridge.statefiles import AlreadyRunning, secure_state_dir
     from bridge.store import StoreError
-    from bridge.tui import run_live
 
     try:
         # Returns only when no secret variable is set. Variables every agent child gets
@@ -273,8 +273,8 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
 
 def cmd_status(config: Config, *, as_json: bool) -> int:
     """``bridge status``: one snapshot of the running bridge, from its state dir."""
+    from bridge.ops.tui import plain_status
     from bridge.statefiles import StatusError, read_status, running_pid
-    from bridge.tui import plain_status
 
     state_dir = config.bridge.state_dir
     try:
@@ -297,8 +297,8 @@ def cmd_status(config: Config, *, as_json: bool) -> int:
 def cmd_top(config: Config) -> int:
     """``bridge top``: the live UI of a running bridge, read from its status file."""
     from bridge.board import BoardSnapshot
+    from bridge.ops.tui import run_live
     from bridge.statefiles import read_status, running_pid
-    from bridge.tui import run_live
 
     state_dir = config.bridge.state_dir
 
@@ -314,7 +314,7 @@ def cmd_top(config: Config) -> int:
 
 def cmd_devguild(config: DevGuildConfig) -> int:
     """``bridge devguild``: serve the dev guild until Ctrl-C."""
-    from bridge.devguild import DevGuild
+    from adapters.chat.fabric.devguild import DevGuild
 
     settings = config.devguild
     guild = DevGuild(config.seed, host=settings.host, center_port=settings.center_port,
@@ -338,7 +338,7 @@ def cmd_devguild(config: DevGuildConfig) -> int:
 
 def cmd_doctor(config: Config, *, timeout_s: float = 3.0) -> int:
     """``bridge doctor``: print one line per check; exit 0 when none fails, else 1."""
-    from bridge.doctor import ASCII_MARKS, MARKS, format_check, run_checks, summary
+    from bridge.ops.doctor import ASCII_MARKS, MARKS, format_check, run_checks, summary
 
     checks = run_checks(config, timeout_s=timeout_s)
     try:

@@ -25,7 +25,7 @@ from bridge.policy import (
 from bridge.secrets import Secret
 
 if TYPE_CHECKING:  # the dev guild package imports its server (socket.io, aiohttp)
-    from bridge.devguild.seed import Seed
+    from adapters.chat.fabric.devguild.seed import Seed
 
 #: Agent kinds this version can run.
 AGENT_KINDS = ("echo", "command", "codex", "claude")
@@ -103,7 +103,7 @@ class DevGuildSettings:
         center_port: Center HTTP port (0 lets the OS choose).
         guild_port: Guild HTTP + socket.io port (0 lets the OS choose).
         seed: Seed file with users and channels; None for the seed packaged
-            with the bridge (``bridge/devguild/seed.toml``).
+            with the bridge (``adapters/chat/fabric/devguild/seed.toml``).
         token_ttl_s: Lifetime of issued tokens, in seconds.
     """
 

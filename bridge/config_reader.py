@@ -316,8 +316,8 @@ class Reader:
             ConfigError: at the first bad or unknown key, or a seed file that
                 cannot be read or parsed (at ``devguild.seed``).
         """
-        from bridge.devguild.seed import load_seed
-        from bridge.fabric_rules import CONTENT_LIMIT
+        from adapters.chat.fabric.devguild.seed import load_seed
+        from adapters.chat.fabric.rules import CONTENT_LIMIT
 
         self.known_tables(data)
         bridge = self.bridge(self.table(data, "bridge", required=False) or {})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.app import BridgeApp
-from bridge.devguild import DevGuild, load_seed
+from adapters.chat.fabric.devguild import DevGuild, load_seed
 from tests.support import Member
 
 

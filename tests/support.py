@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from actors.app import BridgeApp
-from adapters.chat.fabric_rest import FabricCenter, FabricGuild
-from adapters.chat.fabric_socket import FabricSocket
+from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.realtime import FabricSocket
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from bridge.board import Board
 from bridge.config import Config, load_config
-from bridge.devguild import DevGuild
 from bridge.errors import Unauthorized
 
 #: Seconds a test waits for something that should happen quickly on loopback.

@@ -19,9 +19,9 @@ import attrs
 import pytest
 
 from actors.app import BridgeApp
+from adapters.chat.fabric.devguild import DevGuild, load_seed
+from adapters.chat.fabric.devguild.seed import Seed, SeedUser
 from bridge.config import load_config
-from bridge.devguild import DevGuild, load_seed
-from bridge.devguild.seed import Seed, SeedUser
 from bridge.logs import remove_logging, setup_logging
 from bridge.messages import scope_key
 from bridge.policy import DEFAULT_REFUSAL

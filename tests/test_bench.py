@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bridge.bench import JSON_FIELDS, _Listener, _Tracker, agent_names, bench_seed
+from bridge.ops.bench import JSON_FIELDS, _Listener, _Tracker, agent_names, bench_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 

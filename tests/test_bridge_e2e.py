@@ -11,8 +11,8 @@ import pytest
 
 from actors.app import BridgeApp
 from actors.scope import Scope
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.config import load_config
-from bridge.devguild import DevGuild
 from bridge.messages import Inbound
 from tests.support import (
     Member,

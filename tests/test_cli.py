@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.chat.fabric_rest import FabricCenter
+from adapters.chat.fabric.rest import FabricCenter
 
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = [sys.executable, str(ROOT / "bin" / "bridge")]

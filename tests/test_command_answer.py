@@ -18,7 +18,7 @@ from typing import Any
 import pykka
 
 from actors.app import BridgeApp
-from bridge.devguild import DevGuild
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.store import Store, open_store
 from tests.support import Member, start_bridge, wait_until, write_config
 

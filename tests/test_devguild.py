@@ -17,8 +17,16 @@ import pytest
 import requests
 import socketio
 
-from bridge.devguild import DevGuild, GuildError, GuildState, Seed, SeedChannel, SeedUser, load_seed
-from bridge.devguild.seed import PACKAGED_SEED, derived_id
+from adapters.chat.fabric.devguild import (
+    DevGuild,
+    GuildError,
+    GuildState,
+    Seed,
+    SeedChannel,
+    SeedUser,
+    load_seed,
+)
+from adapters.chat.fabric.devguild.seed import PACKAGED_SEED, derived_id
 
 NS = "/realtime"
 WAIT_S = 10.0
@@ -544,10 +552,10 @@ def test_port_taken_raises_and_stop_leaves_no_thread() -> None:
 
 
 def test_the_default_seed_is_package_data() -> None:
-    resource = importlib.resources.files("bridge.devguild") / PACKAGED_SEED
+    resource = importlib.resources.files("adapters.chat.fabric.devguild") / PACKAGED_SEED
     assert resource.is_file()  # inside the package, not beside a config file
     setup = configparser.ConfigParser()
     setup.read(Path(__file__).resolve().parent.parent / "setup.cfg", encoding="utf-8")
-    assert PACKAGED_SEED in setup["options.package_data"]["bridge.devguild"].split()
+    assert PACKAGED_SEED in setup["options.package_data"]["adapters.chat.fabric.devguild"].split()
     seed = load_seed()
     assert {u.name for u in seed.users} >= {"alice", "bob", "echo"}

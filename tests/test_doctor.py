@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.chat.fabric.devguild import DevGuild, load_seed
 from bridge.config import Config
-from bridge.devguild import DevGuild, load_seed
-from bridge.doctor import Check, run_checks
+from bridge.ops.doctor import Check, run_checks
 from bridge.statefiles import StateLock
 from bridge.store import DB_FILE, Store
 from tests.support import write_config

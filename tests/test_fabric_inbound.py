@@ -1,4 +1,4 @@
-"""Tests of adapters.chat.fabric_inbound: strict normalization of Fabric payloads."""
+"""Tests of adapters.chat.fabric.inbound: strict normalization of Fabric payloads."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.chat.fabric_inbound import ChannelInfo, channel_info, normalize_message
+from adapters.chat.fabric.inbound import ChannelInfo, channel_info, normalize_message
+from adapters.chat.fabric.rules import wakes
 from bridge.errors import BadEvent
-from bridge.fabric_rules import wakes
 
 SELF = "u-agent"
 GENERAL = ChannelInfo("c-1", "general", "general", 7)

@@ -1,4 +1,4 @@
-"""Tests of bridge.fabric_rules: mentions, the name-mention rewrite, wakeups."""
+"""Tests of adapters.chat.fabric.rules: mentions, the name-mention rewrite, wakeups."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge import fabric_rules as rules
+from adapters.chat.fabric import rules
 
 A, B, C = "user-a", "user-b", "user-c"
 

@@ -17,8 +17,8 @@ import requests
 from actors import gateway
 from actors.app import BridgeApp
 from actors.gateway import FIRST_SIGHT_MESSAGES
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import ConnectionRow
-from bridge.devguild import DevGuild
 from bridge.isotime import parse_iso
 from tests.support import (
     Member,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from actors.app import BridgeApp
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
 from bridge.config import Config, load_config
-from bridge.devguild import DevGuild
-from bridge.loadkit import BridgeProcess
+from bridge.ops.loadkit import BridgeProcess
 from bridge.statefiles import read_status
 from bridge.store import Store
 from tests.support import Member, gated_config, wait_until, write_config

@@ -25,14 +25,14 @@ from hypothesis import strategies as st
 import bridge.store
 from actors.app import BridgeApp
 from actors.upkeep import PRUNE_INTERVAL_S, prune_interval_s
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, StoreRow
 from bridge.cli import main
 from bridge.config import ConfigError, load_config
-from bridge.devguild import DevGuild
-from bridge.doctor import run_checks
 from bridge.messages import Inbound
+from bridge.ops.doctor import run_checks
+from bridge.ops.tui import plain_status, render
 from bridge.store import DB_FILE, PruneResult, SessionRecord, Store
-from bridge.tui import plain_status, render
 from tests.support import wait_until, write_config
 
 #: A fixed "now" for the property test (epoch seconds).

@@ -25,9 +25,9 @@ import bridge.store
 from actors.app import BridgeApp
 from actors.runner import Runner
 from actors.scope import Scope
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, RunRow
 from bridge.config import Config
-from bridge.devguild import DevGuild
 from bridge.messages import Inbound, scope_key
 from bridge.scope_logic import CONTEXT_MESSAGES
 from bridge.statefiles import read_status, write_status

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.soak import percentile, run_soak
+from bridge.ops.soak import percentile, run_soak
 
 
 def test_percentile_nearest_rank() -> None:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from actors.app import BridgeApp
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.devguild import DevGuild
 from tests.fakes.runs import fake_cli
 from tests.support import Member, wait_until, write_config
 

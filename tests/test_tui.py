@@ -1,4 +1,4 @@
-"""Tests for bridge.tui: rendering, the live loop and the plain status text."""
+"""Tests for bridge.ops.tui: rendering, the live loop and the plain status text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from bridge.board import ActorRow, BoardSnapshot, ConnectionRow, RunRow, ScopeRow
-from bridge.tui import format_age, plain_status, render, run_live
+from bridge.ops.tui import format_age, plain_status, render, run_live
 
 NOW = 1_700_000_000.0
 

@@ -19,13 +19,13 @@ import attrs
 import pytest
 
 from actors.app import BridgeApp
-from adapters.chat.fabric_rest import FabricCenter, FabricGuild
+from adapters.chat.fabric.devguild import DevGuild, load_seed
+from adapters.chat.fabric.devguild.seed import Seed, SeedUser
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from bridge.config import Config
-from bridge.devguild import DevGuild, load_seed
-from bridge.devguild.seed import Seed, SeedUser
-from bridge.doctor import Check, run_checks
 from bridge.messages import Inbound, scope_key
 from bridge.names import NOT_UNIQUE, NameProblem, listed, resolve_names
+from bridge.ops.doctor import Check, run_checks
 from bridge.store import DB_FILE, Store
 from tests.support import Member, start_bridge, wait_until, write_config
 

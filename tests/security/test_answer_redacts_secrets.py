@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from actors.app import BridgeApp
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.devguild import DevGuild
 from tests.support import Member, wait_until, write_config
 
 #: The agent's Fabric key (the dev guild's, so it logs in), model key and env value.

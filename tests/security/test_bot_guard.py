@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.devguild import DevGuild
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.messages import Inbound
 from bridge.scope_logic import BOT_STREAK_LIMIT, ArmDebounce, ScopeLogic
 from tests.support import Member, start_bridge, wait_until, write_config

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.config import ConfigError, load_config
-from bridge.devguild import DevGuild
 from bridge.engage import Decision, EngageGate, EngageRule
 from bridge.messages import Inbound
 from bridge.scope_logic import ScopeLogic

@@ -22,8 +22,8 @@ import pytest
 
 import actors.scope
 from actors.app import BridgeApp
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.devguild import DevGuild
 from bridge.policy import check_workspace
 from tests.support import Member, wait_until, write_config
 

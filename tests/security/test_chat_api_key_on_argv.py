@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.chat.fabric_chat import read_api_key
-from bridge.devguild import DevGuild
+from adapters.chat.fabric.chat import read_api_key
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.secrets import SecretError
 from tests.support import write_config
 

@@ -11,8 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bridge.devguild import DevGuild
-from bridge.doctor import run_checks
+from adapters.chat.fabric.devguild import DevGuild
+from bridge.ops.doctor import run_checks
 from tests.support import write_config
 
 

@@ -19,12 +19,12 @@ import pytest
 import requests
 
 import actors.runner
-import bridge.devguild.state as guild_state
+import adapters.chat.fabric.devguild.state as guild_state
 from actors.app import BridgeApp
-from adapters.chat.fabric_rest import FabricCenter, FabricGuild, message_nonce
-from bridge import fabric_rules as rules
+from adapters.chat.fabric import rules
+from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild, message_nonce
 from bridge.config import load_config
-from bridge.devguild import DevGuild
 from bridge.store import Store
 from tests.support import (
     Member,
@@ -229,7 +229,7 @@ def test_find_posted_stops_at_its_page_bound_with_a_warning(
     echo.post(general, "old", idempotency_key="deep:0")
     for i in range(450):
         devguild.state.post(devguild.user_id("alice"), general, f"later {i}")
-    with caplog.at_level(logging.WARNING, logger="adapters.chat.fabric_rest"):
+    with caplog.at_level(logging.WARNING, logger="adapters.chat.fabric.rest"):
         assert echo.find_posted(general, "deep:0", max_pages=2) is None
     assert "not found in the last 2 history pages" in caplog.text
     assert echo.find_posted(general, "deep:0", max_pages=3) is not None

@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.app import BridgeApp
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.devguild import DevGuild
 from bridge.messages import Inbound
 from bridge.policy import AccessPolicy
 from bridge.prompt import (

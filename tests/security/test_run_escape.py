@@ -31,9 +31,9 @@ import pytest
 
 import bridge.procs as procs
 from actors.app import BridgeApp
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
 from bridge.config import Config
-from bridge.devguild import DevGuild
 from bridge.messages import scope_key
 from bridge.store import DB_FILE, Store
 from tests.support import Member, script_agent_table, wait_until, write_config

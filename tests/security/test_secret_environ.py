@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devguild import DevGuild
+from adapters.chat.fabric.devguild import DevGuild
 from bridge.statefiles import running_pid
 from tests.security.bridge_process import bridge_process
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.chat.fabric.devguild import DevGuild
 from bridge import statefiles
-from bridge.devguild import DevGuild
 from bridge.statefiles import secure_state_dir
 from bridge.store import open_store
 from tests.security.bridge_process import bridge_process

@@ -19,14 +19,14 @@ import pytest
 from rich.console import Console
 
 from actors.app import BridgeApp
-from adapters.chat.fabric_chat import ChatSession
-from adapters.chat.fabric_rest import FabricCenter
+from adapters.chat.fabric.chat import ChatSession
+from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.rest import FabricCenter
 from bridge.board import ActorRow, Board, BoardSnapshot, ConnectionRow, RunRow, ScopeRow
-from bridge.devguild import DevGuild
-from bridge.doctor import failure, format_check
 from bridge.logs import remove_logging, setup_logging
+from bridge.ops.doctor import failure, format_check
+from bridge.ops.tui import plain_status, render
 from bridge.statefiles import StateLock, write_status
-from bridge.tui import plain_status, render
 from tests.support import Member, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -52,8 +52,8 @@ from bridge.errors import ChatError
 from bridge.statefiles import read_status
 
 if TYPE_CHECKING:  # the rest is imported when a bench runs, not by ``bridge --help``
-    from bridge.devguild import DevGuild, Seed
-    from bridge.loadkit import BridgeProcess, RestMember
+    from adapters.chat.fabric.devguild import DevGuild, Seed
+    from bridge.ops.loadkit import BridgeProcess, RestMember
 
 #: Members who post and listen (seeded humans).
 MEMBERS = ("alice", "bob")
@@ -213,7 +213,7 @@ def bench_seed(agents: int) -> Seed:
     An added agent ``echoN`` gets the seeded echo's key followed by ``N``
     (see :func:`agent_key`) and an id derived from its name.
     """
-    from bridge.devguild import SeedUser, load_seed
+    from adapters.chat.fabric.devguild import SeedUser, load_seed
 
     base = load_seed()
     known = {user.name for user in base.users}
@@ -328,8 +328,8 @@ class _Listener:
     """A member's socket joined to every bench channel; queues what it receives."""
 
     def __init__(self, guild: DevGuild, name: str, channel_ids: list[str]) -> None:
-        from adapters.chat.fabric_rest import FabricCenter
-        from adapters.chat.fabric_socket import FabricSocket
+        from adapters.chat.fabric.realtime import FabricSocket
+        from adapters.chat.fabric.rest import FabricCenter
 
         self.name = name
         access = FabricCenter(guild.center_url).login(guild.api_key(name)).guilds["dev"]
@@ -422,7 +422,7 @@ class _Bench:
 
     def __init__(self, guild: DevGuild, bridge: BridgeProcess, channel_ids: list[str],
                  agent_ids: list[str], listeners: list[_Listener], sampler: _Sampler) -> None:
-        from bridge.loadkit import RestMember
+        from bridge.ops.loadkit import RestMember
 
         self.guild = guild
         self.bridge = bridge
@@ -492,7 +492,7 @@ class _Bench:
 
     def _report(self, rate: float, posted: list[str], wall: float, bridge_cpu: float,
                 bench_cpu: float) -> StepReport:
-        from bridge.loadkit import percentile
+        from bridge.ops.loadkit import percentile
 
         tracker = self.tracker
         sent_at = {t: tracker.sent[t].posted_at for t in posted}
@@ -576,9 +576,9 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
     """
     if channels < 1 or agents < 1 or messages < 1 or rate <= 0 or max_steps < 1:
         raise ValueError("channels, agents, messages, rate and steps must be positive")
-    from adapters.chat.fabric_rest import FabricCenter, FabricGuild
-    from bridge.devguild import DevGuild
-    from bridge.loadkit import BridgeProcess
+    from adapters.chat.fabric.devguild import DevGuild
+    from adapters.chat.fabric.rest import FabricCenter, FabricGuild
+    from bridge.ops.loadkit import BridgeProcess
 
     say = progress or (lambda line: None)
     began = time.monotonic()

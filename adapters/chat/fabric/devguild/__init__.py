@@ -6,8 +6,8 @@ Run it standalone with ``bin/bridge devguild`` or in-process::
         guild.center_url, guild.guild_url
 """
 
-from bridge.devguild.seed import Seed, SeedChannel, SeedUser, load_seed
-from bridge.devguild.server import DevGuild
-from bridge.devguild.state import GuildError, GuildState
+from adapters.chat.fabric.devguild.seed import Seed, SeedChannel, SeedUser, load_seed
+from adapters.chat.fabric.devguild.server import DevGuild
+from adapters.chat.fabric.devguild.state import GuildError, GuildState
 
 __all__ = ["DevGuild", "GuildError", "GuildState", "Seed", "SeedChannel", "SeedUser", "load_seed"]

@@ -32,11 +32,11 @@ from typing import Any
 
 import attrs
 
-from bridge.devguild import DevGuild, load_seed
+from adapters.chat.fabric.devguild import DevGuild, load_seed
 from bridge.errors import ChatError
 from bridge.isotime import parse_iso
-from bridge.loadkit import BridgeProcess, RestMember
-from bridge.loadkit import percentile as percentile  # re-exported for callers of soak
+from bridge.ops.loadkit import BridgeProcess, RestMember
+from bridge.ops.loadkit import percentile as percentile  # re-exported for callers of soak
 from bridge.store import DB_FILE, file_bytes
 
 #: Members who post (seeded humans).

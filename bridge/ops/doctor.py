@@ -43,7 +43,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from adapters.agents.claude import permission_problem
-from adapters.chat.fabric_rest import FabricCenter, FabricGuild, FabricSession
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild, FabricSession
 from bridge.config import AgentSettings, Config
 from bridge.errors import ChatError, Forbidden, LoginRefused, RetryLater, Unauthorized
 from bridge.names import NOT_UNIQUE, channel_entries, resolve_names, user_entries

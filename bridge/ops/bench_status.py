@@ -73,9 +73,9 @@ def measure_live_status(run_s: float = 60.0, tool_every_s: float = 1.0) -> LiveS
     if run_s <= 0 or tool_every_s <= 0:
         raise ValueError("run_s and tool_every_s must be positive")
     from actors.app import BridgeApp
-    from adapters.chat.fabric_rest import FabricCenter, FabricGuild
+    from adapters.chat.fabric.devguild import DevGuild, load_seed
+    from adapters.chat.fabric.rest import FabricCenter, FabricGuild
     from bridge.config import load_config
-    from bridge.devguild import DevGuild, load_seed
 
     with tempfile.TemporaryDirectory(prefix="bridge-status-") as tmp, \
             DevGuild(load_seed(), center_port=0, guild_port=0) as guild:

@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 
+from adapters.chat.fabric.rules import content_length, mentioned_user_ids, wakes
 from bridge.errors import BadEvent
-from bridge.fabric_rules import content_length, mentioned_user_ids, wakes
 from bridge.messages import Inbound
 
 #: Longest id accepted in any id field (characters).
@@ -76,7 +76,7 @@ def normalize_message(
         author_name: Maps a user id to a display name.
         content_limit: Longest content accepted, in characters.
         catch_up: True for history items; their wakeup is inferred with
-            :func:`bridge.fabric_rules.wakes` since history carries no per-recipient flag.
+            :func:`adapters.chat.fabric.rules.wakes` since history carries no per-recipient flag.
         author_is_bot: Maps a user id to True for a bot or agent account (None: no one is).
 
     Raises:

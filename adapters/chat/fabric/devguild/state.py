@@ -20,8 +20,8 @@ from typing import Any
 
 import attrs
 
-from bridge import fabric_rules as rules
-from bridge.devguild.seed import Seed, validate_seed
+from adapters.chat.fabric import rules
+from adapters.chat.fabric.devguild.seed import Seed, validate_seed
 
 #: Lifetime of refresh tokens, in seconds (*inferred*; Fabric's was not seen).
 REFRESH_TOKEN_TTL_S = 7 * 24 * 3600.0

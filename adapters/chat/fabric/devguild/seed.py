@@ -1,7 +1,7 @@
 """The dev guild's seed: users and channels that exist when the guild starts.
 
 The seed is TOML, loaded with :mod:`tomllib` into frozen attrs classes. The
-default seed is package data (``bridge/devguild/seed.toml``, read through
+default seed is package data (``adapters/chat/fabric/devguild/seed.toml``, read through
 :mod:`importlib.resources`, so an installed copy finds it too). User and
 channel ids are uuid5 values derived from their names, so they are stable
 across restarts; a seed may also give explicit ids.
@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from bridge.fabric_rules import X_TYPES
+from adapters.chat.fabric.rules import X_TYPES
 
 #: Namespace for the dev guild's uuid5 ids.
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "devguild.bridge.local")
@@ -95,7 +95,7 @@ class SeedChannel:
 
     Attributes:
         name: Channel name, e.g. ``"general"``.
-        x_type: One of :data:`bridge.fabric_rules.X_TYPES`.
+        x_type: One of :data:`adapters.chat.fabric.rules.X_TYPES`.
         is_public: Whether non-members can see and join it.
         members: Names of the member users.
         purpose: Free text.
@@ -261,7 +261,8 @@ def load_seed(path: str | os.PathLike[str] | None = None) -> Seed:
     """
     source: Traversable
     if path is None:
-        source = importlib.resources.files(__package__ or "bridge.devguild") / PACKAGED_SEED
+        package = __package__ or "adapters.chat.fabric.devguild"
+        source = importlib.resources.files(package) / PACKAGED_SEED
         name = f"{source} (the packaged seed)"
     else:
         source = Path(path)

@@ -8,7 +8,7 @@ Idempotent GETs are retried by urllib3 (connect errors, 502/503/504).
 
 Exactly-once posting rests on identity, never on text: :meth:`FabricGuild.post`
 takes the caller's idempotency key and sends it as the message's nonce
-(:data:`bridge.fabric_rules.MESSAGE_NONCE_FIELD`), and
+(:data:`adapters.chat.fabric.rules.MESSAGE_NONCE_FIELD`), and
 :meth:`FabricGuild.find_posted` answers "did the post with this key land?" by
 paging the channel's history back to where the post could first have landed.
 Other platforms implement the same two calls with their own key (Slack's
@@ -27,7 +27,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from bridge import fabric_rules as rules
+from adapters.chat.fabric import rules
 from bridge.errors import (
     BadRequest,
     ChatError,
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: Seconds to wait for a connect and for an answer.
 HTTP_TIMEOUT = (3.05, 10.0)
 #: Most history pages :meth:`FabricGuild.find_posted` reads for one search (each
-#: of up to :data:`bridge.fabric_rules.HISTORY_LIMIT_MAX` messages).
+#: of up to :data:`adapters.chat.fabric.rules.HISTORY_LIMIT_MAX` messages).
 FIND_MAX_PAGES = 25
 #: Seconds the guild's clock may be behind ours when a search stops at a post's
 #: first send time.
@@ -163,7 +163,7 @@ def message_nonce(idempotency_key: str) -> str:
         idempotency_key: The caller's key, e.g. an outbox key ``<run_id>:<index>``.
 
     Returns:
-        The key itself when it fits :data:`bridge.fabric_rules.MESSAGE_NONCE_MAX`
+        The key itself when it fits :data:`adapters.chat.fabric.rules.MESSAGE_NONCE_MAX`
         characters, else ``sha256:`` and the start of its SHA-256 hex digest
         (exactly that many characters).
     """
@@ -354,7 +354,7 @@ class FabricGuild:
         ``after_seq`` (the post cannot be older), or a message created before
         ``not_before`` (less :data:`CLOCK_SKEW_S`), or the channel's start; at
         most ``max_pages`` pages, after which it logs a warning and answers None.
-        Each page asks for :data:`bridge.fabric_rules.HISTORY_LIMIT_MAX` messages
+        Each page asks for :data:`adapters.chat.fabric.rules.HISTORY_LIMIT_MAX` messages
         up to the seq just below the lowest one seen, so gaps in the seqs
         (deleted messages) or a page the guild cut short never make later pages
         smaller: the bound is ``max_pages`` pages of the largest size.

@@ -3,7 +3,7 @@
 Two aiohttp apps (Center on ``center_port``, Guild plus socket.io on
 ``guild_port``) run on an asyncio loop in one daemon thread. REST handlers are
 async and emit socket.io events on that same loop. The domain lives in
-:class:`~bridge.devguild.state.GuildState`; this module only translates.
+:class:`~adapters.chat.fabric.devguild.state.GuildState`; this module only translates.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import socketio
 from aiohttp import web
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
-from bridge import fabric_rules as rules
-from bridge.devguild.seed import Seed
-from bridge.devguild.state import GuildError, GuildState, Posted, now_iso
+from adapters.chat.fabric import rules
+from adapters.chat.fabric.devguild.seed import Seed
+from adapters.chat.fabric.devguild.state import GuildError, GuildState, Posted, now_iso
 
 log = logging.getLogger(__name__)
 

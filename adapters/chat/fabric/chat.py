@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Any, TextIO
 
-from adapters.chat.fabric_rest import FabricCenter, FabricGuild, GuildAccess
-from adapters.chat.fabric_socket import FabricSocket
+from adapters.chat.fabric.realtime import FabricSocket
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild, GuildAccess
 from bridge.config import Config
 from bridge.errors import ChatError, Unauthorized
 from bridge.sanitize import terminal_safe, terminal_safe_lines
@@ -183,7 +183,7 @@ def run_chat(config: Config, *, user: str, channel: str, guild: str | None,
         if api_key_ref is not None:
             api_key = read_api_key(api_key_ref, stdin).reveal()
         else:
-            from bridge.devguild import load_seed
+            from adapters.chat.fabric.devguild import load_seed
 
             seed = load_seed(config.devguild.seed if config.devguild else None)
             users = {u.name: u for u in seed.users}

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adapters.chat.fabric_rest import FabricCenter, FabricGuild
+from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from bridge.board import BoardSnapshot
-from bridge.devguild import DevGuild
 from bridge.errors import Unauthorized
 from bridge.statefiles import read_status
 

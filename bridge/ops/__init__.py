@@ -1,0 +1,1 @@
+"""Operator tools: the live UI, status, doctor, bench and soak."""
