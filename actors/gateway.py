@@ -67,7 +67,7 @@ from bridge.board import ConnectionRow
 from bridge.config import AgentSettings, Binding
 from bridge.errors import BadEvent, ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.isotime import parse_iso
-from bridge.messages import Inbound, scope_key
+from bridge.model import ConnectionKey, Inbound, ScopeKey
 from bridge.names import (
     NOT_UNIQUE,
     NameProblem,
@@ -200,7 +200,8 @@ class Gateway(SupervisedActor):
     def on_receive(self, message: Any) -> None:
         """Dispatch one message (see the module docstring)."""
         if isinstance(message, Init):
-            self.last_seq = self.runtime.store.last_seqs(self.agent.name, self.guild)
+            self.last_seq = {channel: int(cursor) for channel, cursor in
+                             self.runtime.store.cursors(self._connection()).items()}
             self._publish()
             self._connect()
         elif isinstance(message, Connect):
@@ -422,7 +423,7 @@ class Gateway(SupervisedActor):
         """
         start = max(0, channel.last_seq - FIRST_SIGHT_MESSAGES)
         self.last_seq[channel.id] = start
-        self.runtime.store.set_last_seq(self.agent.name, self.guild, channel.id, start)
+        self.runtime.store.set_cursor(self._connection(), channel.id, str(start), start)
         if start > 0:
             log.info("gateway %s@%s: first sight of %s (scope %s): seq 1..%d skipped (older "
                      "than the last %d messages), catching up from seq %d", self.agent.name,
@@ -597,8 +598,11 @@ class Gateway(SupervisedActor):
                 break
             seq_from = highest + 1
 
+    def _connection(self) -> ConnectionKey:
+        return ConnectionKey("fabric", self.agent.name, self.guild)
+
     def _scope_key(self, channel_id: str) -> str:
-        return scope_key("fabric", self.agent.name, self.guild, channel_id)
+        return str(ScopeKey("fabric", self.agent.name, self.guild, channel_id))
 
     def _normalize(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> Inbound:
         return normalize_message(
@@ -641,7 +645,7 @@ class Gateway(SupervisedActor):
         store = self.runtime.store
         held = any(m.channel_id == inbound.channel_id and m.seq < inbound.seq
                    for waiting in self.held.values() for m in waiting)
-        if not store.record_inbound(inbound, last_seq=not held):
+        if not store.record_inbound(inbound, advance_cursor=not held):
             log.debug("gateway %s@%s: duplicate %s dropped", self.agent.name, self.guild,
                       inbound.message_id)
             return
@@ -657,7 +661,7 @@ class Gateway(SupervisedActor):
                 if m.channel_id == channel_id]
         if held:
             seq = min(seq, min(held) - 1)
-        self.runtime.store.set_last_seq(self.agent.name, self.guild, channel_id, seq)
+        self.runtime.store.set_cursor(self._connection(), channel_id, str(seq), seq)
 
     # -- authors -----------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from bridge.agent import AgentEvent
-from bridge.messages import Inbound
+from bridge.model import Inbound
 
 
 @attrs.frozen

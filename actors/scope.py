@@ -45,7 +45,7 @@ from bridge.commands import (
 from bridge.config import AgentSettings
 from bridge.config_reader import default_workspace
 from bridge.engage import EngageRule
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.policy import WorkspaceError, check_workspace
 from bridge.scope_logic import Action, ArmDebounce, OverBudget, Refuse, ScopeLogic, StartRun
 from bridge.sessions import policy_fingerprint
@@ -70,14 +70,14 @@ class Scope(SupervisedActor):
         super().__init__(runtime, child_id)
         self.key = first.scope_key
         self.agent = agent
-        self.guild = first.guild
+        self.guild = first.space
         self.channel_id = first.channel_id
         config = runtime.config
-        names = runtime.names.get(agent.name, first.guild)
-        binding = config.binding_for(agent.name, first.guild, first.channel_id,
+        names = runtime.names.get(agent.name, first.space)
+        binding = config.binding_for(agent.name, first.space, first.channel_id,
                                      first.channel_name, names.channels)
         self.rule = binding.engage if binding is not None else EngageRule()
-        self.logic = ScopeLogic(agent.name, first.guild, first.channel_name,
+        self.logic = ScopeLogic(agent.name, first.space, first.channel_name,
                                 config.bridge.debounce_s, rule=self.rule, access=agent.access,
                                 bot_names=config.agents, names=names)
         #: ``/timeout`` of this scope (seconds), None for the agent's ``timeout_s``.

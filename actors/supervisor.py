@@ -44,7 +44,7 @@ from actors.upkeep import Upkeep
 from bridge.board import ActorRow
 from bridge.commands import parse_command
 from bridge.engage import EngageGate, EngageRule
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.names import channel_entries, user_entries
 from bridge.procs import OpenRun, kill_leftovers
 
@@ -142,7 +142,7 @@ class Supervisor(pykka.ThreadingActor):
                      "context only, and too old for later prompts", closed, window_s)
         for inbound in self._scopes_with_work():
             if self._names_pending(inbound):
-                self.parked.setdefault((inbound.agent, inbound.guild), []).append(inbound)
+                self.parked.setdefault((inbound.agent, inbound.space), []).append(inbound)
             else:
                 self._route(inbound, spawn=True)
         for (agent, guild), waiting in sorted(self.parked.items()):
@@ -256,20 +256,20 @@ class Supervisor(pykka.ThreadingActor):
         """Whether a recovered message must wait for its connection to resolve the config's
         names (it would be judged by ids alone before; see :mod:`bridge.names`)."""
         agent = self.runtime.config.agents.get(inbound.agent)
-        if agent is None or f"gateway:{inbound.agent}:{inbound.guild}" not in self.children:
+        if agent is None or f"gateway:{inbound.agent}:{inbound.space}" not in self.children:
             return False
-        if self.runtime.names.ready(inbound.agent, inbound.guild):
+        if self.runtime.names.ready(inbound.agent, inbound.space):
             return False
         bindings = [b for b in self.runtime.config.bindings
-                    if (b.agent, b.guild) == (inbound.agent, inbound.guild)]
+                    if (b.agent, b.guild) == (inbound.agent, inbound.space)]
         return bool(channel_entries(bindings, agent.access) or user_entries(agent.access))
 
     def _may_engage(self, inbound: Inbound) -> bool:
         """Whether a message could engage a scope that has no state (or is a command)."""
         if parse_command(inbound.content) is not None:
             return True
-        names = self.runtime.names.get(inbound.agent, inbound.guild)
-        binding = self.runtime.config.binding_for(inbound.agent, inbound.guild,
+        names = self.runtime.names.get(inbound.agent, inbound.space)
+        binding = self.runtime.config.binding_for(inbound.agent, inbound.space,
                                                   inbound.channel_id, inbound.channel_name,
                                                   names.channels)
         rule = binding.engage if binding is not None else EngageRule()

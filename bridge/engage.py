@@ -29,10 +29,8 @@ from __future__ import annotations
 import attrs
 import regex
 
-from bridge.messages import Inbound
+from bridge.model import Inbound
 
-#: Channel types where every message engages in ``wakeup`` mode (Fabric plugins: a dm).
-ALWAYS_ENGAGE_X_TYPES = frozenset({"dm"})
 #: The engage modes a binding may choose.
 ENGAGE_MODES = ("wakeup", "mention", "mention-sticky", "pattern")
 #: What happens to messages that do not engage.
@@ -143,11 +141,11 @@ class EngageGate:
         if message.stale:
             return Decision(False, "stale catch-up message")
         if rule.mode == "wakeup":
-            if message.wakeup:
-                return Decision(True, "wakeup")
-            if message.x_type in ALWAYS_ENGAGE_X_TYPES:
-                return Decision(True, f"any message in a {message.x_type}")
-            return Decision(False, "no wakeup for this agent")
+            if message.addressed:
+                return Decision(True, "addressed")
+            if message.is_direct:
+                return Decision(True, "any message in a direct conversation")
+            return Decision(False, "not addressed to this agent")
         if rule.mode in ("mention", "mention-sticky"):
             if message.mentioned:
                 return Decision(True, "mentioned")

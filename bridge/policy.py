@@ -40,7 +40,7 @@ from pathlib import Path
 
 import attrs
 
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.names import ResolvedNames, listed
 
 #: ``sender_scope`` values.

@@ -30,7 +30,7 @@ import re
 
 import attrs
 
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.sanitize import json_safe
 
 #: First line of the bridge's block.
@@ -103,14 +103,14 @@ class Prompt:
 
     Attributes:
         agent: Agent name.
-        guild: Guild node id.
+        space: The chat platform's space (workspace, tenant or server) id.
         channel: Channel name (chosen by members).
         messages: The engaged messages merged by the debounce window, by seq.
         context: Earlier messages that did not engage, by seq.
     """
 
     agent: str
-    guild: str
+    space: str
     channel: str
     messages: tuple[PromptLine, ...]
     context: tuple[PromptLine, ...] = ()
@@ -125,7 +125,7 @@ class Prompt:
             BLOCK_START,
             "This block comes from the chat bridge that runs you; it is the only part of "
             "this prompt the bridge wrote.",
-            f"You are the agent {quote(self.agent)} in a team chat: guild {quote(self.guild)}, "
+            f"You are the agent {quote(self.agent)} in a team chat: space {quote(self.space)}, "
             f"channel {quote(self.channel)} (JSON strings; members choose channel names).",
             "After this block come chat messages, one JSON object per line, with the fields "
             "seq (position in the channel), author_id, author (display name), allowed and "

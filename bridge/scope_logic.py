@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from bridge.engage import EngageGate, EngageRule
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.names import ResolvedNames
 from bridge.policy import (
     AccessPolicy,
@@ -141,7 +141,7 @@ class ScopeLogic:
 
     Args:
         agent: Agent name.
-        guild: Guild node id.
+        space: The chat platform's space id.
         channel: Channel name (for prompts).
         debounce_s: Debounce window in seconds.
         dedup_size: Message ids remembered.
@@ -155,13 +155,13 @@ class ScopeLogic:
     """
 
     def __init__(
-        self, agent: str, guild: str, channel: str, debounce_s: float,
+        self, agent: str, space: str, channel: str, debounce_s: float,
         dedup_size: int = DEDUP_SIZE, *, rule: EngageRule | None = None,
         access: AccessPolicy | None = None, bot_names: Iterable[str] = (),
         names: ResolvedNames | None = None, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.agent = agent
-        self.guild = guild
+        self.space = space
         self.channel = channel
         self.debounce_s = debounce_s
         self.dedup = Dedup(dedup_size)
@@ -296,7 +296,7 @@ class ScopeLogic:
         run_id = uuid.uuid4().hex[:12]
         prompt = Prompt(
             agent=self.agent,
-            guild=self.guild,
+            space=self.space,
             channel=self.channel,
             messages=tuple(PromptLine.of(m, allowed=True) for m in pending),
             context=tuple(line for _, line in sorted(self.context, key=lambda c: c[1].seq)),

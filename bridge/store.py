@@ -11,7 +11,7 @@ nothing delivered is delivered twice:
   (its run ended and the answer is in the outbox), or ``dropped`` (it made
   its scope fail, so it is never replayed); the journal doubles as the
   persistent dedup set (one row per (scope, message id));
-- the last seen ``seq`` per (agent, guild, channel), for catch-up;
+- the intake cursor per (platform, agent, space, channel), for catch-up;
 - the session catalog: scope key -> the agent's thread/session id,
   workspace and policy fingerprint;
 - runs: start, end, outcome, usage;
@@ -53,7 +53,7 @@ from typing import Any
 
 import attrs
 
-from bridge.messages import Inbound
+from bridge.model import ConnectionKey, Inbound
 
 DB_FILE = "bridge.db"
 #: Seconds to wait for a lock held by another connection before failing.
@@ -132,6 +132,36 @@ MIGRATIONS: tuple[str, ...] = (
         timeout_s REAL
     );
     """,
+    # 5: platform-neutral keys. The intake cursor per (platform, identity, space,
+    # channel) is opaque text (its position orders it: it never moves back); the
+    # journal's messages say ``space``, ``addressed``, ``is_direct`` and ``cursor``
+    # instead of the first platform's ``guild``, ``wakeup`` and ``x_type``; a piece
+    # names the thread it goes to.
+    """
+    CREATE TABLE cursors (
+        platform TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        space TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        cursor TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (platform, agent, space, channel_id)
+    );
+    INSERT INTO cursors (platform, agent, space, channel_id, cursor, position)
+        SELECT 'fabric', agent, guild, channel_id, CAST(last_seq AS TEXT), last_seq
+        FROM channel_seq;
+    DROP TABLE channel_seq;
+    UPDATE inbound SET payload = json_remove(json_set(payload,
+        '$.space', json_extract(payload, '$.guild'),
+        '$.addressed', json(CASE WHEN json_extract(payload, '$.wakeup') THEN 'true'
+                                 ELSE 'false' END),
+        '$.is_direct', json(CASE WHEN json_extract(payload, '$.x_type') = 'dm' THEN 'true'
+                                 ELSE 'false' END),
+        '$.cursor', CAST(json_extract(payload, '$.seq') AS TEXT)),
+        '$.guild', '$.wakeup', '$.x_type')
+    WHERE json_type(payload, '$.guild') IS NOT NULL;
+    ALTER TABLE outbox ADD COLUMN thread TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 #: Inbound states that still need a run (or a place in the next prompt).
@@ -151,7 +181,7 @@ _STATS_QUERIES: tuple[tuple[str, str], ...] = (
              "FROM runs GROUP BY 1"),
     ("sessions", "SELECT 'rows', count(*) FROM sessions"),
     ("scope_settings", "SELECT 'rows', count(*) FROM scope_settings"),
-    ("channel_seq", "SELECT 'rows', count(*) FROM channel_seq"),
+    ("cursors", "SELECT 'rows', count(*) FROM cursors"),
 )
 
 
@@ -241,7 +271,7 @@ class StoreStats(TotalBytes):
         wal_bytes: Size of its write-ahead log (``bridge.db-wal``) in bytes (0 when absent).
         rows: Row counts per table, then per state: ``inbound`` and ``outbox`` by
             their ``state`` column, ``runs`` as ``running`` / ``ended``, and
-            ``sessions``, ``scope_settings`` and ``channel_seq`` as ``rows``.
+            ``sessions``, ``scope_settings`` and ``cursors`` as ``rows``.
             A state with no rows is left out.
     """
 
@@ -334,12 +364,13 @@ class Store:
 
     # -- inbound journal --------------------------------------------------
 
-    def record_inbound(self, inbound: Inbound, last_seq: bool = True) -> bool:
-        """Record an accepted message (state ``received``), and the channel's last seq.
+    def record_inbound(self, inbound: Inbound, advance_cursor: bool = True) -> bool:
+        """Record an accepted message (state ``received``), and the channel's cursor.
 
         Args:
             inbound: The normalized message.
-            last_seq: Also advance the channel's last seen seq to ``inbound.seq``.
+            advance_cursor: Also advance the channel's intake cursor to
+                ``inbound.cursor`` (at position ``inbound.seq``).
 
         Returns:
             True when it is new; False for a message id already recorded for
@@ -351,30 +382,49 @@ class Store:
                 "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, payload, "
                 "received_at) VALUES (?, ?, ?, 'received', ?, ?)",
                 (inbound.scope_key, inbound.message_id, inbound.seq, payload, time.time()))
-            if last_seq:
-                self._set_last_seq(db, inbound.agent, inbound.guild, inbound.channel_id,
-                                   inbound.seq)
+            if advance_cursor:
+                self._set_cursor(db, inbound.connection, inbound.channel_id,
+                                 inbound.cursor or str(inbound.seq), inbound.seq)
             return cursor.rowcount == 1
 
-    def set_last_seq(self, agent: str, guild: str, channel_id: str, seq: int) -> None:
-        """Advance the channel's last seen seq (never moves it back)."""
+    def set_cursor(self, connection: ConnectionKey, channel_id: str, cursor: str,
+                   position: int) -> None:
+        """Advance a channel's intake cursor (never moves it back).
+
+        Args:
+            connection: The (platform, agent, space) whose intake read the channel.
+            channel_id: The channel.
+            cursor: The platform's opaque position of the last message taken.
+            position: Its place in the channel (orders cursors: a lower one is ignored).
+        """
         with self._write() as db:
-            self._set_last_seq(db, agent, guild, channel_id, seq)
+            self._set_cursor(db, connection, channel_id, cursor, position)
 
     @staticmethod
-    def _set_last_seq(db: sqlite3.Connection, agent: str, guild: str, channel_id: str,
-                      seq: int) -> None:
+    def _set_cursor(db: sqlite3.Connection, connection: ConnectionKey, channel_id: str,
+                    cursor: str, position: int) -> None:
         db.execute(
-            "INSERT INTO channel_seq (agent, guild, channel_id, last_seq) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (agent, guild, channel_id) DO UPDATE SET "
-            "last_seq = max(last_seq, excluded.last_seq)", (agent, guild, channel_id, seq))
+            "INSERT INTO cursors (platform, agent, space, channel_id, cursor, position) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (platform, agent, space, channel_id) DO "
+            "UPDATE SET cursor = excluded.cursor, position = excluded.position "
+            "WHERE excluded.position > cursors.position",
+            (connection.platform, connection.agent, connection.space, channel_id, cursor,
+             position))
 
-    def last_seqs(self, agent: str, guild: str) -> dict[str, int]:
-        """Last seen seq per channel id of one (agent, guild)."""
+    def cursors(self, connection: ConnectionKey) -> dict[str, str]:
+        """The intake cursor per channel id of one connection.
+
+        Args:
+            connection: The (platform, agent, space).
+
+        Returns:
+            Channel id to the platform's opaque cursor text.
+        """
         with self._tx() as db:
-            rows = db.execute("SELECT channel_id, last_seq FROM channel_seq WHERE agent = ? AND "
-                              "guild = ?", (agent, guild)).fetchall()
-        return {str(r[0]): int(r[1]) for r in rows}
+            rows = db.execute("SELECT channel_id, cursor FROM cursors WHERE platform = ? AND "
+                              "agent = ? AND space = ?", (connection.platform, connection.agent,
+                                                          connection.space)).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
 
     def classify(self, scope_key: str, message_id: str, engaged: bool) -> None:
         """Mark a received message ``engaged`` or ``context`` (open states only)."""

@@ -23,7 +23,7 @@ from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.devguild.seed import Seed, SeedUser
 from bridge.config import load_config
 from bridge.logs import remove_logging, setup_logging
-from bridge.messages import scope_key
+from bridge.model import ScopeKey
 from bridge.policy import DEFAULT_REFUSAL
 from tests.support import GATED_AGENT, Member, start_bridge, wait_until, write_config
 
@@ -100,7 +100,7 @@ def bridge(tmp_path: Path, guild: DevGuild) -> Iterator[Callable[..., BridgeApp]
 
 
 def key(guild: DevGuild, agent: str, channel: str) -> str:
-    return scope_key("fabric", agent, "dev", guild.channel_id(channel))
+    return str(ScopeKey("fabric", agent, "dev", guild.channel_id(channel)))
 
 
 def settled(app: BridgeApp, scope: str, received: int) -> None:

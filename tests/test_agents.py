@@ -20,7 +20,7 @@ from bridge.agent import AgentEvent, RunContext, RunDone, RunFailed
 from bridge.prompt import Prompt, PromptLine
 
 PROMPT = Prompt(
-    agent="helper", guild="dev", channel="general",
+    agent="helper", space="dev", channel="general",
     messages=(PromptLine("Ann", "first question", 3, "u-ann", True),
               PromptLine("Bob", "and another", 4, "u-bob", True)),
     context=(PromptLine("Cid", "earlier chatter", 2, "u-cid", False),),

@@ -13,7 +13,7 @@ from actors.app import BridgeApp
 from actors.scope import Scope
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.config import load_config
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from tests.support import (
     Member,
     gated_config,

@@ -5,29 +5,29 @@ from __future__ import annotations
 import pytest
 
 from bridge.engage import EngageGate, EngageRule, engages
-from bridge.messages import Inbound
+from bridge.model import Inbound
 
 
-def msg(content: str = "hello", *, wakeup: bool = False, mentioned: bool = False,
+def msg(content: str = "hello", *, addressed: bool = False, mentioned: bool = False,
         x_type: str = "work", stale: bool = False) -> Inbound:
-    return Inbound(platform="fabric", agent="echo", guild="dev", channel_id="c-1",
-                   channel_name="general", x_type=x_type, message_id="m-1", seq=1,
-                   author_id="u-ann", author_name="Ann", content=content, wakeup=wakeup,
+    return Inbound(platform="fabric", agent="echo", space="dev", channel_id="c-1",
+                   channel_name="general", is_direct=x_type == "dm", message_id="m-1", seq=1,
+                   author_id="u-ann", author_name="Ann", content=content, addressed=addressed,
                    mentioned=mentioned, stale=stale)
 
 
 @pytest.mark.parametrize(("rule", "message", "engage", "reason"), [
-    (EngageRule(), msg(wakeup=True), True, "wakeup"),
-    (EngageRule(), msg(x_type="dm"), True, "any message in a dm"),
-    (EngageRule(), msg(mentioned=True), False, "no wakeup for this agent"),
-    (EngageRule(), msg(wakeup=True, stale=True), False, "stale catch-up message"),
+    (EngageRule(), msg(addressed=True), True, "addressed"),
+    (EngageRule(), msg(x_type="dm"), True, "any message in a direct conversation"),
+    (EngageRule(), msg(mentioned=True), False, "not addressed to this agent"),
+    (EngageRule(), msg(addressed=True, stale=True), False, "stale catch-up message"),
     (EngageRule("mention"), msg(mentioned=True), True, "mentioned"),
-    (EngageRule("mention"), msg(wakeup=True), False, "not mentioned"),
+    (EngageRule("mention"), msg(addressed=True), False, "not mentioned"),
     (EngageRule("mention"), msg(x_type="dm"), False, "not mentioned"),
     (EngageRule("mention-sticky"), msg(mentioned=True), True, "mentioned"),
-    (EngageRule("mention-sticky"), msg(wakeup=True), False, "not mentioned"),
+    (EngageRule("mention-sticky"), msg(addressed=True), False, "not mentioned"),
     (EngageRule("pattern", r"^deploy\b"), msg("deploy now"), True, "matches engage_pattern"),
-    (EngageRule("pattern", r"^deploy\b"), msg("please deploy", wakeup=True), False,
+    (EngageRule("pattern", r"^deploy\b"), msg("please deploy", addressed=True), False,
      "does not match engage_pattern"),
     (EngageRule("pattern", "."), msg("anything"), True, "matches engage_pattern"),
     (EngageRule("pattern", "."), msg("anything", stale=True), False, "stale catch-up message"),
@@ -73,5 +73,5 @@ def test_bad_rules_are_refused(kwargs: dict[str, str]) -> None:
 
 
 def test_default_engages_matches_fabric_rule() -> None:
-    assert engages(msg(wakeup=True)) and engages(msg(x_type="dm"))
-    assert not engages(msg()) and not engages(msg(wakeup=True, stale=True))
+    assert engages(msg(addressed=True)) and engages(msg(x_type="dm"))
+    assert not engages(msg()) and not engages(msg(addressed=True, stale=True))

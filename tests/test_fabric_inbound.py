@@ -47,13 +47,14 @@ def normalize(data: Any, channel: ChannelInfo = GENERAL, *, catch_up: bool = Fal
 def test_well_formed_payload_maps_fields() -> None:
     inbound = normalize(payload())
     assert inbound.platform == "fabric"
-    assert (inbound.agent, inbound.guild) == ("echo", "dev")
-    assert (inbound.channel_id, inbound.channel_name, inbound.x_type) == (
-        "c-1", "general", "general")
+    assert (inbound.agent, inbound.space) == ("echo", "dev")
+    assert (inbound.channel_id, inbound.channel_name, inbound.is_direct) == (
+        "c-1", "general", False)
+    assert inbound.cursor == "8"
     assert (inbound.message_id, inbound.seq, inbound.content) == ("m-1", 8, "hello")
     assert (inbound.author_id, inbound.author_name) == ("u-ann", "Ann")
     assert inbound.created_at == "2024-01-01T00:00:00Z"
-    assert inbound.wakeup is True
+    assert inbound.addressed is True
     assert inbound.mentioned is False
     assert inbound.catch_up is False
     assert inbound.scope_key == "fabric:echo:dev:c-1"
@@ -72,24 +73,24 @@ def test_created_at_not_string_becomes_empty() -> None:
 def test_live_wakeup_taken_from_payload() -> None:
     # In a general channel wakes() would say True; the payload's False wins for live events.
     assert wakes(x_type="general", author_id="u-ann", recipient_id=SELF, content="hello")
-    assert normalize(payload(wakeup=False)).wakeup is False
+    assert normalize(payload(wakeup=False)).addressed is False
     # In a work channel without mention wakes() says False; the payload's True wins.
-    assert normalize(payload(channelId="c-2", wakeup=True), WORK).wakeup is True
+    assert normalize(payload(channelId="c-2", wakeup=True), WORK).addressed is True
 
 
 def test_catch_up_infers_wakeup() -> None:
-    assert normalize(payload(wakeup=False), catch_up=True).wakeup is True
+    assert normalize(payload(wakeup=False), catch_up=True).addressed is True
     work = normalize(payload(channelId="c-2", wakeup=True), WORK, catch_up=True)
-    assert work.wakeup is False
+    assert work.addressed is False
     assert work.catch_up is True
     mention = normalize(payload(channelId="c-2", content=f"hi <@{SELF}>", wakeup=DROP), WORK,
                         catch_up=True)
-    assert mention.wakeup is True
+    assert mention.addressed is True
 
 
 def test_missing_wakeup_on_live_event_is_inferred() -> None:
-    assert normalize(payload(channelId="c-2", wakeup=DROP), WORK).wakeup is False
-    assert normalize(payload(wakeup="yes")).wakeup is True  # non-bool: inferred (general)
+    assert normalize(payload(channelId="c-2", wakeup=DROP), WORK).addressed is False
+    assert normalize(payload(wakeup="yes")).addressed is True  # non-bool: inferred (general)
 
 
 def test_mentioned() -> None:
@@ -196,7 +197,7 @@ def test_fuzz_near_valid_payload_only_bad_event(changes: dict[str, Any], catch_u
         return
     assert isinstance(inbound.seq, int) and inbound.seq >= 1
     assert isinstance(inbound.content, str) and len(inbound.content) <= LIMIT
-    assert isinstance(inbound.wakeup, bool)
+    assert isinstance(inbound.addressed, bool)
 
 
 @settings(max_examples=300, deadline=None)

@@ -20,6 +20,7 @@ from actors.gateway import FIRST_SIGHT_MESSAGES
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import ConnectionRow
 from bridge.isotime import parse_iso
+from bridge.model import ConnectionKey
 from tests.support import (
     Member,
     script_agent_table,
@@ -27,6 +28,8 @@ from tests.support import (
     wait_until,
     write_config,
 )
+
+FABRIC_DEV = ConnectionKey("fabric", "echo", "dev")
 
 #: A command agent that answers with its whole prompt (to see the context it got).
 PROMPT_AGENT = "import sys; print(sys.stdin.read())"
@@ -130,7 +133,7 @@ def test_long_history_seen_first_costs_one_bounded_page(
             wait_until(lambda: app.store.count_inbound(key).get(  # type: ignore[union-attr]
                 "received", 0) == FIRST_SIGHT_MESSAGES, what="the last page journaled")
             assert app.store.count_inbound(key) == {"received": FIRST_SIGHT_MESSAGES}
-            assert app.store.last_seqs("echo", "dev")[report] == total
+            assert app.store.cursors(FABRIC_DEV)[report] == str(total)
         finally:
             app.stop()
     assert any(f"seq 1..{total - FIRST_SIGHT_MESSAGES} skipped" in r.getMessage()
@@ -174,8 +177,8 @@ def test_a_channel_far_behind_is_caught_up_only_so_far_back(
         app = start_bridge(config)
         try:
             assert app.store is not None
-            wait_until(lambda: app.store.last_seqs("echo", "dev").get(  # type: ignore[union-attr]
-                report) == 12, what="report caught up")
+            wait_until(lambda: app.store.cursors(FABRIC_DEV).get(  # type: ignore[union-attr]
+                report) == "12", what="report caught up")
             key = f"fabric:echo:dev:{report}"
             assert app.store.count_inbound(key) == {"received": 5}
         finally:

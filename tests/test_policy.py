@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from bridge.config import AgentSettings
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.names import ResolvedNames
 from bridge.policy import (
     AccessPolicy,
@@ -27,8 +27,8 @@ from bridge.sessions import policy_fingerprint
 
 def msg(author: str = "ann", *, author_id: str = "", channel: str = "general",
         channel_id: str = "c-general", bot: bool = False) -> Inbound:
-    return Inbound(platform="fabric", agent="coder", guild="dev", channel_id=channel_id,
-                   channel_name=channel, x_type="general", message_id="m-1", seq=1,
+    return Inbound(platform="fabric", agent="coder", space="dev", channel_id=channel_id,
+                   channel_name=channel, message_id="m-1", seq=1,
                    author_id=author_id or f"u-{author}", author_name=author, content="hi",
                    author_is_bot=bot)
 

@@ -29,11 +29,13 @@ from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, StoreRow
 from bridge.cli import main
 from bridge.config import ConfigError, load_config
-from bridge.messages import Inbound
+from bridge.model import ConnectionKey, Inbound
 from bridge.ops.doctor import run_checks
 from bridge.ops.tui import plain_status, render
 from bridge.store import DB_FILE, PruneResult, SessionRecord, Store
 from tests.support import wait_until, write_config
+
+FABRIC_DEV = ConnectionKey("fabric", "echo", "dev")
 
 #: A fixed "now" for the property test (epoch seconds).
 NOW = 1_700_000_000.0
@@ -44,10 +46,10 @@ PIECE_STATES = ("pending", "posted", "failed")
 
 
 def inbound(message_id: str, channel: str, seq: int = 1) -> Inbound:
-    return Inbound(platform="fabric", agent="echo", guild="dev", channel_id=channel,
-                   channel_name=channel, x_type="general", message_id=message_id, seq=seq,
+    return Inbound(platform="fabric", agent="echo", space="dev", channel_id=channel,
+                   channel_name=channel, message_id=message_id, seq=seq,
                    author_id="u1", author_name="alice", content=f"text {message_id}",
-                   wakeup=True)
+                   addressed=True)
 
 
 def scope_of(channel: str) -> str:
@@ -136,7 +138,7 @@ def build(store: Store, path: Path, messages: list[tuple[str, float]],
         key = scope_of(f"s{i}")
         store.save_session(SessionRecord(key, f"thread-{i}", "/ws", "fp"))
         store.set_scope_timeout(key, 60.0)
-        store.set_last_seq("echo", "dev", f"s{i}", 7)
+        store.set_cursor(FABRIC_DEV, f"s{i}", "7", 7)
         ages.append(("UPDATE sessions SET updated_at = ? WHERE scope_key = ?", (NOW - age, key)))
     db = sqlite3.connect(path, isolation_level=None)
     try:
@@ -176,7 +178,7 @@ def test_prune_removes_exactly_the_finished_rows_older_than_the_cutoff(
         r["key"] for r in after["outbox"]}
     assert {r["run_id"] for r in before["runs"] if r["ended_at"] is None} <= {
         r["run_id"] for r in after["runs"]}
-    for table in ("sessions", "scope_settings", "channel_seq"):
+    for table in ("sessions", "scope_settings", "cursors"):
         assert after[table] == before[table]
 
 
@@ -289,7 +291,7 @@ def test_stats_counts_rows_per_table_and_state(tmp_path: Path) -> None:
         store.close()
     assert stats.rows == {"inbound": {"running": 1, "received": 1}, "outbox": {},
                           "runs": {"running": 1}, "sessions": {"rows": 1},
-                          "scope_settings": {"rows": 0}, "channel_seq": {"rows": 1}}
+                          "scope_settings": {"rows": 0}, "cursors": {"rows": 1}}
     assert stats.db_bytes > 0 and stats.total_bytes == stats.db_bytes + stats.wal_bytes
 
 
@@ -402,7 +404,7 @@ def short_retention_config(tmp_path: Path, center_url: str, retention_s: float) 
 
 
 def finished_message(store: Store, message_id: str) -> None:
-    store.record_inbound(inbound(message_id, "c-old", 1), last_seq=False)
+    store.record_inbound(inbound(message_id, "c-old", 1), advance_cursor=False)
     store.start_run(f"run-{message_id}", scope_of("c-old"), [message_id])
     for piece in store.finish_run(f"run-{message_id}", "done", ["answer"]):
         store.mark_posted(piece.key, "posted")
@@ -475,7 +477,7 @@ def test_the_running_bridge_closes_open_context_older_than_the_catch_up_window(
                    row.state == "connected" and app.board.snapshot().store,
                    what="recovery and the first prune")
         # Context in a channel that never engages: no run will ever take it.
-        app.store.record_inbound(inbound("never-engaged", "c-quiet", 1), last_seq=False)
+        app.store.record_inbound(inbound("never-engaged", "c-quiet", 1), advance_cursor=False)
         assert app.store.count_inbound(scope_of("c-quiet")) == {"received": 1}
         aged = sqlite3.connect(db, isolation_level=None, timeout=10)
         try:

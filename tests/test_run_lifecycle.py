@@ -28,7 +28,7 @@ from actors.scope import Scope
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, RunRow
 from bridge.config import Config
-from bridge.messages import Inbound, scope_key
+from bridge.model import Inbound, ScopeKey
 from bridge.scope_logic import CONTEXT_MESSAGES
 from bridge.statefiles import read_status, write_status
 from bridge.store import DB_FILE, Store, StoreError
@@ -54,7 +54,7 @@ def start(apps: list[BridgeApp], config: Config, **kwargs: Any) -> BridgeApp:
 
 
 def general_key(devguild: DevGuild) -> str:
-    return scope_key("fabric", "echo", "dev", devguild.channel_id("general"))
+    return str(ScopeKey("fabric", "echo", "dev", devguild.channel_id("general")))
 
 
 # -- a store error while a run ends ----------------------------------------------
@@ -126,7 +126,7 @@ def seed_context(state_dir: Path, devguild: DevGuild, count: int, age_s: float) 
     texts = [f"stale-{i:05d}" for i in range(count)]
     rows = []
     for i, text in enumerate(texts):
-        inbound = Inbound("fabric", "echo", "dev", channel_id, "general", "general",
+        inbound = Inbound("fabric", "echo", "dev", channel_id, "general",
                           f"seeded-{i}", i + 1, devguild.user_id("bob"), "bob", text)
         rows.append((inbound.scope_key, inbound.message_id, inbound.seq,
                      json.dumps(attrs.asdict(inbound)), time.time() - age_s))
@@ -268,7 +268,7 @@ def test_an_engaged_message_waiting_behind_a_long_run_is_never_closed_as_stale(
         alice.post("general", "second, queued")
         store = app.store
         assert store is not None
-        key = scope_key("fabric", "echo", "dev", devguild.channel_id("general"))
+        key = str(ScopeKey("fabric", "echo", "dev", devguild.channel_id("general")))
         wait_until(lambda: store.count_inbound(key) == {"running": 1, "engaged": 1},
                    what="the queued message marked engaged")
         # After a crash, open messages older than the catch-up window are closed as

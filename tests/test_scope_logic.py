@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from bridge.engage import EngageRule
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.policy import AccessPolicy
 from bridge.prompt import PromptLine
 from bridge.scope_logic import (
@@ -22,15 +22,15 @@ from bridge.scope_logic import (
 
 
 def msg(
-    seq: int, content: str = "", *, wakeup: bool = True, x_type: str = "general",
+    seq: int, content: str = "", *, addressed: bool = True, x_type: str = "general",
     author: str = "Ann", message_id: str | None = None, channel_name: str = "general",
 ) -> Inbound:
     return Inbound(
-        platform="fabric", agent="echo", guild="dev", channel_id="c-1",
-        channel_name=channel_name, x_type=x_type,
+        platform="fabric", agent="echo", space="dev", channel_id="c-1",
+        channel_name=channel_name, is_direct=x_type == "dm",
         message_id=message_id if message_id is not None else f"m-{seq}", seq=seq,
         author_id=f"u-{author}", author_name=author, content=content or f"text {seq}",
-        wakeup=wakeup,
+        addressed=addressed,
     )
 
 
@@ -80,17 +80,17 @@ def test_duplicate_message_ignored() -> None:
 
 def test_duplicate_ignored_beyond_small_dedup() -> None:
     scope = ScopeLogic("echo", "dev", "general", 0.3, dedup_size=2)
-    scope.accept(msg(1, wakeup=False))
-    scope.accept(msg(2, wakeup=False))
-    scope.accept(msg(3, wakeup=False))
+    scope.accept(msg(1, addressed=False))
+    scope.accept(msg(2, addressed=False))
+    scope.accept(msg(3, addressed=False))
     assert scope.received == 3
-    scope.accept(msg(1, wakeup=False))  # forgotten, so accepted again
+    scope.accept(msg(1, addressed=False))  # forgotten, so accepted again
     assert scope.received == 4
 
 
 def test_context_message_goes_into_next_prompt() -> None:
     scope = logic()
-    assert scope.accept(msg(1, "just chatting", wakeup=False, author="Bob")) == []
+    assert scope.accept(msg(1, "just chatting", addressed=False, author="Bob")) == []
     assert scope.state == "idle"
     assert (scope.received, scope.engaged) == (1, 0)
     arm = only_arm(scope.accept(msg(2, "hey agent")))
@@ -106,7 +106,7 @@ def test_context_message_goes_into_next_prompt() -> None:
 
 def test_dm_engages_without_wakeup() -> None:
     scope = logic()
-    arm = only_arm(scope.accept(msg(1, wakeup=False, x_type="dm")))
+    arm = only_arm(scope.accept(msg(1, addressed=False, x_type="dm")))
     assert arm.delay_s == 0.3
     assert scope.state == "debouncing"
     assert scope.engaged == 1
@@ -130,7 +130,7 @@ def test_burst_becomes_one_run_in_seq_order() -> None:
     start = only_start(scope.debounce_elapsed(arms[-1].generation))
     assert start.prompt.user_text() == "part 10\npart 11\npart 12"
     assert start.message_ids == ("m-10", "m-11", "m-12")
-    assert (start.prompt.agent, start.prompt.guild, start.prompt.channel) == (
+    assert (start.prompt.agent, start.prompt.space, start.prompt.channel) == (
         "echo", "dev", "general")
     assert scope.runs == 1
     assert scope.state == "running"
@@ -149,7 +149,7 @@ def test_messages_during_run_are_queued_then_start_next_run() -> None:
     run1 = only_start(scope.debounce_elapsed(arm.generation))
     assert scope.accept(msg(3, "third")) == []
     assert scope.accept(msg(2, "second")) == []
-    assert scope.accept(msg(4, "aside", wakeup=False, author="Bob")) == []
+    assert scope.accept(msg(4, "aside", addressed=False, author="Bob")) == []
     assert scope.state == "queued"
     # A stale timer during the run starts nothing.
     assert scope.debounce_elapsed(arm.generation) == []
@@ -193,7 +193,7 @@ def test_debounce_without_pending_starts_nothing() -> None:
 def test_context_bounded_by_count() -> None:
     scope = logic()
     for seq in range(1, CONTEXT_MESSAGES + 11):
-        scope.accept(msg(seq, wakeup=False))
+        scope.accept(msg(seq, addressed=False))
     arm = only_arm(scope.accept(msg(1000)))
     context = only_start(scope.debounce_elapsed(arm.generation)).prompt.context
     assert len(context) == CONTEXT_MESSAGES
@@ -203,8 +203,8 @@ def test_context_bounded_by_count() -> None:
 
 def test_context_in_seq_order() -> None:
     scope = logic()
-    scope.accept(msg(5, wakeup=False))
-    scope.accept(msg(4, wakeup=False))
+    scope.accept(msg(5, addressed=False))
+    scope.accept(msg(4, addressed=False))
     arm = only_arm(scope.accept(msg(6)))
     context = only_start(scope.debounce_elapsed(arm.generation)).prompt.context
     assert [line.seq for line in context] == [4, 5]
@@ -228,7 +228,7 @@ def test_state_strings(steps: list[str], expected: str) -> None:
     run_id = ""
     for seq, step in enumerate(steps, start=1):
         if step == "context":
-            scope.accept(msg(seq, wakeup=False))
+            scope.accept(msg(seq, addressed=False))
         elif step == "engage":
             scope.accept(msg(seq))
         elif step == "elapse":
@@ -257,9 +257,9 @@ def gated(rule: EngageRule | None = None, access: AccessPolicy | None = None,
                       bot_names=("echo", "helper"), clock=clock or Clock())
 
 
-def person(seq: int, author: str, content: str = "", *, wakeup: bool = True,
+def person(seq: int, author: str, content: str = "", *, addressed: bool = True,
            mentioned: bool = False, bot: bool = False) -> Inbound:
-    return attrs.evolve(msg(seq, content, author=author, wakeup=wakeup), mentioned=mentioned,
+    return attrs.evolve(msg(seq, content, author=author, addressed=addressed), mentioned=mentioned,
                         author_is_bot=bot)
 
 
@@ -270,22 +270,22 @@ SILENT = AccessPolicy(allowed_users=("ann",), refusal="")
 
 @pytest.mark.parametrize(("rule", "access", "message", "verdict", "refused"), [
     (None, None, person(1, "ann"), "engaged", False),
-    (None, None, person(1, "ann", wakeup=False), "context", False),
-    (EngageRule(ignored="drop"), None, person(1, "ann", wakeup=False), "dropped", False),
+    (None, None, person(1, "ann", addressed=False), "context", False),
+    (EngageRule(ignored="drop"), None, person(1, "ann", addressed=False), "dropped", False),
     (None, None, person(1, "helper"), "context", False),             # another agent
     (None, None, person(1, "bot9", bot=True), "context", False),     # a bot
     (EngageRule(ignored="drop"), None, person(1, "bot9", bot=True), "dropped", False),
     (None, AccessPolicy(allow_bots=True), person(1, "bot9", bot=True), "engaged", False),
     (None, LISTED, person(1, "bob"), "context", True),               # refused, kept
-    (None, LISTED, person(1, "bob", wakeup=False), "context", False),  # did not engage
+    (None, LISTED, person(1, "bob", addressed=False), "context", False),  # did not engage
     (None, KNOWN, person(1, "bob"), "dropped", True),                # refused, dropped
-    (None, KNOWN, person(1, "bob", wakeup=False), "dropped", False),
+    (None, KNOWN, person(1, "bob", addressed=False), "dropped", False),
     (None, SILENT, person(1, "bob"), "context", False),              # refusal = ""
     (None, AccessPolicy(allowed_channels=("ops",)), person(1, "ann"), "dropped", False),
     (EngageRule("mention"), None, person(1, "ann"), "context", False),
     (EngageRule("mention"), None, person(1, "ann", mentioned=True), "engaged", False),
     (EngageRule("mention"), LISTED, person(1, "bob", mentioned=True), "context", True),
-    (EngageRule("pattern", "^!run"), None, person(1, "ann", "!run it", wakeup=False),
+    (EngageRule("pattern", "^!run"), None, person(1, "ann", "!run it", addressed=False),
      "engaged", False),
 ])
 def test_accept_verdicts(rule: EngageRule | None, access: AccessPolicy | None,
@@ -322,12 +322,12 @@ def test_mention_sticky_conversation_and_release() -> None:
     for seq, (mentioned, advance) in enumerate(
             [(False, 0), (True, 0), (False, 30), (False, 59), (False, 61)], start=1):
         clock.now += advance
-        scope.accept(person(seq, "ann", wakeup=False, mentioned=mentioned))
+        scope.accept(person(seq, "ann", addressed=False, mentioned=mentioned))
         verdicts.append(scope.verdict)
     assert verdicts == ["context", "engaged", "engaged", "engaged", "context"]
     scope.accept(person(6, "ann", mentioned=True))
     assert scope.release() is True and scope.release() is False
-    scope.accept(person(7, "ann", wakeup=False))
+    scope.accept(person(7, "ann", addressed=False))
     assert scope.verdict == "context"
 
 
@@ -335,7 +335,7 @@ def test_refused_and_bot_messages_do_not_start_a_sticky_conversation() -> None:
     scope = gated(EngageRule("mention-sticky"), access=LISTED)
     scope.accept(person(1, "bob", mentioned=True))
     scope.accept(person(2, "helper", mentioned=True))
-    scope.accept(person(3, "ann", wakeup=False))
+    scope.accept(person(3, "ann", addressed=False))
     assert scope.verdict == "context"
 
 
@@ -347,7 +347,7 @@ def test_a_finished_run_keeps_the_sticky_conversation_going() -> None:
     clock.now += 50
     scope.run_finished(start.run_id, ok=True)
     clock.now += 50
-    scope.accept(person(2, "ann", wakeup=False))
+    scope.accept(person(2, "ann", addressed=False))
     assert scope.verdict == "engaged"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.messages import Inbound
+from bridge.model import ConnectionKey, Inbound
 from bridge.store import (
     MAX_RUN_ATTEMPTS,
     MIGRATIONS,
@@ -18,12 +18,13 @@ from bridge.store import (
 )
 
 KEY = "fabric:echo:dev:c1"
+FABRIC_DEV = ConnectionKey("fabric", "echo", "dev")
 
 
-def inbound(message_id: str, seq: int, *, channel: str = "c1", wakeup: bool = True) -> Inbound:
-    return Inbound(platform="fabric", agent="echo", guild="dev", channel_id=channel,
-                   channel_name="general", x_type="general", message_id=message_id, seq=seq,
-                   author_id="u1", author_name="alice", content=f"text {seq}", wakeup=wakeup)
+def inbound(message_id: str, seq: int, *, channel: str = "c1", addressed: bool = True) -> Inbound:
+    return Inbound(platform="fabric", agent="echo", space="dev", channel_id=channel,
+                   channel_name="general", message_id=message_id, seq=seq,
+                   author_id="u1", author_name="alice", content=f"text {seq}", addressed=addressed)
 
 
 @pytest.fixture
@@ -35,16 +36,16 @@ def test_record_is_idempotent_and_tracks_last_seq(store: Store) -> None:
     assert store.record_inbound(inbound("m1", 1)) is True
     assert store.record_inbound(inbound("m1", 1)) is False
     assert store.record_inbound(inbound("m2", 2)) is True
-    store.set_last_seq("echo", "dev", "c1", 1)  # never moves back
-    assert store.last_seqs("echo", "dev") == {"c1": 2}
+    store.set_cursor(FABRIC_DEV, "c1", "1", 1)  # never moves back
+    assert store.cursors(FABRIC_DEV) == {"c1": "2"}
     assert store.count_inbound() == {"received": 2}
 
 
 def test_open_inbound_round_trips_messages_by_seq(store: Store) -> None:
     store.record_inbound(inbound("m2", 2))
-    store.record_inbound(inbound("m1", 1, wakeup=False))
+    store.record_inbound(inbound("m1", 1, addressed=False))
     store.classify(KEY, "m1", engaged=False)
-    assert store.open_inbound(KEY) == [inbound("m1", 1, wakeup=False), inbound("m2", 2)]
+    assert store.open_inbound(KEY) == [inbound("m1", 1, addressed=False), inbound("m2", 2)]
     assert [m.message_id for m in store.open_scopes()] == ["m2"]
     assert store.count_inbound(KEY) == {"context": 1, "received": 1}
 
@@ -172,3 +173,37 @@ def test_scope_timeout_is_remembered(tmp_path: Path) -> None:
     assert second.scope_timeout(KEY) == 900.0
     second.set_scope_timeout(KEY, None)
     assert second.scope_timeout(KEY) is None
+
+
+def test_schema_4_store_migrates_without_losing_open_work(tmp_path: Path) -> None:
+    """A state dir written before the platform-neutral keys: its open message, its
+    channel seq and its pending piece come through the migration."""
+    from bridge.store import DB_FILE, MIGRATIONS
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    for number, script in enumerate(MIGRATIONS[:4]):
+        db.executescript(f"BEGIN;{script};PRAGMA user_version={number + 1};COMMIT;")
+    old_payload = ('{"platform": "fabric", "agent": "echo", "guild": "dev", "channel_id": "c1", '
+                   '"channel_name": "general", "x_type": "dm", "message_id": "m-7", "seq": 7, '
+                   '"author_id": "u1", "author_name": "alice", "content": "hi", '
+                   '"created_at": "", "wakeup": true, "mentioned": false, "catch_up": false, '
+                   '"stale": false, "author_is_bot": false, "author_known": true}')
+    db.execute("INSERT INTO inbound (scope_key, message_id, seq, state, payload, received_at) "
+               "VALUES ('fabric:echo:dev:c1', 'm-7', 7, 'received', ?, 0)", (old_payload,))
+    db.execute("INSERT INTO channel_seq (agent, guild, channel_id, last_seq) "
+               "VALUES ('echo', 'dev', 'c1', 7)")
+    db.execute("INSERT INTO outbox (key, scope_key, run_id, idx, content, state, created_at, "
+               "updated_at, after_seq) VALUES ('r1:0', 'fabric:echo:dev:c1', 'r1', 0, 'answer', "
+               "'pending', 0, 0, 7)")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / DB_FILE)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        [message] = store.open_inbound("fabric:echo:dev:c1")
+        assert (message.space, message.addressed, message.is_direct, message.cursor) == (
+            "dev", True, True, "7")
+        assert message.scope_key == "fabric:echo:dev:c1"
+        assert store.cursors(FABRIC_DEV) == {"c1": "7"}
+        assert [p.key for p in store.pending_pieces("fabric:echo:dev:c1")] == ["r1:0"]
+    finally:
+        store.close()

@@ -21,7 +21,7 @@ from bridge.board import BoardSnapshot
 from bridge.errors import Unauthorized
 from bridge.statefiles import read_status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Seconds allowed for the bridge to start and connect.
 START_TIMEOUT_S = 30.0
 

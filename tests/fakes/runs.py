@@ -20,7 +20,7 @@ RUN_WAIT_S = 60.0
 
 def prompt(text: str, author: str = "Ann") -> Prompt:
     """A one-message prompt."""
-    return Prompt(agent="coder", guild="dev", channel="general",
+    return Prompt(agent="coder", space="dev", channel="general",
                   messages=(PromptLine(author, text, 1, f"u-{author.lower()}", True),))
 
 

@@ -23,7 +23,7 @@ from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.devguild.seed import Seed, SeedUser
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from bridge.config import Config
-from bridge.messages import Inbound, scope_key
+from bridge.model import Inbound, ScopeKey
 from bridge.names import NOT_UNIQUE, NameProblem, listed, resolve_names
 from bridge.ops.doctor import Check, run_checks
 from bridge.store import DB_FILE, Store
@@ -160,7 +160,7 @@ def test_private_channel_named_like_an_allowed_channel_gets_no_answer(
     wait_until(lambda: (row := app.board.connection("echo", "dev")) and row.channels == 5,
                what="echo joined the copy (bound by '*')")
     bob.rest.post(copy, "answer me in the copy")
-    copy_scope = scope_key("fabric", "echo", "dev", copy)
+    copy_scope = str(ScopeKey("fabric", "echo", "dev", copy))
 
     def settled() -> bool:
         row, store = app.board.scope(copy_scope), app.store
@@ -193,7 +193,7 @@ def test_private_channel_named_like_a_bound_channel_is_not_joined(
     bob.wait_reply("echo", "general", lambda c: c == "answer me in general")
     assert echo_said(devguild, copy) == []
     assert app.store is not None
-    assert app.store.open_inbound(scope_key("fabric", "echo", "dev", copy)) == []
+    assert app.store.open_inbound(str(ScopeKey("fabric", "echo", "dev", copy))) == []
 
 
 def test_member_with_an_admins_display_name_gets_no_admin_rights(
@@ -226,11 +226,11 @@ def test_open_message_recovered_at_start_waits_for_the_names(
     store = Store(config.bridge.state_dir / DB_FILE)
     try:
         store.record_inbound(Inbound(
-            platform="fabric", agent="echo", guild="dev", channel_id=general,
-            channel_name="general", x_type="general", message_id="m-left-open", seq=1,
+            platform="fabric", agent="echo", space="dev", channel_id=general,
+            channel_name="general", message_id="m-left-open", seq=1,
             author_id=devguild.user_id("alice"), author_name="alice",
-            content="left open by a crash", wakeup=True,
-            created_at=datetime.datetime.now(datetime.UTC).isoformat()), last_seq=False)
+            content="left open by a crash", addressed=True,
+            created_at=datetime.datetime.now(datetime.UTC).isoformat()), advance_cursor=False)
     finally:
         store.close()
     devguild.set_delay(0.5)   # the recovered scope is back well before the channel list

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters.chat.fabric.devguild import DevGuild
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.scope_logic import BOT_STREAK_LIMIT, ArmDebounce, ScopeLogic
 from tests.support import Member, start_bridge, wait_until, write_config
 
@@ -60,9 +60,9 @@ def test_slow_author_lookup_does_not_hold_up_other_members(
 
 def _message(n: int, *, bot: bool) -> Inbound:
     author = "agent-b" if bot else "alice"
-    return Inbound(platform="fabric", agent="echo", guild="dev", channel_id="c1",
-                   channel_name="general", x_type="general", message_id=f"m{n}", seq=n,
-                   author_id=author, author_name=author, content=f"hi {n}", wakeup=True,
+    return Inbound(platform="fabric", agent="echo", space="dev", channel_id="c1",
+                   channel_name="general", message_id=f"m{n}", seq=n,
+                   author_id=author, author_name=author, content=f"hi {n}", addressed=True,
                    author_is_bot=bot)
 
 

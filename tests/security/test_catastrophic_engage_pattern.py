@@ -19,7 +19,7 @@ import pytest
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.config import ConfigError, load_config
 from bridge.engage import Decision, EngageGate, EngageRule
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.scope_logic import ScopeLogic
 from tests.support import Member, wait_until, write_config
 
@@ -28,8 +28,8 @@ ATTACK = "a" * 5000 + "b"
 
 
 def message(content: str, seq: int = 1) -> Inbound:
-    return Inbound(platform="fabric", agent="echo", guild="dev", channel_id="c-1",
-                   channel_name="general", x_type="work", message_id=f"m-{seq}", seq=seq,
+    return Inbound(platform="fabric", agent="echo", space="dev", channel_id="c-1",
+                   channel_name="general", message_id=f"m-{seq}", seq=seq,
                    author_id="u-ann", author_name="Ann", content=content)
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.messages import Inbound
+from bridge.model import Inbound
 from bridge.policy import AccessPolicy
 from bridge.prompt import (
     BLOCK_END,
@@ -41,9 +41,9 @@ ONLY_ALICE = AccessPolicy(allowed_users=("u-alice",))
 
 
 def message(seq: int, author: str, text: str, *, channel: str = "general") -> Inbound:
-    return Inbound(platform="fabric", agent="coder", guild="dev", channel_id="c-1",
-                   channel_name=channel, x_type="general", message_id=f"m-{seq}", seq=seq,
-                   author_id=f"u-{author}", author_name=author, content=text, wakeup=True)
+    return Inbound(platform="fabric", agent="coder", space="dev", channel_id="c-1",
+                   channel_name=channel, message_id=f"m-{seq}", seq=seq,
+                   author_id=f"u-{author}", author_name=author, content=text, addressed=True)
 
 
 def run_prompt(*messages: Inbound, access: AccessPolicy = ONLY_ALICE) -> Prompt:
@@ -156,11 +156,11 @@ def as_json_reads(text: str) -> str:
 
 
 def decode_identity(line: str) -> tuple[str, str, str]:
-    """The agent, guild and channel of the instructions line that names them."""
+    """The agent, space and channel of the instructions line that names them."""
     decoder = json.JSONDecoder()
     values = []
     rest = line
-    for before in ("You are the agent ", " in a team chat: guild ", ", channel "):
+    for before in ("You are the agent ", " in a team chat: space ", ", channel "):
         assert rest.startswith(before), rest
         value, end = decoder.raw_decode(rest, len(before))
         values.append(value)
@@ -170,13 +170,13 @@ def decode_identity(line: str) -> tuple[str, str, str]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(agent=TEXT, guild=TEXT, channel=TEXT,
+@given(agent=TEXT, space=TEXT, channel=TEXT,
        messages=st.lists(prompt_lines(), min_size=1, max_size=4),
        context=st.lists(prompt_lines(), max_size=4))
 def test_member_controlled_strings_never_change_the_prompt_structure(
-        agent: str, guild: str, channel: str, messages: list[PromptLine],
+        agent: str, space: str, channel: str, messages: list[PromptLine],
         context: list[PromptLine]) -> None:
-    prompt = Prompt(agent, guild, channel, tuple(messages), tuple(context))
+    prompt = Prompt(agent, space, channel, tuple(messages), tuple(context))
     plain = Prompt("a", "g", "c", tuple(attrs.evolve(m, author="x", text="y", author_id="z")
                                         for m in messages),
                    tuple(attrs.evolve(m, author="x", text="y", author_id="z") for m in context))
@@ -198,7 +198,7 @@ def test_member_controlled_strings_never_change_the_prompt_structure(
     assert len(re.findall(r"<\s*/?\s*bridge", rendered, re.IGNORECASE)) == 2
     # every member-controlled string decodes back exactly from its own line
     assert decode_identity(lines[identity_at]) == tuple(
-        as_json_reads(value) for value in (agent, guild, channel))
+        as_json_reads(value) for value in (agent, space, channel))
     got_context, got_messages = data_lines(rendered)
     for got, line in zip([*got_context, *got_messages], [*context, *messages], strict=True):
         assert got == {"seq": line.seq, "author_id": as_json_reads(line.author_id),

@@ -34,7 +34,7 @@ from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
 from bridge.config import Config
-from bridge.messages import scope_key
+from bridge.model import ScopeKey
 from bridge.store import DB_FILE, Store
 from tests.support import Member, script_agent_table, wait_until, write_config
 
@@ -233,7 +233,7 @@ def test_start_after_a_crash_kills_what_earlier_runs_left(
         tmp_path: Path, devguild: DevGuild, mode: str,
         bridge_app: Callable[[Config], BridgeApp]) -> None:
     config = write_config(tmp_path, devguild.center_url)
-    key = scope_key("fabric", "echo", "dev", devguild.channel_id("general"))
+    key = str(ScopeKey("fabric", "echo", "dev", devguild.channel_id("general")))
     open_run, ended_run = uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]
     store = Store(config.bridge.state_dir / DB_FILE)
     try:

@@ -14,7 +14,7 @@ import attrs
 
 from adapters.chat.fabric.rules import content_length, mentioned_user_ids, wakes
 from bridge.errors import BadEvent
-from bridge.messages import Inbound
+from bridge.model import Inbound
 
 #: Longest id accepted in any id field (characters).
 MAX_ID_CHARS = 200
@@ -107,10 +107,11 @@ def normalize_message(
         wakeup = wakes(x_type=channel.x_type, author_id=author, recipient_id=self_id,
                        content=content)
     return Inbound(
-        platform="fabric", agent=agent, guild=guild, channel_id=channel.id,
-        channel_name=channel.name, x_type=channel.x_type, message_id=message_id, seq=seq,
+        platform="fabric", agent=agent, space=guild, channel_id=channel.id,
+        channel_name=channel.name, is_direct=channel.x_type == "dm", message_id=message_id, seq=seq,
+        cursor=str(seq),
         author_id=author, author_name=author_name(author), content=content,
         created_at=created if isinstance(created, str) else "",
-        wakeup=wakeup, mentioned=self_id in mentioned_user_ids(content), catch_up=catch_up,
+        addressed=wakeup, mentioned=self_id in mentioned_user_ids(content), catch_up=catch_up,
         author_is_bot=author_is_bot(author) if author_is_bot is not None else False,
     )

@@ -1,0 +1,178 @@
+"""The platform-neutral model: conversation keys, post targets and the inbound message.
+
+Keys are typed values, parsed and printed here and nowhere else. A key's
+printed form (``platform:agent:space:channel[:thread]``) is what the state
+store keeps; the parts are ids, which carry no ``:`` on any platform the
+bridge speaks (Fabric node ids, Slack ``C…``/``T…`` ids and ``ts`` values,
+Feishu/Lark ``oc_…``/``om_…`` ids), and agent names are checked at config load.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+#: Separator of a key's printed parts.
+SEPARATOR = ":"
+
+
+@attrs.frozen(order=True)
+class Target:
+    """Where a piece is posted: a channel, and a thread in it (empty: top level).
+
+    Attributes:
+        channel: The platform's channel id.
+        thread: The id of the thread's first message (Slack ``thread_ts``,
+            Feishu/Lark root message id); empty for the channel itself.
+    """
+
+    channel: str
+    thread: str = ""
+
+
+@attrs.frozen(order=True)
+class ScopeKey:
+    """One conversation of one agent: a channel, or a thread in a channel.
+
+    Attributes:
+        platform: The chat platform's name (e.g. ``slack``).
+        agent: The agent's name from the config.
+        space: The platform's space: a workspace, tenant or server id.
+        channel: The channel id.
+        thread: The thread id for a conversation per thread; empty for one per channel.
+    """
+
+    platform: str
+    agent: str
+    space: str
+    channel: str
+    thread: str = ""
+
+    def __str__(self) -> str:
+        parts = [self.platform, self.agent, self.space, self.channel]
+        if self.thread:
+            parts.append(self.thread)
+        return SEPARATOR.join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> ScopeKey:
+        """Read a key printed by ``str()``.
+
+        Args:
+            text: ``platform:agent:space:channel`` or ``...:channel:thread``.
+
+        Raises:
+            ValueError: ``text`` has fewer than four parts or an empty one.
+        """
+        parts = text.split(SEPARATOR, 4)
+        if len(parts) < 4 or not all(parts):
+            raise ValueError(f"not a scope key: {text!r}")
+        return cls(*parts)
+
+    @property
+    def target(self) -> Target:
+        """Where this conversation's pieces are posted."""
+        return Target(self.channel, self.thread)
+
+    @property
+    def connection(self) -> ConnectionKey:
+        """The connection (agent identity in one space) this conversation belongs to."""
+        return ConnectionKey(self.platform, self.agent, self.space)
+
+
+@attrs.frozen(order=True)
+class ConnectionKey:
+    """One agent identity connected to one space of one platform.
+
+    Attributes:
+        platform: The chat platform's name.
+        agent: The agent's name from the config.
+        space: The platform's space id.
+    """
+
+    platform: str
+    agent: str
+    space: str
+
+    def __str__(self) -> str:
+        return SEPARATOR.join((self.platform, self.agent, self.space))
+
+    def scope(self, channel: str, thread: str = "") -> ScopeKey:
+        """The key of a conversation in ``channel`` (and ``thread``) on this connection."""
+        return ScopeKey(self.platform, self.agent, self.space, channel, thread)
+
+
+@attrs.frozen
+class Inbound:
+    """One accepted chat message, as the bridge sees it (platform-neutral).
+
+    The platform's adapter builds it; everything platform-specific is decided
+    there (``addressed``, ``is_direct``, ``mentioned``, the author's kind).
+
+    Attributes:
+        platform: The chat platform's name.
+        agent: The agent whose connection received it.
+        space: The platform's space id.
+        channel_id: Channel id.
+        channel_name: Channel name for prompts and display.
+        message_id: Platform message id (the dedup key).
+        seq: The message's place in its channel, increasing (the platform's
+            sequence number or timestamp, as an integer); orders a prompt.
+        cursor: The platform's opaque position of the message, stored as the
+            channel's intake cursor (catch-up starts after it).
+        author_id: Author's user id.
+        author_name: Author's display name (id when unknown).
+        content: Message text (at most the platform's content limit).
+        created_at: Platform timestamp text (ISO 8601).
+        thread: The thread the message is in (its first message's id); empty
+            at the top level of a channel.
+        per_thread: True when the binding keeps one conversation per thread.
+        addressed: True when the platform says this message is for the agent
+            (a wakeup, a mention or DM, an @bot), by the platform's own rules.
+        is_direct: True in a direct conversation with the agent (a DM).
+        mentioned: True when the content mentions the agent.
+        catch_up: True when fetched from history after a gap or reconnect.
+        stale: True for a catch-up message older than the catch-up window: it
+            is kept as context only, so a long outage does not start a flood of runs.
+        author_is_bot: True when the platform says the author is a bot or an agent.
+        author_known: False when the author's kind could not be learned (the
+            lookup failed): such a message never engages an agent (fail closed)
+            and is kept as context.
+    """
+
+    platform: str
+    agent: str
+    space: str
+    channel_id: str
+    channel_name: str
+    message_id: str
+    seq: int
+    author_id: str
+    author_name: str
+    content: str
+    created_at: str = ""
+    cursor: str = ""
+    thread: str = ""
+    per_thread: bool = False
+    addressed: bool = False
+    is_direct: bool = False
+    mentioned: bool = False
+    catch_up: bool = False
+    stale: bool = False
+    author_is_bot: bool = False
+    author_known: bool = True
+
+    @property
+    def scope(self) -> ScopeKey:
+        """The conversation this message belongs to."""
+        return ScopeKey(self.platform, self.agent, self.space, self.channel_id,
+                        self.thread if self.per_thread else "")
+
+    @property
+    def scope_key(self) -> str:
+        """The printed key of :attr:`scope` (the state store's form)."""
+        return str(self.scope)
+
+    @property
+    def connection(self) -> ConnectionKey:
+        """The connection that received this message."""
+        return ConnectionKey(self.platform, self.agent, self.space)
