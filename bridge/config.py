@@ -192,7 +192,8 @@ class Binding:
 
     Attributes:
         agent: Agent name (a key of ``[agents]``).
-        guild: Guild node id.
+        space: The platform's workspace the channels are in (Fabric: the guild
+            node id, the TOML key ``guild``).
         channels: Channel ids or names; ``*`` means every channel the agent can see.
             A name matches only the channel it was resolved (and pinned) to
             (:mod:`bridge.names`).
@@ -202,7 +203,7 @@ class Binding:
     """
 
     agent: str
-    guild: str
+    space: str
     channels: tuple[str, ...] = ("*",)
     exclude_channels: tuple[str, ...] = ()
     engage: EngageRule = attrs.field(factory=EngageRule)
@@ -243,13 +244,13 @@ class Config:
     agents: Mapping[str, AgentSettings]
     bindings: tuple[Binding, ...]
 
-    def binding_for(self, agent: str, guild: str, channel_id: str, channel_name: str,
+    def binding_for(self, agent: str, space: str, channel_id: str, channel_name: str,
                     names: Mapping[str, str] | None = None) -> Binding | None:
         """The first binding (in file order) of ``agent`` that covers the channel.
 
         ``names`` is the connection's resolved channel names (see :meth:`Binding.matches`).
         """
-        return next((b for b in self.bindings if (b.agent, b.guild) == (agent, guild) and
+        return next((b for b in self.bindings if (b.agent, b.space) == (agent, space) and
                      b.matches(channel_id, channel_name, names)), None)
 
     def with_center_url(self, center_url: str) -> Config:
