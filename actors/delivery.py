@@ -45,6 +45,7 @@ from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
+from bridge.model import ScopeKey
 from bridge.secrets import redact
 from bridge.store import Piece
 
@@ -146,7 +147,9 @@ class Delivery(SupervisedActor):
                 self._drain()
         elif isinstance(message, Progress):
             view = self.statuses.setdefault(message.run_id, StatusView())
-            view.latest = redact(message.text)  # no known secret leaves for the chat
+            renderer = self.runtime.platforms[ScopeKey.parse(self.scope_key).platform]
+            # no known secret leaves for the chat
+            view.latest = redact(renderer.render_status(message.view))
             view.final = view.final or message.final
             self._show_status(message.run_id)
         elif isinstance(message, FlushStatus):

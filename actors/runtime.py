@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +17,7 @@ from actors.timers import Timers
 from bridge.board import Board
 from bridge.config import Config
 from bridge.names import ResolvedNames
+from bridge.run_view import Renderer
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,8 @@ class Runtime:
         directory: Current refs of supervised children.
         names: What the config's channel and user names resolved to, per connection.
         supervisor: Ref of the root supervisor (set once it started).
+        platforms: Each chat platform's renderer, by platform name (a scope key's
+            ``platform``).
         stopping: Set when the bridge begins to stop: actors skip new work (it is
             in the journal or on the guild, and is picked up at the next start).
     """
@@ -121,6 +125,7 @@ class Runtime:
     names: NameBook = attrs.field(factory=NameBook)
     supervisor: pykka.ActorRef[Any] | None = None
     stopping: threading.Event = attrs.field(factory=threading.Event)
+    platforms: Mapping[str, Renderer] = attrs.field(factory=dict)
 
 
 class SupervisedActor(pykka.ThreadingActor):
