@@ -44,7 +44,10 @@ from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.model import ScopeKey
+<<<<<<< HEAD
 from bridge.platform import Access, ChatClient
+=======
+>>>>>>> runview
 from bridge.secrets import redact
 from bridge.store import Piece
 
@@ -139,7 +142,9 @@ class Delivery(SupervisedActor):
                 self._drain()
         elif isinstance(message, Progress):
             view = self.statuses.setdefault(message.run_id, StatusView())
-            view.latest = redact(message.text)  # no known secret leaves for the chat
+            renderer = self.runtime.platforms[ScopeKey.parse(self.scope_key).platform]
+            # no known secret leaves for the chat
+            view.latest = redact(renderer.render_status(message.view))
             view.final = view.final or message.final
             self._show_status(message.run_id)
         elif isinstance(message, FlushStatus):

@@ -8,6 +8,7 @@ import attrs
 
 from bridge.agent import AgentEvent
 from bridge.model import ConnectionKey, Inbound
+from bridge.run_view import RunView
 
 
 @attrs.frozen
@@ -132,17 +133,23 @@ class ChildIdle:
 
 @attrs.frozen
 class Progress:
-    """Runner to delivery: the run's status message text changed.
+    """Runner to delivery: a new snapshot of the run (the platform renders it).
 
     Attributes:
-        run_id: The run.
-        text: The whole status text.
-        final: True for the last update of the run (always shown).
+        view: The run's state; ``view.final`` marks its last update (always shown).
     """
 
-    run_id: str
-    text: str
-    final: bool = False
+    view: RunView
+
+    @property
+    def run_id(self) -> str:
+        """The run."""
+        return self.view.run_id
+
+    @property
+    def final(self) -> bool:
+        """True for the last update of the run."""
+        return self.view.final
 
 
 @attrs.frozen
