@@ -1,4 +1,4 @@
-"""The running bridge: lock, dev guild (optional), timers, actor tree, status file."""
+"""The running bridge: lock, side services, timers, actor tree, status file."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import pykka
 
 from actors.messages import Shutdown
-from actors.runtime import Runtime
+from actors.runtime import CredentialCache, Runtime
 from actors.scope import Scope
 from actors.supervisor import Supervisor
 from actors.timers import Timers
-from adapters.chat.fabric.devguild import DevGuild, load_seed
-from adapters.chat.fabric.render import FabricRenderer
+from bridge.agent import Agent
 from bridge.board import Board
-from bridge.config import Config
+from bridge.config import AgentSettings, Config
 from bridge.logs import remove_logging, setup_logging
+from bridge.platform import ChatPlatform
 from bridge.statefiles import StateLock, StatusWriter, write_status
 from bridge.store import Store, open_store
 
@@ -29,24 +30,46 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 4.0
 
 
+class Service(Protocol):
+    """Something the composition runs beside the actors (e.g. a dev chat server)."""
+
+    def start(self, config: Config) -> Config:
+        """Start; return the config the actors should use (it may point at the service)."""
+
+    def stop(self) -> None:
+        """Stop (idempotent; must not raise)."""
+
+
 class BridgeApp:
     """Starts and stops the whole bridge in this process.
+
+    It knows no chat platform and no agent kind: the composition
+    (:mod:`bridge.compose`) hands it their registries.
 
     Args:
         config: The validated config.
         board: Board to publish on (one is made when None).
         scope_class: Scope actor class (tests inject a misbehaving subclass).
+        platforms: Builds the chat platforms (by name) from the config in effect.
+        agents: Builds the agent for an ``[agents.NAME]`` table.
+        services: Started after the state-dir lock, before the actors; stopped last.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(self, config: Config, board: Board | None = None,
-                 scope_class: type[Scope] = Scope) -> None:
+                 scope_class: type[Scope] = Scope, *,
+                 platforms: Callable[[Config], Mapping[str, ChatPlatform]],
+                 agents: Callable[[AgentSettings], Agent],
+                 services: Sequence[Service] = ()) -> None:
         self.config = config
         self.board = board or Board()
         self.scope_class = scope_class
+        self.platforms = platforms
+        self.agents = agents
+        self.services = list(services)
+        self.started: list[Service] = []
         self.lock = StateLock(config.bridge.state_dir)
-        self.devguild: DevGuild | None = None
         self.timers = Timers()
         self.runtime: Runtime | None = None
         self.supervisor: pykka.ActorRef[Any] | None = None
@@ -55,12 +78,12 @@ class BridgeApp:
         self.store: Store | None = None
 
     def start(self) -> None:
-        """Take the state-dir lock, start the dev guild if configured, then the actors.
+        """Take the state-dir lock, start the side services, then the actors.
 
         Raises:
             bridge.statefiles.AlreadyRunning: another bridge uses the state dir.
             bridge.store.StoreError: the state store is corrupt, locked or too new.
-            OSError: a dev guild port is taken.
+            OSError: a side service's port is taken.
         """
         self.lock.acquire()
         self.log_handlers = setup_logging(self.board, self.config.bridge.log_level, None)
@@ -71,22 +94,17 @@ class BridgeApp:
             self.status_writer = StatusWriter(self.board.snapshot, self.config.bridge.state_dir)
             self.status_writer.start()
             config = self.config
-            if config.devguild is not None:
-                settings = config.devguild
-                self.devguild = DevGuild(load_seed(settings.seed), host=settings.host,
-                                         center_port=settings.center_port,
-                                         guild_port=settings.guild_port,
-                                         token_ttl_s=settings.token_ttl_s,
-                                         content_limit=config.fabric.content_limit)
-                self.devguild.start()
-                log.info("dev guild: center %s, guild %s", self.devguild.center_url,
-                         self.devguild.guild_url)
-                config = config.with_center_url(self.devguild.center_url)
+            for service in self.services:
+                config = service.start(config)
+                self.started.append(service)
             self.store = open_store(config.bridge.state_dir)
             self.timers.start()
-            self.runtime = Runtime(config, self.board, self.timers, self.store)
+            platforms = self.platforms(config)
+            self.runtime = Runtime(config, self.board, self.timers, self.store,
+                                   platforms=platforms, agents=self.agents)
+            self.runtime.credentials = CredentialCache(
+                {name: platform.limits.session_ttl_s for name, platform in platforms.items()})
             # composition: moves to the CLI
-            self.runtime.platforms = {"fabric": FabricRenderer(config.fabric.content_limit)}
             self.supervisor = Supervisor.start(self.runtime, self.scope_class)
             log.info("bridge started (pid %d, state in %s)", os.getpid(), config.bridge.state_dir)
         except BaseException:
@@ -117,9 +135,8 @@ class BridgeApp:
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self.devguild is not None:
-            self.devguild.stop()
-            self.devguild = None
+        while self.started:
+            self.started.pop().stop()
         if self.status_writer is not None:
             self.status_writer.stop()
             self.status_writer = None

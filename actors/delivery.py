@@ -44,10 +44,7 @@ from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.model import ScopeKey
-<<<<<<< HEAD
 from bridge.platform import Access, ChatClient
-=======
->>>>>>> runview
 from bridge.secrets import redact
 from bridge.store import Piece
 

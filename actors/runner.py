@@ -10,10 +10,10 @@ from typing import Any
 
 import pykka
 
+from actors.credentials import credentials_id
 from actors.messages import (
     AgentEventMsg,
     Deliver,
-    Forward,
     Progress,
     Route,
     RunActive,
@@ -21,8 +21,7 @@ from actors.messages import (
     StatusTick,
     StopRun,
 )
-from actors.runtime import Runtime
-from adapters.agents import build_agent
+from actors.runtime import Runtime, send
 from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarted, ToolStarted
 from bridge.board import RunRow
 from bridge.config import AgentSettings
@@ -97,6 +96,7 @@ class Runner(pykka.ThreadingActor):
         self.status = RunStatus(agent.name, self.started_at)
         self.status_shown = False
         key = ScopeKey.parse(scope_key)
+        self.connection = key.connection
         self.space = key.space
         #: The scope's platform renders the answer into pieces.
         self.renderer = runtime.platforms[key.platform]
@@ -110,7 +110,8 @@ class Runner(pykka.ThreadingActor):
         context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
                              on_spawn=self._spawned)
         try:
-            self.run = build_agent(self.agent).start(self.prompt, context)
+            assert self.runtime.agents is not None
+            self.run = self.runtime.agents(self.agent).start(self.prompt, context)
         except Exception as exc:  # any start-up error must end the run, not hang the scope
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.warning("run %s: could not start agent %s: %s", self.run_id, self.agent.name, why)
@@ -265,15 +266,13 @@ class Runner(pykka.ThreadingActor):
         return saved
 
     def _to_delivery(self, message: Any) -> None:
-        supervisor = self.runtime.supervisor
-        if supervisor is not None:
-            supervisor.tell(Forward(self.delivery_id, message))
+        send(self.runtime, self.delivery_id, message)
 
     def _identity(self, message: RunActive) -> None:
-        tokens = self.runtime.directory.get(f"tokens:{self.agent.name}")
-        if tokens is not None:
+        credentials = self.runtime.directory.get(credentials_id(self.connection))
+        if credentials is not None:
             with contextlib.suppress(pykka.ActorDeadError):
-                tokens.tell(message)
+                credentials.tell(message)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """Kill the agent and report the run as failed (in the channel and to the scope)."""

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -16,8 +16,9 @@ import pykka
 
 from actors.messages import ChildFailed, Forward, Init
 from actors.timers import Timers
+from bridge.agent import Agent
 from bridge.board import Board
-from bridge.config import Config
+from bridge.config import AgentSettings, Config
 from bridge.model import ConnectionKey
 from bridge.names import ResolvedNames
 from bridge.platform import Access, ChatPlatform
@@ -130,6 +131,7 @@ class Runtime:
         directory: Current refs of supervised children.
         names: What the config's channel and user names resolved to, per connection.
         platforms: The chat platforms by name.
+        agents: Builds the agent of an ``[agents.NAME]`` table (the registry of kinds).
         credentials: Each connection's current access (see :class:`CredentialCache`).
         supervisor: Ref of the root supervisor (set once it started).
         stopping: Set when the bridge begins to stop: actors skip new work (it is
@@ -143,6 +145,7 @@ class Runtime:
     directory: Directory = attrs.field(factory=Directory)
     names: NameBook = attrs.field(factory=NameBook)
     platforms: Mapping[str, ChatPlatform] = attrs.field(factory=dict)
+    agents: Callable[[AgentSettings], Agent] | None = None
     credentials: CredentialCache = attrs.field(factory=CredentialCache)
     supervisor: pykka.ActorRef[Any] | None = None
     stopping: threading.Event = attrs.field(factory=threading.Event)

@@ -224,9 +224,9 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
     dir private (umask 077, dir 0700, files 0600; see
     :func:`bridge.statefiles.secure_state_dir`).
     """
-    from actors.app import BridgeApp
     from adapters.agents.childenv import BASE_ENV
     from bridge.board import Board
+    from bridge.compose import bridge_app
     from bridge.logs import setup_logging
     from bridge.ops.tui import run_live
     from bridge.secrets import SecretError, env_secret_names, exec_without_env_secrets
@@ -247,7 +247,7 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
         setup_logging(None, config.bridge.log_level, sys.stdout)
     stop = threading.Event()
     _stop_on_signals(stop)
-    app = BridgeApp(config, board)
+    app = bridge_app(config, board)
     try:
         app.start()
     except AlreadyRunning as exc:

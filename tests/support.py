@@ -18,6 +18,7 @@ from adapters.chat.fabric.devguild import DevGuild
 from adapters.chat.fabric.realtime import FabricSocket
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from bridge.board import Board
+from bridge.compose import bridge_app
 from bridge.config import Config, load_config
 from bridge.errors import Unauthorized
 
@@ -74,7 +75,7 @@ def start_bridge(config: Config, *, agents: Iterable[str] | None = None,
     """
     wanted = set(agents) if agents is not None else {b.agent for b in config.bindings}
     pairs = sorted({(b.agent, b.space) for b in config.bindings if b.agent in wanted})
-    app = BridgeApp(config, Board(), **kwargs)
+    app = bridge_app(config, Board(), **kwargs)
     if apps is not None:
         apps.append(app)
     app.start()

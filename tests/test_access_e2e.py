@@ -1,3 +1,4 @@
+
 """Access, engage modes, commands, workspaces and secrets through the dev guild.
 
 Real loopback sockets, the whole actor tree. The dev guild's seed is the
@@ -21,6 +22,7 @@ import pytest
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.devguild.seed import Seed, SeedUser
+from bridge.compose import devguild_of
 from bridge.config import load_config
 from bridge.logs import remove_logging, setup_logging
 from bridge.model import ScopeKey
@@ -285,8 +287,9 @@ def test_secrets_never_appear_in_any_output(
     config = load_config(config_file)
     app = start_bridge(config)
     try:
-        assert app.devguild is not None
-        alice = Member(app.devguild, "alice")
+        devguild = devguild_of(app)
+        assert devguild is not None
+        alice = Member(devguild, "alice")
         try:
             alice.post("general", "hello")
             alice.wait_reply("echo", "general", lambda c: c == "hello")
@@ -297,8 +300,7 @@ def test_secrets_never_appear_in_any_output(
             alice.wait_reply("helper", "general", lambda c: c.startswith("helper commands:"))
             wait_until(lambda: (config.bridge.state_dir / "status.json").exists(),
                        what="status.json")
-            history = json.dumps(app.devguild.state.messages(
-                app.devguild.channel_id("general")))
+            history = json.dumps(devguild.state.messages(devguild.channel_id("general")))
             snapshot = json.dumps(app.board.snapshot().to_dict())
             status = (config.bridge.state_dir / "status.json").read_text(encoding="utf-8")
         finally:

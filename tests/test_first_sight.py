@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from actors import gateway
 from actors.app import BridgeApp
-from actors.gateway import FIRST_SIGHT_MESSAGES
+from adapters.chat.fabric import intake as gateway
 from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.intake import FIRST_SIGHT_MESSAGES
 from bridge.board import ConnectionRow
 from bridge.isotime import parse_iso
 from bridge.model import ConnectionKey
@@ -125,7 +125,7 @@ def test_long_history_seen_first_costs_one_bounded_page(
     report = devguild.channel_id("report")  # report: nobody is ever woken
     for n in range(total):
         alice.rest.post(report, f"line {n}")
-    with caplog.at_level(logging.INFO, logger="actors.gateway"):
+    with caplog.at_level(logging.INFO, logger="adapters.chat.fabric.intake"):
         app = start_bridge(write_config(tmp_path, devguild.center_url))
         try:
             assert app.store is not None
@@ -173,7 +173,7 @@ def test_a_channel_far_behind_is_caught_up_only_so_far_back(
     report = devguild.channel_id("report")
     for n in range(12):
         alice.rest.post(report, f"during the outage {n}")
-    with caplog.at_level(logging.WARNING, logger="actors.gateway"):
+    with caplog.at_level(logging.WARNING, logger="adapters.chat.fabric.intake"):
         app = start_bridge(config)
         try:
             assert app.store is not None

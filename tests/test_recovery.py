@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
+from bridge.compose import bridge_app
 from bridge.config import Config, load_config
 from bridge.ops.loadkit import BridgeProcess
 from bridge.statefiles import read_status
@@ -135,7 +135,7 @@ def test_kill9_after_a_post_landed_does_not_post_it_again(
 def test_old_messages_after_an_outage_are_context_only(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
     config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
-    app = BridgeApp(config, Board())
+    app = bridge_app(config, Board())
     app.start()
     wait_until(lambda: (r := app.board.connection("echo", "dev")) and r.state == "connected")
     app.stop()
@@ -143,7 +143,7 @@ def test_old_messages_after_an_outage_are_context_only(
     alice.post("general", "said while the bridge was away")
     text = config.path.read_text().replace("[bridge]", "[bridge]\ncatch_up_window_s = 0")
     config.path.write_text(text)
-    app = BridgeApp(load_config(config.path), Board())
+    app = bridge_app(load_config(config.path), Board())
     app.start()
     try:
         key = f"fabric:echo:dev:{devguild.channel_id('general')}"

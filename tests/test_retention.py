@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bridge.store
-from actors.app import BridgeApp
 from actors.upkeep import PRUNE_INTERVAL_S, prune_interval_s
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, StoreRow
 from bridge.cli import main
+from bridge.compose import bridge_app
 from bridge.config import ConfigError, load_config
 from bridge.model import ConnectionKey, Inbound
 from bridge.ops.doctor import run_checks
@@ -433,7 +433,7 @@ def test_the_running_bridge_prunes_at_start_and_then_on_schedule(
     age_all(db, 86_400)
     rows = counts(db)
     assert rows() == {"inbound": 1, "outbox": 1, "runs": 1, "sessions": 1}
-    app = BridgeApp(config, Board())
+    app = bridge_app(config, Board())
     app.start()
     try:
         # Prune deletes each table in transactions of its own: wait for all of them.
@@ -467,7 +467,7 @@ def test_the_running_bridge_closes_open_context_older_than_the_catch_up_window(
     config = load_config(path)
     db = config.bridge.state_dir / DB_FILE
     rows = counts(db)
-    app = BridgeApp(config, Board())
+    app = bridge_app(config, Board())
     app.start()
     try:
         assert app.store is not None

@@ -27,6 +27,7 @@ from actors.runner import Runner
 from actors.scope import Scope
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, RunRow
+from bridge.compose import bridge_app
 from bridge.config import Config
 from bridge.model import Inbound, ScopeKey
 from bridge.scope_logic import CONTEXT_MESSAGES
@@ -47,7 +48,7 @@ PROMPT_KEEPER = textwrap.dedent("""
 
 
 def start(apps: list[BridgeApp], config: Config, **kwargs: Any) -> BridgeApp:
-    app = BridgeApp(config, Board(), **kwargs)
+    app = bridge_app(config, Board(), **kwargs)
     apps.append(app)
     app.start()
     return app
@@ -257,7 +258,7 @@ def test_status_never_shows_the_runs_of_a_crashed_bridge(
 def test_an_engaged_message_waiting_behind_a_long_run_is_never_closed_as_stale(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
     config, workspace = gated_config(tmp_path, devguild.center_url)
-    app = BridgeApp(config, Board())
+    app = bridge_app(config, Board())
     app.start()
     try:
         wait_until(lambda: (row := app.board.connection("echo", "dev")) and

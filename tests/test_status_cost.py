@@ -6,9 +6,9 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
+from bridge.compose import bridge_app
 from tests.fakes.runs import fake_cli
 from tests.support import Member, wait_until, write_config
 
@@ -45,7 +45,7 @@ def test_a_burst_of_events_costs_one_post_and_one_edit(
         binary = "{binary}"
         workspace = "{workspace}"
     """)
-    app = BridgeApp(write_config(tmp_path, devguild.center_url, agents=agents,
+    app = bridge_app(write_config(tmp_path, devguild.center_url, agents=agents,
                                  debounce_s=0.05), Board())
     app.start()
     try:

@@ -72,9 +72,9 @@ def measure_live_status(run_s: float = 60.0, tool_every_s: float = 1.0) -> LiveS
     """
     if run_s <= 0 or tool_every_s <= 0:
         raise ValueError("run_s and tool_every_s must be positive")
-    from actors.app import BridgeApp
     from adapters.chat.fabric.devguild import DevGuild, load_seed
     from adapters.chat.fabric.rest import FabricCenter, FabricGuild
+    from bridge.compose import bridge_app
     from bridge.config import load_config
 
     with tempfile.TemporaryDirectory(prefix="bridge-status-") as tmp, \
@@ -103,7 +103,7 @@ def measure_live_status(run_s: float = 60.0, tool_every_s: float = 1.0) -> LiveS
             guild = "dev"
             channels = ["general"]
         """), encoding="utf-8")
-        app = BridgeApp(load_config(config))
+        app = bridge_app(load_config(config))
         app.start()
         try:
             deadline = time.monotonic() + 30

@@ -19,6 +19,7 @@ import pytest
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
+from bridge.compose import bridge_app
 from tests.support import Member, wait_until, write_config
 
 #: The agent's Fabric key (the dev guild's, so it logs in), model key and env value.
@@ -86,7 +87,7 @@ def test_answer_redacts_secrets(tmp_path: Path, devguild: DevGuild,
         workspace = "{tmp_path / 'ws'}"
     """)
     config = write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.05)
-    app = app_factory(BridgeApp(config, Board()))
+    app = app_factory(bridge_app(config, Board()))
     wait_until(lambda: (row := app.board.connection("echo", "dev")) is not None
                and row.state == "connected", what="echo connected")
     alice = members("alice")

@@ -80,9 +80,9 @@ def test_engage_pattern_never_runs_on_the_supervisor(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A pattern search is bounded, but on the root actor even a bounded search
     holds up routing for every agent: only the conversation's own scope runs it."""
-    from actors.app import BridgeApp
     from actors.supervisor import Supervisor
     from bridge.board import Board
+    from bridge.compose import bridge_app
 
     searched_on: list[str] = []
     decide = EngageGate.decide
@@ -95,7 +95,7 @@ def test_engage_pattern_never_runs_on_the_supervisor(
     monkeypatch.setattr(EngageGate, "decide", recording)
     bindings = ('[[bindings]]\nagent = "echo"\nguild = "dev"\nchannels = ["*"]\n'
                 'engage = "pattern"\nengage_pattern = "^deploy"\n')
-    app = BridgeApp(write_config(tmp_path, devguild.center_url, bindings=bindings), Board())
+    app = bridge_app(write_config(tmp_path, devguild.center_url, bindings=bindings), Board())
     app.start()
     try:
         alice = members("alice")

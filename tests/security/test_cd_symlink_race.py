@@ -24,6 +24,7 @@ import actors.scope
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
+from bridge.compose import bridge_app
 from bridge.policy import check_workspace
 from tests.support import Member, wait_until, write_config
 
@@ -72,7 +73,7 @@ def test_cd_symlink_swapped_after_the_check(tmp_path: Path, devguild: DevGuild,
 
     monkeypatch.setattr(actors.scope, "check_workspace", check_then_swap)
     config = write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.05)
-    app = BridgeApp(config, Board())
+    app = bridge_app(config, Board())
     started.append(app)
     app.start()
     wait_until(lambda: (row := app.board.connection("echo", "dev")) is not None

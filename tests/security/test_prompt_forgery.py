@@ -19,9 +19,9 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
+from bridge.compose import bridge_app
 from bridge.model import Inbound
 from bridge.policy import AccessPolicy
 from bridge.prompt import (
@@ -226,7 +226,7 @@ def test_refused_member_and_forged_channel_name_over_the_dev_guild(
         allowed_users = ["alice"]
         refusal = ""
     """)
-    app = BridgeApp(write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.05),
+    app = bridge_app(write_config(tmp_path, devguild.center_url, agents=agents, debounce_s=0.05),
                     Board())
     app.start()
     try:

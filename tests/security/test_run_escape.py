@@ -32,6 +32,7 @@ import pytest
 import bridge.procs as procs
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
+from bridge import compose
 from bridge.board import Board
 from bridge.config import Config
 from bridge.model import ScopeKey
@@ -164,7 +165,7 @@ def bridge_app() -> Iterator[Callable[[Config], BridgeApp]]:
     made: list[BridgeApp] = []
 
     def start(config: Config) -> BridgeApp:
-        app = BridgeApp(config, Board())
+        app = compose.bridge_app(config, Board())
         made.append(app)
         app.start()
         return app

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from actors.app import BridgeApp
 from adapters.chat.fabric.chat import ChatSession
 from adapters.chat.fabric.devguild import DevGuild
 from adapters.chat.fabric.rest import FabricCenter
 from bridge.board import ActorRow, Board, BoardSnapshot, ConnectionRow, RunRow, ScopeRow
+from bridge.compose import bridge_app
 from bridge.logs import remove_logging, setup_logging
 from bridge.ops.doctor import failure, format_check
 from bridge.ops.tui import plain_status, render
@@ -148,7 +148,7 @@ def test_chat_client_prints_another_members_escapes_as_text(
 
 def test_hostile_channel_over_the_dev_guild_reaches_no_output_raw(
         tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member]) -> None:
-    app = BridgeApp(write_config(tmp_path, devguild.center_url, debounce_s=0.05), Board())
+    app = bridge_app(write_config(tmp_path, devguild.center_url, debounce_s=0.05), Board())
     stream = io.StringIO()
     handlers = setup_logging(None, "DEBUG", stream)
     app.start()

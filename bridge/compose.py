@@ -1,0 +1,94 @@
+"""Composition: the registries of chat platforms and agent kinds, and the app built on them.
+
+This is the one place (with the CLI and the operator tools) that knows every
+layer: it builds the platforms a config uses, the side services it asks for
+(the Fabric dev guild of ``[devguild]``), and hands them to
+:class:`actors.app.BridgeApp`, which itself knows no platform.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.app import BridgeApp
+from adapters.agents import build_agent
+from adapters.chat.fabric.devguild import DevGuild, load_seed
+from adapters.chat.fabric.platform import FabricPlatform
+from bridge.board import Board
+from bridge.config import Config
+from bridge.platform import ChatPlatform
+
+__all__ = ["DevGuildService", "bridge_app", "devguild_of", "platforms"]
+
+log = logging.getLogger(__name__)
+
+
+def platforms(config: Config) -> dict[str, ChatPlatform]:
+    """The chat platforms the config's bindings use, by name.
+
+    Raises:
+        bridge.config.ConfigError: never here (the config was validated at load);
+            a platform the code does not support yet raises ``ValueError``.
+    """
+    made: dict[str, ChatPlatform] = {}
+    for name in sorted({b.platform for b in config.bindings}):
+        if name == "fabric":
+            made[name] = FabricPlatform(config.fabric, config.bridge.catch_up_window_s)
+        else:
+            raise ValueError(f"platform {name!r} is configured but not supported by this "
+                             "version of the bridge yet")
+    return made
+
+
+class DevGuildService:
+    """The in-process Fabric dev guild of a config's ``[devguild]`` table.
+
+    Started by :class:`BridgeApp` after it took the state-dir lock, before the
+    actors; the config the actors get talks to it.
+    """
+
+    def __init__(self) -> None:
+        self.devguild: DevGuild | None = None
+
+    def start(self, config: Config) -> Config:
+        """Start the dev guild; return the config pointed at its Center.
+
+        Raises:
+            OSError: a port is taken.
+        """
+        settings = config.devguild
+        assert settings is not None
+        self.devguild = DevGuild(load_seed(settings.seed), host=settings.host,
+                                 center_port=settings.center_port,
+                                 guild_port=settings.guild_port,
+                                 token_ttl_s=settings.token_ttl_s,
+                                 content_limit=config.fabric.content_limit)
+        self.devguild.start()
+        log.info("dev guild: center %s, guild %s", self.devguild.center_url,
+                 self.devguild.guild_url)
+        return config.with_center_url(self.devguild.center_url)
+
+    def stop(self) -> None:
+        """Stop the dev guild (idempotent)."""
+        if self.devguild is not None:
+            self.devguild.stop()
+            self.devguild = None
+
+
+def bridge_app(config: Config, board: Board | None = None, **kwargs: Any) -> BridgeApp:
+    """The bridge for ``config``, composed with its platforms, agent kinds and services.
+
+    Args:
+        config: The validated config.
+        board: Board to publish on (one is made when None).
+        **kwargs: Passed to :class:`BridgeApp` (e.g. ``scope_class`` in tests).
+    """
+    services = [DevGuildService()] if config.devguild is not None else []
+    return BridgeApp(config, board, platforms=platforms, agents=build_agent,
+                     services=services, **kwargs)
+
+
+def devguild_of(app: BridgeApp) -> DevGuild | None:
+    """The dev guild an app started (its config's ``[devguild]``), if it runs one."""
+    return next((s.devguild for s in app.services if isinstance(s, DevGuildService)), None)
