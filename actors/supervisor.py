@@ -111,8 +111,8 @@ class Supervisor(pykka.ThreadingActor):
             child_id = f"tokens:{name}"
             self._add(child_id, "tokens", functools.partial(
                 TokenCache.start, self.runtime, child_id, config.agents[name]))
-        for agent_name, guild in sorted({(b.agent, b.guild) for b in config.bindings}):
-            bindings = [b for b in config.bindings if (b.agent, b.guild) == (agent_name, guild)]
+        for agent_name, guild in sorted({(b.agent, b.space) for b in config.bindings}):
+            bindings = [b for b in config.bindings if (b.agent, b.space) == (agent_name, guild)]
             child_id = f"gateway:{agent_name}:{guild}"
             self._add(child_id, "gateway", functools.partial(
                 Gateway.start, self.runtime, child_id, config.agents[agent_name], guild,
@@ -261,7 +261,7 @@ class Supervisor(pykka.ThreadingActor):
         if self.runtime.names.ready(inbound.agent, inbound.space):
             return False
         bindings = [b for b in self.runtime.config.bindings
-                    if (b.agent, b.guild) == (inbound.agent, inbound.space)]
+                    if (b.agent, b.space) == (inbound.agent, inbound.space)]
         return bool(channel_entries(bindings, agent.access) or user_entries(agent.access))
 
     def _may_engage(self, inbound: Inbound) -> bool:

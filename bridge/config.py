@@ -38,7 +38,13 @@ CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "dontAsk", "auto",
 #: ``bypassPermissions`` is refused by Claude Code when it runs as root (see ``doctor``).
 CLAUDE_MODE_FOR_SANDBOX = {"read-only": "default", "workspace-write": "acceptEdits",
                            "danger-full-access": "bypassPermissions"}
-#: Keys every agent accepts, and the extra keys of each kind.
+#: Chat platforms a binding may name (``platform = "..."``); the first is the default.
+PLATFORMS = ("fabric", "slack", "lark")
+#: Scope grains of a binding: one conversation per channel or per thread.
+SCOPE_GRAINS = ("channel", "thread")
+#: The grain a binding gets when it names none: Fabric has no threads; on Slack
+#: and Feishu/Lark conversations live in threads (topics).
+DEFAULT_SCOPE = {"fabric": "channel", "slack": "thread", "lark": "thread"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "bridge.toml"
 
 
@@ -116,17 +122,101 @@ class DevGuildSettings:
 
 @attrs.frozen
 class FabricSettings:
-    """The ``[fabric]`` table.
+    """The ``[platforms.fabric]`` table (the older ``[fabric]`` means the same).
 
     Attributes:
-        center_url: Center API base URL, e.g. ``http://127.0.0.1:7001/api``.
+        center_url: Center API base URL, e.g. ``http://127.0.0.1:7001/api``;
+            empty only in the stand-in of a config without Fabric
+            (:attr:`Config.fabric`).
         content_limit: Maximum characters per posted message.
         resync_s: Seconds between channel list resyncs.
     """
 
-    center_url: str
+    center_url: str = ""
     content_limit: int = 8000
     resync_s: float = 60.0
+
+
+@attrs.frozen
+class SlackSettings:
+    """The ``[platforms.slack]`` table.
+
+    Attributes:
+        api_url: Web API base URL, ending in ``/`` (a local test server in tests).
+    """
+
+    api_url: str = "https://slack.com/api/"
+
+
+@attrs.frozen
+class LarkSettings:
+    """The ``[platforms.lark]`` table.
+
+    Attributes:
+        domain: Open platform origin, no trailing ``/``: ``https://open.feishu.cn``
+            (Feishu) or ``https://open.larksuite.com`` (Lark).
+    """
+
+    domain: str = "https://open.feishu.cn"
+
+
+@attrs.frozen
+class Platforms:
+    """The ``[platforms.NAME]`` tables; None for a platform the config does not use.
+
+    A platform is present when its table is, or when a binding names it (then
+    with its defaults).
+
+    Attributes:
+        fabric: Fabric's settings.
+        slack: Slack's settings.
+        lark: Feishu/Lark's settings.
+    """
+
+    fabric: FabricSettings | None = None
+    slack: SlackSettings | None = None
+    lark: LarkSettings | None = None
+
+    def names(self) -> tuple[str, ...]:
+        """The platforms present, in :data:`PLATFORMS` order."""
+        return tuple(name for name in PLATFORMS if getattr(self, name) is not None)
+
+
+@attrs.frozen
+class FabricIdentity:
+    """``[agents.NAME.fabric]``: the agent's Fabric user.
+
+    Attributes:
+        api_key: Its Center API key.
+    """
+
+    api_key: Secret
+
+
+@attrs.frozen
+class SlackIdentity:
+    """``[agents.NAME.slack]``: the agent's Slack app.
+
+    Attributes:
+        bot_token: The bot token (``xoxb-``), for the Web API.
+        app_token: The app-level token (``xapp-``), for Socket Mode.
+    """
+
+    bot_token: Secret
+    app_token: Secret
+
+
+@attrs.frozen
+class LarkIdentity:
+    """``[agents.NAME.lark]``: the agent's Feishu/Lark app.
+
+    Attributes:
+        app_id: The app id (``cli_``...).
+        app_secret: The app secret.
+    """
+
+    app_id: Secret
+    app_secret: Secret
 
 
 @attrs.frozen
@@ -136,7 +226,9 @@ class AgentSettings:
     Attributes:
         name: The table's name.
         kind: One of :data:`AGENT_KINDS`.
-        api_key: The agent's Fabric identity (a :class:`Secret`).
+        fabric: Its Fabric identity, or None.
+        slack: Its Slack identity, or None.
+        lark: Its Feishu/Lark identity, or None.
         command: argv for ``kind = "command"`` (prompt on stdin, answer on stdout).
         workspace: Working directory of runs (default ``<state_dir>-workspaces/<name>``,
             beside the state dir, never inside it).
@@ -164,7 +256,9 @@ class AgentSettings:
 
     name: str
     kind: str
-    api_key: Secret
+    fabric: FabricIdentity | None = None
+    slack: SlackIdentity | None = None
+    lark: LarkIdentity | None = None
     command: tuple[str, ...] = ()
     workspace: Path | None = None
     timeout_s: float = 1800.0
@@ -185,6 +279,22 @@ class AgentSettings:
     workspaces: tuple[tuple[str, Path], ...] = ()
     workspace_roots: tuple[Path, ...] = ()
 
+    @property
+    def api_key(self) -> Secret:
+        """The Fabric identity's API key.
+
+        Raises:
+            LookupError: when the agent has no Fabric identity.
+        """
+        if self.fabric is None:
+            raise LookupError(f"agent {self.name} has no Fabric identity "
+                              f"([agents.{self.name}.fabric])")
+        return self.fabric.api_key
+
+    def identity(self, platform: str) -> FabricIdentity | SlackIdentity | LarkIdentity | None:
+        """The agent's identity on ``platform`` (one of :data:`PLATFORMS`), or None."""
+        return getattr(self, platform) if platform in PLATFORMS else None
+
 
 @attrs.frozen
 class Binding:
@@ -192,20 +302,29 @@ class Binding:
 
     Attributes:
         agent: Agent name (a key of ``[agents]``).
-        guild: Guild node id.
+        space: The platform's workspace the channels are in (Fabric: the guild
+            node id, the TOML key ``guild``).
         channels: Channel ids or names; ``*`` means every channel the agent can see.
             A name matches only the channel it was resolved (and pinned) to
             (:mod:`bridge.names`).
         exclude_channels: Channel ids or names left out even when ``channels`` covers them
             (by id or by the channel's current name: fails closed).
         engage: When the agent engages in these channels (:class:`bridge.engage.EngageRule`).
+        platform: The chat platform, one of :data:`PLATFORMS`.
+        scope: The conversation grain, one of :data:`SCOPE_GRAINS`; default
+            from :data:`DEFAULT_SCOPE` for the platform.
     """
 
     agent: str
-    guild: str
+    space: str
     channels: tuple[str, ...] = ("*",)
     exclude_channels: tuple[str, ...] = ()
     engage: EngageRule = attrs.field(factory=EngageRule)
+    platform: str = attrs.field(default=PLATFORMS[0], validator=attrs.validators.in_(PLATFORMS))
+    scope: str = attrs.field(
+        default=attrs.Factory(lambda self: DEFAULT_SCOPE.get(self.platform, "channel"),
+                              takes_self=True),
+        validator=attrs.validators.in_(SCOPE_GRAINS))
 
     def matches(self, channel_id: str, channel_name: str,
                 names: Mapping[str, str] | None = None) -> bool:
@@ -231,7 +350,7 @@ class Config:
         path: The file it was read from.
         bridge: ``[bridge]``.
         devguild: ``[devguild]`` or None.
-        fabric: ``[fabric]``.
+        platforms: ``[platforms.NAME]``, each None when the config does not use it.
         agents: Agents by name.
         bindings: Bindings in file order.
     """
@@ -239,35 +358,48 @@ class Config:
     path: Path
     bridge: BridgeSettings
     devguild: DevGuildSettings | None
-    fabric: FabricSettings
+    platforms: Platforms
     agents: Mapping[str, AgentSettings]
     bindings: tuple[Binding, ...]
 
-    def binding_for(self, agent: str, guild: str, channel_id: str, channel_name: str,
-                    names: Mapping[str, str] | None = None) -> Binding | None:
+    @property
+    def fabric(self) -> FabricSettings:
+        """Fabric's settings (``platforms.fabric``).
+
+        A config without Fabric gets Fabric's defaults with no Center URL, so
+        that code not yet platform-neutral keeps reading its limits.
+        """
+        return self.platforms.fabric or FabricSettings()
+
+    def binding_for(self, agent: str, space: str, channel_id: str, channel_name: str,
+                    names: Mapping[str, str] | None = None, *,
+                    platform: str | None = None) -> Binding | None:
         """The first binding (in file order) of ``agent`` that covers the channel.
 
-        ``names`` is the connection's resolved channel names (see :meth:`Binding.matches`).
+        ``names`` is the connection's resolved channel names (see :meth:`Binding.matches`);
+        ``platform`` limits the search to one platform's bindings (None: any).
         """
-        return next((b for b in self.bindings if (b.agent, b.guild) == (agent, guild) and
+        return next((b for b in self.bindings if (b.agent, b.space) == (agent, space) and
+                     platform in (None, b.platform) and
                      b.matches(channel_id, channel_name, names)), None)
 
     def with_center_url(self, center_url: str) -> Config:
         """Return a copy that talks to another Center (e.g. a dev guild on a chosen port)."""
-        return attrs.evolve(self, fabric=attrs.evolve(self.fabric, center_url=center_url))
+        fabric = attrs.evolve(self.fabric, center_url=center_url)
+        return attrs.evolve(self, platforms=attrs.evolve(self.platforms, fabric=fabric))
 
 
 @attrs.frozen
 class DevGuildConfig:
-    """What ``bridge devguild`` reads from a config file (no ``[fabric]`` or agents needed).
+    """What ``bridge devguild`` reads from a config file (no Fabric table or agents needed).
 
     Attributes:
         path: The file it was read from.
         bridge: ``[bridge]`` (defaults when absent).
         devguild: ``[devguild]`` (defaults when absent).
         seed: The dev guild's seed, loaded from ``devguild.seed`` (or the packaged one).
-        content_limit: Most characters per message: ``fabric.content_limit`` when a
-            ``[fabric]`` table is present, else Fabric's limit.
+        content_limit: Most characters per message: ``content_limit`` of
+            ``[platforms.fabric]`` (or ``[fabric]``) when present, else Fabric's limit.
     """
 
     path: Path
@@ -298,7 +430,7 @@ def load_config(path: str | Path | None = None) -> Config:
 def load_devguild_config(path: str | Path | None = None) -> DevGuildConfig:
     """Read and validate what the dev guild needs from a config file.
 
-    Only ``[devguild]``, ``[bridge]`` and (when present) ``[fabric]`` are read;
+    Only ``[devguild]``, ``[bridge]`` and (when present) Fabric's table are read;
     ``[agents]`` and ``[[bindings]]`` may be absent and are not checked.
 
     Args:

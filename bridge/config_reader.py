@@ -17,7 +17,10 @@ from bridge.config import (
     AGENT_KINDS,
     CLAUDE_MODE_FOR_SANDBOX,
     CLAUDE_PERMISSION_MODES,
+    DEFAULT_SCOPE,
+    PLATFORMS,
     SANDBOX_MODES,
+    SCOPE_GRAINS,
     AgentSettings,
     Binding,
     BridgeSettings,
@@ -25,7 +28,13 @@ from bridge.config import (
     ConfigError,
     DevGuildConfig,
     DevGuildSettings,
+    FabricIdentity,
     FabricSettings,
+    LarkIdentity,
+    LarkSettings,
+    Platforms,
+    SlackIdentity,
+    SlackSettings,
 )
 from bridge.engage import (
     DEFAULT_STICKY_S,
@@ -44,14 +53,25 @@ from bridge.policy import (
 )
 from bridge.secrets import Secret, SecretError, resolve_secret
 
-_AGENT_KEYS = {"kind", "api_key", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes"}
+_AGENT_KEYS = {"kind", "api_key", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes",
+               *PLATFORMS}
 #: Access and workspace policy keys every agent accepts (see :mod:`bridge.policy`).
 _POLICY_KEYS = {"allowed_users", "admins", "allowed_channels", "sender_scope", "allow_bots",
                 "max_runs_per_hour", "refusal", "workspaces", "workspace_roots"}
 _AGENT_KEYS |= _POLICY_KEYS
-#: Keys of one ``[[bindings]]`` entry.
-_BINDING_KEYS = {"agent", "guild", "channels", "exclude_channels", "engage", "engage_pattern",
-                 "sticky_s", "ignored"}
+#: Keys of one ``[[bindings]]`` entry (``guild``: the older name of ``space``, Fabric only).
+_BINDING_KEYS = {"agent", "platform", "space", "guild", "scope", "channels", "exclude_channels",
+                 "engage", "engage_pattern", "sticky_s", "ignored"}
+#: The keys of an agent's identity on each platform (``[agents.NAME.PLATFORM]``), its
+#: class, and whether a key may hold a literal value rather than a reference (Fabric's
+#: dev keys, Feishu/Lark's app id, which is no secret).
+_IDENTITIES: dict[str, tuple[type, dict[str, bool]]] = {
+    "fabric": (FabricIdentity, {"api_key": True}),
+    "slack": (SlackIdentity, {"bot_token": False, "app_token": False}),
+    "lark": (LarkIdentity, {"app_id": True, "app_secret": False}),
+}
+#: What each Slack token starts with.
+_SLACK_TOKEN_PREFIX = {"bot_token": "xoxb-", "app_token": "xapp-"}
 #: A workspace alias name.
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _CODING_KEYS = {"model_api_key", "sandbox", "idle_timeout_s", "binary", "extra_args", "env"}
@@ -206,16 +226,22 @@ class Reader:
         Raises:
             ConfigError: naming the first unknown table and its line.
         """
+        known = ("bridge", "devguild", "platforms", "fabric", "agents", "bindings")
         for name in data:
-            if name not in {"bridge", "devguild", "fabric", "agents", "bindings"}:
-                raise self.fail(name, "unknown table (known: bridge, devguild, fabric, agents, "
-                                      "bindings)")
+            if name not in known:
+                raise self.fail(name, f"unknown table (known: {', '.join(known)})")
+        for name in self.table(data, "platforms", required=False) or {}:
+            if name not in PLATFORMS:
+                raise self.fail(f"platforms.{name}",
+                                f"unknown platform (known: {', '.join(PLATFORMS)})")
 
     def config(self, data: Mapping[str, Any]) -> Config:
         """Read the whole file into a :class:`Config` (what ``bridge start`` needs).
 
-        ``[fabric]`` and at least one ``[agents.NAME]`` are required; ``[bridge]``,
-        ``[devguild]`` and ``[[bindings]]`` are optional.
+        At least one ``[agents.NAME]`` and one ``[[bindings]]`` entry are required;
+        a platform's table is optional (its defaults apply when a binding names
+        it), except that Fabric needs ``center_url`` unless ``[devguild]`` is
+        present (then its Center is the default).
 
         Args:
             data: The parsed file (top-level table name to value).
@@ -230,13 +256,78 @@ class Reader:
         self.known_tables(data)
         bridge = self.bridge(self.table(data, "bridge", required=False) or {})
         devguild = self.devguild(self.table(data, "devguild", required=False))
-        fabric = self.fabric(self.table(data, "fabric", required=True) or {})
+        platforms = self.platforms(data, devguild)
         agents_table = self.table(data, "agents", required=True) or {}
         if not agents_table:
             raise self.fail("agents", "define at least one agent, e.g. [agents.echo]")
         agents = {name: self.agent(name, table, bridge) for name, table in agents_table.items()}
         bindings = self.bindings(data.get("bindings", []), agents)
-        return Config(self.file, bridge, devguild, fabric, agents, bindings)
+        return Config(self.file, bridge, devguild, self.used(platforms, bindings, devguild),
+                      agents, bindings)
+
+    def platforms(self, data: Mapping[str, Any], devguild: DevGuildSettings | None) -> Platforms:
+        """The platform tables present in the file (``[fabric]`` counts as ``[platforms.fabric]``).
+
+        Args:
+            data: The parsed file.
+            devguild: The ``[devguild]`` settings, whose Center is Fabric's default.
+
+        Returns:
+            The settings of each platform whose table is present, None for the others.
+
+        Raises:
+            ConfigError: at the first bad or unknown key, or when both ``[fabric]``
+                and ``[platforms.fabric]`` are present.
+        """
+        tables = self.table(data, "platforms", required=False) or {}
+        fabric, prefix = self.fabric_table(data)
+        slack = self.table(tables, "platforms.slack", required=False)
+        lark = self.table(tables, "platforms.lark", required=False)
+        return Platforms(
+            fabric=self.fabric(fabric, prefix, devguild) if fabric is not None else None,
+            slack=self.slack(slack) if slack is not None else None,
+            lark=self.lark(lark) if lark is not None else None,
+        )
+
+    def used(self, platforms: Platforms, bindings: tuple[Binding, ...],
+             devguild: DevGuildSettings | None) -> Platforms:
+        """``platforms`` with defaults for each platform a binding names but no table sets.
+
+        Raises:
+            ConfigError: when a binding is on Fabric and neither a Fabric table
+                nor ``[devguild]`` says where its Center is.
+        """
+        for index, binding in enumerate(bindings):
+            if getattr(platforms, binding.platform) is not None:
+                continue
+            if binding.platform == "fabric":
+                if devguild is None:
+                    raise ConfigError(
+                        self.file, "platforms.fabric",
+                        f"missing table: binding {index + 1} is on Fabric, which needs its "
+                        'Center: add [platforms.fabric] with center_url = "https://HOST/api" '
+                        "(or a [devguild] table for the built-in dev guild)",
+                        self.line_of("bindings", index))
+                settings: Any = FabricSettings(center_url=_dev_center_url(devguild))
+            else:
+                settings = {"slack": SlackSettings, "lark": LarkSettings}[binding.platform]()
+            platforms = attrs.evolve(platforms, **{binding.platform: settings})
+        return platforms
+
+    def fabric_table(self, data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """Fabric's table and its dotted name: ``[platforms.fabric]`` or the older ``[fabric]``.
+
+        Raises:
+            ConfigError: when both are present (at ``fabric``).
+        """
+        new = self.table(self.table(data, "platforms", required=False) or {},
+                         "platforms.fabric", required=False)
+        old = self.table(data, "fabric", required=False)
+        if new is not None and old is not None:
+            raise self.fail("fabric", "both [fabric] and [platforms.fabric] are set: keep "
+                                      "[platforms.fabric] (move these keys there) and remove "
+                                      "[fabric], its older name")
+        return (new, "platforms.fabric") if new is not None else (old, "fabric")
 
     def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
         self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level",
@@ -299,7 +390,7 @@ class Reader:
         )
 
     def devguild_config(self, data: Mapping[str, Any]) -> DevGuildConfig:
-        """What ``bridge devguild`` needs: ``[devguild]``, ``[bridge]``, ``[fabric]`` if present.
+        """What ``bridge devguild`` needs: ``[devguild]``, ``[bridge]``, Fabric's table if present.
 
         ``[agents]`` and ``[[bindings]]`` are neither required nor read (their
         secrets may not be set where only the dev guild runs). The seed is
@@ -310,7 +401,7 @@ class Reader:
 
         Returns:
             The ``[bridge]`` and ``[devguild]`` settings, the loaded seed and
-            the content limit (characters: ``[fabric]``'s, else Fabric's).
+            the content limit (characters: Fabric's table's, else Fabric's).
 
         Raises:
             ConfigError: at the first bad or unknown key, or a seed file that
@@ -323,8 +414,9 @@ class Reader:
         bridge = self.bridge(self.table(data, "bridge", required=False) or {})
         settings = self.devguild(self.table(data, "devguild", required=False) or {})
         assert settings is not None  # a table (even empty) gives settings
-        fabric = self.table(data, "fabric", required=False)
-        limit = self.fabric(fabric).content_limit if fabric is not None else CONTENT_LIMIT
+        fabric, prefix = self.fabric_table(data)
+        limit = (self.fabric(fabric, prefix, settings).content_limit if fabric is not None
+                 else CONTENT_LIMIT)
         try:
             seed = load_seed(settings.seed)
         except OSError as exc:
@@ -334,20 +426,91 @@ class Reader:
             raise self.fail("devguild.seed", f"bad seed: {exc}") from None
         return DevGuildConfig(self.file, bridge, settings, seed, limit)
 
-    def fabric(self, table: Mapping[str, Any]) -> FabricSettings:
-        self.check_keys(table, "fabric", {"center_url", "content_limit", "resync_s"})
-        url = self.get(table, "fabric", "center_url", str)
-        if not re.match(r"^https?://", url):
-            raise self.fail("fabric.center_url", f"must start with http:// or https://, got "
-                                                 f"{url!r}")
-        limit = int(self.get(table, "fabric", "content_limit", int, 8000))
-        if limit < 100:
-            raise self.fail("fabric.content_limit", f"must be at least 100, got {limit}")
+    def fabric(self, table: Mapping[str, Any], prefix: str,
+               devguild: DevGuildSettings | None) -> FabricSettings:
+        """Fabric's table (``prefix``: ``platforms.fabric`` or ``fabric``).
+
+        ``center_url`` defaults to the dev guild's Center when ``[devguild]`` is present.
+        """
+        self.check_keys(table, prefix, {"center_url", "content_limit", "resync_s"})
+        default = _dev_center_url(devguild) if devguild is not None else attrs.NOTHING
+        limit = self.at_least(table, prefix, "content_limit", 8000, 100)
         return FabricSettings(
-            center_url=url.rstrip("/"),
+            center_url=self.url(table, prefix, "center_url", default).rstrip("/"),
             content_limit=limit,
-            resync_s=self.positive(table, "fabric", "resync_s", 60.0) or 60.0,
+            resync_s=self.positive(table, prefix, "resync_s", 60.0) or 60.0,
         )
+
+    def slack(self, table: Mapping[str, Any]) -> SlackSettings:
+        """The ``[platforms.slack]`` table."""
+        self.check_keys(table, "platforms.slack", {"api_url"})
+        url = self.url(table, "platforms.slack", "api_url", SlackSettings().api_url)
+        return SlackSettings(api_url=url.rstrip("/") + "/")
+
+    def lark(self, table: Mapping[str, Any]) -> LarkSettings:
+        """The ``[platforms.lark]`` table."""
+        self.check_keys(table, "platforms.lark", {"domain"})
+        return LarkSettings(
+            domain=self.url(table, "platforms.lark", "domain", LarkSettings().domain).rstrip("/"))
+
+    def url(self, table: Mapping[str, Any], prefix: str, name: str, default: Any) -> str:
+        """An ``http://`` or ``https://`` URL."""
+        url: str = self.get(table, prefix, name, str, default)
+        if not re.match(r"^https?://", url):
+            raise self.fail(f"{prefix}.{name}", f"must start with http:// or https://, got "
+                                                f"{url!r}")
+        return url
+
+    def secret(self, table: Mapping[str, Any], prefix: str, name: str, *,
+               literal: bool) -> Secret:
+        """A secret reference, resolved; ``literal``: a plain value is accepted too."""
+        ref = self.get(table, prefix, name, str)
+        if not literal and not ref.startswith(("env:", "file:")):
+            raise self.fail(f"{prefix}.{name}", "must be a reference, env:NAME or file:PATH "
+                                                "(a secret written here is in every copy of "
+                                                "this file)")
+        try:
+            return resolve_secret(ref, self.base)
+        except SecretError as exc:
+            raise self.fail(f"{prefix}.{name}", str(exc)) from None
+
+    def identities(self, name: str, table: Mapping[str, Any]) -> dict[str, Any]:
+        """The agent's identities (``[agents.NAME.PLATFORM]``), as AgentSettings fields.
+
+        ``api_key`` directly in the agent's table is its Fabric identity (the older form).
+
+        Raises:
+            ConfigError: at a bad key, when the Fabric key is given both ways, or
+                when the agent has no identity at all.
+        """
+        prefix = f"agents.{name}"
+        values: dict[str, Any] = {}
+        for platform, (cls, keys) in _IDENTITIES.items():
+            sub = self.table(table, f"{prefix}.{platform}", required=False)
+            if sub is None:
+                continue
+            where = f"{prefix}.{platform}"
+            self.check_keys(sub, where, set(keys))
+            secrets = {key: self.secret(sub, where, key, literal=literal)
+                       for key, literal in keys.items()}
+            for key, start in _SLACK_TOKEN_PREFIX.items() if platform == "slack" else ():
+                if not secrets[key].reveal().startswith(start):
+                    raise self.fail(f"{where}.{key}", f"must be a token starting {start}; the "
+                                                      f"one from {secrets[key].source} is not")
+            values[platform] = cls(**secrets)
+        if "api_key" in table:
+            if "fabric" in values:
+                raise self.fail(f"{prefix}.api_key",
+                                f"the Fabric API key is set twice, here and in [{prefix}.fabric]: "
+                                f"keep api_key in [{prefix}.fabric] and remove this line")
+            values["fabric"] = FabricIdentity(self.secret(table, prefix, "api_key",
+                                                          literal=True))
+        if not values:
+            raise self.fail(f"{prefix}.api_key",
+                            f"missing: the agent needs an identity on a platform: "
+                            f"[{prefix}.fabric] api_key, [{prefix}.slack] bot_token and "
+                            f"app_token, or [{prefix}.lark] app_id and app_secret")
+        return values
 
     def agent(self, name: str, table: Any, bridge: BridgeSettings) -> AgentSettings:
         prefix = f"agents.{name}"
@@ -364,10 +527,7 @@ class Reader:
                 kinds = [k for k in AGENT_KINDS if key in _KIND_KEYS[k]]
                 raise self.fail(f"{prefix}.{key}", f"applies only to kind {' or '.join(kinds)}, "
                                                    f"not {kind!r}")
-        try:
-            api_key = resolve_secret(self.get(table, prefix, "api_key", str), self.base)
-        except SecretError as exc:
-            raise self.fail(f"{prefix}.api_key", str(exc)) from None
+        identities = self.identities(name, table)
         command = self.strings(table, prefix, "command")
         if kind == "command" and not command:
             raise self.fail(f"{prefix}.command",
@@ -379,7 +539,7 @@ class Reader:
         return AgentSettings(
             name=name,
             kind=kind,
-            api_key=api_key,
+            **identities,
             command=command,
             workspace=self.path(workspace) if workspace else default_workspace(bridge, name),
             timeout_s=timeout,
@@ -552,14 +712,47 @@ class Reader:
                 raise self.fail(f"{prefix}.agent",
                                 f"binding {index + 1} names agent {agent!r}, which is not "
                                 f"defined (agents: {', '.join(sorted(agents))})")
+            platform = self.get(table, prefix, "platform", str, PLATFORMS[0])
+            if platform not in PLATFORMS:
+                raise self.fail(f"{prefix}.platform", f"must be one of {', '.join(PLATFORMS)} "
+                                                      f"(got {platform!r})")
+            if agents[agent].identity(platform) is None:
+                keys = " and ".join(_IDENTITIES[platform][1])
+                raise self.fail(f"{prefix}.platform" if "platform" in table else f"{prefix}.agent",
+                                f"binding {index + 1} puts agent {agent!r} on {platform}, where "
+                                f"it has no identity: add [agents.{agent}.{platform}] with {keys}")
+            scope = self.get(table, prefix, "scope", str, DEFAULT_SCOPE[platform])
+            if scope not in SCOPE_GRAINS:
+                raise self.fail(f"{prefix}.scope", f"must be one of {', '.join(SCOPE_GRAINS)} "
+                                                   f"(got {scope!r})")
             channels = self.strings(table, prefix, "channels") or ("*",)
-            result.append(Binding(agent, self.get(table, prefix, "guild", str), channels,
+            result.append(Binding(agent, self.space(table, prefix, platform), channels,
                                   self.strings(table, prefix, "exclude_channels"),
-                                  self.engage_rule(table, prefix)))
+                                  self.engage_rule(table, prefix), platform, scope))
         self.index = 0
         if not result:
             raise self.fail("bindings", "define at least one [[bindings]] entry")
         return tuple(result)
+
+    def space(self, table: Mapping[str, Any], prefix: str, platform: str) -> str:
+        """A binding's ``space``: required on Fabric (its guild; ``guild`` is the older key)."""
+        if "guild" in table:
+            if "space" in table:
+                raise self.fail(f"{prefix}.guild", "set twice, as guild and as space: keep "
+                                                   "space and remove guild, its older name")
+            if platform != "fabric":
+                raise self.fail(f"{prefix}.guild", f"applies only to platform fabric; on "
+                                                   f"{platform} write space")
+            return str(self.get(table, prefix, "guild", str))
+        if platform == "fabric" and "space" not in table:
+            raise self.fail(f"{prefix}.space", 'missing: the Fabric guild, e.g. space = "dev"')
+        return str(self.get(table, prefix, "space", str, ""))
+
+
+def _dev_center_url(devguild: DevGuildSettings) -> str:
+    """The Center API URL of the in-process dev guild."""
+    host = f"[{devguild.host}]" if ":" in devguild.host else devguild.host
+    return f"http://{host}:{devguild.center_port}/api"
 
 
 def _kind_names(kinds: tuple[type, ...]) -> str:

@@ -73,7 +73,7 @@ def start_bridge(config: Config, *, agents: Iterable[str] | None = None,
             :data:`WAIT_S` seconds.
     """
     wanted = set(agents) if agents is not None else {b.agent for b in config.bindings}
-    pairs = sorted({(b.agent, b.guild) for b in config.bindings if b.agent in wanted})
+    pairs = sorted({(b.agent, b.space) for b in config.bindings if b.agent in wanted})
     app = BridgeApp(config, Board(), **kwargs)
     if apps is not None:
         apps.append(app)

@@ -26,3 +26,30 @@ def test_example_agents_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert {a.kind for a in config.agents.values()} == {"codex", "claude"}
     assert config.agents["reviewer"].permission_mode == "default"
     assert [b.engage.mode for b in config.bindings] == ["wakeup", "mention-sticky"]
+
+
+def test_example_platforms_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    values = {"CODEX_API_KEY": "test-codex-key", "CODER_FABRIC_KEY": "fak_test_coder",
+              "CODER_SLACK_BOT_TOKEN": "xoxb-test-coder", "CODER_SLACK_APP_TOKEN": "xapp-test-c",
+              "CODER_LARK_APP_ID": "cli_test_coder", "CODER_LARK_APP_SECRET": "test-lark-secret"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    text = (CONF / "example-platforms.toml").read_text().replace("/srv/work",
+                                                                 str(tmp_path / "work"))
+    (tmp_path / "work" / "repo").mkdir(parents=True)
+    path = tmp_path / "example.toml"
+    path.write_text(text)
+    config = load_config(path)
+    assert config.platforms.names() == ("fabric", "slack", "lark")
+    coder = config.agents["coder"]
+    assert coder.fabric is not None and coder.slack is not None and coder.lark is not None
+    assert [(b.platform, b.space, b.scope) for b in config.bindings] == [
+        ("fabric", "main", "channel"), ("slack", "", "thread"), ("lark", "", "thread")]
+
+
+def test_default_config_uses_the_platform_tables() -> None:
+    config = load_config()
+    assert config.platforms.names() == ("fabric",)
+    assert config.agents["echo"].fabric is not None
+    assert [(b.platform, b.space, b.scope) for b in config.bindings] == [
+        ("fabric", "dev", "channel")]

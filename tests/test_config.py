@@ -6,7 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import DEFAULT_CONFIG, Binding, ConfigError, load_config
+from bridge.config import (
+    DEFAULT_CONFIG,
+    Binding,
+    ConfigError,
+    FabricSettings,
+    LarkIdentity,
+    LarkSettings,
+    Platforms,
+    SlackIdentity,
+    SlackSettings,
+    load_config,
+    load_devguild_config,
+)
+from bridge.secrets import Secret
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -168,8 +181,10 @@ def test_missing_fabric_table(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(str(path))
-    assert info.value.key == "fabric"
+    assert info.value.key == "platforms.fabric"   # the table's name since [platforms.NAME]
     assert "fabric: missing table" in str(info.value)
+    assert 'add [platforms.fabric] with center_url = "https://HOST/api"' in str(info.value)
+    assert info.value.line == line_of(text, "[[bindings]]")  # the binding that needs it
 
 
 def test_missing_agents_and_bindings(tmp_path: Path) -> None:
@@ -443,3 +458,325 @@ def test_policy_errors_name_file_line_and_key(tmp_path: Path, old: str, new: str
     message = str(info.value)
     assert message.startswith(f"{path}:{line_of(text, needle)}: {key}: "), message
     assert words in message, message
+
+
+# -- platforms, identities per platform, binding platform/space/scope ---------------------
+
+NEW_FORM = """\
+[bridge]
+state_dir = "state"
+
+[platforms.fabric]
+center_url = "http://127.0.0.1:7001/api/"
+content_limit = 4000
+
+[agents.echo]
+kind = "echo"
+
+[agents.echo.fabric]
+api_key = "fak_test_key_1234"
+
+[[bindings]]
+agent = "echo"
+space = "dev"
+"""
+
+#: An agent with a Slack and a Feishu/Lark identity (values from the environment).
+MULTI = """\
+[bridge]
+state_dir = "state"
+
+[agents.bot]
+kind = "echo"
+
+[agents.bot.slack]
+bot_token = "env:TEST_SLACK_BOT"
+app_token = "env:TEST_SLACK_APP"
+
+[agents.bot.lark]
+app_id = "cli_test_app"
+app_secret = "env:TEST_LARK_SECRET"
+
+[[bindings]]
+agent = "bot"
+platform = "slack"
+channels = ["C123"]
+
+[[bindings]]
+agent = "bot"
+platform = "lark"
+"""
+
+SLACK_BOT = "xoxb-test-bot-token-value"
+SLACK_APP = "xapp-test-app-token-value"
+LARK_SECRET = "lark-test-app-secret-value"
+
+
+@pytest.fixture
+def platform_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_SLACK_BOT", SLACK_BOT)
+    monkeypatch.setenv("TEST_SLACK_APP", SLACK_APP)
+    monkeypatch.setenv("TEST_LARK_SECRET", LARK_SECRET)
+
+
+def error_for(tmp_path: Path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+    return info.value
+
+
+def test_new_form_platform_table_identity_and_space(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NEW_FORM))
+    assert config.platforms.names() == ("fabric",)
+    assert config.platforms.fabric == FabricSettings("http://127.0.0.1:7001/api", 4000, 60.0)
+    assert config.fabric is config.platforms.fabric
+    assert (config.platforms.slack, config.platforms.lark) == (None, None)
+    echo = config.agents["echo"]
+    assert echo.fabric is not None and echo.fabric.api_key.reveal() == "fak_test_key_1234"
+    assert echo.api_key is echo.fabric.api_key
+    assert (echo.slack, echo.lark) == (None, None)
+    assert config.bindings == (Binding("echo", "dev", ("*",), platform="fabric",
+                                       scope="channel"),)
+
+
+def test_old_form_means_the_same_as_the_new_form(tmp_path: Path) -> None:
+    old = load_config(write(tmp_path, GOOD, "old.toml"))
+    new = load_config(write(tmp_path, GOOD.replace("[fabric]", "[platforms.fabric]").replace(
+        'api_key = "fak_test_key_1234"', '\n[agents.echo.fabric]\napi_key = "fak_test_key_1234"'
+    ).replace('guild = "dev"', 'space = "dev"').replace("[[bindings]]", "\n[[bindings]]"),
+        "new.toml"))
+    assert old.platforms == new.platforms
+    assert old.agents["echo"] == new.agents["echo"]
+    assert old.agents["echo"].api_key == new.agents["echo"].api_key
+    assert old.bindings == new.bindings
+    assert old.bindings[0].space == "dev"
+
+
+def test_fabric_table_given_both_ways_is_an_error(tmp_path: Path) -> None:
+    text = NEW_FORM + '\n[fabric]\ncenter_url = "http://127.0.0.1:7001/api"\n'
+    error = error_for(tmp_path, text)
+    assert error.key == "fabric"
+    assert error.line == line_of(text, "[fabric]")
+    assert "keep [platforms.fabric]" in str(error) and "remove [fabric]" in str(error)
+
+
+@pytest.mark.parametrize(("old", "new", "needle", "key", "words"), [
+    ('center_url = "http://127.0.0.1:7001/api/"', 'center_url = "ws://x"', "center_url",
+     "platforms.fabric.center_url", "http://"),
+    ("content_limit = 4000", "content_limit = 50", "content_limit",
+     "platforms.fabric.content_limit", "at least 100"),
+    ("content_limit = 4000", "content_limit = 4000\nresync = 5", "resync",
+     "platforms.fabric.resync", "unknown key"),
+    ("[platforms.fabric]", "[platforms.teams]\nx = 1\n\n[platforms.fabric]", "[platforms.teams]",
+     "platforms.teams", "unknown platform (known: fabric, slack, lark)"),
+])
+def test_platform_table_errors_name_file_line_and_key(tmp_path: Path, old: str, new: str,
+                                                      needle: str, key: str, words: str) -> None:
+    text = NEW_FORM.replace(old, new)
+    assert text != NEW_FORM
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == (key, line_of(text, needle))
+    assert words in str(error)
+
+
+def test_fabric_defaults_to_the_dev_guild_center_without_a_table(tmp_path: Path) -> None:
+    text = NEW_FORM.replace('[platforms.fabric]\ncenter_url = "http://127.0.0.1:7001/api/"\n'
+                            "content_limit = 4000\n", "[devguild]\ncenter_port = 7101\n")
+    assert "platforms" not in text
+    config = load_config(write(tmp_path, text))
+    assert config.platforms.fabric == FabricSettings("http://127.0.0.1:7101/api", 8000, 60.0)
+    assert config.fabric == config.platforms.fabric
+    # A Fabric table without center_url gets the dev guild's Center too.
+    with_table = text + "\n[platforms.fabric]\nresync_s = 30\n"
+    fabric = load_config(write(tmp_path, with_table)).platforms.fabric
+    assert fabric == FabricSettings("http://127.0.0.1:7101/api", 8000, 30.0)
+
+
+def test_fabric_table_without_center_url_nor_devguild(tmp_path: Path) -> None:
+    text = NEW_FORM.replace('center_url = "http://127.0.0.1:7001/api/"\n', "")
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == ("platforms.fabric.center_url",
+                                       line_of(text, "[platforms.fabric]"))
+    assert "missing" in str(error)
+
+
+def test_slack_and_lark_identities_and_defaults(tmp_path: Path, platform_env: None) -> None:
+    config = load_config(write(tmp_path, MULTI))
+    assert config.platforms == Platforms(slack=SlackSettings("https://slack.com/api/"),
+                                         lark=LarkSettings("https://open.feishu.cn"))
+    assert config.platforms.names() == ("slack", "lark")
+    bot = config.agents["bot"]
+    assert bot.fabric is None
+    assert bot.slack == SlackIdentity(Secret(SLACK_BOT), Secret(SLACK_APP))
+    assert bot.slack.bot_token.source == "env:TEST_SLACK_BOT"
+    assert bot.lark == LarkIdentity(Secret("cli_test_app"), Secret(LARK_SECRET))
+    assert bot.identity("slack") is bot.slack and bot.identity("fabric") is None
+    with pytest.raises(LookupError, match=r"\[agents\.bot\.fabric\]"):
+        _ = bot.api_key
+    for secret in (SLACK_BOT, SLACK_APP, LARK_SECRET):
+        assert secret not in repr(config)
+    slack, lark = config.bindings
+    assert (slack.platform, slack.space, slack.channels, slack.scope) == (
+        "slack", "", ("C123",), "thread")
+    assert (lark.platform, lark.space, lark.channels, lark.scope) == ("lark", "", ("*",), "thread")
+    # No Fabric anywhere: its stand-in keeps the defaults and names no Center.
+    assert config.platforms.fabric is None
+    assert config.fabric == FabricSettings("", 8000, 60.0)
+
+
+def test_slack_and_lark_tables(tmp_path: Path, platform_env: None) -> None:
+    text = MULTI + ('\n[platforms.slack]\napi_url = "http://127.0.0.1:7300/api"\n'
+                    '\n[platforms.lark]\ndomain = "https://open.larksuite.com/"\n')
+    config = load_config(write(tmp_path, text))
+    assert config.platforms.slack == SlackSettings("http://127.0.0.1:7300/api/")
+    assert config.platforms.lark == LarkSettings("https://open.larksuite.com")
+    bad = text.replace('api_url = "http://127.0.0.1:7300/api"', 'api_url = "slack.com"')
+    error = error_for(tmp_path, bad)
+    assert (error.key, error.line) == ("platforms.slack.api_url", line_of(bad, "api_url"))
+    bad = text.replace("domain =", "region = \"cn\"\ndomain =")
+    error = error_for(tmp_path, bad)
+    assert (error.key, error.line) == ("platforms.lark.region", line_of(bad, "region"))
+
+
+def test_a_table_without_bindings_is_kept(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NEW_FORM + "\n[platforms.slack]\n"))
+    assert config.platforms.names() == ("fabric", "slack")
+    assert config.platforms.slack == SlackSettings()
+
+
+@pytest.mark.parametrize(("old", "new", "needle", "key", "words"), [
+    ('bot_token = "env:TEST_SLACK_BOT"', f'bot_token = "{SLACK_BOT}"', "bot_token =",
+     "agents.bot.slack.bot_token", "must be a reference, env:NAME or file:PATH"),
+    ('app_secret = "env:TEST_LARK_SECRET"', f'app_secret = "{LARK_SECRET}"', "app_secret",
+     "agents.bot.lark.app_secret", "must be a reference"),
+    ('bot_token = "env:TEST_SLACK_BOT"', 'bot_token = "env:TEST_SLACK_APP"', "bot_token =",
+     "agents.bot.slack.bot_token", "starting xoxb-; the one from env:TEST_SLACK_APP is not"),
+    ('app_token = "env:TEST_SLACK_APP"', 'app_token = "env:TEST_SLACK_BOT"', "app_token =",
+     "agents.bot.slack.app_token", "starting xapp-"),
+    ('app_token = "env:TEST_SLACK_APP"\n', "", "[agents.bot.slack]",
+     "agents.bot.slack.app_token", "missing"),
+    ('app_token = "env:TEST_SLACK_APP"', 'app_token = "env:TEST_SLACK_APP"\nsigning = "x"',
+     "signing", "agents.bot.slack.signing", "unknown key (known keys: app_token, bot_token)"),
+    ('app_secret = "env:TEST_LARK_SECRET"', 'app_secret = "env:TEST_UNSET_LARK_VAR"',
+     "app_secret", "agents.bot.lark.app_secret", "TEST_UNSET_LARK_VAR is not set"),
+    ('[agents.bot.lark]', "[agents.bot.lark.x]", "[agents.bot.lark.x]",
+     "agents.bot.lark.x", "unknown key"),
+])
+def test_identity_errors(tmp_path: Path, platform_env: None, old: str, new: str, needle: str,
+                         key: str, words: str) -> None:
+    text = MULTI.replace(old, new)
+    assert text != MULTI
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == (key, line_of(text, needle)), str(error)
+    assert words in str(error)
+    for secret in (SLACK_BOT, SLACK_APP, LARK_SECRET):
+        assert secret not in str(error)
+
+
+def test_fabric_key_given_both_ways_is_an_error(tmp_path: Path) -> None:
+    text = NEW_FORM.replace('kind = "echo"\n', 'kind = "echo"\napi_key = "fak_other_key_99"\n')
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == ("agents.echo.api_key", line_of(text, "fak_other_key_99"))
+    assert "set twice, here and in [agents.echo.fabric]" in str(error)
+    assert "keep api_key in [agents.echo.fabric] and remove this line" in str(error)
+    assert "fak_other_key_99" not in str(error)
+
+
+def test_agent_without_any_identity(tmp_path: Path) -> None:
+    text = NEW_FORM.replace('\n[agents.echo.fabric]\napi_key = "fak_test_key_1234"\n', "")
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == ("agents.echo.api_key", line_of(text, "[agents.echo]"))
+    assert "[agents.echo.fabric] api_key, [agents.echo.slack] bot_token and app_token" in str(
+        error)
+
+
+def test_binding_on_a_platform_where_the_agent_has_no_identity(tmp_path: Path,
+                                                              platform_env: None) -> None:
+    text = NEW_FORM + '\n[[bindings]]\nagent = "echo"\nplatform = "slack"\n'
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == ("bindings.platform", line_of(text, 'platform = "slack"'))
+    assert ("binding 2 puts agent 'echo' on slack, where it has no identity: add "
+            "[agents.echo.slack] with bot_token and app_token") in str(error)
+    # The platform left at its default (fabric): the error points at the agent.
+    text = MULTI + '\n[[bindings]]\nagent = "bot"\nspace = "dev"\n'
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == ("bindings.agent", _last_line_of(text, 'agent = "bot"'))
+    assert "add [agents.bot.fabric] with api_key" in str(error)
+
+
+@pytest.mark.parametrize(("binding", "platform", "space", "scope"), [
+    ('space = "dev"', "fabric", "dev", "channel"),
+    ('guild = "dev"', "fabric", "dev", "channel"),
+    ('platform = "fabric"\nspace = "dev"\nscope = "thread"', "fabric", "dev", "thread"),
+    ('platform = "slack"', "slack", "", "thread"),
+    ('platform = "slack"\nspace = "T0001"\nscope = "channel"', "slack", "T0001", "channel"),
+    ('platform = "lark"', "lark", "", "thread"),
+    ('platform = "lark"\nscope = "channel"', "lark", "", "channel"),
+])
+def test_binding_platform_space_and_scope(tmp_path: Path, platform_env: None, binding: str,
+                                          platform: str, space: str, scope: str) -> None:
+    text = (MULTI.split("[[bindings]]")[0] + '[agents.bot.fabric]\napi_key = "fak_k_123456"\n'
+            f'\n[devguild]\n\n[[bindings]]\nagent = "bot"\n{binding}\n')
+    config = load_config(write(tmp_path, text))
+    assert config.bindings == (Binding("bot", space, ("*",), platform=platform, scope=scope),)
+    assert config.platforms.names() == (platform,)
+
+
+def test_binding_defaults_in_code() -> None:
+    assert Binding("a", "dev").scope == "channel"
+    assert Binding("a", "", platform="slack").scope == "thread"
+    assert Binding("a", "", platform="lark").scope == "thread"
+    with pytest.raises(ValueError):
+        Binding("a", "", platform="teams")
+    with pytest.raises(ValueError):
+        Binding("a", "dev", scope="guild")
+
+
+@pytest.mark.parametrize(("binding", "needle", "key", "words"), [
+    ('platform = "teams"', 'platform = "teams"', "bindings.platform",
+     "must be one of fabric, slack, lark (got 'teams')"),
+    ('space = "dev"\nscope = "topic"', 'scope = "topic"', "bindings.scope",
+     "must be one of channel, thread (got 'topic')"),
+    ('channels = ["*"]', "[[bindings]]", "bindings.space",
+     'missing: the Fabric guild, e.g. space = "dev"'),
+    ('space = "dev"\nguild = "dev"', 'guild = "dev"', "bindings.guild",
+     "keep space and remove guild"),
+    ('platform = "slack"\nguild = "T1"', 'guild = "T1"', "bindings.guild",
+     "applies only to platform fabric; on slack write space"),
+    ('space = 7', "space = 7", "bindings.space", "must be a string"),
+])
+def test_binding_errors(tmp_path: Path, platform_env: None, binding: str, needle: str, key: str,
+                        words: str) -> None:
+    text = (MULTI.split("[[bindings]]")[0] + '[agents.bot.fabric]\napi_key = "fak_k_123456"\n'
+            f'\n[[bindings]]\nagent = "bot"\nplatform = "lark"\n'
+            f'\n[[bindings]]\nagent = "bot"\n{binding}\n')
+    error = error_for(tmp_path, text)
+    assert (error.key, error.line) == (key, _last_line_of(text, needle)), str(error)
+    assert words in str(error)
+
+
+def _last_line_of(text: str, needle: str) -> int:
+    """1-based line of the last line of ``text`` that contains ``needle``."""
+    return max(n for n, line in enumerate(text.splitlines(), start=1) if needle in line)
+
+
+def test_binding_for_by_platform(tmp_path: Path, platform_env: None) -> None:
+    text = MULTI + '\n[[bindings]]\nagent = "bot"\nplatform = "slack"\nchannels = ["C9"]\n'
+    config = load_config(write(tmp_path, text))
+    slack, lark, other = config.bindings
+    assert config.binding_for("bot", "", "C123", "") == slack
+    assert config.binding_for("bot", "", "C123", "", platform="lark") == lark
+    assert config.binding_for("bot", "", "C9", "", platform="slack") == other
+    assert config.binding_for("bot", "", "C9", "", platform="fabric") is None
+
+
+def test_devguild_config_reads_either_fabric_table(tmp_path: Path) -> None:
+    text = "[devguild]\n\n[platforms.fabric]\ncontent_limit = 500\n"
+    assert load_devguild_config(write(tmp_path, text)).content_limit == 500
+    old = '[devguild]\n\n[fabric]\ncenter_url = "http://127.0.0.1:7001/api"\ncontent_limit = 600\n'
+    assert load_devguild_config(write(tmp_path, old)).content_limit == 600
+    both = old + "\n[platforms.fabric]\ncontent_limit = 500\n"
+    with pytest.raises(ConfigError, match=r"fabric: both \[fabric\] and \[platforms.fabric\]"):
+        load_devguild_config(write(tmp_path, both))

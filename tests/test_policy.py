@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from bridge.config import AgentSettings
+from bridge.config import AgentSettings, FabricIdentity
 from bridge.model import Inbound
 from bridge.names import ResolvedNames
 from bridge.policy import (
@@ -172,7 +172,8 @@ def test_the_real_home_folder_is_refused() -> None:
         check_workspace(os.path.expanduser("~"))
 
 
-AGENT = AgentSettings(name="coder", kind="codex", api_key=Secret("fak_test_fp_key"),
+AGENT = AgentSettings(name="coder", kind="codex",
+                      fabric=FabricIdentity(Secret("fak_test_fp_key")),
                       workspace=Path("/srv/work/a"))
 
 

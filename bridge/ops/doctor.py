@@ -256,8 +256,8 @@ def _center_and_guilds(config: Config, url: str, http: requests.Session) -> Iter
                            f"(user {session.user_name}, guilds: {guilds})")
         for binding in config.bindings:
             if binding.agent == agent.name:
-                yield _guild(agent.name, binding.guild, binding.channels, session, http)
-        for guild in sorted({b.guild for b in config.bindings if b.agent == agent.name}):
+                yield _guild(agent.name, binding.space, binding.channels, session, http)
+        for guild in sorted({b.space for b in config.bindings if b.agent == agent.name}):
             yield from _names(config, agent, guild, session, http)
 
 
@@ -314,7 +314,7 @@ def _names(config: Config, agent: AgentSettings, guild: str, session: FabricSess
         channels = {str(c.get("id", "")): str(c.get("name", "")) for c in rest.channels()}
     except ChatError:
         return  # reported by the guild check
-    bindings = [b for b in config.bindings if (b.agent, b.guild) == (agent.name, guild)]
+    bindings = [b for b in config.bindings if (b.agent, b.space) == (agent.name, guild)]
     bound = {entry.casefold() for b in bindings for entry in b.channels}
     where = f"agent {agent.name} in guild {guild}"
     checks = [("channel", entry, channels) for entry in channel_entries(bindings, agent.access)]

@@ -178,7 +178,7 @@ def run_chat(config: Config, *, user: str, channel: str, guild: str | None,
     Returns:
         The exit code (0, or 1 with a message on stderr).
     """
-    guild_id = guild or config.bindings[0].guild
+    guild_id = guild or config.bindings[0].space
     try:
         if api_key_ref is not None:
             api_key = read_api_key(api_key_ref, stdin).reveal()
