@@ -16,6 +16,7 @@ from actors.scope import Scope
 from actors.supervisor import Supervisor
 from actors.timers import Timers
 from adapters.chat.fabric.devguild import DevGuild, load_seed
+from adapters.chat.fabric.render import FabricRenderer
 from bridge.board import Board
 from bridge.config import Config
 from bridge.logs import remove_logging, setup_logging
@@ -84,6 +85,8 @@ class BridgeApp:
             self.store = open_store(config.bridge.state_dir)
             self.timers.start()
             self.runtime = Runtime(config, self.board, self.timers, self.store)
+            # composition: moves to the CLI
+            self.runtime.platforms = {"fabric": FabricRenderer(config.fabric.content_limit)}
             self.supervisor = Supervisor.start(self.runtime, self.scope_class)
             log.info("bridge started (pid %d, state in %s)", os.getpid(), config.bridge.state_dir)
         except BaseException:

@@ -1,9 +1,9 @@
-"""Delivery: one per (agent, channel); posts the outbox's pieces exactly once, in order.
+"""Delivery: one per conversation; posts the outbox's pieces exactly once, in order.
 
 Runs put their answers in the store's outbox (split under the content limit,
 one idempotency key ``<run_id>:<index>`` per piece) and tell this actor
 ``Deliver``. It posts pending pieces in order and marks each one posted in
-the store right after the guild accepted it. Transient failures (5xx, 429,
+the store right after the platform accepted it. Transient failures (5xx, 429,
 network) are retried with backoff that honours Retry-After. Landing is
 decided by identity, never by text: every post carries the piece's key as its
 idempotency key, and before posting a piece whose earlier attempt had an
@@ -29,22 +29,25 @@ from typing import Any
 import attrs
 import pykka
 
+from actors.credentials import access_of, invalidate
 from actors.messages import (
     ChildIdle,
     Deliver,
     FlushStatus,
     Forward,
-    GetAccess,
     IdleCheck,
     Init,
-    Invalidate,
     Progress,
     RetryDelivery,
 )
 from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
-from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
+from bridge.model import ScopeKey
+<<<<<<< HEAD
+from bridge.platform import Access, ChatClient
+=======
+>>>>>>> runview
 from bridge.secrets import redact
 from bridge.store import Piece
 
@@ -53,10 +56,6 @@ log = logging.getLogger(__name__)
 #: Retry backoff for failed posts: first delay and cap, in seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
-#: Status messages are edited at most once per this many seconds (per channel).
-STATUS_EDIT_INTERVAL_S = 1.0
-#: Seconds to wait for the token cache.
-TOKEN_ASK_TIMEOUT_S = 15.0
 
 
 @attrs.define
@@ -75,24 +74,21 @@ class StatusView:
 
 
 class Delivery(SupervisedActor):
-    """Posts one scope's pieces to its channel as its agent.
+    """Posts one conversation's pieces to its target as its agent.
 
     Args:
         runtime: Shared services.
         child_id: ``delivery:<scope key>``.
-        agent: Agent name (whose token posts).
-        guild: Guild node id.
-        channel_id: Channel id.
+        key: The conversation (its platform, agent identity, space and target).
     """
 
-    def __init__(self, runtime: Runtime, child_id: str, agent: str, guild: str,
-                 channel_id: str) -> None:
+    def __init__(self, runtime: Runtime, child_id: str, key: ScopeKey) -> None:
         super().__init__(runtime, child_id)
-        self.scope_key = child_id.removeprefix("delivery:")
-        self.agent = agent
-        self.guild = guild
-        self.channel_id = channel_id
-        self.http = http_session()
+        self.key = key
+        self.scope_key = str(key)
+        self.target = key.target
+        self.platform = runtime.platforms[key.platform]
+        self.edit_interval_s = self.platform.limits.edit_interval_s
         self.uncertain: set[str] = set()
         self.attempts = 0
         self.generation = 0
@@ -146,7 +142,9 @@ class Delivery(SupervisedActor):
                 self._drain()
         elif isinstance(message, Progress):
             view = self.statuses.setdefault(message.run_id, StatusView())
-            view.latest = redact(message.text)  # no known secret leaves for the chat
+            renderer = self.runtime.platforms[ScopeKey.parse(self.scope_key).platform]
+            # no known secret leaves for the chat
+            view.latest = redact(renderer.render_status(message.view))
             view.final = view.final or message.final
             self._show_status(message.run_id)
         elif isinstance(message, FlushStatus):
@@ -164,7 +162,7 @@ class Delivery(SupervisedActor):
             if view.final:
                 del self.statuses[run_id]
             return
-        wait = view.last_edit + STATUS_EDIT_INTERVAL_S - time.monotonic()
+        wait = view.last_edit + self.edit_interval_s - time.monotonic()
         if view.message_id is not None and wait > 0:
             if not view.scheduled:
                 view.generation += 1
@@ -173,11 +171,11 @@ class Delivery(SupervisedActor):
                                              FlushStatus(run_id, view.generation))
             return
         try:
-            guild = FabricGuild(self._access(), self.http)
+            client = self._client()
             if view.message_id is None:
-                self._post_status(guild, run_id, view)
+                self._post_status(client, run_id, view)
             elif view.message_id:
-                guild.edit(self.channel_id, view.message_id, view.latest)
+                client.update(self.target, view.message_id, view.latest)
             self.status_edits += 1
         except (ChatError, pykka.Timeout) as exc:  # the status is best-effort
             if isinstance(exc, RetryLater) and exc.ambiguous and view.message_id is None:
@@ -189,23 +187,20 @@ class Delivery(SupervisedActor):
         if view.final:
             del self.statuses[run_id]
 
-    def _post_status(self, guild: FabricGuild, run_id: str, view: StatusView) -> None:
+    def _post_status(self, client: ChatClient, run_id: str, view: StatusView) -> None:
         """Post the run's status message, or find the one an unanswered post left."""
         key = f"status:{run_id}"
         if view.uncertain and view.first_try is not None:
-            landed = guild.find_posted(self.channel_id, key, not_before=view.first_try)
+            landed = client.find_posted(self.target, key, not_before=view.first_try)
             if landed is not None:
-                found = landed.get("messageId")
-                view.message_id = found if isinstance(found, str) else ""
+                view.message_id = landed
                 view.uncertain = False
                 if view.message_id:
-                    guild.edit(self.channel_id, view.message_id, view.latest)
+                    client.update(self.target, view.message_id, view.latest)
                 return
         if view.first_try is None:
             view.first_try = time.time()
-        posted = guild.post(self.channel_id, view.latest, idempotency_key=key)
-        found = posted.get("messageId")
-        view.message_id = found if isinstance(found, str) else ""
+        view.message_id = client.post(self.target, view.latest, idempotency_key=key)
         view.uncertain = False
 
     def _drain(self) -> None:
@@ -222,7 +217,7 @@ class Delivery(SupervisedActor):
                 self._retry(piece, exc, None, ambiguous=False)
                 return
             except pykka.Timeout:
-                self._retry(piece, RetryLater("token cache did not answer"), None,
+                self._retry(piece, RetryLater("credentials did not answer"), None,
                             ambiguous=False)
                 return
             except ChatError as exc:
@@ -240,23 +235,19 @@ class Delivery(SupervisedActor):
 
     def _post(self, piece: Piece) -> str | None:
         access = self._access()
-        guild = FabricGuild(access, self.http)
+        client = self.platform.client(access)
         try:
             if piece.key in self.uncertain:
-                landed = guild.find_posted(self.channel_id, piece.key, after_seq=piece.after_seq,
-                                           not_before=piece.created_at or None)
+                landed = client.find_posted(self.target, piece.key, after_seq=piece.after_seq,
+                                            not_before=piece.created_at or None)
                 if landed is not None:
                     log.info("delivery %s: piece %s had landed; not posting it again",
                              self.scope_key, piece.key)
-                    found = landed.get("messageId")
-                    return found if isinstance(found, str) else ""
-            posted = guild.post(self.channel_id, redact(piece.content),
-                                idempotency_key=piece.key)
+                    return landed
+            return client.post(self.target, redact(piece.content), idempotency_key=piece.key)
         except Unauthorized:
             self._invalidate(access.token)
             raise
-        message_id = posted.get("messageId")
-        return message_id if isinstance(message_id, str) else None
 
     def _retry(self, piece: Piece, exc: Exception, retry_after_s: float | None, *,
                ambiguous: bool) -> None:
@@ -275,18 +266,14 @@ class Delivery(SupervisedActor):
         self.runtime.timers.schedule(delay, self.actor_ref, RetryDelivery(self.generation))
         self._publish()
 
-    def _access(self) -> GuildAccess:
-        tokens = self.runtime.directory.get(f"tokens:{self.agent}")
-        if tokens is None:
-            raise RetryLater("token cache is restarting")
-        access = tokens.ask(GetAccess(self.guild), timeout=TOKEN_ASK_TIMEOUT_S)
-        assert isinstance(access, GuildAccess)
-        return access
+    def _client(self) -> ChatClient:
+        return self.platform.client(self._access())
+
+    def _access(self) -> Access:
+        return access_of(self.runtime, self.key.connection)
 
     def _invalidate(self, token: str) -> None:
-        tokens = self.runtime.directory.get(f"tokens:{self.agent}")
-        if tokens is not None:
-            tokens.tell(Invalidate(token))
+        invalidate(self.runtime, self.key.connection, token)
 
     def _publish(self) -> None:
         detail = (f"delivered {self.delivered}, retries {self.retries}"

@@ -1,806 +1,150 @@
-"""Gateway: one per (agent, guild), owning the socket.io connection.
+"""Gateway: one per connection (agent identity, platform, space); hosts the platform's intake.
 
-It joins the bound channels on connect and on ``channel.joined``, resyncs the
-channel list every 60 s, reconnects after any drop with backoff (1 s doubling
-to 60 s, with jitter), drops its own messages, orders messages by ``seq`` per
-channel, and fills gaps (and everything missed while away) from the history
-call. Each accepted message goes to the supervisor as ``Route``.
-
-First sight is an outage like any other: a channel the gateway has never seen
-(a new DM, a channel it was just added to, every channel at the very first
-start) is caught up from history, at most :data:`FIRST_SIGHT_MESSAGES` back;
-messages inside ``catch_up_window_s`` are handled normally, older ones are
-context only, and the skipped older history is logged with its reason.
-
-Intake liveness: at each channel resync the gateway compares each channel's
-``lastSeq`` from the channel list with the last seq it saw. A message that the
-list showed at one resync and that has still not arrived at the next one means
-the socket went silent while it looks connected: the gateway logs it, catches
-up from history and reconnects (noticed within two resync periods).
-
-Author lookups never block intake: authors come from a bounded cache; a
-message by an author not in it is held (not yet journaled, and the channel's
-persisted last seq stays before it, so a crash refetches it) while a lookup
-runs on a small thread pool, and is released when the answer comes. When the
-lookup keeps failing the message goes on with its author's kind unknown, and
-such a message never engages an agent (fail closed; it is kept as context).
-
-Socket callbacks run on library threads; they only ``tell`` this actor,
-tagged with the connection generation so events of an old connection are
-ignored.
+The platform's intake (see :mod:`bridge.platform`) does the platform's work:
+connecting, ordering, gap fill, catch-up from the stored cursors, reconnects.
+It runs on this actor's thread, one message at a time, and calls back through
+the :class:`~bridge.platform.IntakeHost` methods here: ``accept`` journals a
+message (the journal is the dedup set) and tells its scope directly, through
+the runtime's directory of live refs; only a scope that is not running is
+reached through the supervisor, which spawns it once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
-import threading
-import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import attrs
-import cachetools
 import pykka
 
-from actors.messages import (
-    AuthorResolved,
-    AuthorRetry,
-    Connect,
-    GetAccess,
-    Init,
-    Invalidate,
-    NamesReady,
-    Resync,
-    Route,
-    SocketClosed,
-    SocketEvent,
-)
+from actors.credentials import access_of, invalidate
+from actors.messages import Init, NamesReady, Route
 from actors.runtime import Runtime, SupervisedActor
-from adapters.chat.fabric.inbound import ChannelInfo, channel_info, normalize_message
-from adapters.chat.fabric.realtime import FabricSocket
-from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
-from adapters.chat.fabric.rules import HISTORY_LIMIT_MAX
 from bridge.board import ConnectionRow
 from bridge.config import AgentSettings, Binding
-from bridge.errors import BadEvent, ChatError, LoginRefused, RetryLater, Unauthorized
-from bridge.isotime import parse_iso
-from bridge.model import ConnectionKey, Inbound, ScopeKey
-from bridge.names import (
-    NOT_UNIQUE,
-    NameProblem,
-    ResolvedNames,
-    channel_entries,
-    resolve_names,
-    user_entries,
-)
+from bridge.model import ConnectionKey, Inbound
+from bridge.names import ResolvedNames
+from bridge.platform import Access, ChatPlatform, Intake, IntakeStatus
 
 log = logging.getLogger(__name__)
 
-#: Reconnect backoff: first delay, cap, and jitter fraction (+/-).
-BACKOFF_FIRST_S = 1.0
-BACKOFF_MAX_S = 60.0
-BACKOFF_JITTER = 0.2
-#: User kinds that are bots: they never engage an agent unless it allows bots.
-BOT_KINDS = frozenset({"agent", "bot"})
-#: Seconds to wait for an ask to the token cache.
-TOKEN_ASK_TIMEOUT_S = 15.0
-#: Most messages of a channel's history fetched when the channel is seen for the
-#: first time (one history page): older ones are skipped, with a log line.
-FIRST_SIGHT_MESSAGES = HISTORY_LIMIT_MAX
-#: Most messages of one channel caught up after an outage (five history pages);
-#: older ones are skipped with a log line (they could only be context by then,
-#: unless a channel said more than this within ``catch_up_window_s``).
-CATCH_UP_MESSAGES = 5 * HISTORY_LIMIT_MAX
-#: Authors remembered per connection, and for how long (seconds): names and kinds
-#: change rarely, and a bounded cache keeps a guild of any size in bounded memory.
-AUTHOR_CACHE_SIZE = 10_000
-AUTHOR_CACHE_TTL_S = 3600.0
-#: Lookups of one author before its messages go on with the kind unknown.
-AUTHOR_LOOKUP_ATTEMPTS = 3
-#: Threads that run author lookups, per connection.
-AUTHOR_LOOKUP_THREADS = 4
-#: The user list (for user names in the access rules) is reloaded at most this
-#: often (seconds), unless its last load failed.
-USER_LIST_REFRESH_S = 3600.0
-#: The board's "last event" time is republished at most this often (seconds).
-EVENT_PUBLISH_INTERVAL_S = 1.0
-
-
-#: The gateways' own random source (the global one is left to the application).
-_JITTER = random.Random()
-
-
-def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Delay before reconnect attempt ``attempt`` (1-based): 1 s doubling to 60 s, +/-20 %.
-
-    Args:
-        attempt: How many attempts failed in a row (1 for the first retry).
-        rng: Random source for the jitter.
-
-    Returns:
-        Seconds to wait.
-    """
-    base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, attempt - 1))
-    jitter = (rng or _JITTER).uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
-    return float(base * (1 + jitter))
-
-
-def is_stale(created_at: str, window_s: float, now: float | None = None) -> bool:
-    """True when an ISO 8601 timestamp is more than ``window_s`` seconds old.
-
-    An unparsable or missing timestamp is not stale (the message is handled).
-
-    Args:
-        created_at: The message's timestamp (see :func:`bridge.isotime.parse_iso`).
-        window_s: The catch-up window, in seconds.
-        now: Epoch seconds to measure from (default: the current time).
-    """
-    created = parse_iso(created_at)
-    return created is not None and (now if now is not None else time.time()) - created > \
-        window_s
-
 
 class Gateway(SupervisedActor):
-    """The connection of one agent identity to one guild.
+    """The connection of one agent identity to one space of one platform.
 
     Args:
         runtime: Shared services.
-        child_id: ``gateway:<agent>:<guild>``.
+        child_id: ``gateway:<connection key>``.
+        platform: The chat platform.
+        connection: (platform, agent, space).
         agent: The agent's settings.
-        guild: Guild node id.
-        bindings: The bindings of this agent in this guild (their channels are joined).
+        bindings: The agent's bindings in this space (the intake reads their channels).
     """
 
-    def __init__(self, runtime: Runtime, child_id: str, agent: AgentSettings, guild: str,
+    def __init__(self, runtime: Runtime, child_id: str, platform: ChatPlatform,
+                 connection: ConnectionKey, agent: AgentSettings,
                  bindings: Sequence[Binding]) -> None:
         super().__init__(runtime, child_id)
+        self.platform = platform
+        self._connection = connection
         self.agent = agent
-        self.guild = guild
         self.bindings = tuple(bindings)
-        self.http = http_session()
-        self.generation = 0
-        self.socket: FabricSocket | None = None
-        self.access: GuildAccess | None = None
-        self.rest: FabricGuild | None = None
-        self.channels: dict[str, ChannelInfo] = {}
-        self.last_seq: dict[str, int] = {}
-        self.users: cachetools.TTLCache[str, tuple[str, str]] = cachetools.TTLCache(
-            AUTHOR_CACHE_SIZE, AUTHOR_CACHE_TTL_S)
-        #: Messages waiting for their author's lookup, per author id.
-        self.held: dict[str, list[Inbound]] = {}
-        self.lookup_attempts: dict[str, int] = {}
-        self.lookups: ThreadPoolExecutor | None = None
-        self.lookup_local = threading.local()
-        #: When the guild's user list was last loaded for name resolution (monotonic s).
-        self.users_loaded_at: float | None = None
-        self.state = "connecting"
-        self.reason = ""
-        self.attempts = 0
-        self.reconnects = 0
-        self.connected_once = False
-        self.stopping = False
-        self.token_refreshes = 0
-        self.last_event_at: float | None = None
-        #: The ``last_event_at`` on the board (republished at most once a second).
-        self.event_shown: float | None = None
-        #: Per channel: the listed lastSeq at the previous resync when it was ahead of us.
-        self.behind: dict[str, int] = {}
-        self.silences = 0
-        #: The config's names resolved to ids, pinned (kept in the runtime across restarts).
-        self.names = runtime.names.get(agent.name, guild)
-        #: Name problems already logged (each is logged once while it lasts).
-        self.name_problems: set[tuple[str, NameProblem]] = set()
-        self.users_failed = False
+        self.intake: Intake | None = None
 
-    # -- lifecycle -------------------------------------------------------
+    # -- the actor -------------------------------------------------------
 
     def on_receive(self, message: Any) -> None:
-        """Dispatch one message (see the module docstring)."""
+        """Start the intake on ``Init``; hand every other message to it."""
         if isinstance(message, Init):
-            self.last_seq = {channel: int(cursor) for channel, cursor in
-                             self.runtime.store.cursors(self._connection()).items()}
-            self._publish()
-            self._connect()
-        elif isinstance(message, Connect):
-            if message.generation == self.generation and self.socket is None:
-                self._connect()
-        elif isinstance(message, SocketEvent):
-            if message.generation == self.generation and not self.runtime.stopping.is_set():
-                self._saw_event()
-                self._event(message.name, message.payload)
-        elif isinstance(message, SocketClosed):
-            if message.generation == self.generation and self.socket is not None:
-                self._dropped(message.reason)
-        elif isinstance(message, AuthorResolved):
-            self._author_resolved(message)
-        elif isinstance(message, AuthorRetry):
-            if message.user_id in self.held:
-                self._look_up(message.user_id)
-        elif isinstance(message, Resync):
-            if message.generation == self.generation and self.socket is not None:
-                self._resync()
-                self._check_liveness()
-                if message.generation == self.generation:  # not reconnecting after a silence
-                    self._schedule(self.runtime.config.fabric.resync_s,
-                                   Resync(self.generation))
-        else:
+            self.intake = self.platform.open(self, self.agent, self.bindings)
+            self.intake.start()
+        elif self.intake is None or not self.intake.handle(message):
             super().on_receive(message)
 
     def cleanup(self) -> None:
-        """Close the socket and show the connection as stopped."""
-        self.stopping = True
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
-        if self.lookups is not None:
-            self.lookups.shutdown(wait=False, cancel_futures=True)
-        self.state, self.reason = "stopped", ""
-        self._publish()
+        """Close the intake (its socket and threads)."""
+        if self.intake is not None:
+            self.intake.close()
 
-    # -- connecting ------------------------------------------------------
+    # -- IntakeHost --------------------------------------------------------
 
-    def _connect(self) -> None:
-        self.generation += 1
-        generation = self.generation
+    @property
+    def connection(self) -> ConnectionKey:
+        """The (platform, agent, space) this gateway serves."""
+        return self._connection
+
+    @property
+    def stopping(self) -> bool:
+        """True once the bridge stops."""
+        return self.runtime.stopping.is_set()
+
+    def tell(self, message: object) -> None:
+        """Queue ``message`` for the intake; safe from any thread, silent after stop."""
         try:
-            access = self._get_access()
-            self.access = access
-            self.rest = FabricGuild(access, self.http)
-            self._load_channels()
-            socket = FabricSocket(
-                access.endpoint, self._socket_token,
-                on_event=lambda name, payload: self._tell(SocketEvent(generation, name, payload)),
-                on_closed=lambda reason: self._tell(SocketClosed(generation, reason)),
-            )
-            socket.connect()
-        except LoginRefused as exc:
-            self._retry("failed", str(exc))
-            return
-        except Unauthorized as exc:
-            if self.access is not None:
-                self._invalidate(self.access.token)
-            self._retry(self._retry_state(), str(exc))
-            return
-        except ChatError as exc:
-            self._retry(self._retry_state(), str(exc))
-            return
-        self.socket = socket
-        if self.connected_once:
-            self.reconnects += 1
-        self.connected_once = True
-        self.attempts = 0
-        self.state, self.reason = "connected", ""
-        for channel_id in self.channels:
-            self._join(channel_id)
-        self._catch_up()
-        self._publish()
-        log.info("gateway %s@%s connected (%d channels)", self.agent.name, self.guild,
-                 len(self.channels))
-        self._schedule(self.runtime.config.fabric.resync_s, Resync(generation))
+            self.actor_ref.tell(message)
+        except Exception:  # the actor stopped; a library thread must not die loudly
+            log.debug("gateway %s: event after stop dropped", self._connection)
 
-    def _retry_state(self) -> str:
-        return "reconnecting" if self.connected_once else "connecting"
+    def schedule(self, delay_s: float, message: object) -> None:
+        """Queue ``message`` for the intake after ``delay_s`` seconds."""
+        self.runtime.timers.schedule(delay_s, self.actor_ref, message)
 
-    def _retry(self, state: str, reason: str) -> None:
-        self.attempts += 1
-        delay = backoff_delay(self.attempts)
-        self.state, self.reason = state, reason
-        log.warning("gateway %s@%s %s: %s; retry in %.1fs", self.agent.name, self.guild, state,
-                    reason, delay)
-        self._publish()
-        self._schedule(delay, Connect(self.generation))
+    def accept(self, inbound: Inbound, *, advance_cursor: bool = True) -> bool:
+        """Journal ``inbound`` (committed before it is routed), then tell its scope.
 
-    def _dropped(self, reason: str) -> None:
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
-        if self.stopping:
-            return
-        self.generation += 1
-        self._retry("reconnecting", f"socket closed ({reason})")
-
-    def _get_access(self) -> GuildAccess:
-        tokens = self.runtime.directory.get(f"tokens:{self.agent.name}")
-        if tokens is None:
-            raise RetryLater("token cache is restarting")
-        try:
-            access = tokens.ask(GetAccess(self.guild), timeout=TOKEN_ASK_TIMEOUT_S)
-        except (pykka.Timeout, pykka.ActorDeadError):
-            raise RetryLater("token cache did not answer") from None
-        assert isinstance(access, GuildAccess)
-        if self.access is not None and access.token != self.access.token:
-            self.token_refreshes += 1
-        return access
-
-    def _socket_token(self) -> str:
-        """Called by the socket library on each connect attempt (a fresh token)."""
-        return self.access.token if self.access is not None else ""
-
-    def _invalidate(self, token: str) -> None:
-        tokens = self.runtime.directory.get(f"tokens:{self.agent.name}")
-        if tokens is not None:
-            tokens.tell(Invalidate(token))
-
-    # -- channels --------------------------------------------------------
-
-    def _bound(self, channel: ChannelInfo) -> bool:
-        return any(b.matches(channel.id, channel.name, self.names.channels)
-                   for b in self.bindings)
-
-    def _load_channels(self) -> list[str]:
-        """Refresh the channel list; return the ids of newly bound channels."""
-        assert self.rest is not None
-        seen: list[ChannelInfo] = []
-        for raw in self._rest_call(self.rest.channels):
+        Returns:
+            False for a message already journaled (dropped as a duplicate).
+        """
+        if not self.runtime.store.record_inbound(inbound, advance_cursor=advance_cursor):
+            return False
+        scope = self.runtime.directory.get(f"scope:{inbound.scope}")
+        if scope is not None:
             try:
-                info = channel_info(raw)
-            except BadEvent as exc:
-                log.warning("gateway %s@%s: bad channel in list dropped: %s", self.agent.name,
-                            self.guild, exc)
-                continue
-            seen.append(info)
-        self._resolve_names({info.id: info.name for info in seen})
-        fresh = {info.id: info for info in seen if self._bound(info)}
-        added = [cid for cid in fresh if cid not in self.channels]
-        for cid in added:
-            if cid not in self.last_seq:
-                self._first_sight(fresh[cid])
-        self.channels = fresh
-        return added
-
-    def _resolve_names(self, channels: dict[str, str]) -> None:
-        """Resolve the config's channel and user names to ids, keeping earlier pins.
-
-        See :mod:`bridge.names`: a name carried by several channels (or users)
-        is refused and logged as an error; a newcomer carrying a pinned name is
-        logged as a warning. The user list is loaded only when the access rules
-        list users; when it cannot be loaded, user names keep their earlier
-        pins (id entries match as written). The result goes to the runtime's
-        name book; the first time, the supervisor is told (``NamesReady``).
-
-        Args:
-            channels: Id to name of every channel this identity can see.
-        """
-        assert self.rest is not None
-        access = self.agent.access
-        found: list[tuple[str, NameProblem]] = []
-        channel_ids, problems = resolve_names(channel_entries(self.bindings, access), channels,
-                                              self.names.channels)
-        found += [("channel", problem) for problem in problems]
-        user_ids = dict(self.names.users)
-        wanted = user_entries(access)
-        now = time.monotonic()
-        if wanted and (self.users_failed or self.users_loaded_at is None
-                       or now - self.users_loaded_at >= USER_LIST_REFRESH_S):
-            self.users_loaded_at = now
-            try:
-                users = self._rest_call(self.rest.users)
-            except ChatError as exc:
-                if not self.users_failed:
-                    log.warning("gateway %s@%s: user list failed (%s): user names in the access "
-                                "rules keep the ids they resolved to before (%d); ids match as "
-                                "written", self.agent.name, self.guild, exc, len(user_ids))
-                self.users_failed = True
-            else:
-                self.users_failed = False
-                user_ids, problems = resolve_names(wanted, users, self.names.users)
-                found += [("user", problem) for problem in problems]
-        for what, old, new in (("channel", self.names.channels, channel_ids),
-                               ("user", self.names.users, user_ids)):
-            for name, key in new.items():
-                if name not in old:
-                    log.info("gateway %s@%s: %s name %r resolved to id %s (pinned)",
-                             self.agent.name, self.guild, what, name, key)
-        for what, problem in found:
-            if (what, problem) in self.name_problems:
-                continue
-            line = f"gateway {self.agent.name}@{self.guild}: {problem.describe(what)}"
-            if problem.kind == "ambiguous":
-                log.error("%s (%s)", line, NOT_UNIQUE)
-            elif problem.kind == "second":
-                log.warning("%s", line)
-            else:
-                log.info("%s", line)
-        self.name_problems = set(found)
-        first = not self.runtime.names.ready(self.agent.name, self.guild)
-        self.names = ResolvedNames({**self.names.channels, **channel_ids},
-                                   {**self.names.users, **user_ids})
-        self.runtime.names.set(self.agent.name, self.guild, self.names)
-        supervisor = self.runtime.supervisor
-        if first and supervisor is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                supervisor.tell(NamesReady(self.agent.name, self.guild))
-
-    def _first_sight(self, channel: ChannelInfo) -> None:
-        """Start a channel never seen before a bounded stretch back in its history.
-
-        Its last :data:`FIRST_SIGHT_MESSAGES` messages are then caught up like
-        after an outage (inside the catch-up window: handled; older: context);
-        anything older is skipped, and the skip is logged with its reason.
-        """
-        start = max(0, channel.last_seq - FIRST_SIGHT_MESSAGES)
-        self.last_seq[channel.id] = start
-        self.runtime.store.set_cursor(self._connection(), channel.id, str(start), start)
-        if start > 0:
-            log.info("gateway %s@%s: first sight of %s (scope %s): seq 1..%d skipped (older "
-                     "than the last %d messages), catching up from seq %d", self.agent.name,
-                     self.guild, channel.name, self._scope_key(channel.id), start,
-                     FIRST_SIGHT_MESSAGES, start + 1)
-        else:
-            log.info("gateway %s@%s: first sight of %s (scope %s): catching up its %d "
-                     "messages", self.agent.name, self.guild, channel.name,
-                     self._scope_key(channel.id), channel.last_seq)
-
-    def _join(self, channel_id: str) -> None:
-        if self.socket is not None and not self.socket.join(channel_id):
-            log.warning("gateway %s@%s: join of %s not confirmed", self.agent.name, self.guild,
-                        self.channels[channel_id].name if channel_id in self.channels else
-                        channel_id)
-
-    def _resync(self) -> None:
-        try:
-            added = self._load_channels()
-        except ChatError as exc:
-            log.warning("gateway %s@%s: channel resync failed: %s", self.agent.name, self.guild,
-                        exc)
-            return
-        for channel_id in added:
-            channel = self.channels[channel_id]
-            log.info("gateway %s@%s: joining new channel %s", self.agent.name, self.guild,
-                     channel.name)
-            self._join(channel_id)
-            self._catch_up_channel(channel)
-        self._publish()
-
-    def _check_liveness(self) -> None:
-        """Reconnect when a message listed at the previous resync has still not arrived.
-
-        Run by the periodic resync only (a whole period between two checks).
-        Events reach the socket within moments of a post, so a channel whose
-        listed ``lastSeq`` stayed ahead of what the socket delivered for a
-        whole resync period means the socket is silent although connected.
-        The reconnect catches up from history (see :meth:`_connect`).
-        """
-        silent = [(cid, seq) for cid, seq in self.behind.items()
-                  if cid in self.channels and self.last_seq.get(cid, 0) < seq]
-        self.behind = {cid: info.last_seq for cid, info in self.channels.items()
-                       if info.last_seq > self.last_seq.get(cid, 0)}
-        if not silent:
-            return
-        cid, seq = silent[0]
-        since = "never" if self.last_event_at is None else \
-            f"{time.time() - self.last_event_at:.0f}s ago"
-        log.warning("gateway %s@%s: socket silent: %s has seq %d listed since the last resync "
-                    "but only %d arrived (%d channels behind, last event %s); reconnecting "
-                    "(and catching up)", self.agent.name, self.guild, self.channels[cid].name,
-                    seq, self.last_seq.get(cid, 0), len(silent), since)
-        self.silences += 1
-        self.behind = {}
-        self._dropped("silent: no events while channels had newer messages")
-
-    # -- inbound ---------------------------------------------------------
-
-    def _event(self, name: str, payload: Any) -> None:
-        try:
-            if name == "message.created":
-                self._message(payload)
-            elif name in ("channel.joined", "channel.left") and isinstance(payload, dict) and (
-                payload.get("userId") == self._self_id()
-            ):
-                self._resync()
-        except BadEvent as exc:
-            log.warning("gateway %s@%s: %s dropped: %s", self.agent.name, self.guild, name, exc)
-        except ChatError as exc:
-            log.warning("gateway %s@%s: %s not handled: %s", self.agent.name, self.guild, name,
-                        exc)
-
-    def _self_id(self) -> str:
-        return self.access.user_id if self.access is not None else ""
-
-    def _message(self, payload: Any) -> None:
-        if not isinstance(payload, dict):
-            raise BadEvent(f"payload is {type(payload).__name__}, not an object")
-        channel_id = str(payload.get("channelId"))[:80]
-        channel = self.channels.get(channel_id)
-        if channel is None:
-            raise BadEvent(f"message for a channel this agent is not in ({channel_id})")
-        try:
-            inbound = self._normalize(channel, payload, catch_up=False)
-        except BadEvent as exc:
-            self._fill_from_history(channel, payload.get("seq"))
-            raise BadEvent(f"{exc} (scope {self._scope_key(channel.id)})") from None
-        last = self.last_seq.get(channel.id, 0)
-        if inbound.seq <= last:
-            log.debug("gateway %s@%s: seq %d already seen (last %d; scope %s): duplicate "
-                      "dropped", self.agent.name, self.guild, inbound.seq, last,
-                      self._scope_key(channel.id))
-            return
-        if inbound.seq > last + 1:
-            self._fetch(channel, last + 1, inbound.seq - 1)
-            filled = self.last_seq.get(channel.id, 0)
-            if filled < inbound.seq - 1:
-                # The guild stores a message before it sends it, so its history has every
-                # seq below a real one: this event's seq is made up.
-                raise BadEvent(f"seq {inbound.seq} is ahead of the channel's history (last "
-                               f"{filled}; scope {self._scope_key(channel.id)})")
-        self._route(inbound)
-
-    def _fill_from_history(self, channel: ChannelInfo, seq: Any) -> None:
-        """After a live event failed validation, take its seq from history instead.
-
-        The history is the guild's record: the real message at that seq is
-        handled (or counted as seen when it is bad there too), so the channel's
-        last seq moves on and a dropped event never looks like a silent socket.
-        A made-up seq finds nothing.
-        """
-        last = self.last_seq.get(channel.id, 0)
-        if isinstance(seq, int) and not isinstance(seq, bool) and last < seq <= last + \
-                HISTORY_LIMIT_MAX:
-            try:
-                self._fetch(channel, last + 1, seq)
-            except ChatError as exc:
-                log.warning("gateway %s@%s: history after a bad event failed: %s",
-                            self.agent.name, self.guild, exc)
-
-    def _catch_up(self) -> None:
-        """Fetch everything after the last seen seq in each channel (after a reconnect)."""
-        for channel in list(self.channels.values()):
-            self._catch_up_channel(channel)
-
-    def _catch_up_channel(self, channel: ChannelInfo) -> None:
-        """Fetch what was said after the last seen seq in one channel; log a failure.
-
-        At most :data:`CATCH_UP_MESSAGES` back from the channel's listed last
-        seq: a channel far behind (a long outage, a channel the agent left and
-        rejoined) skips its older messages, with a log line that says so.
-        """
-        last = self.last_seq.get(channel.id, 0)
-        start = channel.last_seq - CATCH_UP_MESSAGES
-        if start > last:
-            log.warning("gateway %s@%s: %s (scope %s) is %d messages behind: seq %d..%d "
-                        "skipped (more than %d to catch up), catching up from seq %d",
-                        self.agent.name, self.guild, channel.name,
-                        self._scope_key(channel.id), channel.last_seq - last, last + 1, start,
-                        CATCH_UP_MESSAGES, start + 1)
-            self.last_seq[channel.id] = last = start
-            self._persist_seq(channel.id)
-        try:
-            self._fetch(channel, last + 1, None)
-        except ChatError as exc:
-            log.warning("gateway %s@%s: catch-up of %s failed: %s", self.agent.name,
-                        self.guild, channel.name, exc)
-
-    def _fetch(self, channel: ChannelInfo, seq_from: int, seq_to: int | None) -> None:
-        assert self.rest is not None
-        rest = self.rest
-        while seq_to is None or seq_from <= seq_to:
-            start = seq_from
-            page = self._rest_call(
-                lambda s=start: rest.history(channel.id, s, seq_to, HISTORY_LIMIT_MAX))
-            highest = seq_from - 1
-            for item in page:
-                seq = item.get("seq")
-                if isinstance(seq, int) and not isinstance(seq, bool):
-                    highest = max(highest, seq)
-                try:
-                    self._accept(channel, item, catch_up=True)
-                except BadEvent as exc:
-                    log.warning("gateway %s@%s: history item dropped (scope %s): %s",
-                                self.agent.name, self.guild, self._scope_key(channel.id), exc)
-            if highest > self.last_seq.get(channel.id, 0):
-                # Dropped items (deleted, malformed) were seen too: never fetch them again.
-                self.last_seq[channel.id] = highest
-                self._persist_seq(channel.id)
-            if len(page) < HISTORY_LIMIT_MAX:
-                break
-            seq_from = highest + 1
-
-    def _connection(self) -> ConnectionKey:
-        return ConnectionKey("fabric", self.agent.name, self.guild)
-
-    def _scope_key(self, channel_id: str) -> str:
-        return str(ScopeKey("fabric", self.agent.name, self.guild, channel_id))
-
-    def _normalize(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> Inbound:
-        return normalize_message(
-            payload, agent=self.agent.name, guild=self.guild, self_id=self._self_id(),
-            channel=channel, author_name=self._cached_name, author_is_bot=self._cached_bot,
-            content_limit=self.runtime.config.fabric.content_limit, catch_up=catch_up)
-
-    def _accept(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> None:
-        seq = payload.get("seq") if isinstance(payload, dict) else None
-        if isinstance(seq, int) and seq <= self.last_seq.get(channel.id, 0):
-            return
-        self._route(self._normalize(channel, payload, catch_up=catch_up))
-
-    def _route(self, inbound: Inbound) -> None:
-        """Advance the last seen seq and accept the message (not our own).
-
-        A message whose author is not in the cache is held until the lookup
-        answers (see the module docstring).
-        """
-        self.last_seq[inbound.channel_id] = inbound.seq
-        if inbound.author_id == self._self_id():
-            self._persist_seq(inbound.channel_id)
-            return
-        if inbound.catch_up and is_stale(inbound.created_at,
-                                         self.runtime.config.bridge.catch_up_window_s):
-            inbound = attrs.evolve(inbound, stale=True)
-        if inbound.author_id not in self.users:
-            self._hold(inbound)
-            return
-        self._accept_known(inbound)
-
-    def _accept_known(self, inbound: Inbound) -> None:
-        """Journal the message and route it to the supervisor.
-
-        The journal write commits before the message is routed; a message id
-        already in the journal is a duplicate and is dropped here. The
-        channel's persisted last seq moves with it unless an earlier message
-        of the channel is still held.
-        """
-        store = self.runtime.store
-        held = any(m.channel_id == inbound.channel_id and m.seq < inbound.seq
-                   for waiting in self.held.values() for m in waiting)
-        if not store.record_inbound(inbound, advance_cursor=not held):
-            log.debug("gateway %s@%s: duplicate %s dropped", self.agent.name, self.guild,
-                      inbound.message_id)
-            return
+                scope.tell(inbound)
+                return True
+            except pykka.ActorDeadError:
+                pass  # stopped meanwhile: the supervisor spawns it again
         supervisor = self.runtime.supervisor
         if supervisor is not None:
             with contextlib.suppress(pykka.ActorDeadError):  # stopping: it is in the journal
                 supervisor.tell(Route(inbound))
+        return True
 
-    def _persist_seq(self, channel_id: str) -> None:
-        """Store the channel's last seen seq, but never past a message still held."""
-        seq = self.last_seq.get(channel_id, 0)
-        held = [m.seq for waiting in self.held.values() for m in waiting
-                if m.channel_id == channel_id]
-        if held:
-            seq = min(seq, min(held) - 1)
-        self.runtime.store.set_cursor(self._connection(), channel_id, str(seq), seq)
+    def cursors(self) -> Mapping[str, str]:
+        """The stored intake cursor per channel id of this connection."""
+        return self.runtime.store.cursors(self._connection)
 
-    # -- authors -----------------------------------------------------------
+    def save_cursor(self, channel_id: str, cursor: str, position: int) -> None:
+        """Store a channel's cursor (it never moves back)."""
+        self.runtime.store.set_cursor(self._connection, channel_id, cursor, position)
 
-    def _hold(self, inbound: Inbound) -> None:
-        waiting = self.held.setdefault(inbound.author_id, [])
-        waiting.append(inbound)
-        if len(waiting) == 1:
-            self._look_up(inbound.author_id)
+    def access(self) -> Access:
+        """The identity's access to this space (see :func:`actors.credentials.access_of`)."""
+        return access_of(self.runtime, self._connection)
 
-    def _look_up(self, user_id: str) -> None:
-        """Start a lookup of ``user_id`` on the lookup threads; the answer is told back."""
-        if self.rest is None:
-            self._tell(AuthorResolved(user_id, None, failed=True, error="not connected"))
-            return
-        if self.lookups is None:
-            self.lookups = ThreadPoolExecutor(
-                AUTHOR_LOOKUP_THREADS, thread_name_prefix=f"authors-{self.agent.name}")
-        access = self.rest.access
-        local = self.lookup_local
+    def invalidate(self, token: str) -> None:
+        """Report a token the platform refused."""
+        invalidate(self.runtime, self._connection, token)
 
-        def look_up() -> tuple[str, str] | None:
-            # One HTTP session per lookup thread (a requests.Session is not shared).
-            guild: FabricGuild | None = getattr(local, "guild", None)
-            if guild is None:
-                guild = local.guild = FabricGuild(access, http_session())
-            guild.access = access
-            return guild.user(user_id)
+    def names(self) -> ResolvedNames:
+        """The names resolved so far on this connection (kept across restarts)."""
+        return self.runtime.names.get(self._connection)
 
-        def done(future: Future[tuple[str, str] | None]) -> None:
-            try:
-                found = future.result()
-            except Unauthorized as exc:
-                self._tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200],
-                                          unauthorized=True))
-                return
-            except Exception as exc:  # any failure is retried, then fails closed
-                self._tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200]))
-                return
-            self._tell(AuthorResolved(user_id, found))
+    def names_resolved(self, names: ResolvedNames) -> None:
+        """Publish the resolved names; tell the supervisor the first time."""
+        first = not self.runtime.names.ready(self._connection)
+        self.runtime.names.set(self._connection, names)
+        supervisor = self.runtime.supervisor
+        if first and supervisor is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                supervisor.tell(NamesReady(self._connection))
 
-        try:
-            self.lookups.submit(look_up).add_done_callback(done)
-        except RuntimeError:  # the pool is shut down: the gateway is stopping
-            log.debug("gateway %s@%s: lookup after stop dropped", self.agent.name, self.guild)
-
-    def _author_resolved(self, result: AuthorResolved) -> None:
-        user_id = result.user_id
-        if result.found is not None:
-            self.users[user_id] = result.found
-            self.lookup_attempts.pop(user_id, None)
-            self._release(user_id, result.found[0], result.found[1] in BOT_KINDS, known=True)
-            return
-        if result.unauthorized:
-            self._renew_access()
-        if result.failed:
-            attempts = self.lookup_attempts.get(user_id, 0) + 1
-            self.lookup_attempts[user_id] = attempts
-            if attempts < AUTHOR_LOOKUP_ATTEMPTS:
-                self._schedule(backoff_delay(attempts), AuthorRetry(user_id))
-                return
-            self.lookup_attempts.pop(user_id, None)
-            log.warning("gateway %s@%s: lookup of author %s failed %d times (%s); %d message(s) "
-                        "go on with the author's kind unknown: they never engage (kept as "
-                        "context); the next message retries the lookup", self.agent.name,
-                        self.guild, user_id[:8], attempts, result.error,
-                        len(self.held.get(user_id, ())))
-        else:
-            log.warning("gateway %s@%s: the guild does not know author %s; its message(s) "
-                        "never engage (kept as context)", self.agent.name, self.guild,
-                        user_id[:8])
-        self._release(user_id, user_id[:8], False, known=False)
-
-    def _release(self, user_id: str, name: str, is_bot: bool, *, known: bool) -> None:
-        """Accept the messages held for one author, by channel and seq."""
-        waiting = sorted(self.held.pop(user_id, []), key=lambda m: (m.channel_id, m.seq))
-        for inbound in waiting:
-            self._accept_known(attrs.evolve(inbound, author_name=name, author_is_bot=is_bot,
-                                            author_known=known))
-        for channel_id in {m.channel_id for m in waiting}:
-            self._persist_seq(channel_id)
-
-    def _renew_access(self) -> None:
-        """Drop a token the guild refused and fetch a fresh one for later calls."""
-        if self.access is None or self.rest is None:
-            return
-        self._invalidate(self.access.token)
-        try:
-            self.access = self._get_access()
-        except ChatError as exc:
-            log.warning("gateway %s@%s: token renewal failed: %s", self.agent.name, self.guild,
-                        exc)
-            return
-        self.rest.access = self.access
-
-    def _cached_name(self, user_id: str) -> str:
-        """The author's display name from the cache; the id's start when not cached."""
-        found = self.users.get(user_id)
-        return found[0] if found is not None else user_id[:8]
-
-    def _cached_bot(self, user_id: str) -> bool:
-        found = self.users.get(user_id)
-        return found is not None and found[1] in BOT_KINDS
-
-    def _rest_call(self, call: Any) -> Any:
-        """Run a REST call; on 401 drop the token, log in again and retry once."""
-        try:
-            return call()
-        except Unauthorized:
-            if self.access is not None:
-                self._invalidate(self.access.token)
-            self.access = self._get_access()
-            assert self.rest is not None
-            self.rest.access = self.access
-            return call()
-
-    # -- helpers ---------------------------------------------------------
-
-    def _saw_event(self) -> None:
-        """Note that the socket delivered an event (shown as the time since the last one)."""
-        now = time.time()
-        self.last_event_at = now
-        if self.event_shown is None or now - self.event_shown >= EVENT_PUBLISH_INTERVAL_S:
-            self._publish()
-
-    def _tell(self, message: Any) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except Exception:  # the actor stopped; the socket thread must not die loudly
-            log.debug("gateway %s@%s: event after stop dropped", self.agent.name, self.guild)
-
-    def _schedule(self, delay_s: float, message: Any) -> None:
-        self.runtime.timers.schedule(delay_s, self.actor_ref, message)
-
-    def _publish(self) -> None:
+    def publish(self, status: IntakeStatus) -> None:
+        """Show the connection's state on the board."""
         self.runtime.board.put_connection(ConnectionRow(
-            agent=self.agent.name, guild=self.guild, state=self.state,
-            reconnects=self.reconnects,
-            token_at=self.access.issued_at if self.access is not None else None,
-            reason=self.reason, channels=len(self.channels),
-            token_refreshes=self.token_refreshes, last_event_at=self.last_event_at,
-            silences=self.silences))
-        self.event_shown = self.last_event_at
+            agent=self._connection.agent, guild=self._connection.space, state=status.state,
+            reconnects=status.reconnects, token_at=status.token_at, reason=status.reason,
+            channels=status.channels, token_refreshes=status.token_refreshes,
+            last_event_at=status.last_event_at, silences=status.silences))
+

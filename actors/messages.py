@@ -7,7 +7,8 @@ from typing import Any
 import attrs
 
 from bridge.agent import AgentEvent
-from bridge.model import Inbound
+from bridge.model import ConnectionKey, Inbound
+from bridge.run_view import RunView
 
 
 @attrs.frozen
@@ -62,47 +63,16 @@ class Shutdown:
 
 @attrs.frozen
 class GetAccess:
-    """Ask the token cache for a guild's endpoint and token (replies GuildAccess)."""
+    """Ask an identity's credentials for its access to ``space`` (replies an ``Access``)."""
 
-    guild: str
+    space: str
 
 
 @attrs.frozen
 class Invalidate:
-    """Tell the token cache that ``token`` was refused (401 or refused connect)."""
+    """Tell an identity's credentials that ``token`` was refused (401 or refused connect)."""
 
     token: str = attrs.field(repr=False)
-
-
-@attrs.frozen
-class Connect:
-    """Gateway timer: try to (re)connect; ignored unless ``generation`` is current."""
-
-    generation: int
-
-
-@attrs.frozen
-class SocketEvent:
-    """Socket thread to gateway: one server event on connection ``generation``."""
-
-    generation: int
-    name: str
-    payload: Any
-
-
-@attrs.frozen
-class SocketClosed:
-    """Socket thread to gateway: connection ``generation`` ended."""
-
-    generation: int
-    reason: str
-
-
-@attrs.frozen
-class Resync:
-    """Gateway timer: refresh the channel list (every 60 s)."""
-
-    generation: int
 
 
 @attrs.frozen
@@ -163,17 +133,23 @@ class ChildIdle:
 
 @attrs.frozen
 class Progress:
-    """Runner to delivery: the run's status message text changed.
+    """Runner to delivery: a new snapshot of the run (the platform renders it).
 
     Attributes:
-        run_id: The run.
-        text: The whole status text.
-        final: True for the last update of the run (always shown).
+        view: The run's state; ``view.final`` marks its last update (always shown).
     """
 
-    run_id: str
-    text: str
-    final: bool = False
+    view: RunView
+
+    @property
+    def run_id(self) -> str:
+        """The run."""
+        return self.view.run_id
+
+    @property
+    def final(self) -> bool:
+        """True for the last update of the run."""
+        return self.view.final
 
 
 @attrs.frozen
@@ -190,40 +166,11 @@ class StatusTick:
 
 
 @attrs.frozen
-class AuthorResolved:
-    """Gateway: an author lookup ended.
-
-    Attributes:
-        user_id: The author looked up.
-        found: ``(display name, kind)``, or None when there is no answer.
-        failed: True when the lookup failed (network, 5xx, 401): it is retried;
-            False with ``found`` None: the guild does not know the user.
-        error: What went wrong, for the log.
-        unauthorized: True when the guild refused the token (401): the gateway
-            renews it before the retry.
-    """
-
-    user_id: str
-    found: tuple[str, str] | None
-    failed: bool = False
-    error: str = ""
-    unauthorized: bool = False
-
-
-@attrs.frozen
 class NamesReady:
-    """Gateway to supervisor: the config's names for (``agent``, ``guild``) were resolved
-    for the first time (the open conversations recovered at start may go on)."""
+    """Gateway to supervisor: the config's names on ``connection`` were resolved for the
+    first time (the open conversations recovered at start may go on)."""
 
-    agent: str
-    guild: str
-
-
-@attrs.frozen
-class AuthorRetry:
-    """Gateway timer: look ``user_id`` up again."""
-
-    user_id: str
+    connection: ConnectionKey
 
 
 @attrs.frozen
@@ -238,32 +185,30 @@ class MeasureTick:
 
 @attrs.frozen
 class RunActive:
-    """To the token cache (the identity): a run started (+1) or ended (-1) in ``guild``."""
+    """To an identity's credentials: a run started (+1) or ended (-1) in ``space``."""
 
-    guild: str
+    space: str
     delta: int
 
 
 @attrs.frozen
 class PresenceSettle:
-    """Token cache timer: set the presence in ``guild`` if nothing changed since ``generation``."""
+    """Credentials timer: set the presence in ``space`` if nothing changed since ``generation``."""
 
-    guild: str
+    space: str
     generation: int
 
 
 @attrs.frozen
 class StopScopeRun:
-    """Scope to supervisor: an admin asked to stop ``agent``'s run in another channel.
+    """Scope to supervisor: an admin asked to stop the run in another channel.
 
     Attributes:
-        agent: Agent name.
-        guild: Guild node id.
+        connection: The (platform, agent, space) of the asking scope.
         channel: The channel's id or name.
         reason: Shown in the stopped run's channel.
     """
 
-    agent: str
-    guild: str
+    connection: ConnectionKey
     channel: str
     reason: str

@@ -23,15 +23,14 @@ from actors.messages import (
 )
 from actors.runtime import Runtime
 from adapters.agents import build_agent
-from adapters.chat.fabric.rules import CONTENT_LIMIT_UTF16, content_length
 from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarted, ToolStarted
 from bridge.board import RunRow
-from bridge.chunking import split_message
 from bridge.config import AgentSettings
 from bridge.config_reader import default_workspace
+from bridge.model import ScopeKey
 from bridge.procs import start_ticks
 from bridge.prompt import Prompt
-from bridge.run_status import RunStatus, shorten
+from bridge.run_status import RunStatus, footer_line, shorten
 from bridge.secrets import redact
 from bridge.store import SessionRecord, StoreError
 
@@ -48,10 +47,12 @@ class Runner(pykka.ThreadingActor):
     """Runs one prompt through the agent; supervised by its scope, not restarted.
 
     The agent's events are read on a reader thread that only tells this actor.
-    Progress goes to the channel's delivery actor as status text (which it
-    throttles to one edit a second). On the terminal event the runner puts the
-    answer (with a footer: duration, tokens, cost) in the store's outbox, tells
-    the delivery actor, tells the scope ``RunFinished`` and stops; the scope is
+    Progress goes to the channel's delivery actor as :class:`bridge.run_view.RunView`
+    snapshots (which it renders for the platform and throttles to one edit a
+    second). On the terminal event the runner puts the answer (split into
+    pieces by the platform's renderer, with a footer: duration, tokens, cost)
+    in the store's outbox, tells the delivery actor, tells the scope
+    ``RunFinished`` and stops; the scope is
     told even when the store fails (the failure is logged and, where the store
     takes it, recorded as the run's outcome), so a run never leaves its scope
     stuck. The agent's session id is saved as soon as it is known, so the next
@@ -95,14 +96,17 @@ class Runner(pykka.ThreadingActor):
         self.started_at = time.time()
         self.status = RunStatus(agent.name, self.started_at)
         self.status_shown = False
-        self.guild = scope_key.split(":")[2]
+        key = ScopeKey.parse(scope_key)
+        self.space = key.space
+        #: The scope's platform renders the answer into pieces.
+        self.renderer = runtime.platforms[key.platform]
         self.pid_recorded = False
         #: Pending timer handles (the timeout, the next status tick).
         self.timer_handles: dict[str, int] = {}
 
     def on_start(self) -> None:
         """Start the agent and its reader thread; arm the timeout and the status ticks."""
-        self._identity(RunActive(self.guild, +1))
+        self._identity(RunActive(self.space, +1))
         context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
                              on_spawn=self._spawned)
         try:
@@ -183,9 +187,9 @@ class Runner(pykka.ThreadingActor):
         elif changed:
             self._show_status()
 
-    def _show_status(self, final_state: str = "") -> None:
-        """Send the status text to delivery (it throttles); from the first step or 3 s on."""
-        now = time.time()
+    def _show_status(self, final_state: str = "", now: float | None = None) -> None:
+        """Send the run's view to delivery (it throttles); from the first step or 3 s on."""
+        now = time.time() if now is None else now
         quiet = not self.status.steps and not self.status.plan
         if not final_state and not self.status_shown and quiet and (
             self.agent.kind == "echo" or now - self.started_at < STATUS_AFTER_S
@@ -194,8 +198,9 @@ class Runner(pykka.ThreadingActor):
         if final_state and not self.status_shown:
             return
         self.status_shown = True
-        text = self.status.render(now, state=final_state or "working")
-        self._to_delivery(Progress(self.run_id, text, final=bool(final_state)))
+        view = self.status.view(self.run_id, now, state=final_state or "working",
+                                final=bool(final_state))
+        self._to_delivery(Progress(view))
 
     def _save_session(self, session_id: str) -> None:
         if session_id == self.session_id:
@@ -212,7 +217,7 @@ class Runner(pykka.ThreadingActor):
         try:
             saved = self._save(text, ok=ok, reason=reason)
         finally:
-            self._identity(RunActive(self.guild, -1))
+            self._identity(RunActive(self.space, -1))
             if not saved:
                 ok, reason = False, reason or "the answer could not be saved"
             with contextlib.suppress(pykka.ActorDeadError):
@@ -229,17 +234,15 @@ class Runner(pykka.ThreadingActor):
         now = time.time()
         log.info("run %s %s after %.2fs%s", self.run_id, "done" if ok else "failed",
                  now - self.started_at, f": {reason}" if reason else "")
-        self._show_status("done" if ok else f"failed: {shorten(reason, 100)}")
+        self._show_status("done" if ok else f"failed: {shorten(reason, 100)}", now)
         text = redact(text)  # before the cut and the split, which could halve a secret
         cap = self.runtime.config.bridge.max_answer_chars
         if len(text) > cap:
             text = f"{text[:cap]}\n\n[answer cut: {len(text) - cap:,} more characters not shown]"
-        footer = self.status.footer(now) if self.status_shown or self.status.usage else ""
-        limit = self.runtime.config.fabric.content_limit
-        pieces = split_message(text, limit - content_length(footer) - 2 if footer else limit,
-                               utf16=CONTENT_LIMIT_UTF16)
-        if footer and pieces:
-            pieces[-1] = f"{pieces[-1]}\n\n{footer}"
+        footer = ""
+        if self.status_shown or self.status.usage:
+            footer = footer_line(self.status.view(self.run_id, now, final=True))
+        pieces = self.renderer.render_answer(text, footer)
         after_seq = max((line.seq for line in self.prompt.messages), default=0)
         store = self.runtime.store
         saved = True
@@ -301,7 +304,7 @@ class Runner(pykka.ThreadingActor):
         self.finished = True
         if self.run is not None:
             self.run.stop()
-        self._identity(RunActive(self.guild, -1))
+        self._identity(RunActive(self.space, -1))
         try:
             reopened, given_up = self.runtime.store.interrupt_run(self.run_id)
         except StoreError as exc:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 import traceback
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 import attrs
 import pykka
 
-from actors.messages import ChildFailed, Init
+from actors.messages import ChildFailed, Forward, Init
 from actors.timers import Timers
 from bridge.board import Board
 from bridge.config import Config
+from bridge.model import ConnectionKey
 from bridge.names import ResolvedNames
+from bridge.platform import Access, ChatPlatform
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -24,8 +29,8 @@ log = logging.getLogger(__name__)
 class Directory:
     """Thread-safe map of child id to the current ActorRef, written only by the supervisor.
 
-    Actors use it to ``ask`` the token cache without holding a ref that a
-    restart would make stale.
+    Actors use it to reach a child (a scope, a delivery, an identity's
+    credentials) without holding a ref that a restart would make stale.
     """
 
     def __init__(self) -> None:
@@ -47,54 +52,70 @@ class Directory:
 
 
 class NameBook:
-    """Thread-safe map of (agent, guild) to what the config's names resolved to.
+    """Thread-safe map of connection to what the config's names resolved to there.
 
-    Written only by that connection's gateway (it also keeps the pins here, so a
+    Written only by that connection's gateway (the pins live here, so a
     restarted gateway keeps them); read by the supervisor and the scopes, whose
     access rules and bindings match channels and authors by id.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._names: dict[tuple[str, str], ResolvedNames] = {}
+        self._names: dict[ConnectionKey, ResolvedNames] = {}
 
-    def set(self, agent: str, guild: str, names: ResolvedNames) -> None:
-        """Record the names of (``agent``, ``guild``), replacing any earlier record.
-
-        Args:
-            agent: The agent's name in the config.
-            guild: The guild's node id.
-            names: What the config's channel and user names resolved to (with pins).
-        """
+    def set(self, connection: ConnectionKey, names: ResolvedNames) -> None:
+        """Record (replacing any earlier record) the names of ``connection``."""
         with self._lock:
-            self._names[(agent, guild)] = names
+            self._names[connection] = names
 
-    def get(self, agent: str, guild: str) -> ResolvedNames:
-        """The names of (``agent``, ``guild``); none resolved before its first load.
-
-        Args:
-            agent: The agent's name in the config.
-            guild: The guild's node id.
-
-        Returns:
-            The last record, or an empty :class:`ResolvedNames` (no name resolves
-            to any id) before the gateway's first channel list.
-        """
+    def get(self, connection: ConnectionKey) -> ResolvedNames:
+        """The names of ``connection``; an empty :class:`ResolvedNames` (no name
+        resolves to any id) before the gateway's first channel list."""
         with self._lock:
-            return self._names.get((agent, guild)) or ResolvedNames()
+            return self._names.get(connection) or ResolvedNames()
 
-    def ready(self, agent: str, guild: str) -> bool:
-        """Whether the gateway of (``agent``, ``guild``) loaded its channel list once.
-
-        Args:
-            agent: The agent's name in the config.
-            guild: The guild's node id.
-
-        Returns:
-            True once :meth:`set` was called for this connection.
-        """
+    def ready(self, connection: ConnectionKey) -> bool:
+        """Whether the gateway of ``connection`` loaded its channel list once."""
         with self._lock:
-            return (agent, guild) in self._names
+            return connection in self._names
+
+
+class CredentialCache:
+    """Thread-safe cache of each connection's access, written by the credentials actors.
+
+    Gateways and deliveries read it on every call instead of asking an actor;
+    an entry older than its platform's session lifetime reads as missing (the
+    reader then asks the credentials actor, which logs in again).
+
+    Args:
+        ttl_s: The session lifetime (seconds) per platform name.
+    """
+
+    def __init__(self, ttl_s: Mapping[str, float] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._ttl_s = dict(ttl_s or {})
+        self._access: dict[ConnectionKey, Access] = {}
+
+    def put(self, connection: ConnectionKey, access: Access) -> None:
+        """Remember ``access`` for ``connection``."""
+        with self._lock:
+            self._access[connection] = access
+
+    def get(self, connection: ConnectionKey) -> Access | None:
+        """The cached access of ``connection``, or None when missing or too old."""
+        with self._lock:
+            access = self._access.get(connection)
+            ttl_s = self._ttl_s.get(connection.platform, 0.0)
+        if access is None or time.time() - access.issued_at >= ttl_s:
+            return None
+        return access
+
+    def invalidate(self, connection: ConnectionKey, token: str) -> None:
+        """Forget the access of ``connection`` if it holds ``token`` (it was refused)."""
+        with self._lock:
+            access = self._access.get(connection)
+            if access is not None and access.token == token:
+                del self._access[connection]
 
 
 @attrs.define
@@ -108,9 +129,11 @@ class Runtime:
         store: The state store.
         directory: Current refs of supervised children.
         names: What the config's channel and user names resolved to, per connection.
+        platforms: The chat platforms by name.
+        credentials: Each connection's current access (see :class:`CredentialCache`).
         supervisor: Ref of the root supervisor (set once it started).
         stopping: Set when the bridge begins to stop: actors skip new work (it is
-            in the journal or on the guild, and is picked up at the next start).
+            in the journal or on the platform, and is picked up at the next start).
     """
 
     config: Config
@@ -119,8 +142,34 @@ class Runtime:
     store: Store
     directory: Directory = attrs.field(factory=Directory)
     names: NameBook = attrs.field(factory=NameBook)
+    platforms: Mapping[str, ChatPlatform] = attrs.field(factory=dict)
+    credentials: CredentialCache = attrs.field(factory=CredentialCache)
     supervisor: pykka.ActorRef[Any] | None = None
     stopping: threading.Event = attrs.field(factory=threading.Event)
+
+
+def send(runtime: Runtime, child_id: str, message: Any) -> None:
+    """Tell a supervised child ``message``: directly when it runs, else via the supervisor.
+
+    The supervisor spawns a missing delivery, and buffers for a child that
+    restarts; a live child gets the message without a hop through it.
+
+    Args:
+        runtime: Shared services (the directory of live children).
+        child_id: The receiver, e.g. ``delivery:<scope key>``.
+        message: A frozen attrs message.
+    """
+    ref = runtime.directory.get(child_id)
+    if ref is not None:
+        try:
+            ref.tell(message)
+            return
+        except pykka.ActorDeadError:
+            pass  # stopped or failed meanwhile: the supervisor knows what to do
+    supervisor = runtime.supervisor
+    if supervisor is not None:
+        with contextlib.suppress(pykka.ActorDeadError):  # stopping: the store keeps the work
+            supervisor.tell(Forward(child_id, message))
 
 
 class SupervisedActor(pykka.ThreadingActor):

@@ -22,7 +22,6 @@ from actors.messages import (
     ChildIdle,
     DebounceElapsed,
     Deliver,
-    Forward,
     IdleCheck,
     Init,
     Route,
@@ -31,7 +30,7 @@ from actors.messages import (
     StopScopeRun,
 )
 from actors.runner import Runner
-from actors.runtime import Runtime, SupervisedActor
+from actors.runtime import Runtime, SupervisedActor, send
 from actors.timers import IdleTimer
 from bridge.board import ActorRow, RunRow
 from bridge.commands import (
@@ -61,7 +60,7 @@ class Scope(SupervisedActor):
         runtime: Shared services.
         child_id: ``scope:<scope key>``.
         first: The message that made the supervisor spawn this scope (for its
-            agent, guild and channel; it is routed to the scope like any other).
+            agent, space and channel; it is routed to the scope like any other).
         agent: The agent's settings.
     """
 
@@ -69,13 +68,14 @@ class Scope(SupervisedActor):
                  agent: AgentSettings) -> None:
         super().__init__(runtime, child_id)
         self.key = first.scope_key
+        self.scope = first.scope
         self.agent = agent
-        self.guild = first.space
         self.channel_id = first.channel_id
         config = runtime.config
-        names = runtime.names.get(agent.name, first.space)
+        names = runtime.names.get(first.connection)
         binding = config.binding_for(agent.name, first.space, first.channel_id,
-                                     first.channel_name, names.channels)
+                                     first.channel_name, names.channels,
+                                     platform=first.platform)
         self.rule = binding.engage if binding is not None else EngageRule()
         self.logic = ScopeLogic(agent.name, first.space, first.channel_name,
                                 config.bridge.debounce_s, rule=self.rule, access=agent.access,
@@ -97,7 +97,7 @@ class Scope(SupervisedActor):
     def on_receive(self, message: Any) -> None:
         """Handle ``Inbound``, ``DebounceElapsed`` and ``RunFinished``."""
         # The access rules match by id; the connection's resolved names may have grown.
-        self.logic.names = self.runtime.names.get(self.agent.name, self.guild)
+        self.logic.names = self.runtime.names.get(self.scope.connection)
         if isinstance(message, Init):
             self._recover()
         elif isinstance(message, Inbound) and self.stopping_idle:
@@ -274,7 +274,7 @@ class Scope(SupervisedActor):
                 return "/stop CHANNEL (another conversation's run): admins only"
             if self.runtime.supervisor is not None:
                 self.runtime.supervisor.tell(StopScopeRun(
-                    self.agent.name, self.guild, target,
+                    self.scope.connection, target,
                     f"stopped by {message.author_name} from #{self.logic.channel}"))
             return f"asked {self.agent.name}'s run in #{target[:80]} to stop (if there is one)"
         if self.runner is not None:
@@ -362,7 +362,7 @@ class Scope(SupervisedActor):
         else:
             self.runtime.store.add_notice(self.key, key, text, after_seq)
         if self.runtime.supervisor is not None:
-            self.runtime.supervisor.tell(Forward(self.delivery_id, Deliver(self.key)))
+            send(self.runtime, self.delivery_id, Deliver(self.key))
 
     def _default_workspace(self) -> Path:
         """The agent's own workspace (the config always sets one; never the state dir)."""

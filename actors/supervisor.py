@@ -1,9 +1,12 @@
 """Supervisor: the root actor (one_for_one).
 
-It spawns one TokenCache per agent identity, one Gateway per (agent,
-guild) and the Upkeep actor (store retention) at start, a Scope per
-conversation on its first message, and a Delivery per (agent, channel) on its
-first answer. A child that dies of an
+It spawns one Credentials actor per agent identity on each platform, one
+Gateway per connection (agent, platform, space) and the Upkeep actor (store
+retention) at start, a Scope per conversation on its first message, and a
+Delivery per conversation on its first answer. Messages do not pass through
+it once their receiver runs: senders find live children in the runtime's
+directory, and come here only to have a child spawned (or buffered while it
+restarts). A child that dies of an
 exception is restarted alone, after a backoff (0.1 s doubling); messages for
 it are kept meanwhile and handed to the new instance. A child that fails more
 than 3 times in 10 s is not restarted: the failure is escalated (logged as an
@@ -17,12 +20,13 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
 import pykka
 
+from actors.credentials import Credentials, credentials_id
 from actors.delivery import Delivery
 from actors.gateway import Gateway
 from actors.messages import (
@@ -39,12 +43,11 @@ from actors.messages import (
 )
 from actors.runtime import Runtime
 from actors.scope import Scope
-from actors.tokens import TokenCache
 from actors.upkeep import Upkeep
 from bridge.board import ActorRow
 from bridge.commands import parse_command
 from bridge.engage import EngageGate, EngageRule
-from bridge.model import Inbound
+from bridge.model import ConnectionKey, Inbound, ScopeKey
 from bridge.names import channel_entries, user_entries
 from bridge.procs import OpenRun, kill_leftovers
 
@@ -61,7 +64,7 @@ BUFFER_LIMIT = 10_000
 #: Open messages read per page by the recovery at start.
 RECOVERY_PAGE_ROWS = 500
 #: Stop order at shutdown: reverse dependency order.
-STOP_ORDER = ("upkeep", "gateway", "scope", "delivery", "tokens")
+STOP_ORDER = ("upkeep", "gateway", "scope", "delivery", "credentials")
 
 ROOT_ID = "supervisor"
 
@@ -100,23 +103,30 @@ class Supervisor(pykka.ThreadingActor):
         self.children: dict[str, Child] = {}
         self.shutting_down = False
         #: Conversations recovered at start that wait for their connection's names.
-        self.parked: dict[tuple[str, str], list[Inbound]] = {}
+        self.parked: dict[ConnectionKey, list[Inbound]] = {}
 
     def on_start(self) -> None:
-        """Spawn the token caches, then the gateways, then upkeep (store retention)."""
+        """Spawn the credentials, then the gateways, then upkeep (store retention)."""
         self.runtime.supervisor = self.actor_ref
         self.runtime.board.put_actor(ActorRow(ROOT_ID, "supervisor", None, "running"))
         config = self.runtime.config
-        for name in sorted({b.agent for b in config.bindings}):
-            child_id = f"tokens:{name}"
-            self._add(child_id, "tokens", functools.partial(
-                TokenCache.start, self.runtime, child_id, config.agents[name]))
-        for agent_name, guild in sorted({(b.agent, b.space) for b in config.bindings}):
-            bindings = [b for b in config.bindings if (b.agent, b.space) == (agent_name, guild)]
-            child_id = f"gateway:{agent_name}:{guild}"
-            self._add(child_id, "gateway", functools.partial(
-                Gateway.start, self.runtime, child_id, config.agents[agent_name], guild,
-                bindings))
+        platforms = self.runtime.platforms
+        for platform_name, agent_name in sorted({(b.platform, b.agent) for b in config.bindings}):
+            platform = platforms[platform_name]
+            child_id = credentials_id(ConnectionKey(platform_name, agent_name, ""))
+            self._add(child_id, "credentials", functools.partial(
+                Credentials.start, self.runtime, child_id, platform, config.agents[agent_name]))
+        for platform_name, agent_name in sorted({(b.platform, b.agent) for b in config.bindings}):
+            platform = platforms[platform_name]
+            mine = [b for b in config.bindings
+                    if (b.platform, b.agent) == (platform_name, agent_name)]
+            for space in platform.spaces(mine):
+                connection = ConnectionKey(platform_name, agent_name, space)
+                bindings = [b for b in mine if b.space == space]
+                child_id = f"gateway:{connection}"
+                self._add(child_id, "gateway", functools.partial(
+                    Gateway.start, self.runtime, child_id, platform, connection,
+                    config.agents[agent_name], bindings))
         self._add("upkeep", "upkeep", functools.partial(Upkeep.start, self.runtime, "upkeep"))
         self._recover()
 
@@ -131,7 +141,7 @@ class Supervisor(pykka.ThreadingActor):
             log.warning("run %s of %s was cut off by a restart; %s", run_id, scope_key,
                         "given up" if given_up else "its messages run again")
             if given_up:
-                agent = scope_key.split(":")[1]
+                agent = ScopeKey.parse(scope_key).agent
                 store.add_notice(scope_key, f"interrupted:{run_id}",
                                  f"⚠ {agent}: a run was interrupted twice by bridge restarts "
                                  "and was not retried; please send your message again.")
@@ -142,13 +152,13 @@ class Supervisor(pykka.ThreadingActor):
                      "context only, and too old for later prompts", closed, window_s)
         for inbound in self._scopes_with_work():
             if self._names_pending(inbound):
-                self.parked.setdefault((inbound.agent, inbound.space), []).append(inbound)
+                self.parked.setdefault(inbound.connection, []).append(inbound)
             else:
                 self._route(inbound, spawn=True)
-        for (agent, guild), waiting in sorted(self.parked.items()):
-            log.info("%d conversation(s) of %s@%s wait for its channel list: the access rules "
+        for connection, waiting in sorted(self.parked.items()):
+            log.info("%d conversation(s) of %s wait for its channel list: the access rules "
                      "and bindings name channels or users, matched by the ids they resolve to",
-                     len(waiting), agent, guild)
+                     len(waiting), connection)
         for scope_key in store.pending_scopes():
             self._forward(f"delivery:{scope_key}", Deliver(scope_key))
 
@@ -157,7 +167,7 @@ class Supervisor(pykka.ThreadingActor):
         if isinstance(message, Route):
             self._route(message.inbound)
         elif isinstance(message, NamesReady):
-            for inbound in self.parked.pop((message.agent, message.guild), []):
+            for inbound in self.parked.pop(message.connection, []):
                 self._route(inbound, spawn=True)
         elif isinstance(message, Forward):
             self._forward(message.child_id, message.message)
@@ -181,20 +191,27 @@ class Supervisor(pykka.ThreadingActor):
 
     # -- children --------------------------------------------------------
 
-    def _add(self, child_id: str, kind: str, start: Callable[[], pykka.ActorRef[Any]]) -> Child:
-        child = Child(child_id, kind, start)
+    def _add(self, child_id: str, kind: str, start: Callable[[], pykka.ActorRef[Any]],
+             first: Sequence[Any] = ()) -> Child:
+        child = Child(child_id, kind, start, buffer=list(first))
         self.children[child_id] = child
         self._spawn(child)
         return child
 
     def _spawn(self, child: Child) -> None:
+        """Start ``child``, hand it what waited for it, then make it reachable directly.
+
+        The directory entry is written last: a sender that finds the child there
+        can only queue behind the messages handed over here, so a conversation's
+        messages keep their order across a spawn or a restart.
+        """
         child.ref = child.factory()
         child.state = "running"
-        self.runtime.directory.set(child.id, child.ref)
-        self._publish(child)
         buffered, child.buffer = child.buffer, []
         for message in buffered:
             self._deliver(child, message)
+        self.runtime.directory.set(child.id, child.ref)
+        self._publish(child)
 
     def _route(self, inbound: Inbound, *, spawn: bool = False) -> None:
         """Hand a message to its scope.
@@ -222,8 +239,10 @@ class Supervisor(pykka.ThreadingActor):
                 log.debug("scope %s not running; %s kept in the journal as context",
                           inbound.scope_key, inbound.message_id)
                 return
-            child = self._add(child_id, "scope", functools.partial(
-                self.scope_class.start, self.runtime, child_id, inbound, agent))
+            self._add(child_id, "scope", functools.partial(
+                self.scope_class.start, self.runtime, child_id, inbound, agent),
+                first=(inbound,))
+            return
         self._deliver(child, inbound)
 
     def _scopes_with_work(self) -> Iterator[Inbound]:
@@ -256,22 +275,23 @@ class Supervisor(pykka.ThreadingActor):
         """Whether a recovered message must wait for its connection to resolve the config's
         names (it would be judged by ids alone before; see :mod:`bridge.names`)."""
         agent = self.runtime.config.agents.get(inbound.agent)
-        if agent is None or f"gateway:{inbound.agent}:{inbound.space}" not in self.children:
+        connection = inbound.connection
+        if agent is None or f"gateway:{connection}" not in self.children:
             return False
-        if self.runtime.names.ready(inbound.agent, inbound.space):
+        if self.runtime.names.ready(connection):
             return False
-        bindings = [b for b in self.runtime.config.bindings
-                    if (b.agent, b.space) == (inbound.agent, inbound.space)]
+        bindings = self.runtime.config.bindings_of(connection.platform, connection.agent,
+                                                   connection.space)
         return bool(channel_entries(bindings, agent.access) or user_entries(agent.access))
 
     def _may_engage(self, inbound: Inbound) -> bool:
         """Whether a message could engage a scope that has no state (or is a command)."""
         if parse_command(inbound.content) is not None:
             return True
-        names = self.runtime.names.get(inbound.agent, inbound.space)
+        names = self.runtime.names.get(inbound.connection)
         binding = self.runtime.config.binding_for(inbound.agent, inbound.space,
                                                   inbound.channel_id, inbound.channel_name,
-                                                  names.channels)
+                                                  names.channels, platform=inbound.platform)
         rule = binding.engage if binding is not None else EngageRule()
         if rule.mode in ("mention-sticky", "pattern"):
             # Sticky state lives in the scope; a pattern search (a member's text
@@ -288,9 +308,10 @@ class Supervisor(pykka.ThreadingActor):
             if not child_id.startswith("delivery:"):
                 log.warning("message for unknown child %s dropped", child_id)
                 return
-            _, agent, guild, channel_id = child_id.removeprefix("delivery:").split(":", 3)
-            child = self._add(child_id, "delivery", functools.partial(
-                Delivery.start, self.runtime, child_id, agent, guild, channel_id))
+            key = ScopeKey.parse(child_id.removeprefix("delivery:"))
+            self._add(child_id, "delivery", functools.partial(
+                Delivery.start, self.runtime, child_id, key), first=(message,))
+            return
         self._deliver(child, message)
 
     def _deliver(self, child: Child, message: Any) -> None:
@@ -348,13 +369,14 @@ class Supervisor(pykka.ThreadingActor):
 
     def _stop_scope_run(self, message: StopScopeRun) -> None:
         """Pass an admin's ``/stop CHANNEL`` to the scope of that channel (by id or name)."""
-        prefix = f"scope:fabric:{message.agent}:{message.guild}:"
         names = {row.key: row.channel for row in self.runtime.board.snapshot().scopes}
         for child_id, child in self.children.items():
-            if not child_id.startswith(prefix) or child.ref is None:
+            if child.kind != "scope" or child.ref is None:
                 continue
-            key = child_id.removeprefix("scope:")
-            if message.channel in (child_id.removeprefix(prefix), names.get(key)):
+            key = ScopeKey.parse(child_id.removeprefix("scope:"))
+            if key.connection != message.connection:
+                continue
+            if message.channel in (key.channel, names.get(str(key))):
                 log.info("%s: run stop requested (%s)", child_id, message.reason)
                 child.ref.tell(StopRun(message.reason))
 

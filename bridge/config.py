@@ -383,6 +383,11 @@ class Config:
                      platform in (None, b.platform) and
                      b.matches(channel_id, channel_name, names)), None)
 
+    def bindings_of(self, platform: str, agent: str, space: str) -> list[Binding]:
+        """The bindings of ``agent`` on one platform's ``space``, in file order."""
+        return [b for b in self.bindings if (b.platform, b.agent, b.space) == (
+            platform, agent, space)]
+
     def with_center_url(self, center_url: str) -> Config:
         """Return a copy that talks to another Center (e.g. a dev guild on a chosen port)."""
         fabric = attrs.evolve(self.fabric, center_url=center_url)

@@ -53,6 +53,8 @@ class PlatformLimits:
         native_status: True when the platform shows a run's live state natively.
         buttons: True when posted messages can carry buttons (a Stop control).
         reactions: True when messages can get reactions (receipts).
+        session_ttl_s: Seconds a login is reused before the next one (tokens
+            are refreshed well before the platform expires them).
     """
 
     text_chars: int
@@ -61,6 +63,7 @@ class PlatformLimits:
     native_status: bool = False
     buttons: bool = False
     reactions: bool = False
+    session_ttl_s: float = 480.0
 
 
 class Access(Protocol):

@@ -1,4 +1,4 @@
-"""Run state as the channel sees it: the live status message and the final footer."""
+"""A run's state folded from its AgentEvents, published as :class:`RunView` snapshots."""
 
 from __future__ import annotations
 
@@ -17,13 +17,10 @@ from bridge.agent import (
     ToolStarted,
     Usage,
 )
+from bridge.run_view import RunView, StepView
 
-#: Tool steps kept and shown in the status message (the latest ones; the
-#: others are counted in a "… N earlier steps" line).
+#: Tool steps kept in a run's view (the latest ones; the others are only counted).
 MAX_STEPS = 12
-#: Plan items shown (from the one before the first open item; the others are
-#: counted in "… N earlier" / "… +N more" lines).
-MAX_PLAN_ITEMS = 12
 #: Characters of a step title shown.
 MAX_TITLE = 80
 
@@ -74,7 +71,7 @@ class RunStatus:
     text_chars: int = 0
 
     def apply(self, event: AgentEvent | SessionStarted | Plan | Notice) -> bool:
-        """Take one event; return True when the status text may have changed."""
+        """Take one event; return True when the run's view may have changed."""
         if isinstance(event, ToolStarted):
             self.steps.append(Step(event.step_id, shorten(event.title)))
             if len(self.steps) > MAX_STEPS:  # a long run must not grow without bound
@@ -103,52 +100,40 @@ class RunStatus:
             return False
         return True
 
-    def render(self, now: float, *, state: str = "working") -> str:
-        """The status message text.
+    def view(self, run_id: str, now: float, *, state: str = "working",
+             final: bool = False) -> RunView:
+        """A snapshot of the run for a platform's renderer.
 
         Args:
-            now: Epoch seconds.
+            run_id: The run.
+            now: Epoch seconds (the elapsed time is counted up to it).
             state: ``working``, ``done``, ``failed: <why>`` or ``stopped: <why>``.
+            final: True for the run's last snapshot.
+
+        Returns:
+            The run's steps (the latest :data:`MAX_STEPS`), plan, notice and usage so far.
         """
-        mark = {"working": "⏳", "done": "✅"}.get(state, "⚠️")
-        lines = [f"{mark} {self.agent} · {state} · {format_duration(now - self.started_at)}"]
-        if self.plan:
-            lines.append("plan:")
-            lines.extend(self._plan_lines())
-        if self.earlier_steps:
-            lines.append(f"… {self.earlier_steps} earlier steps")
-        for step in self.steps:
-            icon = {"running": "▶", "done": "✓", "failed": "✗"}[step.state]
-            extra = f" ({step.detail})" if step.detail else ""
-            lines.append(f"{icon} {step.title}{extra}")
-        if self.notice:
-            lines.append(f"note: {self.notice}")
-        return "\n".join(lines)
+        return RunView(
+            run_id, self.agent, state, now - self.started_at,
+            steps=tuple(StepView(s.step_id, s.title, s.state, s.detail) for s in self.steps),
+            earlier_steps=self.earlier_steps, plan=self.plan, notice=self.notice,
+            usage=self.usage, final=final)
 
-    def _plan_lines(self) -> list[str]:
-        """At most :data:`MAX_PLAN_ITEMS` items, from the one before the first open item."""
-        items = self.plan
-        start = 0
-        if len(items) > MAX_PLAN_ITEMS:
-            current = next((i for i, item in enumerate(items) if not item.done), len(items))
-            start = max(0, min(current - 1, len(items) - MAX_PLAN_ITEMS))
-        shown = items[start:start + MAX_PLAN_ITEMS]
-        lines = [f"  … {start} earlier"] if start else []
-        for item in shown:
-            box = "[x]" if item.done else ("[>]" if item.active else "[ ]")
-            lines.append(f"  {box} {shorten(item.text)}")
-        more = len(items) - start - len(shown)
-        if more:
-            lines.append(f"  … +{more} more")
-        return lines
 
-    def footer(self, now: float) -> str:
-        """One line for the end of the answer: duration, tokens, cost where known."""
-        parts = [format_duration(now - self.started_at)]
-        if self.usage is not None:
-            tokens = self.usage.input_tokens + self.usage.output_tokens
-            if tokens:
-                parts.append(f"{tokens:,} tokens")
-            if self.usage.cost_usd is not None:
-                parts.append(f"${self.usage.cost_usd:.4f}")
-        return "— " + " · ".join(parts)
+def footer_line(view: RunView) -> str:
+    """One line for the end of the answer: duration, tokens, cost where known.
+
+    Args:
+        view: The run's last snapshot.
+
+    Returns:
+        ``— 42s``, or e.g. ``— 1h02m · 1,234 tokens · $0.0123`` with usage.
+    """
+    parts = [format_duration(view.elapsed_s)]
+    if view.usage is not None:
+        tokens = view.usage.input_tokens + view.usage.output_tokens
+        if tokens:
+            parts.append(f"{tokens:,} tokens")
+        if view.usage.cost_usd is not None:
+            parts.append(f"${view.usage.cost_usd:.4f}")
+    return "— " + " · ".join(parts)

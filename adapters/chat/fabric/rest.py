@@ -98,6 +98,14 @@ class FabricSession:
     guilds: dict[str, GuildAccess]
     issued_at: float
 
+    def access(self, space: str) -> GuildAccess | None:
+        """The access to guild ``space``, or None when the identity is not in it."""
+        return self.guilds.get(space)
+
+    def holds(self, token: str) -> bool:
+        """Whether ``token`` is this session's Center token or one of its guild tokens."""
+        return token == self.access_token or any(g.token == token for g in self.guilds.values())
+
 
 def raise_for_status(response: requests.Response, what: str) -> None:
     """Raise the typed error for a non-2xx answer.

@@ -1,0 +1,162 @@
+"""Credentials: one per agent identity on one platform; logs in, caches, sets presence."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, cast
+
+import pykka
+
+from actors.messages import GetAccess, Init, Invalidate, PresenceSettle, RunActive
+from actors.runtime import Runtime, SupervisedActor
+from bridge.config import AgentSettings
+from bridge.errors import ChatError, NotFound, RetryLater
+from bridge.model import ConnectionKey
+from bridge.platform import Access, ChatPlatform, Session
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for the credentials actor when the cache has no usable access.
+ACCESS_ASK_TIMEOUT_S = 15.0
+#: Seconds the run count must hold before the presence is set (coalesces bursts).
+PRESENCE_SETTLE_S = 1.0
+
+
+def credentials_id(connection: ConnectionKey) -> str:
+    """The child id of the credentials actor of ``connection``'s identity."""
+    return f"credentials:{connection.platform}:{connection.agent}"
+
+
+def access_of(runtime: Runtime, connection: ConnectionKey) -> Access:
+    """The identity's access to ``connection``'s space: from the shared cache, else asked.
+
+    The ask (a blocking round trip to the credentials actor, which logs in)
+    happens only on a cold or expired cache, never on every post.
+
+    Raises:
+        bridge.errors.RetryLater: the credentials actor is restarting or did not answer.
+        bridge.errors.LoginRefused, bridge.errors.NotFound: from the login.
+    """
+    cached = runtime.credentials.get(connection)
+    if cached is not None:
+        return cached
+    credentials = runtime.directory.get(credentials_id(connection))
+    if credentials is None:
+        raise RetryLater("credentials are restarting")
+    try:
+        return cast(Access, credentials.ask(GetAccess(connection.space),
+                                            timeout=ACCESS_ASK_TIMEOUT_S))
+    except (pykka.Timeout, pykka.ActorDeadError):
+        raise RetryLater("credentials did not answer") from None
+
+
+def invalidate(runtime: Runtime, connection: ConnectionKey, token: str) -> None:
+    """Report a token the platform refused: dropped from the cache, the next access logs in."""
+    runtime.credentials.invalidate(connection, token)
+    credentials = runtime.directory.get(credentials_id(connection))
+    if credentials is not None:
+        credentials.tell(Invalidate(token))
+
+
+class Credentials(SupervisedActor):
+    """One agent identity on one platform: its login session and its presence.
+
+    Answers ``GetAccess(space)`` asks with the identity's access to that space,
+    logging in on a miss, after the platform's session lifetime
+    (``limits.session_ttl_s``), or after ``Invalidate`` of a token in use. Every
+    access it obtains goes into the runtime's credential cache, which gateways
+    and deliveries read without asking (an ask happens only on a cold cache).
+    Presence is ``busy`` while the identity has runs in a space and ``idle`` after.
+
+    Args:
+        runtime: Shared services.
+        child_id: ``credentials:<platform>:<agent>``.
+        platform: The chat platform.
+        agent: The identity's settings.
+
+    Asks raise :class:`bridge.errors.LoginRefused` for refused credentials,
+    :class:`bridge.errors.RetryLater` when the platform is unreachable, and
+    :class:`bridge.errors.NotFound` when the identity has no access to the space.
+    """
+
+    def __init__(self, runtime: Runtime, child_id: str, platform: ChatPlatform,
+                 agent: AgentSettings) -> None:
+        super().__init__(runtime, child_id)
+        self.platform = platform
+        self.agent = agent
+        self.ttl_s = platform.limits.session_ttl_s
+        self.session: Session | None = None
+        self.logins = 0
+        self.active: dict[str, int] = {}
+        self.shown: dict[str, bool] = {}
+        self.presence_generation: dict[str, int] = {}
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle ``Init``, ``GetAccess`` (ask), ``Invalidate``, ``RunActive``."""
+        if isinstance(message, Init):
+            return None
+        if isinstance(message, GetAccess):
+            return self._access(message.space)
+        if isinstance(message, RunActive):
+            self._presence(message)
+            return None
+        if isinstance(message, PresenceSettle):
+            self._settle(message)
+            return None
+        if isinstance(message, Invalidate):
+            if self.session is not None and self.session.holds(message.token):
+                log.info("credentials %s@%s: token refused, will log in again",
+                         self.agent.name, self.platform.name)
+                self.session = None
+            return None
+        return super().on_receive(message)
+
+    def _presence(self, message: RunActive) -> None:
+        """Count runs per space; the presence follows after :data:`PRESENCE_SETTLE_S`.
+
+        Waiting lets a burst of short runs (echo answers in milliseconds) cost
+        no presence calls at all, while a run that lasts shows ``busy``.
+        """
+        self.active[message.space] = max(0, self.active.get(message.space, 0) + message.delta)
+        generation = self.presence_generation.get(message.space, 0) + 1
+        self.presence_generation[message.space] = generation
+        self.runtime.timers.schedule(PRESENCE_SETTLE_S, self.actor_ref,
+                                     PresenceSettle(message.space, generation))
+
+    def _settle(self, message: PresenceSettle) -> None:
+        if message.generation != self.presence_generation.get(message.space):
+            return
+        busy = bool(self.active.get(message.space, 0))
+        if self.shown.get(message.space, False) == busy:
+            return
+        try:
+            self.platform.client(self._access(message.space)).set_busy(busy)
+            self.shown[message.space] = busy
+        except ChatError as exc:
+            log.info("credentials %s@%s: presence %s not set in %s: %s", self.agent.name,
+                     self.platform.name, "busy" if busy else "idle", message.space, exc)
+
+    def _access(self, space: str) -> Access:
+        now = time.time()
+        if self.session is None or now - self.session.issued_at >= self.ttl_s:
+            self.session = self._login()
+        access = self.session.access(space)
+        if access is None:
+            raise NotFound(f"identity {self.agent.name} has no access to {self.platform.name} "
+                           f"space {space!r}")
+        self.runtime.credentials.put(ConnectionKey(self.platform.name, self.agent.name, space),
+                                     access)
+        return access
+
+    def _login(self) -> Session:
+        try:
+            session = self.platform.login(self.agent)
+        except ChatError as exc:
+            log.warning("credentials %s@%s: login failed: %s", self.agent.name,
+                        self.platform.name, exc)
+            raise
+        self.logins += 1
+        log.info("credentials %s@%s: logged in as %s (login #%d)", self.agent.name,
+                 self.platform.name, session.user_name, self.logins)
+        return session

@@ -1,0 +1,56 @@
+"""Fabric's outbound calls as the chat port's :class:`bridge.platform.ChatClient`."""
+
+from __future__ import annotations
+
+import requests
+
+from adapters.chat.fabric.rest import FabricGuild, GuildAccess
+from bridge.model import Target
+
+
+class FabricClient:
+    """Posts, edits, "did it land?" and presence as one identity in one guild.
+
+    Fabric has no threads: a target's thread is ignored (the platform declares
+    ``threads = False``, so the runtime never makes one).
+
+    Args:
+        access: The identity's access to the guild.
+        session: A requests session to reuse.
+    """
+
+    def __init__(self, access: GuildAccess, session: requests.Session | None = None) -> None:
+        self.guild = FabricGuild(access, session)
+
+    def post(self, target: Target, text: str, *, idempotency_key: str) -> str:
+        """Post ``text``; return the message id (empty when the guild gave none).
+
+        Raises:
+            bridge.errors.ChatError: typed by status (see :mod:`adapters.chat.fabric.rest`).
+        """
+        posted = self.guild.post(target.channel, text, idempotency_key=idempotency_key)
+        found = posted.get("messageId")
+        return found if isinstance(found, str) else ""
+
+    def update(self, target: Target, message_id: str, text: str) -> None:
+        """Replace the text of one of the identity's messages."""
+        self.guild.edit(target.channel, message_id, text)
+
+    def find_posted(self, target: Target, idempotency_key: str, *, after_seq: int = 0,
+                    not_before: float | None = None) -> str | None:
+        """The id of the identity's message that carries ``idempotency_key``, if it landed.
+
+        Fabric keeps the key as the message's nonce; the search pages the
+        history back to ``after_seq`` or ``not_before`` (see
+        :meth:`adapters.chat.fabric.rest.FabricGuild.find_posted`).
+        """
+        landed = self.guild.find_posted(target.channel, idempotency_key, after_seq=after_seq,
+                                        not_before=not_before)
+        if landed is None:
+            return None
+        found = landed.get("messageId")
+        return found if isinstance(found, str) else ""
+
+    def set_busy(self, busy: bool) -> None:
+        """Set the agent's presence to ``busy`` or ``idle``."""
+        self.guild.set_presence("busy" if busy else "idle")
