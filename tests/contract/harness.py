@@ -13,8 +13,11 @@ from typing import Protocol
 
 import attrs
 
+from adapters.chat.fabric.devguild import DevGuild, load_seed
+from adapters.chat.fabric.platform import FabricPlatform
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
-from bridge.config import AgentSettings, Binding, FabricIdentity
+from bridge.config import AgentSettings, Binding, FabricIdentity, FabricSettings
 from bridge.platform import ChatPlatform
 from bridge.secrets import Secret
 
@@ -130,5 +133,59 @@ class MemoryHarness:
         pass
 
 
+class FabricHarness:
+    """Fabric on the seeded dev guild (loopback, OS-chosen ports): ``echo`` is the
+    identity, ``alice`` the member, acting through the guild's REST API."""
+
+    space = "dev"
+
+    def __init__(self) -> None:
+        self.guild = DevGuild(load_seed(None), center_port=0, guild_port=0)
+        self.guild.start()
+        try:
+            self.identity_id = self.guild.user_id("echo")
+            self.member_id = self.guild.user_id("alice")
+            self.platform = FabricPlatform(FabricSettings(center_url=self.guild.center_url),
+                                           catch_up_window_s=600.0)
+            self.agent = AgentSettings(name="echo", kind="echo",
+                                       fabric=FabricIdentity(Secret(self.guild.api_key("echo"))))
+            self.refused = AgentSettings(name="echo", kind="echo",
+                                         fabric=FabricIdentity(Secret("fak_dev_unknown")))
+            session = FabricCenter(self.guild.center_url).login(self.guild.api_key("alice"))
+            self.member = FabricGuild(session.guilds[self.space])
+        except BaseException:
+            self.guild.stop()
+            raise
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(agent=self.agent.name, space=self.space)]
+
+    def make_channel(self, name: str, *, direct: bool = False) -> str:
+        # "work" wakes only the members a message mentions.
+        channel = self.member.create_channel(name, "dm" if direct else "work",
+                                             members=[self.identity_id], public=not direct)
+        return str(channel["id"])
+
+    def post(self, channel: str, text: str, *, thread: str = "") -> str:
+        assert not thread, "Fabric has no threads"
+        return str(self.member.post(channel, text)["messageId"])
+
+    def shows(self, channel: str) -> list[Shown]:
+        return [Shown(m["messageId"], m["authorUserId"], m["content"])
+                for m in self.member.history(channel)]
+
+    def mention(self) -> str:
+        return f"<@{self.identity_id}>"
+
+    def drop(self) -> None:
+        assert self.guild.drop_sockets() >= 1
+
+    def fail_next_post(self, *, landed: bool) -> None:
+        self.guild.fail_next_posts(1, 500, user_id=self.identity_id, landed=landed)
+
+    def close(self) -> None:
+        self.guild.stop()
+
+
 #: A harness maker per platform name.
-HARNESSES: dict[str, Callable[[], Harness]] = {"memory": MemoryHarness}
+HARNESSES: dict[str, Callable[[], Harness]] = {"memory": MemoryHarness, "fabric": FabricHarness}
