@@ -1,0 +1,92 @@
+"""The in-memory chat platform: the chat port (:mod:`bridge.platform`) on a :class:`MemoryServer`.
+
+A real platform in the sense of errbot's test backend: the runtime drives it
+exactly as it drives Fabric or Slack (log in, open an intake, post, edit,
+"did it land?", render), while the tests act as members on the same server.
+The agent's identity is its ``api_key`` (the Fabric identity's key, for now):
+the server knows it as a user's credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from adapters.chat.memory import render
+from adapters.chat.memory.client import MemoryClient, MemorySession
+from adapters.chat.memory.intake import FIRST_SIGHT, MemoryIntake
+from adapters.chat.memory.server import MemoryServer
+from bridge.config import AgentSettings, Binding
+from bridge.errors import LoginRefused
+from bridge.platform import Access, IntakeHost, PlatformLimits
+from bridge.run_view import RunView
+
+
+class MemoryPlatform:
+    """The chat port on an in-memory server (:class:`bridge.platform.ChatPlatform`).
+
+    Args:
+        server: The server its identities and members share.
+        name: The platform's name in keys.
+        edit_interval_s: Seconds between two edits of one status message.
+        first_sight: Messages caught up in a channel an intake sees for the first time.
+        retry_s: First delay before an intake connects again (seconds; it doubles).
+        retry_max_s: Longest delay between an intake's attempts (seconds).
+    """
+
+    def __init__(self, server: MemoryServer, *, name: str = "memory",
+                 edit_interval_s: float = 1.0, first_sight: int = FIRST_SIGHT,
+                 retry_s: float = 1.0, retry_max_s: float = 30.0) -> None:
+        self.server = server
+        self._name = name
+        self._limits = PlatformLimits(text_chars=server.text_chars,
+                                      edit_interval_s=edit_interval_s, threads=True)
+        self.first_sight = first_sight
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+
+    @property
+    def name(self) -> str:
+        """The platform's name (``memory`` unless built with another)."""
+        return self._name
+
+    @property
+    def limits(self) -> PlatformLimits:
+        """Text up to the server's limit, threads; no native status, buttons or reactions."""
+        return self._limits
+
+    def spaces(self, bindings: Sequence[Binding]) -> list[str]:
+        """The spaces the bindings name, in binding order."""
+        return list(dict.fromkeys(binding.space for binding in bindings))
+
+    def login(self, agent: AgentSettings) -> MemorySession:
+        """Log the agent's identity in with its ``api_key`` as the credential.
+
+        Raises:
+            bridge.errors.LoginRefused: The agent has no key, or the server knows no such key.
+        """
+        try:
+            credential = agent.api_key.reveal()
+        except LookupError as exc:
+            raise LoginRefused(str(exc)) from None
+        user_id, token, issued_at = self.server.login(credential)
+        return MemorySession(self.server.user(user_id).name, issued_at, user_id, token,
+                             frozenset(self.server.spaces_of(user_id)))
+
+    def open(self, host: IntakeHost, agent: AgentSettings,
+             bindings: Sequence[Binding]) -> MemoryIntake:
+        """The intake of ``host``'s connection (not started)."""
+        return MemoryIntake(self.server, host, agent, bindings, platform=self.name,
+                            first_sight=self.first_sight, retry_s=self.retry_s,
+                            retry_max_s=self.retry_max_s)
+
+    def client(self, access: Access) -> MemoryClient:
+        """Outbound calls as the identity of ``access``."""
+        return MemoryClient(self.server, access)
+
+    def render_status(self, view: RunView) -> str:
+        """The live status text (see :func:`adapters.chat.memory.render.render_status`)."""
+        return render.render_status(view, self.limits.text_chars)
+
+    def render_answer(self, text: str, footer: str) -> list[str]:
+        """The answer's pieces (see :func:`adapters.chat.memory.render.render_answer`)."""
+        return render.render_answer(text, footer, self.limits.text_chars)

@@ -1,0 +1,191 @@
+"""What each platform gives the contract tests: the platform, an identity, a space, members.
+
+A harness sets up one platform with its own server (in memory, or a dev server
+on loopback), an agent identity the platform logs in, a human member in the
+same space, and acts as that member. Add a class and a line in
+:data:`HARNESSES` for each platform; every test in this folder then runs on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from adapters.chat.fabric.devguild import DevGuild, load_seed
+from adapters.chat.fabric.platform import FabricPlatform
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild
+from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
+from bridge.config import AgentSettings, Binding, FabricIdentity, FabricSettings
+from bridge.platform import ChatPlatform
+from bridge.secrets import Secret
+
+
+@attrs.frozen
+class Shown:
+    """A message as a member sees it in a channel.
+
+    Attributes:
+        id: Its message id.
+        author_id: Its author's user id.
+        text: Its text.
+        thread: The id of its thread's first message; empty at the top level.
+    """
+
+    id: str
+    author_id: str
+    text: str
+    thread: str = ""
+
+
+class Harness(Protocol):
+    """One platform set up for the contract tests."""
+
+    @property
+    def platform(self) -> ChatPlatform:
+        """The platform under test."""
+
+    @property
+    def agent(self) -> AgentSettings:
+        """An agent whose identity the platform logs in."""
+
+    @property
+    def refused(self) -> AgentSettings:
+        """An agent whose credentials the platform refuses."""
+
+    @property
+    def space(self) -> str:
+        """The space the identity and the member are in."""
+
+    @property
+    def member_id(self) -> str:
+        """The human member's user id."""
+
+    def bindings(self) -> list[Binding]:
+        """The agent's bindings: every channel of the space."""
+
+    def make_channel(self, name: str, *, direct: bool = False) -> str:
+        """A new channel with the member and the identity; ``direct``: their DM.
+
+        A plain message in a channel that is not direct is not addressed to the agent.
+        """
+
+    def post(self, channel: str, text: str, *, thread: str = "") -> str:
+        """Post ``text`` as the member (in ``thread`` when given); return the message id."""
+
+    def shows(self, channel: str) -> list[Shown]:
+        """What the channel shows the member, oldest first."""
+
+    def mention(self) -> str:
+        """Text that mentions the identity."""
+
+    def drop(self) -> None:
+        """Drop the identity's live connections (the intake must reconnect)."""
+
+    def fail_next_post(self, *, landed: bool) -> None:
+        """Make the identity's next post fail ambiguously, stored or not (``landed``)."""
+
+    def close(self) -> None:
+        """Stop what the harness started."""
+
+
+class MemoryHarness:
+    """The in-memory platform on a server of its own."""
+
+    KEY = "memory-key-memo"
+
+    def __init__(self) -> None:
+        self.server = MemoryServer(text_chars=1000)
+        self.identity_id = self.server.add_user("memo", credential=self.KEY, bot=True)
+        self.member_id = self.server.add_user("ann")
+        self.space = self.server.add_space("team", [self.identity_id, self.member_id])
+        self.platform = MemoryPlatform(self.server, retry_s=0.05, retry_max_s=0.5)
+        self.agent = AgentSettings(name="memo", kind="echo",
+                                   fabric=FabricIdentity(Secret(self.KEY)))
+        self.refused = AgentSettings(name="memo", kind="echo",
+                                     fabric=FabricIdentity(Secret("memory-key-unknown")))
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(agent=self.agent.name, space=self.space)]
+
+    def make_channel(self, name: str, *, direct: bool = False) -> str:
+        return self.server.add_channel(self.space, name, [self.member_id, self.identity_id],
+                                       direct=direct)
+
+    def post(self, channel: str, text: str, *, thread: str = "") -> str:
+        return self.server.post(channel, self.member_id, text, thread=thread).id
+
+    def shows(self, channel: str) -> list[Shown]:
+        return [Shown(m.id, m.author, m.text, m.thread)
+                for m in self.server.history(channel, self.member_id)]
+
+    def mention(self) -> str:
+        return mention(self.identity_id)
+
+    def drop(self) -> None:
+        assert self.server.drop_connections(self.identity_id) >= 1
+
+    def fail_next_post(self, *, landed: bool) -> None:
+        self.server.fail_next_posts(1, landed=landed, author=self.identity_id)
+
+    def close(self) -> None:
+        pass
+
+
+class FabricHarness:
+    """Fabric on the seeded dev guild (loopback, OS-chosen ports): ``echo`` is the
+    identity, ``alice`` the member, acting through the guild's REST API."""
+
+    space = "dev"
+
+    def __init__(self) -> None:
+        self.guild = DevGuild(load_seed(None), center_port=0, guild_port=0)
+        self.guild.start()
+        try:
+            self.identity_id = self.guild.user_id("echo")
+            self.member_id = self.guild.user_id("alice")
+            self.platform = FabricPlatform(FabricSettings(center_url=self.guild.center_url),
+                                           catch_up_window_s=600.0)
+            self.agent = AgentSettings(name="echo", kind="echo",
+                                       fabric=FabricIdentity(Secret(self.guild.api_key("echo"))))
+            self.refused = AgentSettings(name="echo", kind="echo",
+                                         fabric=FabricIdentity(Secret("fak_dev_unknown")))
+            session = FabricCenter(self.guild.center_url).login(self.guild.api_key("alice"))
+            self.member = FabricGuild(session.guilds[self.space])
+        except BaseException:
+            self.guild.stop()
+            raise
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(agent=self.agent.name, space=self.space)]
+
+    def make_channel(self, name: str, *, direct: bool = False) -> str:
+        # "work" wakes only the members a message mentions.
+        channel = self.member.create_channel(name, "dm" if direct else "work",
+                                             members=[self.identity_id], public=not direct)
+        return str(channel["id"])
+
+    def post(self, channel: str, text: str, *, thread: str = "") -> str:
+        assert not thread, "Fabric has no threads"
+        return str(self.member.post(channel, text)["messageId"])
+
+    def shows(self, channel: str) -> list[Shown]:
+        return [Shown(m["messageId"], m["authorUserId"], m["content"])
+                for m in self.member.history(channel)]
+
+    def mention(self) -> str:
+        return f"<@{self.identity_id}>"
+
+    def drop(self) -> None:
+        assert self.guild.drop_sockets() >= 1
+
+    def fail_next_post(self, *, landed: bool) -> None:
+        self.guild.fail_next_posts(1, 500, user_id=self.identity_id, landed=landed)
+
+    def close(self) -> None:
+        self.guild.stop()
+
+
+#: A harness maker per platform name.
+HARNESSES: dict[str, Callable[[], Harness]] = {"memory": MemoryHarness, "fabric": FabricHarness}

@@ -1,0 +1,211 @@
+"""The chat port's contract: the same tests on every platform (see harness.py).
+
+Each test acts as a member would (through the harness) and as the runtime
+does (through the platform, its client and an intake driven by a TestHost),
+and checks what the other side sees.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.errors import LoginRefused, RetryLater
+from bridge.model import Inbound, Target
+from bridge.platform import Access, ChatClient
+from bridge.run_view import RunView, StepView
+from tests.contract.conftest import OpenHost
+from tests.contract.harness import Harness, Shown
+from tests.contract.host import TestHost
+
+
+def _client(harness: Harness) -> tuple[ChatClient, Access]:
+    access = harness.platform.login(harness.agent).access(harness.space)
+    assert access is not None
+    return harness.platform.client(access), access
+
+
+def _once(host: TestHost, content: str) -> Inbound:
+    calls = host.calls_with(content)
+    assert len(calls) == 1, f"{content!r} reached accept() {len(calls)} times"
+    return calls[0]
+
+
+def _shown(harness: Harness, channel: str, message_id: str) -> Shown:
+    found = [shown for shown in harness.shows(channel) if shown.id == message_id]
+    assert len(found) == 1, f"{message_id} shown {len(found)} times"
+    return found[0]
+
+
+def test_login(harness: Harness) -> None:
+    session = harness.platform.login(harness.agent)
+    access = session.access(harness.space)
+    assert access is not None
+    assert access.token and access.user_id and access.issued_at > 0
+    assert session.holds(access.token)
+    assert not session.holds(access.token + "x")
+    assert session.access("no-such-space") is None
+
+
+def test_login_refused(harness: Harness) -> None:
+    with pytest.raises(LoginRefused):
+        harness.platform.login(harness.refused)
+
+
+def test_post_and_update(harness: Harness) -> None:
+    channel = harness.make_channel("posts")
+    client, access = _client(harness)
+    message_id = client.post(Target(channel), "hello from the agent", idempotency_key="k-1")
+    assert message_id
+    assert _shown(harness, channel, message_id) == Shown(message_id, access.user_id,
+                                                         "hello from the agent")
+    client.update(Target(channel), message_id, "hello, edited")
+    assert _shown(harness, channel, message_id).text == "hello, edited"
+    client.set_busy(True)
+    client.set_busy(False)
+
+
+def test_find_posted_by_key_never_by_text(harness: Harness) -> None:
+    channel = harness.make_channel("landed")
+    client, _ = _client(harness)
+    target = Target(channel)
+    harness.post(channel, "the same words")  # a member's message with the same text
+    first = client.post(target, "the same words", idempotency_key="piece-1")
+    second = client.post(target, "the same words", idempotency_key="piece-2")
+    assert first != second
+    assert client.find_posted(target, "piece-1") == first
+    assert client.find_posted(target, "piece-2") == second
+    assert client.find_posted(target, "piece-3") is None
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_an_ambiguous_failure_is_answered_by_find_posted(harness: Harness, landed: bool) -> None:
+    channel = harness.make_channel("faults")
+    client, access = _client(harness)
+    target = Target(channel)
+    harness.fail_next_post(landed=landed)
+    with pytest.raises(RetryLater) as failure:
+        client.post(target, "did it land?", idempotency_key="piece-x")
+    assert failure.value.ambiguous
+    found = client.find_posted(target, "piece-x")
+    mine = [s for s in harness.shows(channel) if s.author_id == access.user_id]
+    if landed:
+        assert found is not None and [s.id for s in mine] == [found]
+    else:
+        assert found is None and mine == []
+
+
+def test_threads(harness: Harness, open_host: OpenHost) -> None:
+    if not harness.platform.limits.threads:
+        pytest.skip(f"{harness.platform.name} has no threads")
+    channel = harness.make_channel("threads")
+    host = open_host()
+    root = harness.post(channel, "a topic")
+    harness.post(channel, f"{harness.mention()} in the topic", thread=root)
+    reply = host.wait_accepted(f"{harness.mention()} in the topic")
+    assert reply.thread == root and reply.addressed
+    assert host.wait_accepted("a topic").thread == ""
+    client, access = _client(harness)
+    answer = client.post(Target(channel, root), "the answer", idempotency_key="t-1")
+    assert _shown(harness, channel, answer) == Shown(answer, access.user_id, "the answer", root)
+    assert client.find_posted(Target(channel, root), "t-1") == answer
+    assert client.find_posted(Target(channel), "t-1") is None
+
+
+def test_member_messages_reach_accept_once_addressed_by_the_rules(
+        harness: Harness, open_host: OpenHost) -> None:
+    channel = harness.make_channel("talk")
+    direct = harness.make_channel("dm", direct=True)
+    host = open_host()
+    client, _ = _client(harness)
+    harness.post(channel, "plain words")
+    harness.post(channel, f"{harness.mention()} please look")
+    harness.post(direct, "a direct word")
+    client.post(Target(channel), "the agent speaks", idempotency_key="own-1")
+    client.post(Target(direct), "the agent speaks directly", idempotency_key="own-2")
+    harness.post(channel, "last in the channel")
+    harness.post(direct, "last in the dm")
+    host.wait_accepted("last in the channel")
+    host.wait_accepted("last in the dm")
+
+    plain = _once(host, "plain words")
+    assert (plain.addressed, plain.mentioned, plain.is_direct) == (False, False, False)
+    mentioned = _once(host, f"{harness.mention()} please look")
+    assert (mentioned.addressed, mentioned.mentioned, mentioned.is_direct) == (True, True, False)
+    dm = _once(host, "a direct word")
+    assert (dm.addressed, dm.is_direct) == (True, True)
+    for inbound in (plain, mentioned, dm):
+        assert inbound.platform == harness.platform.name
+        assert (inbound.agent, inbound.space) == (harness.agent.name, harness.space)
+        assert inbound.author_id == harness.member_id and not inbound.catch_up
+        assert inbound.channel_id == (direct if inbound is dm else channel)
+    assert plain.seq < mentioned.seq
+    assert host.calls_with("the agent speaks") == []
+    assert host.calls_with("the agent speaks directly") == []
+    last = _once(host, "last in the channel")
+    assert host.saved[channel] == (last.cursor, last.seq)
+
+
+def test_messages_posted_while_closed_are_caught_up_once(
+        harness: Harness, open_host: OpenHost) -> None:
+    channel = harness.make_channel("outage")
+    client, _ = _client(harness)
+    first = open_host()
+    harness.post(channel, "before")
+    first.wait_accepted("before")
+    first.stop()
+    harness.post(channel, "while away 1")
+    client.post(Target(channel), "the agent, while away", idempotency_key="own-away")
+    harness.post(channel, f"{harness.mention()} while away 2")
+
+    second = open_host(first.saved)
+    second.wait_accepted(f"{harness.mention()} while away 2")
+    harness.post(channel, "live again")
+    second.wait_accepted("live again")
+    assert second.calls_with("before") == []
+    assert second.calls_with("the agent, while away") == []
+    away = [_once(second, "while away 1"), _once(second, f"{harness.mention()} while away 2")]
+    assert all(inbound.catch_up for inbound in away)
+    assert away[1].addressed and not away[0].addressed
+    assert not _once(second, "live again").catch_up
+    assert second.contents() == ["while away 1", f"{harness.mention()} while away 2",
+                                 "live again"]
+
+
+def test_a_dropped_connection_reconnects_and_catches_up(
+        harness: Harness, open_host: OpenHost) -> None:
+    channel = harness.make_channel("drops")
+    host = open_host()
+    harness.post(channel, "one")
+    host.wait_accepted("one")
+    harness.drop()
+    harness.post(channel, "two")
+    host.wait(lambda: host.status.reconnects >= 1 and host.status.state == "connected",
+              "the intake to reconnect")
+    harness.post(channel, "three")
+    host.wait_accepted("three")
+    assert [inbound.content for inbound in host.calls] == ["one", "two", "three"]
+
+
+def test_limits_and_rendering(harness: Harness) -> None:
+    platform = harness.platform
+    limit = platform.limits.text_chars
+    assert limit > 0 and platform.limits.edit_interval_s >= 0
+    words = [f"word{i}" for i in range(limit // 2)]  # about three pieces
+    footer = "— 1m05s · 1,234 tokens"
+    pieces = platform.render_answer(" ".join(words), footer)
+    assert len(pieces) >= 3
+    assert all(0 < len(piece) <= limit for piece in pieces)
+    assert " ".join(pieces).split() == words + footer.split()
+    assert pieces[-1].endswith(footer)
+
+    view = RunView(run_id="r1", agent=harness.agent.name, state="working", elapsed_s=65.0,
+                   steps=tuple(StepView(f"s{i}", f"step {i} " + "x" * 70, "done")
+                               for i in range(12)))
+    status = platform.render_status(view)
+    assert harness.agent.name in status and 0 < len(status) <= limit
+
+    channel = harness.make_channel("pieces")
+    client, _ = _client(harness)
+    for number, piece in enumerate([*pieces, status]):
+        client.post(Target(channel), piece, idempotency_key=f"piece-{number}")
+    assert [s.text for s in harness.shows(channel)] == [*pieces, status]
