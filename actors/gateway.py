@@ -143,7 +143,7 @@ class Gateway(SupervisedActor):
     def publish(self, status: IntakeStatus) -> None:
         """Show the connection's state on the board."""
         self.runtime.board.put_connection(ConnectionRow(
-            agent=self._connection.agent, guild=self._connection.space, state=status.state,
+            agent=self._connection.agent, space=self._connection.space, state=status.state,
             reconnects=status.reconnects, token_at=status.token_at, reason=status.reason,
             channels=status.channels, token_refreshes=status.token_refreshes,
             last_event_at=status.last_event_at, silences=status.silences))

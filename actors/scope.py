@@ -227,7 +227,7 @@ class Scope(SupervisedActor):
 
     def _listening(self) -> bool:
         """Whether the agent takes commands here without a mention."""
-        return self.rule.mode in ("wakeup", "pattern") or self.logic.gate.active(
+        return self.rule.mode in ("addressed", "pattern") or self.logic.gate.active(
             self.logic.clock())
 
     def _command(self, command: Command, message: Inbound) -> None:

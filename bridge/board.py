@@ -18,7 +18,7 @@ import attrs
 
 from bridge.store import TotalBytes
 
-#: Connection states shown for each (agent, guild) gateway.
+#: Connection states shown for each connection's gateway.
 CONNECTION_STATES = ("connecting", "connected", "reconnecting", "failed", "stopped")
 #: Scope states shown for each conversation.
 SCOPE_STATES = ("idle", "debouncing", "running", "queued")
@@ -29,7 +29,7 @@ class ActorRow:
     """One actor in the supervision tree.
 
     Attributes:
-        id: Child id, e.g. ``"scope:fabric:echo:dev:<channelId>"``.
+        id: Child id, e.g. ``"scope:<platform>:echo:<space>:<channelId>"``.
         kind: ``supervisor``, ``tokens``, ``gateway``, ``scope``, ``runner``, ``delivery``
             or ``upkeep``.
         parent: Id of the supervising actor, or None for the root.
@@ -48,11 +48,11 @@ class ActorRow:
 
 @attrs.frozen
 class ConnectionRow:
-    """One (agent, guild) socket connection.
+    """One connection (agent identity in one space of a platform).
 
     Attributes:
         agent: Agent name from the config.
-        guild: Guild node id.
+        space: The platform's space id.
         state: One of :data:`CONNECTION_STATES`.
         reconnects: Successful reconnects after the first connect.
         token_at: Epoch seconds when the token in use was issued, or None.
@@ -65,7 +65,7 @@ class ConnectionRow:
     """
 
     agent: str
-    guild: str
+    space: str
     state: str
     reconnects: int = 0
     token_at: float | None = None
@@ -81,7 +81,7 @@ class ScopeRow:
     """One conversation scope.
 
     Attributes:
-        key: Scope key, ``fabric:<agent>:<guild>:<channelId>``.
+        key: Scope key, ``<platform>:<agent>:<space>:<channelId>[:<thread>]``.
         agent: Agent name.
         channel: Channel name for display (id when the name is unknown).
         state: One of :data:`SCOPE_STATES`.
@@ -212,7 +212,8 @@ class BoardSnapshot:
             started_at=float(data["started_at"]),
             pid=int(data["pid"]),
             actors=tuple(ActorRow(**row) for row in data.get("actors", ())),
-            connections=tuple(ConnectionRow(**row) for row in data.get("connections", ())),
+            connections=tuple(ConnectionRow(**_renamed(row, guild="space"))
+                              for row in data.get("connections", ())),
             scopes=tuple(ScopeRow(**row) for row in data.get("scopes", ())),
             runs=tuple(RunRow(**row) for row in data.get("runs", ())),
             logs=tuple(str(line) for line in data.get("logs", ())),
@@ -264,9 +265,9 @@ class Board:
             self._version += 1
 
     def put_connection(self, row: ConnectionRow) -> None:
-        """Insert or replace a connection row (keyed by agent and guild)."""
+        """Insert or replace a connection row (keyed by agent and space)."""
         with self._lock:
-            self._connections[(row.agent, row.guild)] = row
+            self._connections[(row.agent, row.space)] = row
             self._version += 1
 
     def put_scope(self, row: ScopeRow) -> None:
@@ -320,10 +321,10 @@ class Board:
             self._logs.append(line)
             self._version += 1
 
-    def connection(self, agent: str, guild: str) -> ConnectionRow | None:
+    def connection(self, agent: str, space: str) -> ConnectionRow | None:
         """Return the current row of one connection, or None."""
         with self._lock:
-            return self._connections.get((agent, guild))
+            return self._connections.get((agent, space))
 
     def scope(self, key: str) -> ScopeRow | None:
         """Return the current row of one scope, or None."""
@@ -354,3 +355,8 @@ _KIND_ORDER = {"supervisor": 0, "tokens": 1, "gateway": 2, "delivery": 3, "scope
 
 def _actor_order(row: ActorRow) -> tuple[int, str]:
     return (_KIND_ORDER.get(row.kind, 9), row.id)
+
+
+def _renamed(row: dict[str, Any], **renames: str) -> dict[str, Any]:
+    """``row`` with old keys renamed (a status file written by an older bridge)."""
+    return {renames.get(key, key): value for key, value in row.items()}

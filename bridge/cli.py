@@ -16,15 +16,17 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from bridge.config import (
     DEFAULT_CONFIG,
     Config,
     ConfigError,
-    DevGuildConfig,
     load_config,
-    load_devguild_config,
 )
+
+if TYPE_CHECKING:  # the dev guild package imports its servers (socket.io, aiohttp)
+    from adapters.chat.fabric.devguild.config import DevGuildConfig
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -175,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           args.config, args.json, args.log)
     if args.command == "devguild":  # reads [devguild] and [bridge]; needs no [fabric] or agents
         try:
+            from adapters.chat.fabric.devguild.config import load_devguild_config
+
             devguild_config = load_devguild_config(args.config)
         except ConfigError as exc:
             print(f"bridge: bad config: {exc}", file=sys.stderr)

@@ -85,7 +85,7 @@ def addressed_to(text: str, mentioned: bool, listening: bool) -> bool:
         text: The message text.
         mentioned: The agent is mentioned in it.
         listening: The agent listens in this channel without a mention (its
-            engage mode is ``wakeup`` or ``pattern``, or a mention-sticky
+            engage mode is ``addressed`` or ``pattern``, or a mention-sticky
             conversation is going on).
 
     Returns:

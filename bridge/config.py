@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -23,9 +23,6 @@ from bridge.policy import (
     AccessPolicy,
 )
 from bridge.secrets import Secret
-
-if TYPE_CHECKING:  # the dev guild package imports its server (socket.io, aiohttp)
-    from adapters.chat.fabric.devguild.seed import Seed
 
 #: Agent kinds this version can run.
 AGENT_KINDS = ("echo", "command", "codex", "claude")
@@ -394,26 +391,6 @@ class Config:
         return attrs.evolve(self, platforms=attrs.evolve(self.platforms, fabric=fabric))
 
 
-@attrs.frozen
-class DevGuildConfig:
-    """What ``bridge devguild`` reads from a config file (no Fabric table or agents needed).
-
-    Attributes:
-        path: The file it was read from.
-        bridge: ``[bridge]`` (defaults when absent).
-        devguild: ``[devguild]`` (defaults when absent).
-        seed: The dev guild's seed, loaded from ``devguild.seed`` (or the packaged one).
-        content_limit: Most characters per message: ``content_limit`` of
-            ``[platforms.fabric]`` (or ``[fabric]``) when present, else Fabric's limit.
-    """
-
-    path: Path
-    bridge: BridgeSettings
-    devguild: DevGuildSettings
-    seed: Seed
-    content_limit: int
-
-
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a config file.
 
@@ -428,33 +405,11 @@ def load_config(path: str | Path | None = None) -> Config:
     """
     from bridge.config_reader import Reader  # the reader needs the classes above
 
-    file, text, data = _read_toml(path)
+    file, text, data = read_toml(path)
     return Reader(file, text).config(data)
 
 
-def load_devguild_config(path: str | Path | None = None) -> DevGuildConfig:
-    """Read and validate what the dev guild needs from a config file.
-
-    Only ``[devguild]``, ``[bridge]`` and (when present) Fabric's table are read;
-    ``[agents]`` and ``[[bindings]]`` may be absent and are not checked.
-
-    Args:
-        path: The TOML file; None means the embedded default ``conf/bridge.toml``.
-
-    Returns:
-        The validated :class:`DevGuildConfig`, its seed loaded.
-
-    Raises:
-        ConfigError: naming the file, line and key of the first problem found
-            (a bad or unreadable seed is reported at ``devguild.seed``).
-    """
-    from bridge.config_reader import Reader
-
-    file, text, data = _read_toml(path)
-    return Reader(file, text).devguild_config(data)
-
-
-def _read_toml(path: str | Path | None) -> tuple[Path, str, dict[str, Any]]:
+def read_toml(path: str | Path | None) -> tuple[Path, str, dict[str, Any]]:
     """The resolved file, its text and its parsed TOML; ConfigError when unreadable."""
     file = Path(path) if path is not None else DEFAULT_CONFIG
     file = file.expanduser().resolve()

@@ -26,7 +26,6 @@ from bridge.config import (
     BridgeSettings,
     Config,
     ConfigError,
-    DevGuildConfig,
     DevGuildSettings,
     FabricIdentity,
     FabricSettings,
@@ -38,6 +37,7 @@ from bridge.config import (
 )
 from bridge.engage import (
     DEFAULT_STICKY_S,
+    ENGAGE_MODE_ALIASES,
     ENGAGE_MODES,
     IGNORED_MODES,
     EngageRule,
@@ -389,43 +389,6 @@ class Reader:
             token_ttl_s=ttl,
         )
 
-    def devguild_config(self, data: Mapping[str, Any]) -> DevGuildConfig:
-        """What ``bridge devguild`` needs: ``[devguild]``, ``[bridge]``, Fabric's table if present.
-
-        ``[agents]`` and ``[[bindings]]`` are neither required nor read (their
-        secrets may not be set where only the dev guild runs). The seed is
-        loaded here, so a bad one is reported at ``devguild.seed``.
-
-        Args:
-            data: The parsed file (top-level table name to value).
-
-        Returns:
-            The ``[bridge]`` and ``[devguild]`` settings, the loaded seed and
-            the content limit (characters: Fabric's table's, else Fabric's).
-
-        Raises:
-            ConfigError: at the first bad or unknown key, or a seed file that
-                cannot be read or parsed (at ``devguild.seed``).
-        """
-        from adapters.chat.fabric.devguild.seed import load_seed
-        from adapters.chat.fabric.rules import CONTENT_LIMIT
-
-        self.known_tables(data)
-        bridge = self.bridge(self.table(data, "bridge", required=False) or {})
-        settings = self.devguild(self.table(data, "devguild", required=False) or {})
-        assert settings is not None  # a table (even empty) gives settings
-        fabric, prefix = self.fabric_table(data)
-        limit = (self.fabric(fabric, prefix, settings).content_limit if fabric is not None
-                 else CONTENT_LIMIT)
-        try:
-            seed = load_seed(settings.seed)
-        except OSError as exc:
-            raise self.fail("devguild.seed", f"cannot read seed file {settings.seed}: "
-                                             f"{exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise self.fail("devguild.seed", f"bad seed: {exc}") from None
-        return DevGuildConfig(self.file, bridge, settings, seed, limit)
-
     def fabric(self, table: Mapping[str, Any], prefix: str,
                devguild: DevGuildSettings | None) -> FabricSettings:
         """Fabric's table (``prefix``: ``platforms.fabric`` or ``fabric``).
@@ -669,7 +632,8 @@ class Reader:
 
     def engage_rule(self, table: Mapping[str, Any], prefix: str) -> EngageRule:
         """The engage keys of one ``[[bindings]]`` entry."""
-        mode = self.get(table, prefix, "engage", str, "wakeup")
+        mode = self.get(table, prefix, "engage", str, "addressed")
+        mode = ENGAGE_MODE_ALIASES.get(mode, mode)
         if mode not in ENGAGE_MODES:
             raise self.fail(f"{prefix}.engage",
                             f"must be one of {', '.join(ENGAGE_MODES)} (got {mode!r})")

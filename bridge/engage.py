@@ -2,9 +2,10 @@
 
 Each binding chooses an engage mode (``engage`` in ``[[bindings]]``):
 
-- ``wakeup`` (default): engage when the guild says ``wakeup`` for this agent,
-  or on any message in a ``dm`` (the rule of Fabric's own plugins);
-- ``mention``: engage only when the agent is mentioned (``<@userId>``);
+- ``addressed`` (default): engage when the platform's adapter says the
+  message is addressed to this agent (by the platform's own rules, e.g. a
+  wakeup flag, a mention, a DM), or on any message of a direct conversation;
+- ``mention``: engage only when the agent is mentioned;
 - ``mention-sticky``: after a mention, keep engaging on the channel's messages
   until the agent has been idle for ``sticky_s`` seconds or someone writes
   ``/release``;
@@ -32,7 +33,9 @@ import regex
 from bridge.model import Inbound
 
 #: The engage modes a binding may choose.
-ENGAGE_MODES = ("wakeup", "mention", "mention-sticky", "pattern")
+ENGAGE_MODES = ("addressed", "mention", "mention-sticky", "pattern")
+#: Earlier names of engage modes, still accepted in config files.
+ENGAGE_MODE_ALIASES = {"wakeup": "addressed"}
 #: What happens to messages that do not engage.
 IGNORED_MODES = ("accumulate", "drop")
 #: Default seconds of agent idleness that end a mention-sticky conversation.
@@ -41,7 +44,7 @@ DEFAULT_STICKY_S = 600.0
 PATTERN_TIMEOUT_S = 0.25
 #: Seconds one probe search may take when a pattern is checked at load.
 PROBE_TIMEOUT_S = 0.5
-#: Characters of each probe text (a quarter of Fabric's content limit).
+#: Characters of each probe text (2,000: a quarter of a typical content limit).
 PROBE_CHARS = 2000
 
 
@@ -91,7 +94,7 @@ class EngageRule:
         ignored: One of :data:`IGNORED_MODES`.
     """
 
-    mode: str = "wakeup"
+    mode: str = "addressed"
     pattern: str = ""
     sticky_s: float = DEFAULT_STICKY_S
     ignored: str = "accumulate"
@@ -115,7 +118,7 @@ class Decision:
 
     Attributes:
         engage: True when the message starts (or joins) a run.
-        reason: Short reason, e.g. ``wakeup``, ``not mentioned``, ``sticky``.
+        reason: Short reason, e.g. ``addressed``, ``not mentioned``, ``sticky``.
     """
 
     engage: bool
@@ -140,7 +143,7 @@ class EngageGate:
         rule = self.rule
         if message.stale:
             return Decision(False, "stale catch-up message")
-        if rule.mode == "wakeup":
+        if rule.mode == "addressed":
             if message.addressed:
                 return Decision(True, "addressed")
             if message.is_direct:
@@ -184,7 +187,7 @@ class EngageGate:
 
 
 def engages(message: Inbound) -> bool:
-    """Return True when the message engages under the default ``wakeup`` mode.
+    """Return True when the message engages under the default ``addressed`` mode.
 
     Args:
         message: The accepted message.

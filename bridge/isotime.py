@@ -1,4 +1,4 @@
-"""ISO 8601 timestamps, as platforms write them (Fabric's ``createdAt``), read as epoch seconds."""
+"""ISO 8601 timestamps, as platforms write them, read as epoch seconds."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Access rules (``allowed_channels``, ``allowed_users``, ``admins``) and bindings
 (``channels``) match a channel or an author by its **id** only. An entry may
 still be a name, for convenience: each connection resolves it to an id when
 it loads the channel list (channel entries) or the user list (user entries).
-Fabric promises unique ids, not unique names: any member may create a private
+Chat platforms promise unique ids, not unique names: any member may create a private
 channel called ``general``, and two members may share a display name. So:
 
 - an entry that is the id of a known channel (or user) is that id; ids win
@@ -41,7 +41,7 @@ WILDCARD = "*"
 #: :attr:`NameProblem.kind` values.
 PROBLEM_KINDS = ("ambiguous", "unknown", "second")
 #: Why names are resolved and pinned (for log lines and ``doctor``).
-NOT_UNIQUE = ("Fabric does not guarantee unique channel or user names, so config entries "
+NOT_UNIQUE = ("chat platforms do not guarantee unique channel or user names, so config entries "
               "are matched by id; a name is resolved to an id when the channel or user list "
               "loads and stays pinned to it; ids are recommended")
 
@@ -166,7 +166,7 @@ def channel_entries(bindings: Iterable[Binding], access: AccessPolicy) -> tuple[
     """The channel entries to resolve for one connection.
 
     Args:
-        bindings: The agent's bindings in one guild (their ``channels``).
+        bindings: The agent's bindings in one space (their ``channels``).
         access: The agent's access rules (``allowed_channels``).
 
     Returns:

@@ -4,7 +4,7 @@ The Scope actor feeds events in (a message arrived, the debounce window
 elapsed, a run finished) and carries out the returned actions (arm a debounce
 timer, start a run). Keeping the rules here makes them unit-testable.
 
-Rules (from Fabric's own plugins and the design):
+Rules (from the first platform's own plugins and the design):
 
 - dedup by message id, remembering the last 5,000 ids;
 - the access rules (:mod:`bridge.policy`) decide who may engage the agent:
@@ -48,7 +48,7 @@ from bridge.policy import (
 )
 from bridge.prompt import Prompt, PromptLine
 
-#: Message ids remembered for dedup (Fabric plugins remember 5,000).
+#: Message ids remembered for dedup (5,000, as the first platform's plugins do).
 DEDUP_SIZE = 5000
 #: Context kept for the next prompt: at most this many messages ...
 CONTEXT_MESSAGES = 50
@@ -145,7 +145,7 @@ class ScopeLogic:
         channel: Channel name (for prompts).
         debounce_s: Debounce window in seconds.
         dedup_size: Message ids remembered.
-        rule: The binding's engage rule (default: ``wakeup``).
+        rule: The binding's engage rule (default: ``addressed``).
         access: The agent's access rules (default: everyone, no bots).
         bot_names: Names of the bridge's agents (their messages count as a bot's).
         names: What the connection's name entries resolved to (the access rules

@@ -89,7 +89,7 @@ def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
     Args:
         ref: ``env:NAME`` (environment variable), ``file:PATH`` (file content,
             stripped; relative paths resolve against ``base_dir``) or the
-            literal value (meant for the dev guild's seeded keys).
+            literal value (meant for a dev server's seeded keys).
         base_dir: Folder for relative ``file:`` paths (the config file's folder).
 
     Returns:
@@ -122,7 +122,7 @@ def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
     return Secret(ref, "inline")
 
 
-#: Short-lived secrets (access and guild tokens) remembered for redaction; older
+#: Short-lived secrets (access tokens) remembered for redaction; older
 #: ones have long expired (tokens live at most 15 minutes; logins happen every 8).
 MAX_TOKENS = 512
 

@@ -25,7 +25,7 @@ def test_example_agents_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     config = load_config(path)
     assert {a.kind for a in config.agents.values()} == {"codex", "claude"}
     assert config.agents["reviewer"].permission_mode == "default"
-    assert [b.engage.mode for b in config.bindings] == ["wakeup", "mention-sticky"]
+    assert [b.engage.mode for b in config.bindings] == ["addressed", "mention-sticky"]
 
 
 def test_example_platforms_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.chat.fabric.devguild.config import load_devguild_config
 from bridge.config import (
     DEFAULT_CONFIG,
     Binding,
@@ -17,7 +18,6 @@ from bridge.config import (
     SlackIdentity,
     SlackSettings,
     load_config,
-    load_devguild_config,
 )
 from bridge.secrets import Secret
 
@@ -384,13 +384,13 @@ def test_policy_defaults(tmp_path: Path) -> None:
     assert access.refusal
     assert config.agents["echo"].workspaces == ()
     engage = config.bindings[0].engage
-    assert (engage.mode, engage.sticky_s, engage.ignored) == ("wakeup", 600.0, "accumulate")
+    assert (engage.mode, engage.sticky_s, engage.ignored) == ("addressed", 600.0, "accumulate")
 
 
 POLICY_ERRORS = [
     # (old, new, needle for the line, key, words in the message)
     ('channels = ["general", "c-1"]', 'channels = ["general"]\nengage = "always"',
-     'engage = "always"', "bindings.engage", "must be one of wakeup, mention"),
+     'engage = "always"', "bindings.engage", "must be one of addressed, mention"),
     ('channels = ["general", "c-1"]', 'engage = "pattern"', 'engage = "pattern"',
      "bindings.engage_pattern", "needs engage_pattern"),
     ('channels = ["general", "c-1"]', 'engage = "pattern"\nengage_pattern = "(unclosed"',
@@ -780,3 +780,12 @@ def test_devguild_config_reads_either_fabric_table(tmp_path: Path) -> None:
     both = old + "\n[platforms.fabric]\ncontent_limit = 500\n"
     with pytest.raises(ConfigError, match=r"fabric: both \[fabric\] and \[platforms.fabric\]"):
         load_devguild_config(write(tmp_path, both))
+
+
+def test_engage_wakeup_is_the_old_name_of_addressed(tmp_path: Path) -> None:
+    """``engage = "wakeup"`` (configs written before the platform port) still loads."""
+    text = GOOD.replace('channels = ["general", "c-1"]',
+                        'channels = ["general", "c-1"]\nengage = "wakeup"')
+    assert 'engage = "wakeup"' in text
+    [binding] = load_config(write(tmp_path, text)).bindings
+    assert binding.engage.mode == "addressed"

@@ -229,12 +229,12 @@ def _table(*columns: str) -> Table:
 def _connections_table(rows: Sequence[ConnectionRow], now: float) -> RenderableType:
     if not rows:
         return Text("no connections yet", style="dim")
-    table = _table("agent", "guild", "state", "reconn", "token age", "renewed", "chans",
+    table = _table("agent", "space", "state", "reconn", "token age", "renewed", "chans",
                    "last event", "silent", "reason")
     for row in rows:
         table.add_row(
             Text(row.agent),
-            Text(row.guild),
+            Text(row.space),
             _state_text(row.state),
             str(row.reconnects),
             _age_or_dash(now, row.token_at),
@@ -529,7 +529,7 @@ def plain_status(snapshot: BoardSnapshot, now: float | None = None) -> str:
     lines.append("connections:")
     for conn in snapshot.connections:
         line = (
-            f"  {conn.agent}@{conn.guild} {conn.state} reconnects={conn.reconnects}"
+            f"  {conn.agent}@{conn.space} {conn.state} reconnects={conn.reconnects}"
             f" token_age={_age_or_dash(now, conn.token_at)} renewed={conn.token_refreshes}"
             f" channels={conn.channels} last_event={_age_or_dash(now, conn.last_event_at)}"
             f" silences={conn.silences}"
