@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+
+import requests
 
 from adapters.chat.fabric.client import FabricClient
 from adapters.chat.fabric.intake import FabricIntake
@@ -32,7 +35,9 @@ class FabricPlatform:
         self.catch_up_window_s = catch_up_window_s
         self.limits = PlatformLimits(text_chars=settings.content_limit, edit_interval_s=1.0)
         self.renderer = FabricRenderer(settings.content_limit)
-        self.http = http_session()
+        #: One HTTP session per calling thread (each actor posts on its own thread),
+        #: so posts reuse their connection without sharing a session across threads.
+        self.local = threading.local()
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
         """The guilds the bindings name, sorted."""
@@ -45,7 +50,8 @@ class FabricPlatform:
             bridge.errors.LoginRefused: the key is refused.
             bridge.errors.RetryLater: Center could not be reached.
         """
-        return FabricCenter(self.settings.center_url, self.http).login(agent.api_key.reveal())
+        return FabricCenter(self.settings.center_url, self._http()).login(
+            agent.api_key.reveal())
 
     def open(self, host: IntakeHost, agent: AgentSettings,
              bindings: Sequence[Binding]) -> FabricIntake:
@@ -56,7 +62,14 @@ class FabricPlatform:
     def client(self, access: Access) -> FabricClient:
         """REST calls as the identity of ``access`` (a guild access from :meth:`login`)."""
         assert isinstance(access, GuildAccess)
-        return FabricClient(access)
+        return FabricClient(access, self._http())
+
+    def _http(self) -> requests.Session:
+        """The calling thread's HTTP session (made on its first call)."""
+        session: requests.Session | None = getattr(self.local, "http", None)
+        if session is None:
+            session = self.local.http = http_session()
+        return session
 
     def render_status(self, view: RunView) -> str:
         """Today's Fabric status text (see :class:`FabricRenderer`)."""
