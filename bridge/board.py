@@ -30,7 +30,7 @@ class ActorRow:
 
     Attributes:
         id: Child id, e.g. ``"scope:<platform>:echo:<space>:<channelId>"``.
-        kind: ``supervisor``, ``tokens``, ``gateway``, ``scope``, ``runner``, ``delivery``
+        kind: ``supervisor``, ``credentials``, ``gateway``, ``scope``, ``runner``, ``delivery``
             or ``upkeep``.
         parent: Id of the supervising actor, or None for the root.
         state: ``running``, ``restarting``, ``failed`` or ``stopped``.
@@ -350,7 +350,7 @@ class Board:
             )
 
 
-_KIND_ORDER = {"supervisor": 0, "tokens": 1, "gateway": 2, "delivery": 3, "scope": 4, "runner": 5}
+_KIND_ORDER = {"supervisor": 0, "credentials": 1, "gateway": 2, "delivery": 3, "scope": 4, "runner": 5}
 
 
 def _actor_order(row: ActorRow) -> tuple[int, str]:

@@ -17,7 +17,7 @@ NOW = 1_700_000_000.0
 def _snapshot(scope_count: int = 3) -> BoardSnapshot:
     actors = (
         ActorRow("supervisor", "supervisor", None, "running"),
-        ActorRow("tokens:echo", "tokens", "supervisor", "running"),
+        ActorRow("credentials:fabric:echo", "credentials", "supervisor", "running"),
         ActorRow("gateway:echo:dev", "gateway", "supervisor", "running", restarts=2),
         ActorRow(
             "gateway:codex:dev",
@@ -96,7 +96,8 @@ def test_render_shows_every_section() -> None:
     assert "pid 4242" in out
     assert "up 5m02s" in out
     # tree
-    names = ("supervisor", "tokens:echo", "gateway:echo:dev", "runner:r1", "delivery:fabric:c1")
+    names = ("supervisor", "credentials:fabric:echo", "gateway:echo:dev", "runner:r1",
+             "delivery:fabric:c1")
     for name in names:
         assert name in out
     assert "gateway (2)" in out
