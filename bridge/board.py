@@ -350,7 +350,8 @@ class Board:
             )
 
 
-_KIND_ORDER = {"supervisor": 0, "credentials": 1, "gateway": 2, "delivery": 3, "scope": 4, "runner": 5}
+_KIND_ORDER = {"supervisor": 0, "credentials": 1, "gateway": 2, "delivery": 3, "scope": 4,
+               "runner": 5}
 
 
 def _actor_order(row: ActorRow) -> tuple[int, str]:
