@@ -230,7 +230,7 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
     """
     from adapters.agents.childenv import BASE_ENV
     from bridge.board import Board
-    from bridge.compose import bridge_app
+    from bridge.compose import DevGuildMissing, bridge_app
     from bridge.logs import setup_logging
     from bridge.ops.tui import run_live
     from bridge.secrets import SecretError, env_secret_names, exec_without_env_secrets
@@ -260,7 +260,7 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
     except StoreError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return EXIT_STORE
-    except OSError as exc:
+    except (OSError, DevGuildMissing) as exc:
         app.stop()
         print(f"bridge: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -9,17 +9,19 @@ layer: it builds the platforms a config uses, the side services it asks for
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.app import BridgeApp
 from adapters.agents import build_agent
-from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.platform import FabricPlatform
 from bridge.board import Board
 from bridge.config import Config
 from bridge.platform import ChatPlatform
 
-__all__ = ["DevGuildService", "bridge_app", "devguild_of", "platforms"]
+__all__ = ["DevGuildMissing", "DevGuildService", "bridge_app", "devguild_of", "platforms"]
+
+if TYPE_CHECKING:  # the dev guild's server needs aiohttp, an extra
+    from adapters.chat.fabric.devguild import DevGuild
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ def platforms(config: Config) -> dict[str, ChatPlatform]:
     return made
 
 
+class DevGuildMissing(RuntimeError):
+    """The config asks for the dev guild but its server's dependencies are not installed."""
+
+
 class DevGuildService:
     """The in-process Fabric dev guild of a config's ``[devguild]`` table.
 
@@ -56,9 +62,17 @@ class DevGuildService:
 
         Raises:
             OSError: a port is taken.
+            DevGuildMissing: the ``devguild`` extra is not installed.
         """
         settings = config.devguild
         assert settings is not None
+        try:
+            from adapters.chat.fabric.devguild import DevGuild, load_seed
+        except ImportError as exc:  # aiohttp is an extra: pip install '.[devguild]'
+            raise DevGuildMissing(
+                f"the config's [devguild] needs the dev guild's server ({exc.name} is not "
+                "installed): pip install -e '.[devguild]', or remove [devguild] and point "
+                "[platforms.fabric] center_url at a real Fabric") from None
         self.devguild = DevGuild(load_seed(settings.seed), host=settings.host,
                                  center_port=settings.center_port,
                                  guild_port=settings.guild_port,

@@ -305,3 +305,22 @@ def test_devguild_bad_config_names_file_line_and_key(tmp_path: Path, text: str, 
     assert result.returncode == 2, result.stderr
     assert f"{bad}:{line}: {key}: " in result.stderr and words in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_devguild_without_its_extra_is_a_clear_error(tmp_path: Path) -> None:
+    """Without aiohttp (the ``devguild`` extra), a config with ``[devguild]`` says what
+    to install instead of failing with an import traceback."""
+    script = (
+        "import sys; sys.modules['aiohttp'] = None\n"
+        "from bridge.compose import DevGuildMissing, DevGuildService\n"
+        "from bridge.config import load_config\n"
+        "try:\n"
+        "    DevGuildService().start(load_config())\n"
+        "except DevGuildMissing as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "pip install -e '.[devguild]'" in result.stdout
+    assert "aiohttp is not installed" in result.stdout
