@@ -123,8 +123,10 @@ class Inbound:
         author_name: Author's display name (id when unknown).
         content: Message text (at most the platform's content limit).
         created_at: Platform timestamp text (ISO 8601).
-        thread: The thread the message is in (its first message's id); empty
-            at the top level of a channel.
+        thread: The thread the message is in (its first message's id). On a
+            platform with threads a top-level message starts its own thread
+            (its own id), so the replies to it are its conversation; empty on a
+            platform without threads.
         per_thread: True when the binding keeps one conversation per thread.
         addressed: True when the platform says this message is for the agent
             (a wakeup, a mention or DM, an @bot), by the platform's own rules.
