@@ -139,9 +139,8 @@ class Delivery(SupervisedActor):
                 self._drain()
         elif isinstance(message, Progress):
             view = self.statuses.setdefault(message.run_id, StatusView())
-            renderer = self.runtime.platforms[ScopeKey.parse(self.scope_key).platform]
             # no known secret leaves for the chat
-            view.latest = redact(renderer.render_status(message.view))
+            view.latest = redact(self.platform.render_status(message.view))
             view.final = view.final or message.final
             self._show_status(message.run_id)
         elif isinstance(message, FlushStatus):
