@@ -114,6 +114,9 @@ class BridgeApp:
     def stop(self) -> None:
         """Stop everything in reverse dependency order, within about 5 s; idempotent."""
         started = time.monotonic()
+        # Only the call that stops this app's tree sweeps stragglers: the sweep sees
+        # every actor of the process, and another app may run in it (tests, restarts).
+        running = self.supervisor is not None
         if self.runtime is not None:
             self.runtime.stopping.set()
         if self.supervisor is not None:
@@ -125,7 +128,7 @@ class BridgeApp:
                 self.supervisor.stop(block=True, timeout=1.0)
             self.supervisor = None
         stragglers = [ref for ref in pykka.ActorRegistry.get_all()
-                      if ref.actor_class.__module__.startswith("actors.")]
+                      if running and ref.actor_class.__module__.startswith("actors.")]
         if stragglers:
             log.warning("stopping %d straggler actor(s): %s", len(stragglers),
                         ", ".join(sorted({r.actor_class.__name__ for r in stragglers})))

@@ -36,12 +36,16 @@ CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "dontAsk", "auto",
 CLAUDE_MODE_FOR_SANDBOX = {"read-only": "default", "workspace-write": "acceptEdits",
                            "danger-full-access": "bypassPermissions"}
 #: Chat platforms a binding may name (``platform = "..."``); the first is the default.
-PLATFORMS = ("fabric", "slack", "lark")
+#: ``memory`` is the in-memory platform (:mod:`adapters.chat.memory`) for tests and
+#: experiments: it has no settings table, its identity is the agent's Fabric-style
+#: ``api_key`` (a credential its server knows), and the composition does not build it
+#: (a test hands :class:`actors.app.BridgeApp` a ``MemoryPlatform`` on its own server).
+PLATFORMS = ("fabric", "slack", "lark", "memory")
 #: Scope grains of a binding: one conversation per channel or per thread.
 SCOPE_GRAINS = ("channel", "thread")
 #: The grain a binding gets when it names none: Fabric has no threads; on Slack
 #: and Feishu/Lark conversations live in threads (topics).
-DEFAULT_SCOPE = {"fabric": "channel", "slack": "thread", "lark": "thread"}
+DEFAULT_SCOPE = {"fabric": "channel", "slack": "thread", "lark": "thread", "memory": "channel"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "bridge.toml"
 
 
@@ -175,8 +179,8 @@ class Platforms:
     lark: LarkSettings | None = None
 
     def names(self) -> tuple[str, ...]:
-        """The platforms present, in :data:`PLATFORMS` order."""
-        return tuple(name for name in PLATFORMS if getattr(self, name) is not None)
+        """The platforms present, in :data:`PLATFORMS` order (``memory`` has no table)."""
+        return tuple(name for name in PLATFORMS if getattr(self, name, None) is not None)
 
 
 @attrs.frozen
@@ -289,8 +293,13 @@ class AgentSettings:
         return self.fabric.api_key
 
     def identity(self, platform: str) -> FabricIdentity | SlackIdentity | LarkIdentity | None:
-        """The agent's identity on ``platform`` (one of :data:`PLATFORMS`), or None."""
-        return getattr(self, platform) if platform in PLATFORMS else None
+        """The agent's identity on ``platform`` (one of :data:`PLATFORMS`), or None.
+
+        On ``memory`` it is the Fabric identity: the in-memory server knows its ``api_key``.
+        """
+        if platform not in PLATFORMS:
+            return None
+        return self.fabric if platform == "memory" else getattr(self, platform)
 
 
 @attrs.frozen

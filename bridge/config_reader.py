@@ -53,12 +53,9 @@ from bridge.policy import (
 )
 from bridge.secrets import Secret, SecretError, resolve_secret
 
-_AGENT_KEYS = {"kind", "api_key", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes",
-               *PLATFORMS}
 #: Access and workspace policy keys every agent accepts (see :mod:`bridge.policy`).
 _POLICY_KEYS = {"allowed_users", "admins", "allowed_channels", "sender_scope", "allow_bots",
                 "max_runs_per_hour", "refusal", "workspaces", "workspace_roots"}
-_AGENT_KEYS |= _POLICY_KEYS
 #: Keys of one ``[[bindings]]`` entry (``guild``: the older name of ``space``, Fabric only).
 _BINDING_KEYS = {"agent", "platform", "space", "guild", "scope", "channels", "exclude_channels",
                  "engage", "engage_pattern", "sticky_s", "ignored"}
@@ -70,6 +67,11 @@ _IDENTITIES: dict[str, tuple[type, dict[str, bool]]] = {
     "slack": (SlackIdentity, {"bot_token": False, "app_token": False}),
     "lark": (LarkIdentity, {"app_id": True, "app_secret": False}),
 }
+#: The platforms with a settings table (``[platforms.NAME]``; ``memory`` has none).
+_TABLES = tuple(attrs.fields_dict(Platforms))
+#: Keys of an ``[agents.NAME]`` table (``memory`` uses the Fabric identity, see PLATFORMS).
+_AGENT_KEYS = {"kind", "api_key", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes",
+               *_IDENTITIES, *_POLICY_KEYS}
 #: What each Slack token starts with.
 _SLACK_TOKEN_PREFIX = {"bot_token": "xoxb-", "app_token": "xapp-"}
 #: A workspace alias name.
@@ -231,9 +233,9 @@ class Reader:
             if name not in known:
                 raise self.fail(name, f"unknown table (known: {', '.join(known)})")
         for name in self.table(data, "platforms", required=False) or {}:
-            if name not in PLATFORMS:
+            if name not in _TABLES:
                 raise self.fail(f"platforms.{name}",
-                                f"unknown platform (known: {', '.join(PLATFORMS)})")
+                                f"unknown platform (known: {', '.join(_TABLES)})")
 
     def config(self, data: Mapping[str, Any]) -> Config:
         """Read the whole file into a :class:`Config` (what ``bridge start`` needs).
@@ -298,7 +300,7 @@ class Reader:
                 nor ``[devguild]`` says where its Center is.
         """
         for index, binding in enumerate(bindings):
-            if getattr(platforms, binding.platform) is not None:
+            if binding.platform not in _TABLES or getattr(platforms, binding.platform) is not None:
                 continue
             if binding.platform == "fabric":
                 if devguild is None:
@@ -681,10 +683,11 @@ class Reader:
                 raise self.fail(f"{prefix}.platform", f"must be one of {', '.join(PLATFORMS)} "
                                                       f"(got {platform!r})")
             if agents[agent].identity(platform) is None:
-                keys = " and ".join(_IDENTITIES[platform][1])
+                identity = "fabric" if platform == "memory" else platform  # see PLATFORMS
+                keys = " and ".join(_IDENTITIES[identity][1])
                 raise self.fail(f"{prefix}.platform" if "platform" in table else f"{prefix}.agent",
                                 f"binding {index + 1} puts agent {agent!r} on {platform}, where "
-                                f"it has no identity: add [agents.{agent}.{platform}] with {keys}")
+                                f"it has no identity: add [agents.{agent}.{identity}] with {keys}")
             scope = self.get(table, prefix, "scope", str, DEFAULT_SCOPE[platform])
             if scope not in SCOPE_GRAINS:
                 raise self.fail(f"{prefix}.scope", f"must be one of {', '.join(SCOPE_GRAINS)} "

@@ -736,7 +736,7 @@ def test_binding_defaults_in_code() -> None:
 
 @pytest.mark.parametrize(("binding", "needle", "key", "words"), [
     ('platform = "teams"', 'platform = "teams"', "bindings.platform",
-     "must be one of fabric, slack, lark (got 'teams')"),
+     "must be one of fabric, slack, lark, memory (got 'teams')"),
     ('space = "dev"\nscope = "topic"', 'scope = "topic"', "bindings.scope",
      "must be one of channel, thread (got 'topic')"),
     ('channels = ["*"]', "[[bindings]]", "bindings.space",

@@ -1,0 +1,289 @@
+"""The whole actor tree (:class:`actors.app.BridgeApp`) on the in-memory platform.
+
+As errbot's test backend is used: the runtime runs exactly as in production
+(gateway, scope, runner, delivery, credentials, the state store), against a
+:class:`MemoryPlatform` whose server the test acts on as a member. No sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+
+import actors.runner
+from actors.app import BridgeApp
+from adapters.agents import build_agent
+from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
+from adapters.chat.memory.server import Message
+from bridge.board import Board
+from bridge.compose import bridge_app
+from bridge.config import (
+    AgentSettings,
+    Binding,
+    BridgeSettings,
+    Config,
+    FabricIdentity,
+    Platforms,
+    load_config,
+)
+from bridge.model import ConnectionKey, ScopeKey, Target
+from bridge.prompt import CONTEXT_HEADER, MESSAGES_HEADER
+from bridge.secrets import Secret
+from bridge.store import Store
+from tests.support import GATED_AGENT, wait_until
+
+#: The identity's credential on the server (the agent's Fabric-style ``api_key``).
+KEY = "memory-key-echo"
+
+
+@attrs.define
+class Chat:
+    """A server with a member (ann), the agent's identity (echo), a DM and a channel."""
+
+    server: MemoryServer
+    platform: MemoryPlatform
+    ann: str
+    echo: str
+    space: str
+    dm: str
+    general: str
+
+    def post(self, channel: str, text: str) -> Message:
+        """Post ``text`` as ann."""
+        return self.server.post(channel, self.ann, text)
+
+    def by_echo(self, channel: str) -> list[Message]:
+        """What echo posted in ``channel``, oldest first."""
+        return [m for m in self.server.history(channel, self.ann) if m.author == self.echo]
+
+    def answers(self, channel: str) -> list[str]:
+        """The texts echo posted in ``channel``."""
+        return [m.text for m in self.by_echo(channel)]
+
+    def scope(self, channel: str) -> str:
+        """The printed scope key of echo's conversation in ``channel``."""
+        return str(ScopeKey("memory", "echo", self.space, channel))
+
+
+@pytest.fixture
+def chat() -> Chat:
+    server = MemoryServer(text_chars=16_000)
+    ann = server.add_user("ann")
+    echo = server.add_user("echo", credential=KEY, bot=True)
+    space = server.add_space("team", [ann, echo])
+    dm = server.add_channel(space, "dm-ann-echo", [ann, echo], direct=True)
+    general = server.add_channel(space, "general", [ann, echo])
+    # first_sight=0: a channel without a stored cursor starts at its end, so what
+    # an intake catches up after a restart comes from the cursors in the state dir.
+    platform = MemoryPlatform(server, edit_interval_s=1.0, first_sight=0, retry_s=0.05,
+                              retry_max_s=0.5)
+    return Chat(server, platform, ann, echo, space, dm, general)
+
+
+def agent(kind: str = "echo", command: tuple[str, ...] = (),
+          workspace: Path | None = None) -> AgentSettings:
+    """The ``echo`` agent (of any kind), its identity the server's credential."""
+    return AgentSettings(name="echo", kind=kind, fabric=FabricIdentity(Secret(KEY)),
+                         command=command, workspace=workspace)
+
+
+def config_for(tmp_path: Path, chat: Chat, settings: AgentSettings | None = None) -> Config:
+    """A config with one binding of echo on the memory platform, every channel of the space."""
+    return Config(path=tmp_path / "bridge.toml",
+                  bridge=BridgeSettings(state_dir=tmp_path / "var", debounce_s=0.05,
+                                        log_level="DEBUG"),
+                  devguild=None, platforms=Platforms(),
+                  agents={"echo": settings or agent()},
+                  bindings=(Binding("echo", chat.space, platform="memory"),))
+
+
+def start(config: Config, chat: Chat, apps: list[BridgeApp]) -> BridgeApp:
+    """Start the app on the chat's platform and wait until echo is connected."""
+    app = BridgeApp(config, Board(), platforms=lambda _: {"memory": chat.platform},
+                    agents=build_agent)
+    apps.append(app)
+    app.start()
+
+    def connected() -> bool:
+        row = app.board.connection("echo", chat.space)
+        return row is not None and row.state == "connected"
+
+    wait_until(connected, what="echo connected")
+    return app
+
+
+def store_of(app: BridgeApp) -> Store:
+    assert app.store is not None
+    return app.store
+
+
+def test_a_direct_message_is_answered_exactly_once(tmp_path: Path, chat: Chat,
+                                                   apps: list[BridgeApp]) -> None:
+    app = start(config_for(tmp_path, chat), chat, apps)
+    asked = chat.post(chat.dm, "hello there")
+    wait_until(lambda: chat.by_echo(chat.dm), what="echo's answer")
+    answer = chat.by_echo(chat.dm)[0]
+    assert (answer.text, answer.thread, answer.position) == ("hello there", "", asked.position + 1)
+    assert answer.key.endswith(":0")  # the run's first piece
+    # Pieces are posted in order: a second post of the first answer would come
+    # before the answer to the next message.
+    chat.post(chat.dm, "and again")
+    wait_until(lambda: len(chat.by_echo(chat.dm)) >= 2, what="the second answer")
+    assert chat.answers(chat.dm) == ["hello there", "and again"]
+    store = store_of(app)
+    assert store.pending_pieces(chat.scope(chat.dm)) == []
+    assert store.count_inbound(chat.scope(chat.dm)) == {"done": 2}
+
+
+def test_a_plain_channel_message_is_context_for_the_next_prompt(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp]) -> None:
+    cat = agent("command", (sys.executable, "-c", "import sys; print(sys.stdin.read())"))
+    app = start(config_for(tmp_path, chat, cat), chat, apps)
+    chat.post(chat.general, "the build is red since noon")  # not addressed: context only
+    store = store_of(app)
+    scope = chat.scope(chat.general)
+    wait_until(lambda: store.count_inbound(scope) == {"received": 1},
+               what="the plain message journaled")
+    assert not any(s.key == scope for s in app.board.snapshot().scopes)  # no conversation yet
+    chat.post(chat.general, f"{mention(chat.echo)} what is going on?")
+    prompt = wait_until(lambda: chat.answers(chat.general), what="the prompt echoed")
+    assert len(prompt) == 1  # the plain message started no run of its own
+    lines = prompt[0].split("</bridge-context>\n", 1)[1].strip().split("\n")
+    assert [lines[0], lines[2], len(lines)] == [CONTEXT_HEADER, MESSAGES_HEADER, 4]
+    context, asked = json.loads(lines[1]), json.loads(lines[3])
+    assert (context["author_id"], context["text"]) == (chat.ann, "the build is red since noon")
+    assert (asked["author_id"], asked["text"]) == (chat.ann,
+                                                   f"{mention(chat.echo)} what is going on?")
+
+
+def test_a_slow_run_posts_its_status_once_and_edits_it(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actors.runner, "STATUS_AFTER_S", 0.1)
+    monkeypatch.setattr(actors.runner, "STATUS_TICK_S", 0.1)
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    gated = agent("command", (sys.executable, str(script)), workspace=workspace)
+    calls: list[tuple[str, str, float]] = []  # (call, message id or key, monotonic time)
+    post, edit = chat.server.post, chat.server.edit
+
+    def posting(channel: str, author: str, text: str, **kwargs: str) -> Message:
+        calls.append(("post", kwargs.get("key", ""), time.monotonic()))
+        return post(channel, author, text, **kwargs)
+
+    def editing(channel: str, message_id: str, author: str, text: str) -> Message:
+        calls.append(("edit", message_id, time.monotonic()))
+        return edit(channel, message_id, author, text)
+
+    monkeypatch.setattr(chat.server, "post", posting)
+    monkeypatch.setattr(chat.server, "edit", editing)
+    start(config_for(tmp_path, chat, gated), chat, apps)
+    chat.post(chat.dm, "a long job")
+    status = wait_until(lambda: next((m for m in chat.by_echo(chat.dm) if m.edited), None),
+                        what="the status message edited while the run works")
+    assert status.key.startswith("status:") and status.text.startswith("echo · working")
+    (workspace / "gate").touch()
+    wait_until(lambda: chat.by_echo(chat.dm)[0].text.startswith("echo · done"),
+               what="the status message's final state")
+    wait_until(lambda: len(chat.by_echo(chat.dm)) == 2, what="the answer")
+    shown = chat.by_echo(chat.dm)
+    assert shown[0].id == status.id and shown[0].key == status.key
+    assert shown[1].text.startswith("answer to: a long job")
+    assert shown[1].key == status.key.removeprefix("status:") + ":0"
+    # One status post, then edits of it alone, at most one per edit interval.
+    mine = [c for c in calls if c[0] == "edit" or c[1] == status.key]
+    assert [c[0] for c in mine][:2] == ["post", "edit"]
+    assert [c[0] for c in mine].count("post") == 1
+    assert {c[1] for c in mine if c[0] == "edit"} == {status.id}
+    gaps = [later[2] - earlier[2] for earlier, later in itertools.pairwise(mine)]
+    assert min(gaps) >= chat.platform.limits.edit_interval_s, gaps
+
+
+def test_an_answer_whose_post_landed_but_failed_is_not_posted_twice(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp]) -> None:
+    app = start(config_for(tmp_path, chat), chat, apps)
+    chat.server.fail_next_posts(1, landed=True, author=chat.echo)
+    chat.post(chat.dm, "once please")
+    store, scope = store_of(app), chat.scope(chat.dm)
+    wait_until(lambda: chat.by_echo(chat.dm), what="the answer stored despite the failure")
+
+    def retries() -> int:
+        row = app.board.scope(scope)
+        return row.retries if row is not None else 0
+
+    wait_until(lambda: retries() >= 1, what="the post retried")
+    wait_until(lambda: not store.pending_pieces(scope), what="the piece settled")
+    [answer] = chat.by_echo(chat.dm)
+    assert answer.text == "once please"
+    access = chat.platform.login(agent()).access(chat.space)
+    assert access is not None
+    assert chat.platform.client(access).find_posted(Target(chat.dm), answer.key) == answer.id
+    chat.post(chat.dm, "next")
+    wait_until(lambda: len(chat.by_echo(chat.dm)) >= 2, what="the next answer")
+    assert chat.answers(chat.dm) == ["once please", "next"]
+    assert [m.key for m in chat.by_echo(chat.dm)].count(answer.key) == 1
+
+
+def test_a_restart_catches_up_from_the_stored_cursors(tmp_path: Path, chat: Chat,
+                                                      apps: list[BridgeApp]) -> None:
+    config = config_for(tmp_path, chat)
+    first = start(config, chat, apps)
+    chat.post(chat.dm, "one")
+    wait_until(lambda: chat.answers(chat.dm) == ["one"], what="the first answer")
+    connection = ConnectionKey("memory", "echo", chat.space)
+    wait_until(lambda: store_of(first).cursors(connection).get(chat.dm) == "2",
+               what="the cursor past echo's own answer")
+    first.stop()
+    # Meanwhile, with no bridge running:
+    two = chat.post(chat.dm, "two")
+    three = chat.post(chat.general, f"{mention(chat.echo)} three")
+    chat.post(chat.general, "four, context only")
+    second = start(config, chat, apps)
+    wait_until(lambda: chat.answers(chat.dm) == ["one", "two"], what="the DM caught up")
+    wait_until(lambda: chat.answers(chat.general) == [three.text], what="the channel caught up")
+    store = store_of(second)
+    wait_until(lambda: store.cursors(connection) == {chat.dm: str(two.position + 1),
+                                                      chat.general: str(three.position + 2)},
+               what="the cursors past what was taken")
+    first.stop()  # idempotent: stopping a stopped app leaves the running one alone
+    # Nothing is answered twice: the next answer in each channel follows directly.
+    chat.post(chat.dm, "five")
+    chat.post(chat.general, f"{mention(chat.echo)} six")
+    wait_until(lambda: len(chat.answers(chat.dm)) >= 3
+               and len(chat.answers(chat.general)) >= 2, what="the next answers")
+    assert chat.answers(chat.dm) == ["one", "two", "five"]
+    assert chat.answers(chat.general) == [three.text, f"{mention(chat.echo)} six"]
+
+
+def test_a_config_file_on_the_memory_platform_is_not_composed(tmp_path: Path) -> None:
+    """The memory platform is for tests: a config file may name it, the composition
+    does not build it (it has no server to talk to)."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(textwrap.dedent("""
+        [bridge]
+        state_dir = "var"
+
+        [agents.echo]
+        kind = "echo"
+        api_key = "memory-key-echo"
+
+        [[bindings]]
+        agent = "echo"
+        platform = "memory"
+        space = "S1"
+    """), encoding="utf-8")
+    config = load_config(path)
+    assert config.bindings == (Binding("echo", "S1", platform="memory", scope="channel"),)
+    assert config.platforms.names() == ()
+    app = bridge_app(config, Board())
+    with pytest.raises(ValueError, match="platform 'memory'"):
+        app.start()
+    assert not app.lock.held
