@@ -30,13 +30,17 @@ def platforms(config: Config) -> dict[str, ChatPlatform]:
     """The chat platforms the config's bindings use, by name.
 
     Raises:
-        bridge.config.ConfigError: never here (the config was validated at load);
-            a platform the code does not support yet raises ``ValueError``.
+        ValueError: a platform the code cannot build from a config (not yet
+            supported, or the in-memory one).
     """
     made: dict[str, ChatPlatform] = {}
     for name in sorted({b.platform for b in config.bindings}):
         if name == "fabric":
             made[name] = FabricPlatform(config.fabric, config.bridge.catch_up_window_s)
+        elif name == "memory":
+            raise ValueError("platform 'memory' is the in-memory platform for tests: a "
+                             "program builds it (adapters.chat.memory) and hands it to "
+                             "BridgeApp; a config file cannot run it")
         else:
             raise ValueError(f"platform {name!r} is configured but not supported by this "
                              "version of the bridge yet")
