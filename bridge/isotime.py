@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 
 def parse_iso(value: object) -> float | None:
@@ -25,3 +26,18 @@ def parse_iso(value: object) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
+
+
+def is_stale(created_at: str, window_s: float, now: float | None = None) -> bool:
+    """True when an ISO 8601 timestamp is more than ``window_s`` seconds old.
+
+    An unparsable or missing timestamp is not stale (the message is handled).
+
+    Args:
+        created_at: The message's timestamp (see :func:`bridge.isotime.parse_iso`).
+        window_s: The catch-up window, in seconds.
+        now: Epoch seconds to measure from (default: the current time).
+    """
+    created = parse_iso(created_at)
+    return created is not None and (now if now is not None else time.time()) - created > \
+        window_s

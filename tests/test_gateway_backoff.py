@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from adapters.chat.fabric.intake import BACKOFF_JITTER, backoff_delay
+from bridge.backoff import BACKOFF_JITTER, backoff_delay
 
 
 @pytest.mark.parametrize(("attempt", "base"), [(1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0),

@@ -36,23 +36,29 @@ ignored.
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
-import cachetools
 
+from adapters.chat.fabric.authors import AuthorBook
+from adapters.chat.fabric.events import (
+    AuthorResolved,
+    AuthorRetry,
+    Connect,
+    Resync,
+    SocketClosed,
+    SocketEvent,
+)
 from adapters.chat.fabric.inbound import ChannelInfo, channel_info, normalize_message
 from adapters.chat.fabric.realtime import FabricSocket
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
 from adapters.chat.fabric.rules import HISTORY_LIMIT_MAX
+from bridge.backoff import backoff_delay
 from bridge.config import AgentSettings, Binding, FabricSettings
 from bridge.errors import BadEvent, ChatError, LoginRefused, Unauthorized
-from bridge.isotime import parse_iso
+from bridge.isotime import is_stale
 from bridge.model import Inbound
 from bridge.names import (
     NOT_UNIQUE,
@@ -66,12 +72,6 @@ from bridge.platform import IntakeHost, IntakeStatus
 
 log = logging.getLogger(__name__)
 
-#: Reconnect backoff: first delay, cap, and jitter fraction (+/-).
-BACKOFF_FIRST_S = 1.0
-BACKOFF_MAX_S = 60.0
-BACKOFF_JITTER = 0.2
-#: User kinds that are bots: they never engage an agent unless it allows bots.
-BOT_KINDS = frozenset({"agent", "bot"})
 #: Most messages of a channel's history fetched when the channel is seen for the
 #: first time (one history page): older ones are skipped, with a log line.
 FIRST_SIGHT_MESSAGES = HISTORY_LIMIT_MAX
@@ -79,112 +79,13 @@ FIRST_SIGHT_MESSAGES = HISTORY_LIMIT_MAX
 #: older ones are skipped with a log line (they could only be context by then,
 #: unless a channel said more than this within ``catch_up_window_s``).
 CATCH_UP_MESSAGES = 5 * HISTORY_LIMIT_MAX
-#: Authors remembered per connection, and for how long (seconds): names and kinds
-#: change rarely, and a bounded cache keeps a guild of any size in bounded memory.
-AUTHOR_CACHE_SIZE = 10_000
-AUTHOR_CACHE_TTL_S = 3600.0
 #: Lookups of one author before its messages go on with the kind unknown.
 AUTHOR_LOOKUP_ATTEMPTS = 3
-#: Threads that run author lookups, per connection.
-AUTHOR_LOOKUP_THREADS = 4
 #: The user list (for user names in the access rules) is reloaded at most this
 #: often (seconds), unless its last load failed.
 USER_LIST_REFRESH_S = 3600.0
 #: The board's "last event" time is republished at most this often (seconds).
 EVENT_PUBLISH_INTERVAL_S = 1.0
-
-
-@attrs.frozen
-class Connect:
-    """Timer: try to (re)connect; ignored unless ``generation`` is current."""
-
-    generation: int
-
-
-@attrs.frozen
-class SocketEvent:
-    """Socket thread: one server event on connection ``generation``."""
-
-    generation: int
-    name: str
-    payload: Any
-
-
-@attrs.frozen
-class SocketClosed:
-    """Socket thread: connection ``generation`` ended."""
-
-    generation: int
-    reason: str
-
-
-@attrs.frozen
-class Resync:
-    """Timer: refresh the channel list (every ``resync_s``)."""
-
-    generation: int
-
-
-@attrs.frozen
-class AuthorResolved:
-    """Lookup thread: an author lookup ended.
-
-    Attributes:
-        user_id: The author looked up.
-        found: ``(display name, kind)``, or None when there is no answer.
-        failed: True when the lookup failed (network, 5xx, 401): it is retried;
-            False with ``found`` None: the guild does not know the user.
-        error: What went wrong, for the log.
-        unauthorized: True when the guild refused the token (401): the token is
-            renewed before the retry.
-    """
-
-    user_id: str
-    found: tuple[str, str] | None
-    failed: bool = False
-    error: str = ""
-    unauthorized: bool = False
-
-
-@attrs.frozen
-class AuthorRetry:
-    """Timer: look ``user_id`` up again."""
-
-    user_id: str
-
-
-#: The intakes' own random source (the global one is left to the application).
-_JITTER = random.Random()
-
-
-def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Delay before reconnect attempt ``attempt`` (1-based): 1 s doubling to 60 s, +/-20 %.
-
-    Args:
-        attempt: How many attempts failed in a row (1 for the first retry).
-        rng: Random source for the jitter.
-
-    Returns:
-        Seconds to wait.
-    """
-    base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, attempt - 1))
-    jitter = (rng or _JITTER).uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
-    return float(base * (1 + jitter))
-
-
-def is_stale(created_at: str, window_s: float, now: float | None = None) -> bool:
-    """True when an ISO 8601 timestamp is more than ``window_s`` seconds old.
-
-    An unparsable or missing timestamp is not stale (the message is handled).
-
-    Args:
-        created_at: The message's timestamp (see :func:`bridge.isotime.parse_iso`).
-        window_s: The catch-up window, in seconds.
-        now: Epoch seconds to measure from (default: the current time).
-    """
-    created = parse_iso(created_at)
-    return created is not None and (now if now is not None else time.time()) - created > \
-        window_s
 
 
 class FabricIntake:
@@ -215,13 +116,10 @@ class FabricIntake:
         self.rest: FabricGuild | None = None
         self.channels: dict[str, ChannelInfo] = {}
         self.last_seq: dict[str, int] = {}
-        self.users: cachetools.TTLCache[str, tuple[str, str]] = cachetools.TTLCache(
-            AUTHOR_CACHE_SIZE, AUTHOR_CACHE_TTL_S)
+        self.authors = AuthorBook(f"{agent.name}@{guild}", host.tell)
         #: Messages waiting for their author's lookup, per author id.
         self.held: dict[str, list[Inbound]] = {}
         self.lookup_attempts: dict[str, int] = {}
-        self.lookups: ThreadPoolExecutor | None = None
-        self.lookup_local = threading.local()
         #: When the guild's user list was last loaded for name resolution (monotonic s).
         self.users_loaded_at: float | None = None
         self.state = "connecting"
@@ -290,8 +188,7 @@ class FabricIntake:
         if self.socket is not None:
             self.socket.close()
             self.socket = None
-        if self.lookups is not None:
-            self.lookups.shutdown(wait=False, cancel_futures=True)
+        self.authors.close()
         self.state, self.reason = "stopped", ""
         self._publish()
 
@@ -645,7 +542,7 @@ class FabricIntake:
     def _normalize(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> Inbound:
         return normalize_message(
             payload, agent=self.agent.name, guild=self.guild, self_id=self._self_id(),
-            channel=channel, author_name=self._cached_name, author_is_bot=self._cached_bot,
+            channel=channel, author_name=self.authors.name, author_is_bot=self.authors.is_bot,
             content_limit=self.settings.content_limit, catch_up=catch_up)
 
     def _accept(self, channel: ChannelInfo, payload: Any, *, catch_up: bool) -> None:
@@ -667,7 +564,7 @@ class FabricIntake:
         if inbound.catch_up and is_stale(inbound.created_at,
                                          self.catch_up_window_s):
             inbound = attrs.evolve(inbound, stale=True)
-        if inbound.author_id not in self.users:
+        if inbound.author_id not in self.authors:
             self._hold(inbound)
             return
         self._accept_known(inbound)
@@ -704,47 +601,15 @@ class FabricIntake:
             self._look_up(inbound.author_id)
 
     def _look_up(self, user_id: str) -> None:
-        """Start a lookup of ``user_id`` on the lookup threads; the answer is told back."""
-        if self.rest is None:
-            self._tell(AuthorResolved(user_id, None, failed=True, error="not connected"))
-            return
-        if self.lookups is None:
-            self.lookups = ThreadPoolExecutor(
-                AUTHOR_LOOKUP_THREADS, thread_name_prefix=f"authors-{self.agent.name}")
-        access = self.rest.access
-        local = self.lookup_local
-
-        def look_up() -> tuple[str, str] | None:
-            # One HTTP session per lookup thread (a requests.Session is not shared).
-            guild: FabricGuild | None = getattr(local, "guild", None)
-            if guild is None:
-                guild = local.guild = FabricGuild(access, http_session())
-            guild.access = access
-            return guild.user(user_id)
-
-        def done(future: Future[tuple[str, str] | None]) -> None:
-            try:
-                found = future.result()
-            except Unauthorized as exc:
-                self._tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200],
-                                          unauthorized=True))
-                return
-            except Exception as exc:  # any failure is retried, then fails closed
-                self._tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200]))
-                return
-            self._tell(AuthorResolved(user_id, found))
-
-        try:
-            self.lookups.submit(look_up).add_done_callback(done)
-        except RuntimeError:  # the pool is shut down: the gateway is stopping
-            log.debug("gateway %s@%s: lookup after stop dropped", self.agent.name, self.guild)
+        """Start a lookup of ``user_id`` off the intake; the answer is told back."""
+        self.authors.look_up(user_id, self.rest.access if self.rest is not None else None)
 
     def _author_resolved(self, result: AuthorResolved) -> None:
         user_id = result.user_id
         if result.found is not None:
-            self.users[user_id] = result.found
+            self.authors.remember(user_id, result.found)
             self.lookup_attempts.pop(user_id, None)
-            self._release(user_id, result.found[0], result.found[1] in BOT_KINDS, known=True)
+            self._release(user_id, result.found[0], self.authors.is_bot(user_id), known=True)
             return
         if result.unauthorized:
             self._renew_access()
@@ -787,15 +652,6 @@ class FabricIntake:
                         exc)
             return
         self.rest.access = self.access
-
-    def _cached_name(self, user_id: str) -> str:
-        """The author's display name from the cache; the id's start when not cached."""
-        found = self.users.get(user_id)
-        return found[0] if found is not None else user_id[:8]
-
-    def _cached_bot(self, user_id: str) -> bool:
-        found = self.users.get(user_id)
-        return found is not None and found[1] in BOT_KINDS
 
     def _rest_call(self, call: Any) -> Any:
         """Run a REST call; on 401 drop the token, log in again and retry once."""
