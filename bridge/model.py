@@ -134,12 +134,15 @@ class Action:
         user_id: Who clicked.
         name: The control, e.g. ``stop``.
         value: What the control carries, e.g. the run id.
+        user_name: The clicker's display name when the platform gives it (empty:
+            unknown; the runtime then names the member by id).
     """
 
     scope: ScopeKey
     user_id: str
     name: str
     value: str = ""
+    user_name: str = ""
 
 
 def _attachments(items: Iterable[Attachment | Mapping[str, Any]]) -> tuple[Attachment, ...]:
