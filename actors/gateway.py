@@ -6,7 +6,9 @@ It runs on this actor's thread, one message at a time, and calls back through
 the :class:`~bridge.platform.IntakeHost` methods here: ``accept`` journals a
 message (the journal is the dedup set) and tells its scope directly, through
 the runtime's directory of live refs; only a scope that is not running is
-reached through the supervisor, which spawns it once.
+reached through the supervisor, which spawns it once. ``act`` hands a member's
+click on a control (a run's Stop) to its scope the same way; a click for a
+scope that is not running is dropped by the supervisor (it has no run to stop).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import pykka
 
 from actors.credentials import access_of, invalidate
 from actors.messages import Init, NamesReady, Route
-from actors.runtime import Runtime, SupervisedActor
+from actors.runtime import Runtime, SupervisedActor, send
 from bridge.board import ConnectionRow
 from bridge.config import AgentSettings, Binding
-from bridge.model import ConnectionKey, Inbound
+from bridge.model import Action, ConnectionKey, Inbound
 from bridge.names import ResolvedNames
 from bridge.platform import Access, ChatPlatform, Intake, IntakeStatus
 
@@ -148,3 +150,13 @@ class Gateway(SupervisedActor):
             channels=status.channels, token_refreshes=status.token_refreshes,
             last_event_at=status.last_event_at, silences=status.silences))
 
+    def act(self, action: Action) -> None:
+        """Tell ``action`` to its scope (directly when it runs; see :func:`actors.runtime.send`).
+
+        An action for a conversation of another connection is logged and dropped.
+        """
+        if action.scope.connection != self._connection:
+            log.warning("gateway %s: %r click for %s dropped (another connection)",
+                        self._connection, action.name, action.scope)
+            return
+        send(self.runtime, f"scope:{action.scope}", action)

@@ -1,4 +1,5 @@
-"""Scope: one conversation (one agent in one channel): access, engage, commands, runs.
+"""Scope: one conversation (one agent in one channel): access, engage, commands, runs,
+and members' clicks on the controls the bridge posted (a run's Stop).
 
 Every decision (a message engaged, kept as context, dropped, refused; a
 command answered or refused; a run started or held back by the run budget) is
@@ -44,6 +45,7 @@ from bridge.commands import (
 from bridge.config import AgentSettings
 from bridge.config_reader import default_workspace
 from bridge.engage import EngageRule
+from bridge.model import Action as Click
 from bridge.model import Inbound
 from bridge.policy import WorkspaceError, check_workspace
 from bridge.scope_logic import Action, ArmDebounce, OverBudget, Refuse, ScopeLogic, StartRun
@@ -83,6 +85,8 @@ class Scope(SupervisedActor):
         #: ``/timeout`` of this scope (seconds), None for the agent's ``timeout_s``.
         self.timeout_s: float | None = None
         self.runner: pykka.ActorRef[Any] | None = None
+        #: Authors of the messages the current run answers (they may stop it).
+        self.requesters: frozenset[str] = frozenset()
         self.last_activity = time.time()
         self.processing: Inbound | None = None
         self.idle = IdleTimer(runtime.timers, self.actor_ref, config.bridge.scope_idle_s,
@@ -111,6 +115,8 @@ class Scope(SupervisedActor):
             self.handle(message)
             self._accept(message)
             self.processing = None
+        elif isinstance(message, Click):
+            self._click(message)
         elif isinstance(message, DebounceElapsed):
             self._apply(self.logic.debounce_elapsed(message.generation))
         elif isinstance(message, StopRun):
@@ -277,10 +283,39 @@ class Scope(SupervisedActor):
                     self.scope.connection, target,
                     f"stopped by {message.author_name} from #{self.logic.channel}"))
             return f"asked {self.agent.name}'s run in #{target[:80]} to stop (if there is one)"
-        if self.runner is not None:
-            self.runner.tell(StopRun(f"stopped by {message.author_name}"))
+        if self._stop_run(message.author_name):
             return f"stopping the current run of {self.agent.name}"
         return f"{self.agent.name} has no run to stop"
+
+    def _stop_run(self, who: str) -> bool:
+        """Stop the current run as ``who`` asked (``/stop``, a Stop click); False: none."""
+        if self.runner is None:
+            return False
+        self.runner.tell(StopRun(f"stopped by {who}"))
+        return True
+
+    def _click(self, click: Click) -> None:
+        """A member's click on a control the bridge posted; only ``stop`` is known.
+
+        A Stop click carries its run's id: it stops the run as ``/stop`` does
+        when that run is still the live one here and the clicker asked for it
+        (an author of a message it answers) or is an admin. Anything else is
+        logged and ignored.
+        """
+        who = f"{click.name!r} click from {click.user_name or click.user_id}"
+        if click.name != "stop":
+            log.info("scope %s: %s ignored (unknown control)", self.key, who)
+            return
+        if self.runner is None or click.value != self.logic.current_run:
+            log.info("scope %s: %s ignored: run %s is not the live run", self.key, who,
+                     click.value[:40])
+            return
+        if click.user_id not in self.requesters and not self.logic.is_admin(click.user_id):
+            log.info("scope %s: %s ignored: neither the run's requester nor an admin", self.key,
+                     who)
+            return
+        log.info("scope %s: %s: stopping run %s", self.key, who, click.value)
+        self._stop_run(click.user_name or click.user_id)
 
     def _cmd_new(self, command: Command, message: Inbound) -> str:
         self.runtime.store.clear_session(self.key)
@@ -429,6 +464,7 @@ class Scope(SupervisedActor):
                                      action.message_ids + action.context_ids)
         agent = self._run_agent()
         session, fingerprint = self._session_for_run(action.run_id, agent)
+        self.requesters = frozenset(line.author_id for line in action.prompt.messages)
         log.info("scope %s: run %s starts with %d message(s) in %s", self.key, action.run_id,
                  len(action.prompt.messages), agent.workspace)
         self.runner = Runner.start(self.runtime, self.actor_ref, self.key, self.delivery_id,

@@ -9,6 +9,9 @@ Feishu/Lark ``oc_…``/``om_…`` ids), and agent names are checked at config lo
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import attrs
 
 #: Separator of a key's printed parts.
@@ -102,6 +105,52 @@ class ConnectionKey:
 
 
 @attrs.frozen
+class Attachment:
+    """A file shared with a message (the platform keeps it; the bridge fetches it on demand).
+
+    Attributes:
+        name: The file's name as the member gave it.
+        size_bytes: Its size in bytes, as the platform reports it (0: unknown).
+        mime_type: Its media type, e.g. ``image/png`` (empty: unknown).
+        ref: The platform's handle to fetch it (a file id or URL); opaque.
+    """
+
+    name: str
+    size_bytes: int = 0
+    mime_type: str = ""
+    ref: str = ""
+
+
+@attrs.frozen
+class Action:
+    """A member's click on a control the bridge posted (e.g. a run's Stop button).
+
+    The platform's adapter checks what the platform lets it check (Slack's
+    envelope, Feishu/Lark's signature) before it hands one over; the runtime
+    checks the rest (the run is still the live one, the member may stop it).
+
+    Attributes:
+        scope: The conversation the control was posted in.
+        user_id: Who clicked.
+        name: The control, e.g. ``stop``.
+        value: What the control carries, e.g. the run id.
+        user_name: The clicker's display name when the platform gives it (empty:
+            unknown; the runtime then names the member by id).
+    """
+
+    scope: ScopeKey
+    user_id: str
+    name: str
+    value: str = ""
+    user_name: str = ""
+
+
+def _attachments(items: Iterable[Attachment | Mapping[str, Any]]) -> tuple[Attachment, ...]:
+    """Attachments as a tuple (the journal stores them as objects)."""
+    return tuple(item if isinstance(item, Attachment) else Attachment(**item) for item in items)
+
+
+@attrs.frozen
 class Inbound:
     """One accepted chat message, as the bridge sees it (platform-neutral).
 
@@ -139,6 +188,7 @@ class Inbound:
         author_known: False when the author's kind could not be learned (the
             lookup failed): such a message never engages an agent (fail closed)
             and is kept as context.
+        attachments: Files shared with the message.
     """
 
     platform: str
@@ -162,6 +212,7 @@ class Inbound:
     stale: bool = False
     author_is_bot: bool = False
     author_known: bool = True
+    attachments: tuple[Attachment, ...] = attrs.field(default=(), converter=_attachments)
 
     @property
     def scope(self) -> ScopeKey:

@@ -18,12 +18,14 @@ journaling and routing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import attrs
 
 from bridge.config import AgentSettings, Binding
-from bridge.model import ConnectionKey, Inbound, Target
+from bridge.errors import ChatError
+from bridge.model import Action, Attachment, ConnectionKey, Inbound, Target
 from bridge.names import ResolvedNames
 from bridge.run_view import Renderer, RunView
 
@@ -34,11 +36,36 @@ __all__ = [
     "Intake",
     "IntakeHost",
     "IntakeStatus",
+    "PlatformCheck",
     "PlatformLimits",
     "Renderer",
     "RunView",
     "Session",
+    "Unsupported",
 ]
+
+
+class Unsupported(ChatError):
+    """The platform has no such thing (reactions, files, buttons): its limits say so.
+
+    The runtime checks :class:`PlatformLimits` before it asks; an adapter raises
+    this rather than pretending to have done it.
+    """
+
+
+@attrs.frozen
+class PlatformCheck:
+    """One finding of a platform's checks for ``bridge doctor``.
+
+    Attributes:
+        name: What was checked, e.g. ``agent coder: slack tokens``.
+        level: ``ok``, ``warn`` (works, but look at it) or ``fail`` (cannot work).
+        message: One line: what is wrong and how to fix it, or what is fine.
+    """
+
+    name: str
+    level: str
+    message: str
 
 
 @attrs.frozen
@@ -51,8 +78,10 @@ class PlatformLimits:
         edit_interval_s: Seconds between two edits of one status message.
         threads: True when conversations can live in threads.
         native_status: True when the platform shows a run's live state natively.
-        buttons: True when posted messages can carry buttons (a Stop control).
+        buttons: True when posted messages can carry buttons (a Stop control);
+            clicks come back through the intake as :class:`bridge.model.Action`.
         reactions: True when messages can get reactions (receipts).
+        files: True when files can be fetched from messages and uploaded.
         session_ttl_s: Seconds a login is reused before the next one (tokens
             are refreshed well before the platform expires them).
     """
@@ -63,6 +92,7 @@ class PlatformLimits:
     native_status: bool = False
     buttons: bool = False
     reactions: bool = False
+    files: bool = False
     session_ttl_s: float = 480.0
 
 
@@ -120,6 +150,44 @@ class ChatClient(Protocol):
 
     def update(self, target: Target, message_id: str, text: str) -> None:
         """Replace the text of a message the identity posted."""
+
+    def delete(self, target: Target, message_id: str) -> None:
+        """Delete a message the identity posted."""
+
+    def react(self, target: Target, message_id: str, reaction: str, *,
+              on: bool = True) -> None:
+        """Add (``on``) or remove a reaction (a receipt) on a message.
+
+        Args:
+            target: Where the message is.
+            message_id: The message.
+            reaction: The platform's reaction name, e.g. ``eyes``.
+            on: False removes it; removing one that is not there is no error.
+
+        Raises:
+            Unsupported: the platform has no reactions (``limits.reactions``).
+        """
+
+    def upload(self, target: Target, path: Path, *, title: str,
+               idempotency_key: str) -> str:
+        """Upload the file at ``path`` into ``target``; return the message (or file) id.
+
+        Raises:
+            Unsupported: the platform takes no files (``limits.files``).
+        """
+
+    def fetch(self, attachment: Attachment, dest: Path, *, max_bytes: int) -> Path:
+        """Download a member's file to ``dest`` (a file path); return it.
+
+        Args:
+            attachment: From :attr:`bridge.model.Inbound.attachments`.
+            dest: Where to write it (its folder exists).
+            max_bytes: Refuse a larger file (bytes).
+
+        Raises:
+            Unsupported: the platform takes no files.
+            bridge.errors.TooLarge: the file is over ``max_bytes``.
+        """
 
     def find_posted(self, target: Target, idempotency_key: str, *, after_seq: int = 0,
                     not_before: float | None = None) -> str | None:
@@ -219,6 +287,9 @@ class IntakeHost(Protocol):
     def publish(self, status: IntakeStatus) -> None:
         """Show the connection's state."""
 
+    def act(self, action: Action) -> None:
+        """Hand a member's click (already checked by the platform) to its conversation."""
+
 
 class Intake(Protocol):
     """One connection's intake, driven by its :class:`IntakeHost` on one thread."""
@@ -265,4 +336,15 @@ class ChatPlatform(Renderer, Protocol):
 
     def client(self, access: Access) -> ChatClient:
         """Outbound calls as the identity that ``access`` belongs to."""
+
+    def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
+               timeout_s: float) -> list[PlatformCheck]:
+        """The platform's lines for ``bridge doctor``: the identity's login, its spaces,
+        the bound channels, what the platform lets it do.
+
+        Args:
+            agent: The agent whose identity is checked.
+            bindings: The agent's bindings on this platform.
+            timeout_s: Longest wait for any one call (seconds).
+        """
 

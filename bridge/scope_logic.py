@@ -37,7 +37,7 @@ import attrs
 
 from bridge.engage import EngageGate, EngageRule
 from bridge.model import Inbound
-from bridge.names import ResolvedNames
+from bridge.names import ResolvedNames, listed
 from bridge.policy import (
     AccessPolicy,
     HourlyBudget,
@@ -201,6 +201,10 @@ class ScopeLogic:
     def sender(self, message: Inbound) -> Sender:
         """The access rules applied to the author and channel of ``message``."""
         return classify_sender(self.access, message, self.agent, self.bot_names, self.names)
+
+    def is_admin(self, user_id: str) -> bool:
+        """Whether ``user_id`` is one of the agent's admins (by id, or a name resolved to it)."""
+        return listed(self.access.admins, user_id, self.names.users)
 
     def refuse_now(self, author_id: str) -> bool:
         """True when ``author_id`` should get the refusal now (once per hour; never silent)."""

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -22,7 +23,7 @@ from actors.app import BridgeApp
 from adapters.agents import build_agent
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
 from adapters.chat.memory.server import Message
-from bridge.board import Board
+from bridge.board import Board, RunRow
 from bridge.compose import bridge_app
 from bridge.config import (
     AgentSettings,
@@ -34,6 +35,7 @@ from bridge.config import (
     load_config,
 )
 from bridge.model import ConnectionKey, ScopeKey, Target
+from bridge.policy import AccessPolicy
 from bridge.prompt import CONTEXT_HEADER, MESSAGES_HEADER
 from bridge.secrets import Secret
 from bridge.store import Store
@@ -175,7 +177,7 @@ def test_a_slow_run_posts_its_status_once_and_edits_it(
     calls: list[tuple[str, str, float]] = []  # (call, message id or key, monotonic time)
     post, edit = chat.server.post, chat.server.edit
 
-    def posting(channel: str, author: str, text: str, **kwargs: str) -> Message:
+    def posting(channel: str, author: str, text: str, **kwargs: Any) -> Message:
         calls.append(("post", kwargs.get("key", ""), time.monotonic()))
         return post(channel, author, text, **kwargs)
 
@@ -287,3 +289,89 @@ def test_a_config_file_on_the_memory_platform_is_not_composed(tmp_path: Path) ->
     with pytest.raises(ValueError, match="platform 'memory'"):
         app.start()
     assert not app.lock.held
+
+
+
+def gated_run(tmp_path: Path, chat: Chat, apps: list[BridgeApp],
+              monkeypatch: pytest.MonkeyPatch,
+              admins: tuple[str, ...] = ()) -> tuple[BridgeApp, Message, RunRow]:
+    """Start echo as a gated command agent (its workspace: ``tmp_path / "ws"``); ann asks
+    in #general. Returns the app, the run's status message and the run (it works until
+    its gate file is made, or it is stopped)."""
+    monkeypatch.setattr(actors.runner, "STATUS_AFTER_S", 0.1)
+    monkeypatch.setattr(actors.runner, "STATUS_TICK_S", 0.1)
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    gated = attrs.evolve(agent("command", (sys.executable, str(script)),
+                               workspace=tmp_path / "ws"), access=AccessPolicy(admins=admins))
+    app = start(config_for(tmp_path, chat, gated), chat, apps)
+    status, run = ask_for_a_run(app, chat, "a long job")
+    return app, status, run
+
+
+def ask_for_a_run(app: BridgeApp, chat: Chat, text: str) -> tuple[Message, RunRow]:
+    """ann asks echo for ``text`` in #general; the run's status message, and the run."""
+    chat.post(chat.general, f"{mention(chat.echo)} {text}")
+    [run] = wait_until(lambda: app.board.snapshot().runs, what="the run")
+    status = wait_until(lambda: next((m for m in chat.by_echo(chat.general)
+                                      if m.key == f"status:{run.run_id}"), None),
+                        what="the run's status message")
+    return status, run
+
+
+def member(chat: Chat, name: str) -> str:
+    """A new member of the space and of #general; their id."""
+    user = chat.server.add_user(name)
+    chat.server.join_space(chat.space, user)
+    chat.server.add_member(chat.general, user)
+    return user
+
+
+def wait_stopped_by(app: BridgeApp, chat: Chat, status: Message, name: str) -> None:
+    """Wait until the run of ``status`` ended as stopped by ``name``, as ``/stop`` shows it."""
+    failed = wait_until(lambda: next((t for t in chat.answers(chat.general)
+                                      if "run failed" in t), None), what="the run stopped")
+    assert failed.startswith(f"⚠ echo: run failed: stopped by {name}")
+    wait_until(lambda: next(m for m in chat.by_echo(chat.general) if m.id == status.id
+                            ).text.startswith(f"echo · failed: stopped by {name}"),
+               what="the status message's final state")
+    wait_until(lambda: not app.board.snapshot().runs, what="the run gone from the board")
+
+
+def test_a_stop_click_by_the_requester_stops_the_run_and_another_member_s_does_not(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bob = member(chat, "bob")
+    app, status, run = gated_run(tmp_path, chat, apps, monkeypatch)  # ann asks
+    # Ignored: bob neither asked for the run nor is an admin; ann's click names
+    # another run; a control the bridge does not know.
+    chat.server.click(chat.general, status.id, bob, "stop", run.run_id)
+    chat.server.click(chat.general, status.id, chat.ann, "stop", "another-run")
+    chat.server.click(chat.general, status.id, chat.ann, "frob", run.run_id)
+    chat.post(chat.general, "/status")  # the scope takes it after the clicks
+    reply = wait_until(lambda: next((t for t in chat.answers(chat.general)
+                                     if t.startswith("echo in #general")), None),
+                       what="the /status reply")
+    assert f"current run: {run.run_id}" in reply
+    # So the run was not stopped: opened, it answers.
+    (tmp_path / "ws" / "gate").touch()
+    wait_until(lambda: any(t.startswith("answer to: ") for t in chat.answers(chat.general)),
+               what="the run's answer")
+    assert not any("run failed" in t for t in chat.answers(chat.general))
+    wait_until(lambda: not app.board.snapshot().runs, what="the run gone from the board")
+
+    # ann asked for the next run: her click stops it as /stop does.
+    status, run = ask_for_a_run(app, chat, "another long job")
+    chat.server.click(chat.general, status.id, chat.ann, "stop", run.run_id)
+    wait_stopped_by(app, chat, status, "ann")
+    assert sum(t.startswith("answer to: ") for t in chat.answers(chat.general)) == 1
+
+
+def test_a_stop_click_by_an_admin_stops_a_run_they_did_not_ask_for(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    carol = member(chat, "carol")
+    app, status, run = gated_run(tmp_path, chat, apps, monkeypatch, admins=(carol,))
+    chat.server.click(chat.general, status.id, carol, "stop", run.run_id)
+    wait_stopped_by(app, chat, status, "carol")
+    assert not any(t.startswith("answer to: ") for t in chat.answers(chat.general))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
 
-from bridge.model import ConnectionKey, Inbound
+from bridge.model import Attachment, ConnectionKey, Inbound
 from bridge.store import (
     MAX_RUN_ATTEMPTS,
     MIGRATIONS,
@@ -48,6 +49,16 @@ def test_open_inbound_round_trips_messages_by_seq(store: Store) -> None:
     assert store.open_inbound(KEY) == [inbound("m1", 1, addressed=False), inbound("m2", 2)]
     assert [m.message_id for m in store.open_scopes()] == ["m2"]
     assert store.count_inbound(KEY) == {"context": 1, "received": 1}
+
+
+def test_open_inbound_round_trips_attachments(store: Store) -> None:
+    shared = attrs.evolve(inbound("m1", 1), attachments=(
+        Attachment("plan.md", 1234, "text/markdown", "F1"),
+        Attachment("screen.png", 0, "", "https://files.example/F2")))
+    store.record_inbound(shared)
+    [back] = store.open_inbound(KEY)
+    assert back == shared
+    assert all(isinstance(item, Attachment) for item in back.attachments)
 
 
 def test_run_lifecycle_moves_messages_and_fills_the_outbox(store: Store) -> None:

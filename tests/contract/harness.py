@@ -2,13 +2,15 @@
 
 A harness sets up one platform with its own server (in memory, or a dev server
 on loopback), an agent identity the platform logs in, a human member in the
-same space, and acts as that member. Add a class and a line in
-:data:`HARNESSES` for each platform; every test in this folder then runs on it.
+same space, and acts as that member (posts, with files where the platform
+takes them; clicks on controls and reads reactions where it has them). Add a
+class and a line in :data:`HARNESSES` for each platform; every test in this
+folder then runs on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import attrs
@@ -18,7 +20,7 @@ from adapters.chat.fabric.platform import FabricPlatform
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
 from bridge.config import AgentSettings, Binding, FabricIdentity, FabricSettings
-from bridge.platform import ChatPlatform
+from bridge.platform import ChatPlatform, Unsupported
 from bridge.secrets import Secret
 
 
@@ -31,12 +33,14 @@ class Shown:
         author_id: Its author's user id.
         text: Its text.
         thread: The id of its thread's first message; empty at the top level.
+        files: The files posted with it: (name, content) in order.
     """
 
     id: str
     author_id: str
     text: str
     thread: str = ""
+    files: tuple[tuple[str, bytes], ...] = ()
 
 
 class Harness(Protocol):
@@ -71,11 +75,19 @@ class Harness(Protocol):
         A plain message in a channel that is not direct is not addressed to the agent.
         """
 
-    def post(self, channel: str, text: str, *, thread: str = "") -> str:
-        """Post ``text`` as the member (in ``thread`` when given); return the message id."""
+    def post(self, channel: str, text: str, *, thread: str = "",
+             files: Mapping[str, bytes] | None = None) -> str:
+        """Post ``text`` as the member (in ``thread`` when given, with ``files``: name ->
+        content, where the platform takes files); return the message id."""
 
     def shows(self, channel: str) -> list[Shown]:
-        """What the channel shows the member, oldest first."""
+        """What the channel shows the member, oldest first (deleted messages left out)."""
+
+    def reactions(self, channel: str, message_id: str) -> dict[str, frozenset[str]]:
+        """The reactions the member sees on a message: name -> the ids of who reacted so."""
+
+    def click(self, channel: str, message_id: str, name: str, value: str = "") -> None:
+        """Click, as the member, the control ``name`` (carrying ``value``) on a message."""
 
     def mention(self) -> str:
         """Text that mentions the identity."""
@@ -113,12 +125,21 @@ class MemoryHarness:
         return self.server.add_channel(self.space, name, [self.member_id, self.identity_id],
                                        direct=direct)
 
-    def post(self, channel: str, text: str, *, thread: str = "") -> str:
-        return self.server.post(channel, self.member_id, text, thread=thread).id
+    def post(self, channel: str, text: str, *, thread: str = "",
+             files: Mapping[str, bytes] | None = None) -> str:
+        return self.server.post(channel, self.member_id, text, thread=thread, files=files).id
 
     def shows(self, channel: str) -> list[Shown]:
-        return [Shown(m.id, m.author, m.text, m.thread)
+        return [Shown(m.id, m.author, m.text, m.thread,
+                      tuple((f.name, self.server.download(f.id, self.member_id)[1])
+                            for f in m.files))
                 for m in self.server.history(channel, self.member_id)]
+
+    def reactions(self, channel: str, message_id: str) -> dict[str, frozenset[str]]:
+        return self.server.reactions(channel, message_id, self.member_id)
+
+    def click(self, channel: str, message_id: str, name: str, value: str = "") -> None:
+        self.server.click(channel, message_id, self.member_id, name, value)
 
     def mention(self) -> str:
         return mention(self.identity_id)
@@ -166,13 +187,21 @@ class FabricHarness:
                                              members=[self.identity_id], public=not direct)
         return str(channel["id"])
 
-    def post(self, channel: str, text: str, *, thread: str = "") -> str:
+    def post(self, channel: str, text: str, *, thread: str = "",
+             files: Mapping[str, bytes] | None = None) -> str:
         assert not thread, "Fabric has no threads"
+        assert not files, "Fabric takes no files"
         return str(self.member.post(channel, text)["messageId"])
 
     def shows(self, channel: str) -> list[Shown]:
         return [Shown(m["messageId"], m["authorUserId"], m["content"])
-                for m in self.member.history(channel)]
+                for m in self.member.history(channel) if not m.get("isDeleted")]
+
+    def reactions(self, channel: str, message_id: str) -> dict[str, frozenset[str]]:
+        raise Unsupported("Fabric has no reactions")
+
+    def click(self, channel: str, message_id: str, name: str, value: str = "") -> None:
+        raise Unsupported("Fabric has no buttons")
 
     def mention(self) -> str:
         return f"<@{self.identity_id}>"

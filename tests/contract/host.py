@@ -4,7 +4,8 @@ The thread calls :meth:`Intake.start`, then :meth:`Intake.handle` for each
 queued message, one at a time, and :meth:`Intake.close` at the end. Delayed
 messages wait on :class:`threading.Timer` objects (cancelled at the end).
 :meth:`TestHost.accept` is the journal: it records every call, keeps each
-message id once, and stores cursors in a dict that a later host can start from.
+message id once, and stores cursors in a dict that a later host can start from;
+:meth:`TestHost.act` records the members' clicks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from bridge.config import AgentSettings, Binding
 from bridge.errors import NotFound
-from bridge.model import ConnectionKey, Inbound
+from bridge.model import Action, ConnectionKey, Inbound
 from bridge.names import ResolvedNames
 from bridge.platform import Access, ChatPlatform, Intake, IntakeStatus, Session
 from tests.support import wait_until
@@ -57,6 +58,8 @@ class TestHost:
         self.accepted: list[Inbound] = []
         self.saved: dict[str, tuple[str, int]] = dict(cursors or {})
         self.statuses: list[IntakeStatus] = []
+        #: Every act() call, in order.
+        self.actions: list[Action] = []
         #: Messages the intake answered False for, and exceptions it raised.
         self.unknown: list[object] = []
         self.errors: list[BaseException] = []
@@ -196,3 +199,7 @@ class TestHost:
     def publish(self, status: IntakeStatus) -> None:
         with self._lock:
             self.statuses.append(status)
+
+    def act(self, action: Action) -> None:
+        with self._lock:
+            self.actions.append(action)

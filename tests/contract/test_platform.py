@@ -2,16 +2,20 @@
 
 Each test acts as a member would (through the harness) and as the runtime
 does (through the platform, its client and an intake driven by a TestHost),
-and checks what the other side sees.
+and checks what the other side sees. What a platform may lack (reactions,
+files, buttons) is tested as its limits declare it: it works when they say
+yes, and the client's call raises :class:`Unsupported` when they say no.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bridge.errors import LoginRefused, RetryLater
-from bridge.model import Inbound, Target
-from bridge.platform import Access, ChatClient
+from bridge.errors import Forbidden, LoginRefused, RetryLater, TooLarge
+from bridge.model import Action, Attachment, ConnectionKey, Inbound, Target
+from bridge.platform import Access, ChatClient, Unsupported
 from bridge.run_view import RunView, StepView
 from tests.contract.conftest import OpenHost
 from tests.contract.harness import Harness, Shown
@@ -209,3 +213,99 @@ def test_limits_and_rendering(harness: Harness) -> None:
     for number, piece in enumerate([*pieces, status]):
         client.post(Target(channel), piece, idempotency_key=f"piece-{number}")
     assert [s.text for s in harness.shows(channel)] == [*pieces, status]
+
+
+def test_delete_removes_the_identity_s_message_only(harness: Harness) -> None:
+    channel = harness.make_channel("deletes")
+    client, _ = _client(harness)
+    target = Target(channel)
+    gone = client.post(target, "soon gone", idempotency_key="d-1")
+    kept = client.post(target, "stays", idempotency_key="d-2")
+    members = harness.post(channel, "a member's words")
+    client.delete(target, gone)
+    assert [s.id for s in harness.shows(channel)] == [kept, members]
+    assert client.find_posted(target, "d-2") == kept
+    with pytest.raises(Forbidden):
+        client.delete(target, members)
+    assert [s.id for s in harness.shows(channel)] == [kept, members]
+
+
+def test_reactions(harness: Harness) -> None:
+    channel = harness.make_channel("receipts")
+    client, access = _client(harness)
+    target = Target(channel)
+    asked = harness.post(channel, "react to me")
+    if not harness.platform.limits.reactions:
+        with pytest.raises(Unsupported):
+            client.react(target, asked, "eyes")
+        return
+    client.react(target, asked, "eyes")
+    client.react(target, asked, "eyes")  # adding twice is one reaction
+    client.react(target, asked, "white_check_mark")
+    assert harness.reactions(channel, asked) == {"eyes": {access.user_id},
+                                                 "white_check_mark": {access.user_id}}
+    client.react(target, asked, "eyes", on=False)
+    client.react(target, asked, "eyes", on=False)  # removing one that is gone is no error
+    assert harness.reactions(channel, asked) == {"white_check_mark": {access.user_id}}
+    client.react(target, asked, "white_check_mark", on=False)
+    assert harness.reactions(channel, asked) == {}
+
+
+def test_an_uploaded_file_is_seen_by_members(harness: Harness, tmp_path: Path) -> None:
+    channel = harness.make_channel("uploads")
+    client, access = _client(harness)
+    target = Target(channel)
+    path = tmp_path / "answer.md"
+    content = "# The answer\n\nlong enough to go up as a file ✓\n".encode()
+    path.write_bytes(content)
+    if not harness.platform.limits.files:
+        with pytest.raises(Unsupported):
+            client.upload(target, path, title="the answer", idempotency_key="f-1")
+        return
+    posted = client.upload(target, path, title="the answer", idempotency_key="f-1")
+    assert _shown(harness, channel, posted) == Shown(posted, access.user_id, "the answer",
+                                                     files=(("answer.md", content),))
+    assert client.find_posted(target, "f-1") == posted
+
+
+def test_a_member_s_file_is_fetched_byte_for_byte(harness: Harness, open_host: OpenHost,
+                                                  tmp_path: Path) -> None:
+    client, _ = _client(harness)
+    if not harness.platform.limits.files:
+        with pytest.raises(Unsupported):
+            client.fetch(Attachment("notes.txt", 5, "text/plain", "any"), tmp_path / "notes.txt",
+                         max_bytes=1000)
+        return
+    channel = harness.make_channel("files-in")
+    host = open_host()
+    content = bytes(range(256)) * 40  # every byte value, 10,240 bytes
+    harness.post(channel, "see the file", files={"data.bin": content})
+    [attachment] = host.wait_accepted("see the file").attachments
+    assert (attachment.name, attachment.size_bytes) == ("data.bin", len(content))
+    fetched = client.fetch(attachment, tmp_path / "data.bin", max_bytes=len(content))
+    assert fetched == tmp_path / "data.bin" and fetched.read_bytes() == content
+    with pytest.raises(TooLarge):
+        client.fetch(attachment, tmp_path / "too-big.bin", max_bytes=len(content) - 1)
+    assert not (tmp_path / "too-big.bin").exists()
+
+
+def test_a_click_on_the_identity_s_control_reaches_act(harness: Harness,
+                                                       open_host: OpenHost) -> None:
+    if not harness.platform.limits.buttons:
+        pytest.skip(f"{harness.platform.name} has no buttons (the port has no call to refuse)")
+    channel = harness.make_channel("controls")
+    host = open_host()
+    client, _ = _client(harness)
+    members = harness.post(channel, "a member's message")
+    host.wait_accepted("a member's message")
+    status = client.post(Target(channel), "a run's status", idempotency_key="s-1")
+    harness.click(channel, members, "stop", "run-0")  # not the identity's: never handed on
+    harness.click(channel, status, "stop", "run-1")
+    [action] = host.wait(lambda: list(host.actions), "the click handed to act()")
+    scope = ConnectionKey(harness.platform.name, harness.agent.name, harness.space).scope(channel)
+    assert (action.scope, action.user_id, action.name, action.value) == (
+        scope, harness.member_id, "stop", "run-1")
+    assert isinstance(action, Action) and action.user_name
+    harness.post(channel, "after the clicks")
+    host.wait_accepted("after the clicks")
+    assert len(host.actions) == 1

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import NoReturn
+
 import requests
 
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess
-from bridge.model import Target
+from bridge.model import Attachment, Target
+from bridge.platform import Unsupported
 
 
 class FabricClient:
-    """Posts, edits, "did it land?" and presence as one identity in one guild.
+    """Posts, edits, deletes, "did it land?" and presence as one identity in one guild.
 
     Fabric has no threads: a target's thread is ignored (the platform declares
-    ``threads = False``, so the runtime never makes one).
+    ``threads = False``, so the runtime never makes one). It has no reactions
+    and takes no files: those calls raise :class:`bridge.platform.Unsupported`
+    (its limits say so).
 
     Args:
         access: The identity's access to the guild.
@@ -35,6 +41,41 @@ class FabricClient:
     def update(self, target: Target, message_id: str, text: str) -> None:
         """Replace the text of one of the identity's messages."""
         self.guild.edit(target.channel, message_id, text)
+
+    def delete(self, target: Target, message_id: str) -> None:
+        """Delete one of the identity's messages.
+
+        Raises:
+            bridge.errors.ChatError: typed by status (403: not the author; 409: deleted
+                already or the channel is closed).
+        """
+        self.guild.delete(target.channel, message_id)
+
+    def react(self, target: Target, message_id: str, reaction: str, *,
+              on: bool = True) -> NoReturn:
+        """Fabric has no reactions.
+
+        Raises:
+            Unsupported: always.
+        """
+        raise Unsupported("Fabric has no reactions (its limits say reactions = False)")
+
+    def upload(self, target: Target, path: Path, *, title: str,
+               idempotency_key: str) -> NoReturn:
+        """Fabric takes no files from the bridge.
+
+        Raises:
+            Unsupported: always.
+        """
+        raise Unsupported("Fabric takes no file uploads (its limits say files = False)")
+
+    def fetch(self, attachment: Attachment, dest: Path, *, max_bytes: int) -> NoReturn:
+        """The bridge fetches no files from Fabric.
+
+        Raises:
+            Unsupported: always.
+        """
+        raise Unsupported("Fabric files are not fetched (its limits say files = False)")
 
     def find_posted(self, target: Target, idempotency_key: str, *, after_seq: int = 0,
                     not_before: float | None = None) -> str | None:

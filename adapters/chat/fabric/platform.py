@@ -12,7 +12,7 @@ from adapters.chat.fabric.intake import FabricIntake
 from adapters.chat.fabric.render import FabricRenderer
 from adapters.chat.fabric.rest import FabricCenter, FabricSession, GuildAccess, http_session
 from bridge.config import AgentSettings, Binding, FabricSettings
-from bridge.platform import Access, IntakeHost, PlatformLimits
+from bridge.platform import Access, IntakeHost, PlatformCheck, PlatformLimits
 from bridge.run_view import RunView
 
 #: The platform's name in config, keys and the store.
@@ -63,6 +63,11 @@ class FabricPlatform:
         """REST calls as the identity of ``access`` (a guild access from :meth:`login`)."""
         assert isinstance(access, GuildAccess)
         return FabricClient(access, self._http())
+
+    def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
+               timeout_s: float) -> list[PlatformCheck]:
+        """No lines yet."""
+        return []  # implemented on the checks branch
 
     def _http(self) -> requests.Session:
         """The calling thread's HTTP session (made on its first call)."""

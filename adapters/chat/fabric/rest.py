@@ -418,6 +418,10 @@ class FabricGuild:
                           "edit message", json={"content": content})
         return data if isinstance(data, dict) else {}
 
+    def delete(self, channel_id: str, message_id: str) -> None:
+        """``DELETE /channels/:id/messages/:messageId`` (inferred path); author only."""
+        self._call("DELETE", f"/channels/{channel_id}/messages/{message_id}", "delete message")
+
     def set_presence(self, status: str) -> None:
         """``PUT /agents/:userId/presence``."""
         self._call("PUT", f"/agents/{self.access.user_id}/presence", "set presence",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 
 from adapters.chat.memory.server import MemoryServer
-from bridge.model import Target
+from bridge.errors import TooLarge
+from bridge.model import Attachment, Target
 from bridge.platform import Access
 
 
@@ -80,6 +83,43 @@ class MemoryClient:
     def update(self, target: Target, message_id: str, text: str) -> None:
         """Replace the text of a message the identity posted."""
         self.server.edit(target.channel, message_id, self._me(), text)
+
+    def delete(self, target: Target, message_id: str) -> None:
+        """Delete a message the identity posted."""
+        self.server.delete(target.channel, message_id, self._me())
+
+    def react(self, target: Target, message_id: str, reaction: str, *,
+              on: bool = True) -> None:
+        """Add (``on``) or remove the identity's ``reaction`` on a message (idempotent)."""
+        self.server.react(target.channel, message_id, self._me(), reaction, on=on)
+
+    def upload(self, target: Target, path: Path, *, title: str,
+               idempotency_key: str) -> str:
+        """Post the file at ``path`` (named as it is) with ``title`` as its text.
+
+        Returns:
+            The id of the message that carries the file (:meth:`find_posted` finds
+            it by ``idempotency_key``).
+
+        Raises:
+            OSError: ``path`` cannot be read.
+        """
+        content = path.read_bytes()
+        return self.server.post(target.channel, self._me(), title, thread=target.thread,
+                                key=idempotency_key, files={path.name: content}).id
+
+    def fetch(self, attachment: Attachment, dest: Path, *, max_bytes: int) -> Path:
+        """Write a member's file (``attachment.ref`` is its file id) to ``dest``.
+
+        Raises:
+            bridge.errors.TooLarge: The file is over ``max_bytes`` (nothing is written).
+            bridge.errors.NotFound: No such file (or its message was deleted).
+        """
+        file, content = self.server.download(attachment.ref, self._me())
+        if file.size_bytes > max_bytes:
+            raise TooLarge(f"file {file.name!r} is {file.size_bytes} bytes, over {max_bytes}")
+        dest.write_bytes(content)
+        return dest
 
     def find_posted(self, target: Target, idempotency_key: str, *, after_seq: int = 0,
                     not_before: float | None = None) -> str | None:

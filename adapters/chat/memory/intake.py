@@ -10,7 +10,11 @@ position order per channel: one already seen is dropped, one after a gap
 fetches the gap first. The identity's own messages only move the cursor.
 
 A message is addressed to the agent in a direct channel, or when it mentions
-the identity (``<@USER_ID>``, see :func:`mention`).
+the identity (``<@USER_ID>``, see :func:`mention`). Files posted with a message
+become its attachments (their ``ref`` is the server's file id). A member's
+click on a control of one of the identity's messages in a bound channel is
+handed to the host as an :class:`bridge.model.Action` of that message's
+conversation (clicks are live only: one made while disconnected is lost).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import attrs
 from adapters.chat.memory.server import (
     Channel,
     ChannelsChanged,
+    Clicked,
     Connection,
     Event,
     MemoryServer,
@@ -32,7 +37,7 @@ from adapters.chat.memory.server import (
 )
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError, LoginRefused, NotFound, Unauthorized
-from bridge.model import Inbound
+from bridge.model import Action, Attachment, Inbound
 from bridge.names import ResolvedNames, channel_entries, resolve_names, user_entries
 from bridge.platform import Access, IntakeHost, IntakeStatus
 
@@ -261,8 +266,8 @@ class MemoryIntake:
 
     def _first_sight(self, channel: Channel) -> None:
         """Start a channel never read before :attr:`first_sight` messages back."""
-        count = len(self.server.history(channel.id, self._user_id()))
-        start = max(0, count - self.first_sight)
+        history = self.server.history(channel.id, self._user_id())
+        start = max(0, (history[-1].position if history else 0) - self.first_sight)
         self.last[channel.id] = start
         self.host.save_cursor(channel.id, str(start), start)
         if start:
@@ -295,6 +300,20 @@ class MemoryIntake:
                 self._catch_up_channel(message.channel)  # the gap, then this one
             else:
                 self._take(message, catch_up=False)
+        elif isinstance(event, Clicked):
+            self._clicked(event)
+
+    def _clicked(self, event: Clicked) -> None:
+        """Hand a member's click on one of the identity's messages to the host."""
+        message = event.message
+        channel = self.channels.get(message.channel)
+        if channel is None or message.author != self._user_id() or event.user == message.author:
+            return
+        binding = self._binding(channel)
+        per_thread = binding is not None and binding.scope == "thread"
+        scope = self.host.connection.scope(channel.id, message.thread if per_thread else "")
+        self.host.act(Action(scope, event.user, event.name, event.value,
+                             self.server.user(event.user).name))
 
     def _take(self, message: Message, *, catch_up: bool) -> None:
         """Move the channel's position past ``message`` and accept it, unless it is our own."""
@@ -314,7 +333,9 @@ class MemoryIntake:
             author_name=author.name, content=message.text, created_at=message.created_iso,
             thread=message.thread, per_thread=binding is not None and binding.scope == "thread",
             addressed=channel.direct or mentioned, is_direct=channel.direct,
-            mentioned=mentioned, catch_up=catch_up, author_is_bot=author.bot))
+            mentioned=mentioned, catch_up=catch_up, author_is_bot=author.bot,
+            attachments=tuple(Attachment(f.name, f.size_bytes, f.mime_type, f.id)
+                              for f in message.files)))
 
     def _publish(self) -> None:
         self.host.publish(IntakeStatus(

@@ -17,7 +17,7 @@ from adapters.chat.memory.intake import FIRST_SIGHT, MemoryIntake
 from adapters.chat.memory.server import MemoryServer
 from bridge.config import AgentSettings, Binding
 from bridge.errors import LoginRefused
-from bridge.platform import Access, IntakeHost, PlatformLimits
+from bridge.platform import Access, IntakeHost, PlatformCheck, PlatformLimits
 from bridge.run_view import RunView
 
 
@@ -39,7 +39,8 @@ class MemoryPlatform:
         self.server = server
         self._name = name
         self._limits = PlatformLimits(text_chars=server.text_chars,
-                                      edit_interval_s=edit_interval_s, threads=True)
+                                      edit_interval_s=edit_interval_s, threads=True,
+                                      buttons=True, reactions=True, files=True)
         self.first_sight = first_sight
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
@@ -51,7 +52,8 @@ class MemoryPlatform:
 
     @property
     def limits(self) -> PlatformLimits:
-        """Text up to the server's limit, threads; no native status, buttons or reactions."""
+        """Text up to the server's limit, threads, buttons, reactions and files; no native
+        status."""
         return self._limits
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
@@ -82,6 +84,11 @@ class MemoryPlatform:
     def client(self, access: Access) -> MemoryClient:
         """Outbound calls as the identity of ``access``."""
         return MemoryClient(self.server, access)
+
+    def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
+               timeout_s: float) -> list[PlatformCheck]:
+        """No lines yet."""
+        return []  # implemented on the checks branch
 
     def render_status(self, view: RunView) -> str:
         """The live status text (see :func:`adapters.chat.memory.render.render_status`)."""

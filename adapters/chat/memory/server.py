@@ -5,11 +5,17 @@ agent identities, each with an optional login credential), spaces they
 belong to, channels (direct or not) with their members, and messages with an
 id, an increasing position per channel, an author, an optional thread (the
 id of a top-level message of the same channel) and an optional idempotency
-key. Members and identities post through the same calls.
+key, and the files posted with it. Members and identities post, edit,
+delete, react and click through the same calls. A deleted message keeps its
+position (later positions never move) but is no longer read. Reactions are
+kept per message as a set of users per reaction name; a file's content is
+kept by the server and downloaded by its id by a member of its channel.
 
 Live connections (:meth:`MemoryServer.connect`) get every message posted in
-a channel their user is a member of, and a :class:`ChannelsChanged` when
-that user's channel list changes. Callbacks run on the posting thread while
+a channel their user is a member of, a :class:`ChannelsChanged` when that
+user's channel list changes, and a :class:`Clicked` when a member clicks a
+control on a message their user posted (which controls a message carries is
+the poster's business: the server takes a click on any). Callbacks run on the posting thread while
 the server's lock is held, so they see messages in position order; they must
 only hand the event on (a queue), never block or call back into the server
 from another thread.
@@ -24,10 +30,11 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import mimetypes
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
@@ -82,6 +89,23 @@ class Channel:
 
 
 @attrs.frozen
+class File:
+    """A file posted with a message (its content is kept by the server).
+
+    Attributes:
+        id: Its id (``F1``, ...; what :meth:`MemoryServer.download` takes).
+        name: Its name as posted.
+        size_bytes: Its size in bytes.
+        mime_type: Its media type, guessed from the name (empty: unknown).
+    """
+
+    id: str
+    name: str
+    size_bytes: int
+    mime_type: str = ""
+
+
+@attrs.frozen
 class Message:
     """A posted message.
 
@@ -95,6 +119,8 @@ class Message:
         thread: The id of the thread's top-level message; empty at the top level.
         key: The idempotency key the post carried (empty: none).
         edited: True once the text was edited.
+        files: The files posted with it.
+        deleted: True once its author deleted it (it is no longer read).
     """
 
     id: str
@@ -106,6 +132,8 @@ class Message:
     thread: str = ""
     key: str = ""
     edited: bool = False
+    files: tuple[File, ...] = ()
+    deleted: bool = False
 
     @property
     def created_iso(self) -> str:
@@ -128,7 +156,18 @@ class ChannelsChanged:
     space: str
 
 
-Event = Posted | ChannelsChanged
+@attrs.frozen
+class Clicked:
+    """Event: ``user`` clicked the control ``name`` (carrying ``value``) on ``message``,
+    which the connection's user posted."""
+
+    message: Message
+    user: str
+    name: str
+    value: str
+
+
+Event = Posted | ChannelsChanged | Clicked
 
 
 class Connection:
@@ -186,6 +225,10 @@ class MemoryServer:
         self._spaces: dict[str, tuple[str, set[str]]] = {}
         self._channels: dict[str, Channel] = {}
         self._messages: dict[str, list[Message]] = {}
+        #: Message id -> reaction name -> the users who reacted so.
+        self._reactions: dict[str, dict[str, set[str]]] = {}
+        #: File id -> (the channel it was posted in, its content).
+        self._files: dict[str, tuple[str, bytes]] = {}
         self._tokens: dict[str, _Token] = {}
         self._presence: dict[str, bool] = {}
         self._connections: list[Connection] = []
@@ -317,7 +360,8 @@ class MemoryServer:
             return [c for c in self._channels.values() if c.space == space and user in c.members]
 
     def history(self, channel_id: str, reader: str, *, after: int = 0) -> list[Message]:
-        """The channel's messages after position ``after``, oldest first (threads included).
+        """The channel's messages after position ``after``, oldest first (threads included;
+        deleted ones left out).
 
         Raises:
             NotFound: No such channel.
@@ -325,7 +369,39 @@ class MemoryServer:
         """
         with self._lock:
             self._member(channel_id, reader)
-            return list(self._messages[channel_id][max(0, after):])
+            return [m for m in self._messages[channel_id][max(0, after):] if not m.deleted]
+
+    def reactions(self, channel_id: str, message_id: str, reader: str) -> dict[str, frozenset[str]]:
+        """The reactions on a message: reaction name -> the ids of the users who reacted so.
+
+        Raises:
+            NotFound: No such channel or message.
+            Forbidden: ``reader`` is not a member.
+        """
+        with self._lock:
+            self._member(channel_id, reader)
+            self._message(channel_id, message_id)
+            return {name: frozenset(users)
+                    for name, users in self._reactions.get(message_id, {}).items() if users}
+
+    def download(self, file_id: str, reader: str) -> tuple[File, bytes]:
+        """A posted file and its content.
+
+        Raises:
+            NotFound: No such file, or its message was deleted.
+            Forbidden: ``reader`` is not a member of the file's channel.
+        """
+        with self._lock:
+            found = self._files.get(file_id)
+            if found is None:
+                raise NotFound(f"no file {file_id}")
+            channel_id, content = found
+            self._member(channel_id, reader)
+            for message in self._messages[channel_id]:
+                for file in message.files:
+                    if file.id == file_id and not message.deleted:
+                        return file, content
+            raise NotFound(f"file {file_id} was deleted")
 
     def presence(self, user: str) -> bool:
         """True when ``user`` shows as busy."""
@@ -335,15 +411,16 @@ class MemoryServer:
     # -- writing -----------------------------------------------------------------
 
     def post(self, channel_id: str, author: str, text: str, *, thread: str = "",
-             key: str = "") -> Message:
+             key: str = "", files: Mapping[str, bytes] | None = None) -> Message:
         """Post ``text`` as ``author`` and tell the channel's live connections.
 
         Args:
             channel_id: The channel.
             author: A member's user id.
-            text: At most :attr:`text_chars` characters, not blank.
+            text: At most :attr:`text_chars` characters; not blank unless files come with it.
             thread: The id of a top-level message of the channel to reply under.
             key: The post's idempotency key, kept with the message.
+            files: Files posted with it: name -> content.
 
         Returns:
             The stored message.
@@ -357,7 +434,7 @@ class MemoryServer:
         """
         with self._lock:
             self._member(channel_id, author)
-            if not text.strip():
+            if not text.strip() and not files:
                 raise BadRequest("empty text")
             if len(text) > self.text_chars:
                 raise TooLarge(f"text is {len(text)} characters, over {self.text_chars}")
@@ -372,8 +449,10 @@ class MemoryServer:
                 fail.count -= 1
                 if not fail.landed:
                     raise RetryLater("injected failure", fail.retry_after_s, ambiguous=True)
+            stored = tuple(self._store_file(channel_id, name, content)
+                           for name, content in (files or {}).items())
             message = Message(self._new_id("M"), channel_id, len(messages) + 1, author, text,
-                              self._clock(), thread, key)
+                              self._clock(), thread, key, files=stored)
             messages.append(message)
             channel = self._channels[channel_id]
             self._tell(channel.members, channel.space, Posted(message))
@@ -397,14 +476,60 @@ class MemoryServer:
                 raise BadRequest("empty text")
             if len(text) > self.text_chars:
                 raise TooLarge(f"text is {len(text)} characters, over {self.text_chars}")
+            index = self._own(channel_id, message_id, author)
             messages = self._messages[channel_id]
-            index = next((i for i, m in enumerate(messages) if m.id == message_id), None)
-            if index is None:
-                raise NotFound(f"no message {message_id} in {channel_id}")
-            if messages[index].author != author:
-                raise Forbidden("only the author edits a message")
             messages[index] = attrs.evolve(messages[index], text=text, edited=True)
             return messages[index]
+
+    def delete(self, channel_id: str, message_id: str, author: str) -> None:
+        """Delete a message ``author`` posted (its files and reactions go with it).
+
+        Raises:
+            NotFound: No such channel or message (or it is deleted already).
+            Forbidden: ``author`` is not a member, or not the message's author.
+        """
+        with self._lock:
+            self._member(channel_id, author)
+            index = self._own(channel_id, message_id, author)
+            messages = self._messages[channel_id]
+            messages[index] = attrs.evolve(messages[index], text="", files=(), deleted=True)
+            self._reactions.pop(message_id, None)
+
+    def react(self, channel_id: str, message_id: str, user: str, reaction: str, *,
+              on: bool = True) -> None:
+        """Add (``on``) or remove ``user``'s ``reaction`` on a message; both are idempotent.
+
+        Raises:
+            NotFound: No such channel or message.
+            Forbidden: ``user`` is not a member.
+            BadRequest: ``reaction`` is blank.
+        """
+        with self._lock:
+            self._member(channel_id, user)
+            self._message(channel_id, message_id)
+            if not reaction.strip():
+                raise BadRequest("empty reaction")
+            users = self._reactions.setdefault(message_id, {}).setdefault(reaction, set())
+            if on:
+                users.add(user)
+            else:
+                users.discard(user)
+
+    def click(self, channel_id: str, message_id: str, user: str, name: str,
+              value: str = "") -> None:
+        """``user`` clicks the control ``name`` on a message; its author's connections are told.
+
+        Raises:
+            NotFound: No such channel or message.
+            Forbidden: ``user`` is not a member.
+            BadRequest: ``name`` is blank.
+        """
+        with self._lock:
+            channel = self._member(channel_id, user)
+            message = self._message(channel_id, message_id)
+            if not name.strip():
+                raise BadRequest("empty control name")
+            self._tell({message.author}, channel.space, Clicked(message, user, name, value))
 
     def set_presence(self, user: str, busy: bool) -> None:
         """Show ``user`` as busy or idle."""
@@ -506,6 +631,31 @@ class MemoryServer:
         if channel is None:
             raise NotFound(f"no channel {channel_id}")
         return channel
+
+    def _message(self, channel_id: str, message_id: str) -> Message:
+        found = next((m for m in self._messages[channel_id] if m.id == message_id), None)
+        if found is None or found.deleted:
+            raise NotFound(f"no message {message_id} in {channel_id}")
+        return found
+
+    def _own(self, channel_id: str, message_id: str, author: str) -> int:
+        """The index of ``author``'s live message ``message_id`` in the channel's list."""
+        messages = self._messages[channel_id]
+        index = next((i for i, m in enumerate(messages)
+                      if m.id == message_id and not m.deleted), None)
+        if index is None:
+            raise NotFound(f"no message {message_id} in {channel_id}")
+        if messages[index].author != author:
+            raise Forbidden("only the author changes a message")
+        return index
+
+    def _store_file(self, channel_id: str, name: str, content: bytes) -> File:
+        if not name.strip() or "/" in name:
+            raise BadRequest(f"bad file name {name[:80]!r}")
+        file = File(self._new_id("F"), name, len(content),
+                    mimetypes.guess_type(name)[0] or "")
+        self._files[file.id] = (channel_id, content)
+        return file
 
     def _member(self, channel_id: str, user: str) -> Channel:
         channel = self._channel(channel_id)
