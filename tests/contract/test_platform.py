@@ -7,6 +7,7 @@ and checks what the other side sees.
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from bridge.errors import LoginRefused, RetryLater
@@ -209,3 +210,22 @@ def test_limits_and_rendering(harness: Harness) -> None:
     for number, piece in enumerate([*pieces, status]):
         client.post(Target(channel), piece, idempotency_key=f"piece-{number}")
     assert [s.text for s in harness.shows(channel)] == [*pieces, status]
+
+
+def test_checks_for_doctor(harness: Harness) -> None:
+    platform, bindings = harness.platform, harness.bindings()
+    found = platform.checks(harness.agent, bindings, timeout_s=3.0)
+    assert found and [c.level for c in found] == ["ok"] * len(found), found
+    assert harness.agent.name in found[0].message  # the login comes first, naming the agent
+
+    refused = platform.checks(harness.refused, bindings, timeout_s=3.0)
+    assert [c.level for c in refused] == ["fail"]
+    assert harness.refused.name in refused[0].message
+
+    elsewhere = platform.checks(harness.agent, [attrs.evolve(bindings[0], space="no-such")],
+                                timeout_s=3.0)
+    assert [c.level for c in elsewhere] == ["ok", "fail"]
+    assert "no-such" in elsewhere[1].message
+    for check in [*found, *refused, *elsewhere]:
+        for agent in (harness.agent, harness.refused):
+            assert agent.api_key.reveal() not in check.message

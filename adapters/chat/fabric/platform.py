@@ -7,12 +7,13 @@ from collections.abc import Sequence
 
 import requests
 
+from adapters.chat.fabric.checks import FabricChecks
 from adapters.chat.fabric.client import FabricClient
 from adapters.chat.fabric.intake import FabricIntake
 from adapters.chat.fabric.render import FabricRenderer
 from adapters.chat.fabric.rest import FabricCenter, FabricSession, GuildAccess, http_session
 from bridge.config import AgentSettings, Binding, FabricSettings
-from bridge.platform import Access, IntakeHost, PlatformLimits
+from bridge.platform import Access, IntakeHost, PlatformCheck, PlatformLimits
 from bridge.run_view import RunView
 
 #: The platform's name in config, keys and the store.
@@ -38,6 +39,7 @@ class FabricPlatform:
         #: One HTTP session per calling thread (each actor posts on its own thread),
         #: so posts reuse their connection without sharing a session across threads.
         self.local = threading.local()
+        self._checks = FabricChecks(settings.center_url)
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
         """The guilds the bindings name, sorted."""
@@ -63,6 +65,15 @@ class FabricPlatform:
         """REST calls as the identity of ``access`` (a guild access from :meth:`login`)."""
         assert isinstance(access, GuildAccess)
         return FabricClient(access, self._http())
+
+    def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
+               timeout_s: float) -> list[PlatformCheck]:
+        """Doctor's lines for the agent: Center login, each bound guild, the config's names.
+
+        See :mod:`adapters.chat.fabric.checks`; once Center was found unreachable,
+        later agents get no line.
+        """
+        return self._checks.run(agent, bindings, timeout_s=timeout_s)
 
     def _http(self) -> requests.Session:
         """The calling thread's HTTP session (made on its first call)."""
