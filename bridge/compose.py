@@ -18,7 +18,8 @@ from bridge.board import Board
 from bridge.config import Config
 from bridge.platform import ChatPlatform
 
-__all__ = ["DevGuildMissing", "DevGuildService", "bridge_app", "devguild_of", "platforms"]
+__all__ = ["DevGuildMissing", "DevGuildService", "bridge_app", "devguild_of", "platform",
+           "platforms"]
 
 if TYPE_CHECKING:  # the dev guild's server needs aiohttp, an extra
     from adapters.chat.fabric.devguild import DevGuild
@@ -30,21 +31,27 @@ def platforms(config: Config) -> dict[str, ChatPlatform]:
     """The chat platforms the config's bindings use, by name.
 
     Raises:
-        ValueError: a platform the code cannot build from a config (not yet
-            supported, or the in-memory one).
+        ValueError: a platform the code cannot build from a config (see :func:`platform`).
     """
-    made: dict[str, ChatPlatform] = {}
-    for name in sorted({b.platform for b in config.bindings}):
-        if name == "fabric":
-            made[name] = FabricPlatform(config.fabric, config.bridge.catch_up_window_s)
-        elif name == "memory":
-            raise ValueError("platform 'memory' is the in-memory platform for tests: a "
-                             "program builds it (adapters.chat.memory) and hands it to "
-                             "BridgeApp; a config file cannot run it")
-        else:
-            raise ValueError(f"platform {name!r} is configured but not supported by this "
-                             "version of the bridge yet")
-    return made
+    return {name: platform(config, name)
+            for name in sorted({b.platform for b in config.bindings})}
+
+
+def platform(config: Config, name: str) -> ChatPlatform:
+    """The chat platform ``name`` (one of :data:`bridge.config.PLATFORMS`) built from the config.
+
+    Raises:
+        ValueError: a platform the code cannot build from a config (not yet
+            supported, or the in-memory one); the message says which and why.
+    """
+    if name == "fabric":
+        return FabricPlatform(config.fabric, config.bridge.catch_up_window_s)
+    if name == "memory":
+        raise ValueError("platform 'memory' is the in-memory platform for tests: a "
+                         "program builds it (adapters.chat.memory) and hands it to "
+                         "BridgeApp; a config file cannot run it")
+    raise ValueError(f"platform {name!r} is configured but not supported by this "
+                     "version of the bridge yet")
 
 
 class DevGuildMissing(RuntimeError):

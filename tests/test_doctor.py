@@ -279,3 +279,54 @@ def test_cli_help_explains_doctor() -> None:
                             timeout=60, check=False)
     assert result.returncode == 0
     assert "--config" in result.stdout and "how to fix" in result.stdout
+
+
+SLACK_AGENT = textwrap.dedent("""
+    [agents.slacker]
+    kind = "echo"
+
+    [agents.slacker.slack]
+    bot_token = "env:TEST_SLACK_BOT"
+    app_token = "env:TEST_SLACK_APP"
+""")
+SLACK_BINDING = textwrap.dedent("""
+    [[bindings]]
+    agent = "slacker"
+    platform = "slack"
+    channels = ["C123"]
+""")
+SLACK_TOKENS = {"TEST_SLACK_BOT": "xoxb-doctor-test-bot-token",
+                "TEST_SLACK_APP": "xapp-doctor-test-app-token"}
+
+
+def test_slack_only_agent_fails_clearly_without_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SLACK_TOKENS.items():
+        monkeypatch.setenv(name, value)
+    # No chat server runs: the Slack platform is not built, so nothing is asked of the network.
+    config = write_config(tmp_path, "http://127.0.0.1:9/api", agents=SLACK_AGENT,
+                          bindings=SLACK_BINDING)
+    check = named(run_checks(config), "platform slack (slacker)")
+    assert check.level == "fail" and not check.ok
+    assert "agent slacker" in check.message and "'slack'" in check.message
+    assert "not supported by this version" in check.message
+    assert not any(c.name.startswith("center") for c in run_checks(config))
+
+    result = run_doctor(config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"✗ {check.message}" in result.stdout.splitlines()
+    for token in SLACK_TOKENS.values():
+        assert token not in result.stdout + result.stderr
+
+
+def test_fabric_agent_is_checked_beside_a_slack_one(tmp_path: Path, devguild: DevGuild,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SLACK_TOKENS.items():
+        monkeypatch.setenv(name, value)
+    config = agent_config(tmp_path, devguild.center_url, SLACK_AGENT + SLACK_BINDING)
+    checks = run_checks(config)
+    assert [(c.name, c.level) for c in fails(checks)] == [("platform slack (slacker)", "fail")]
+    assert named(checks, "center login (echo)").level == "ok"
+    assert named(checks, "guild dev (echo)").level == "ok"
+    assert not any(c.name == "center login (slacker)" for c in checks)

@@ -9,13 +9,16 @@ message that says what is wrong and how to fix it (or what is fine). It looks at
   integrity and schema checks as ``bridge start``; a missing database is fine
   (it is created on first start) and is never created here; its size in bytes
   (database and WAL) and its row counts per table and state;
-- Center: a login with each agent's API key; each bound guild: the session has
-  it, its channel list answers, the bound channel names or ids exist; each
-  channel or user *name* in the bindings and access rules: the id it resolves
-  to, or that it is ambiguous (Fabric does not guarantee unique names, so the
-  bridge matches by id; see :mod:`bridge.names`). These are
-  skipped when the config has ``[devguild]`` and no bridge runs, because the dev
-  guild only exists while the bridge does;
+- each chat platform the bindings use: its own checks
+  (:meth:`bridge.platform.ChatPlatform.checks`) for each agent bound on it (and
+  each agent bound nowhere that has an identity there), built by the composition
+  (:mod:`bridge.compose`). On Fabric (:mod:`adapters.chat.fabric.checks`): a Center
+  login with the agent's API key; each bound guild: the session has it, its channel
+  list answers, the bound channel names or ids exist; each channel or user *name* in
+  the bindings and access rules: the id it resolves to, or that it is ambiguous.
+  Fabric's checks are skipped when the config has ``[devguild]`` and no bridge runs,
+  because the dev guild only exists while the bridge does. A platform this version
+  cannot build fails, one line per agent;
 - the agents: the CLI of ``codex``/``claude`` agents (found, executable,
   ``--version``), ``command[0]`` of command agents, settings that cannot work
   (Claude Code's ``bypassPermissions`` as root) or are risky
@@ -23,9 +26,9 @@ message that says what is wrong and how to fix it (or what is fine). It looks at
   agent writes to, and whether a folder the agent's runs work in (workspace,
   ``workspaces``, ``workspace_roots``) lies inside the state dir or holds it.
 
-Like :mod:`bridge.cli`, this module sits at the composition level: it uses the
-Fabric REST client and the Claude adapter's permission rule, so that doctor and
-the bridge can never disagree. Nothing here prints or returns a secret: every
+Like :mod:`bridge.cli`, this module sits at the composition level: it builds the
+platforms as the bridge does and uses the Claude adapter's permission rule, so that
+doctor and the bridge can never disagree. Nothing here prints or returns a secret: every
 message goes through :func:`bridge.secrets.redact`.
 """
 
@@ -36,23 +39,22 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
-import requests
-from requests.adapters import HTTPAdapter
 
 from adapters.agents.claude import permission_problem
-from adapters.chat.fabric.rest import FabricCenter, FabricGuild, FabricSession
+from bridge import compose
 from bridge.config import AgentSettings, Config
-from bridge.errors import ChatError, Forbidden, LoginRefused, RetryLater, Unauthorized
-from bridge.names import NOT_UNIQUE, channel_entries, resolve_names, user_entries
+from bridge.platform import ChatPlatform
 from bridge.sanitize import terminal_safe
 from bridge.secrets import redact
 from bridge.statefiles import StatusError, running_pid
 from bridge.store import DB_FILE, Store, StoreError, StoreStats
 
 Level = Literal["ok", "warn", "fail"]
+#: A platform's level (:class:`bridge.platform.PlatformCheck`) as doctor's; unknown ones fail.
+_LEVELS: dict[str, Level] = {"ok": "ok", "warn": "warn", "fail": "fail"}
 
 #: How to install each coding agent's CLI.
 INSTALL_HINTS = {"codex": "npm install -g @openai/codex",
@@ -199,149 +201,47 @@ def _store(config: Config) -> list[Check]:
 # --------------------------------------------------------------------------- network
 
 
-class _TimeoutSession(requests.Session):
-    """A requests session that caps every request at ``timeout_s`` and never retries."""
+def _network(config: Config, *, running: bool, timeout_s: float) -> Iterator[Check]:
+    """Each platform's checks, per agent, for every platform the bindings use.
 
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self.timeout_s = timeout_s
-        adapter = HTTPAdapter(max_retries=0)
-        self.mount("http://", adapter)
-        self.mount("https://", adapter)
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        """Send a request with this session's timeout (whatever the caller asked)."""
-        kwargs["timeout"] = self.timeout_s
-        return super().request(*args, **kwargs)
-
-
-def _network(config: Config, *, running: bool, timeout_s: float) -> list[Check]:
-    url = config.fabric.center_url
-    if config.devguild is not None and not running:
-        return [passed("center", "network checks skipped: the [devguild] table starts the dev "
-                                 "guild with the bridge; run doctor again while "
-                                 f"'bin/bridge start -c {config.path}' runs to check Center "
-                                 "and the guilds")]
-    if config.devguild is not None and config.devguild.center_port == 0:
-        return [passed("center", "network checks skipped: the running bridge's dev guild "
-                                 "listens on an OS-chosen port (devguild.center_port = 0)")]
-    http = _TimeoutSession(timeout_s)
-    try:
-        return list(_center_and_guilds(config, url, http))
-    finally:
-        http.close()
-
-
-def _center_and_guilds(config: Config, url: str, http: requests.Session) -> Iterator[Check]:
-    center = FabricCenter(url, session=http)
-    for agent in config.agents.values():
-        name = f"center login ({agent.name})"
-        try:
-            session = center.login(agent.api_key.reveal())
-        except LoginRefused as exc:
-            yield failure(name, f"Center at {url} refused agent {agent.name}'s API key ({exc}); "
-                                f"check api_key in [agents.{agent.name}] "
-                                f"(from {agent.api_key.source})")
-            continue
-        except RetryLater as exc:
-            yield failure(name, f"Center at {url} unreachable ({exc}); check fabric.center_url "
-                                "and that Center is up")
-            return  # the other agents would only repeat it, each after a timeout
-        except ChatError as exc:
-            yield failure(name, f"Center at {url} answered unexpectedly ({exc}); check that "
-                                "fabric.center_url is a Fabric Center API (ending in /api)")
-            return
-        guilds = ", ".join(sorted(session.guilds)) or "none"
-        yield passed(name, f"Center at {url} accepted agent {agent.name}'s API key "
-                           f"(user {session.user_name}, guilds: {guilds})")
-        for binding in config.bindings:
-            if binding.agent == agent.name:
-                yield _guild(agent.name, binding.space, binding.channels, session, http)
-        for guild in sorted({b.space for b in config.bindings if b.agent == agent.name}):
-            yield from _names(config, agent, guild, session, http)
-
-
-def _guild(agent: str, guild: str, bound: tuple[str, ...], session: FabricSession,
-           http: requests.Session) -> Check:
-    name = f"guild {guild} ({agent})"
-    access = session.guilds.get(guild)
-    if access is None:
-        known = ", ".join(sorted(session.guilds)) or "none"
-        return failure(name, f"agent {agent} has no access to guild {guild} (its guilds: "
-                             f"{known}); fix the binding's guild or add the agent to the guild")
-    try:
-        channels = FabricGuild(access, session=http).channels()
-    except RetryLater as exc:
-        return failure(name, f"guild {guild} at {access.endpoint} unreachable ({exc}); check "
-                             "that the guild node is up and reachable from this host")
-    except (Unauthorized, Forbidden) as exc:
-        return failure(name, f"guild {guild} refused agent {agent}'s token ({exc}); check the "
-                             "agent's membership of the guild")
-    except ChatError as exc:
-        return failure(name, f"guild {guild} at {access.endpoint} answered unexpectedly "
-                             f"({exc}); check the guild's endpoint in Center")
-    names = {str(c.get("name", "")) for c in channels} | {str(c.get("id", "")) for c in channels}
-    visible = ", ".join(sorted(str(c.get("name", "?")) for c in channels)) or "none"
-    if "*" in bound:
-        if not channels:
-            return warning(name, f"guild {guild} reachable, but agent {agent} sees no channel; "
-                                 "add the agent to a channel")
-        return passed(name, f"guild {guild} at {access.endpoint} reachable; agent {agent} sees "
-                            f"{len(channels)} channel(s): {visible}")
-    missing = [c for c in bound if c not in names]
-    if missing:
-        return failure(name, f"guild {guild}: agent {agent} cannot see bound channel(s) "
-                             f"{', '.join(missing)} (it sees: {visible}); fix the binding's "
-                             "channels or add the agent to them")
-    return passed(name, f"guild {guild} at {access.endpoint} reachable; bound channel(s) "
-                        f"{', '.join(bound)} found")
-
-
-def _names(config: Config, agent: AgentSettings, guild: str, session: FabricSession,
-           http: requests.Session) -> Iterator[Check]:
-    """What each channel or user name in the agent's bindings and access rules resolves to.
-
-    One line per name entry (an id entry matches as written and is not shown):
-    ``ok`` with the id when exactly one channel (user) carries the name, ``warn``
-    when several do (the bridge refuses it) or none does. Channels missing
-    from a binding are reported by the guild check already.
+    The agents checked on a platform are those bound on it, and those bound
+    nowhere that have an identity there (their login is still checked). A
+    platform this version cannot build gives one ``fail`` per such agent.
     """
-    access = session.guilds.get(guild)
-    if access is None:
-        return  # reported by the guild check
-    rest = FabricGuild(access, session=http)
-    try:
-        channels = {str(c.get("id", "")): str(c.get("name", "")) for c in rest.channels()}
-    except ChatError:
-        return  # reported by the guild check
-    bindings = [b for b in config.bindings if (b.agent, b.space) == (agent.name, guild)]
-    bound = {entry.casefold() for b in bindings for entry in b.channels}
-    where = f"agent {agent.name} in guild {guild}"
-    checks = [("channel", entry, channels) for entry in channel_entries(bindings, agent.access)]
-    wanted = user_entries(agent.access)
-    if wanted:
+    for name in sorted({b.platform for b in config.bindings}):
+        if name == "fabric" and (skipped := _devguild_skip(config, running=running)):
+            yield skipped
+            continue
         try:
-            users = rest.users()
-        except ChatError as exc:
-            yield warning(f"user names ({agent.name}@{guild})",
-                          f"{where}: cannot list the guild's users ({exc}), so the names in "
-                          f"admins/allowed_users cannot be checked, and the bridge matches a "
-                          f"name only once it resolves; write user ids in "
-                          f"[agents.{agent.name}]")
-        else:
-            checks += [("user", entry, users) for entry in wanted]
-    for what, entry, known in checks:
-        resolved, problems = resolve_names([entry], known)
-        name = f"{what} name {entry!r} ({agent.name}@{guild})"
-        if resolved:
-            yield passed(name, f"{where}: {what} name {entry!r} resolves to id "
-                               f"{resolved[entry.casefold()]} ({NOT_UNIQUE})")
-        for problem in problems:
-            if problem.kind == "unknown" and (what == "user" or entry.casefold() not in bound):
-                yield warning(name, f"{where}: {problem.describe(what)}, so it matches "
-                                    f"nothing; fix the entry or write the id")
-            elif problem.kind == "ambiguous":
-                yield warning(name, f"{where}: {problem.describe(what)} ({NOT_UNIQUE})")
+            platform: ChatPlatform | None = compose.platform(config, name)
+            problem = ""
+        except ValueError as exc:
+            platform, problem = None, str(exc)
+        for agent in config.agents.values():
+            bound = [b for b in config.bindings if (b.agent, b.platform) == (agent.name, name)]
+            unbound = not any(b.agent == agent.name for b in config.bindings)
+            if not bound and not (unbound and agent.identity(name) is not None):
+                continue
+            if platform is None:
+                yield failure(f"platform {name} ({agent.name})",
+                              f"agent {agent.name}: {problem}; its bindings there cannot run: "
+                              "bind the agent on a supported platform instead")
+                continue
+            for found in platform.checks(agent, bound, timeout_s=timeout_s):
+                yield Check.make(found.name, _LEVELS.get(found.level, "fail"), found.message)
+
+
+def _devguild_skip(config: Config, *, running: bool) -> Check | None:
+    """The line that replaces Fabric's checks when they cannot reach the dev guild, or None."""
+    if config.devguild is not None and not running:
+        return passed("center", "network checks skipped: the [devguild] table starts the dev "
+                                "guild with the bridge; run doctor again while "
+                                f"'bin/bridge start -c {config.path}' runs to check Center "
+                                "and the guilds")
+    if config.devguild is not None and config.devguild.center_port == 0:
+        return passed("center", "network checks skipped: the running bridge's dev guild "
+                                "listens on an OS-chosen port (devguild.center_port = 0)")
+    return None
 
 
 # --------------------------------------------------------------------------- agents

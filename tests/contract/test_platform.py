@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
 from bridge.errors import Forbidden, LoginRefused, RetryLater, TooLarge
@@ -309,3 +310,22 @@ def test_a_click_on_the_identity_s_control_reaches_act(harness: Harness,
     harness.post(channel, "after the clicks")
     host.wait_accepted("after the clicks")
     assert len(host.actions) == 1
+
+
+def test_checks_for_doctor(harness: Harness) -> None:
+    platform, bindings = harness.platform, harness.bindings()
+    found = platform.checks(harness.agent, bindings, timeout_s=3.0)
+    assert found and [c.level for c in found] == ["ok"] * len(found), found
+    assert harness.agent.name in found[0].message  # the login comes first, naming the agent
+
+    refused = platform.checks(harness.refused, bindings, timeout_s=3.0)
+    assert [c.level for c in refused] == ["fail"]
+    assert harness.refused.name in refused[0].message
+
+    elsewhere = platform.checks(harness.agent, [attrs.evolve(bindings[0], space="no-such")],
+                                timeout_s=3.0)
+    assert [c.level for c in elsewhere] == ["ok", "fail"]
+    assert "no-such" in elsewhere[1].message
+    for check in [*found, *refused, *elsewhere]:
+        for agent in (harness.agent, harness.refused):
+            assert agent.api_key.reveal() not in check.message

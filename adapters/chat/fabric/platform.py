@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import requests
 
+from adapters.chat.fabric.checks import FabricChecks
 from adapters.chat.fabric.client import FabricClient
 from adapters.chat.fabric.intake import FabricIntake
 from adapters.chat.fabric.render import FabricRenderer
@@ -38,6 +39,7 @@ class FabricPlatform:
         #: One HTTP session per calling thread (each actor posts on its own thread),
         #: so posts reuse their connection without sharing a session across threads.
         self.local = threading.local()
+        self._checks = FabricChecks(settings.center_url)
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
         """The guilds the bindings name, sorted."""
@@ -66,8 +68,12 @@ class FabricPlatform:
 
     def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
                timeout_s: float) -> list[PlatformCheck]:
-        """No lines yet."""
-        return []  # implemented on the checks branch
+        """Doctor's lines for the agent: Center login, each bound guild, the config's names.
+
+        See :mod:`adapters.chat.fabric.checks`; once Center was found unreachable,
+        later agents get no line.
+        """
+        return self._checks.run(agent, bindings, timeout_s=timeout_s)
 
     def _http(self) -> requests.Session:
         """The calling thread's HTTP session (made on its first call)."""

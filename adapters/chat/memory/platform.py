@@ -87,8 +87,41 @@ class MemoryPlatform:
 
     def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
                timeout_s: float) -> list[PlatformCheck]:
-        """No lines yet."""
-        return []  # implemented on the checks branch
+        """Doctor's lines: the login with the agent's credential, then each bound space.
+
+        A space line fails when the identity is not in the space or cannot see a
+        bound channel (by name or id). The server is in memory, so nothing waits
+        and ``timeout_s`` is not used.
+        """
+        name = f"{self.name} login ({agent.name})"
+        try:
+            session = self.login(agent)
+        except LoginRefused as exc:
+            return [PlatformCheck(name, "fail", f"the {self.name} server refused agent "
+                                                f"{agent.name}'s credential ({exc}); check "
+                                                f"api_key in [agents.{agent.name}]")]
+        spaces = ", ".join(sorted(session.spaces)) or "none"
+        found = [PlatformCheck(name, "ok", f"the {self.name} server accepted agent "
+                                           f"{agent.name}'s credential (user "
+                                           f"{session.user_name}, spaces: {spaces})")]
+        for binding in bindings:
+            found.append(self._space_check(agent.name, session, binding))
+        return found
+
+    def _space_check(self, agent: str, session: MemorySession, binding: Binding) -> PlatformCheck:
+        name = f"space {binding.space} ({agent})"
+        if session.access(binding.space) is None:
+            return PlatformCheck(name, "fail", f"agent {agent} is not in space {binding.space}; "
+                                               "fix the binding's space or add the agent")
+        channels = self.server.channels(binding.space, session.user_id)
+        seen = {c.name for c in channels} | {c.id for c in channels}
+        missing = [c for c in binding.channels if c != "*" and c not in seen]
+        if missing:
+            return PlatformCheck(name, "fail", f"space {binding.space}: agent {agent} cannot "
+                                               f"see bound channel(s) {', '.join(missing)}; fix "
+                                               "the binding's channels or add the agent")
+        return PlatformCheck(name, "ok", f"space {binding.space}: agent {agent} sees "
+                                         f"{len(channels)} channel(s)")
 
     def render_status(self, view: RunView) -> str:
         """The live status text (see :func:`adapters.chat.memory.render.render_status`)."""
