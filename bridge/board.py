@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from bridge.model import ScopeKey
 from bridge.store import TotalBytes
 
 #: Connection states shown for each connection's gateway.
@@ -281,9 +282,12 @@ class Board:
         with self._lock:
             row = self._scopes.get(key)
             if row is None:
-                parts = key.split(":")
-                row = ScopeRow(key=key, agent=parts[1] if len(parts) > 1 else "",
-                               channel=parts[-1], state="idle")
+                try:
+                    parsed = ScopeKey.parse(key)
+                    agent, channel = parsed.agent, parsed.channel
+                except ValueError:  # not a scope key: shown as it is
+                    agent, channel = "", key
+                row = ScopeRow(key=key, agent=agent, channel=channel, state="idle")
             self._scopes[key] = attrs.evolve(row, **changes)
             self._version += 1
 

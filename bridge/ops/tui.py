@@ -33,6 +33,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from bridge.board import ActorRow, BoardSnapshot, ConnectionRow, RunRow, ScopeRow, StoreRow
+from bridge.model import ScopeKey
 from bridge.sanitize import terminal_safe, terminal_safe_fields
 
 __all__ = [
@@ -107,8 +108,12 @@ def _scope_state(row: ScopeRow) -> str:
 
 
 def _channel_of(scope_key: str) -> str:
-    """Return the channel part (the last field) of a scope key."""
-    return scope_key.rsplit(":", 1)[-1]
+    """Return the channel (and thread) of a scope key; the text itself when it is none."""
+    try:
+        key = ScopeKey.parse(scope_key)
+    except ValueError:
+        return scope_key
+    return f"{key.channel}/{key.thread}" if key.thread else key.channel
 
 
 def _age_or_dash(now: float, then: float | None) -> str:
