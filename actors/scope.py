@@ -199,11 +199,8 @@ class Scope(SupervisedActor):
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, ArmDebounce):
-                if action.delay_s <= 0:
-                    self._apply(self.logic.debounce_elapsed(action.generation))
-                else:
-                    self.runtime.timers.schedule(action.delay_s, self.actor_ref,
-                                                 DebounceElapsed(action.generation))
+                self.runtime.timers.schedule(action.delay_s, self.actor_ref,
+                                             DebounceElapsed(action.generation))
             elif isinstance(action, Refuse):
                 self._refuse(action.author_id)
             elif isinstance(action, OverBudget):

@@ -224,7 +224,8 @@ class ScopeLogic:
         Returns:
             ``[]`` for a duplicate, a dropped or context message, or a message
             that waits for the current run; ``[ArmDebounce]`` when a window
-            (re)starts; ``[Refuse]`` when a member who is not allowed should be
+            (re)starts (with no window, ``debounce_s`` 0: the run's
+            ``[StartRun]`` at once); ``[Refuse]`` when a member who is not allowed should be
             told so (once per hour).
         """
         if self.dedup.seen(message.message_id):
@@ -268,7 +269,7 @@ class ScopeLogic:
         self.pending.append(message)
         if self.current_run is not None:
             return []
-        return [self._arm()]
+        return self._arm()
 
     def debounce_elapsed(self, generation: int) -> list[Action]:
         """The window armed with ``generation`` elapsed; stale generations are ignored.
@@ -326,7 +327,8 @@ class ScopeLogic:
         """The run ``run_id`` ended; unknown ids are ignored.
 
         Returns:
-            ``[ArmDebounce]`` when messages arrived during the run, else ``[]``.
+            ``[ArmDebounce]`` when messages arrived during the run (``[StartRun]``
+            at once with no window), else ``[]``.
         """
         if run_id != self.current_run:
             return []
@@ -334,12 +336,15 @@ class ScopeLogic:
         self.gate.activity(self.clock())
         if not ok:
             self.failures += 1
-        return [self._arm()] if self.pending else []
+        return self._arm() if self.pending else []
 
-    def _arm(self) -> ArmDebounce:
+    def _arm(self) -> list[Action]:
+        """Open a debounce window; with no window (``debounce_s`` 0) the run starts now."""
         self.generation += 1
         self.debouncing = True
-        return ArmDebounce(self.generation, self.debounce_s)
+        if self.debounce_s <= 0:
+            return self.debounce_elapsed(self.generation)
+        return [ArmDebounce(self.generation, self.debounce_s)]
 
     def _ignore(self, message: Inbound, reason: str, *, allowed: bool) -> None:
         """A message that does not engage: context or dropped, per the rule's ``ignored``.

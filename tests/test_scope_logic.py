@@ -390,3 +390,16 @@ def test_one_member_cannot_spend_the_run_budget_for_everyone() -> None:
     over, start = actions
     assert isinstance(over, OverBudget) and over.message_ids == ("m-3",)
     assert isinstance(start, StartRun) and start.message_ids == ("m-4",)
+
+
+def test_without_a_debounce_window_the_run_starts_at_once() -> None:
+    """``debounce_s = 0``: the engaged message starts its run with no timer in between,
+    and a message that waited for that run starts the next one as soon as it ends."""
+    scope = ScopeLogic("echo", "dev", "general", debounce_s=0)
+    [start] = scope.accept(msg(1, "first"))
+    assert isinstance(start, StartRun)
+    assert [line.text for line in start.prompt.messages] == ["first"]
+    assert scope.accept(msg(2, "during the run")) == []
+    [following] = scope.run_finished(start.run_id, ok=True)
+    assert isinstance(following, StartRun)
+    assert [line.text for line in following.prompt.messages] == ["during the run"]
