@@ -22,7 +22,6 @@ from bridge.config import (
     DEFAULT_CONFIG,
     Config,
     ConfigError,
-    load_config,
 )
 
 if TYPE_CHECKING:  # the dev guild package imports its servers (socket.io, aiohttp)
@@ -178,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "devguild":  # reads [devguild] and [bridge]; needs no [fabric] or agents
         try:
             from adapters.chat.fabric.devguild.config import load_devguild_config
+            from bridge.compose import SCHEMAS
 
-            devguild_config = load_devguild_config(args.config)
+            devguild_config = load_devguild_config(args.config, SCHEMAS)
         except ConfigError as exc:
             print(f"bridge: bad config: {exc}", file=sys.stderr)
             return EXIT_CONFIG
@@ -189,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_soak(args.duration, args.channels, args.rate, args.seed, args.kill_every,
                          args.json)
+    from bridge.compose import load_config
     from bridge.secrets import SecretError, receive_handed_secrets
 
     try:

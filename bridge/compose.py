@@ -9,22 +9,51 @@ layer: it builds the platforms a config uses, the side services it asks for
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actors.app import BridgeApp
 from adapters.agents import build_agent
+from adapters.chat.fabric.config import (
+    FabricSchema,
+    devguild_settings,
+    fabric_settings,
+    with_center_url,
+)
 from adapters.chat.fabric.platform import FabricPlatform
+from adapters.chat.fabric.rules import CONTENT_LIMIT
+from adapters.chat.lark.config import LarkSchema
+from adapters.chat.memory.config import MemorySchema
+from adapters.chat.slack.config import SlackSchema
+from bridge import config as core_config
 from bridge.board import Board
-from bridge.config import Config
+from bridge.config import Config, PlatformSchema
 from bridge.platform import ChatPlatform
 
-__all__ = ["DevGuildMissing", "DevGuildService", "bridge_app", "devguild_of", "platform",
-           "platforms"]
+__all__ = ["SCHEMAS", "DevGuildMissing", "DevGuildService", "bridge_app", "devguild_of",
+           "load_config", "platform", "platforms"]
 
 if TYPE_CHECKING:  # the dev guild's server needs aiohttp, an extra
     from adapters.chat.fabric.devguild import DevGuild
 
 log = logging.getLogger(__name__)
+
+#: The config schema of every chat platform, in the order messages list them; the
+#: first is a binding's default platform.
+SCHEMAS: tuple[PlatformSchema, ...] = (FabricSchema(), SlackSchema(), LarkSchema(),
+                                       MemorySchema())
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a config file with every platform's schema.
+
+    Args:
+        path: The TOML file; None means the embedded default ``conf/bridge.toml``.
+
+    Raises:
+        bridge.config.ConfigError: naming the file, line and key of the first problem.
+    """
+    return core_config.load_config(path, SCHEMAS)
 
 
 def platforms(config: Config) -> dict[str, ChatPlatform]:
@@ -38,14 +67,14 @@ def platforms(config: Config) -> dict[str, ChatPlatform]:
 
 
 def platform(config: Config, name: str) -> ChatPlatform:
-    """The chat platform ``name`` (one of :data:`bridge.config.PLATFORMS`) built from the config.
+    """The chat platform ``name`` (a schema's in :data:`SCHEMAS`) built from the config.
 
     Raises:
         ValueError: a platform the code cannot build from a config (not yet
             supported, or the in-memory one); the message says which and why.
     """
     if name == "fabric":
-        return FabricPlatform(config.fabric, config.bridge.catch_up_window_s)
+        return FabricPlatform(fabric_settings(config), config.bridge.catch_up_window_s)
     if name == "memory":
         raise ValueError("platform 'memory' is the in-memory platform for tests: a "
                          "program builds it (adapters.chat.memory) and hands it to "
@@ -75,7 +104,7 @@ class DevGuildService:
             OSError: a port is taken.
             DevGuildMissing: the ``devguild`` extra is not installed.
         """
-        settings = config.devguild
+        settings = devguild_settings(config)
         assert settings is not None
         try:
             from adapters.chat.fabric.devguild import DevGuild, load_seed
@@ -88,11 +117,19 @@ class DevGuildService:
                                  center_port=settings.center_port,
                                  guild_port=settings.guild_port,
                                  token_ttl_s=settings.token_ttl_s,
-                                 content_limit=config.fabric.content_limit)
+                                 content_limit=self._content_limit(config))
         self.devguild.start()
         log.info("dev guild: center %s, guild %s", self.devguild.center_url,
                  self.devguild.guild_url)
-        return config.with_center_url(self.devguild.center_url)
+        return with_center_url(config, self.devguild.center_url)
+
+    @staticmethod
+    def _content_limit(config: Config) -> int:
+        """Fabric's ``content_limit`` when the config uses Fabric, else Fabric's own limit."""
+        try:
+            return fabric_settings(config).content_limit
+        except LookupError:
+            return CONTENT_LIMIT
 
     def stop(self) -> None:
         """Stop the dev guild (idempotent)."""
@@ -109,7 +146,7 @@ def bridge_app(config: Config, board: Board | None = None, **kwargs: Any) -> Bri
         board: Board to publish on (one is made when None).
         **kwargs: Passed to :class:`BridgeApp` (e.g. ``scope_class`` in tests).
     """
-    services = [DevGuildService()] if config.devguild is not None else []
+    services = [DevGuildService()] if devguild_settings(config) is not None else []
     return BridgeApp(config, board, platforms=platforms, agents=build_agent,
                      services=services, **kwargs)
 

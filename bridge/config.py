@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -23,6 +23,9 @@ from bridge.policy import (
     AccessPolicy,
 )
 from bridge.secrets import Secret
+
+if TYPE_CHECKING:
+    from bridge.config_reader import Reader
 
 #: Agent kinds this version can run.
 AGENT_KINDS = ("echo", "command", "codex", "claude")
@@ -35,17 +38,8 @@ CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "dontAsk", "auto",
 #: ``bypassPermissions`` is refused by Claude Code when it runs as root (see ``doctor``).
 CLAUDE_MODE_FOR_SANDBOX = {"read-only": "default", "workspace-write": "acceptEdits",
                            "danger-full-access": "bypassPermissions"}
-#: Chat platforms a binding may name (``platform = "..."``); the first is the default.
-#: ``memory`` is the in-memory platform (:mod:`adapters.chat.memory`) for tests and
-#: experiments: it has no settings table, its identity is the agent's Fabric-style
-#: ``api_key`` (a credential its server knows), and the composition does not build it
-#: (a test hands :class:`actors.app.BridgeApp` a ``MemoryPlatform`` on its own server).
-PLATFORMS = ("fabric", "slack", "lark", "memory")
 #: Scope grains of a binding: one conversation per channel or per thread.
 SCOPE_GRAINS = ("channel", "thread")
-#: The grain a binding gets when it names none: Fabric has no threads; on Slack
-#: and Feishu/Lark conversations live in threads (topics).
-DEFAULT_SCOPE = {"fabric": "channel", "slack": "thread", "lark": "thread", "memory": "channel"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "bridge.toml"
 
 
@@ -102,122 +96,106 @@ class BridgeSettings:
 
 
 @attrs.frozen
-class DevGuildSettings:
-    """The ``[devguild]`` table: when present, the dev guild runs in-process.
+class Aliases:
+    """Older spellings a platform still accepts in config files (each means the new one).
 
     Attributes:
-        host: Interface to listen on (loopback by default).
-        center_port: Center HTTP port (0 lets the OS choose).
-        guild_port: Guild HTTP + socket.io port (0 lets the OS choose).
-        seed: Seed file with users and channels; None for the seed packaged
-            with the bridge (``adapters/chat/fabric/devguild/seed.toml``).
-        token_ttl_s: Lifetime of issued tokens, in seconds.
+        tables: Top-level tables that mean the platform's ``[platforms.NAME]``.
+        identity_keys: Keys directly in ``[agents.NAME]`` that mean the keys of the
+            platform's identity table ``[agents.NAME.PLATFORM]``.
+        space_keys: Keys of a ``[[bindings]]`` entry that mean ``space``.
+        engage_modes: Older engage mode names, each to the mode it means.
     """
 
-    host: str = "127.0.0.1"
-    center_port: int = 7001
-    guild_port: int = 7002
-    seed: Path | None = None
-    token_ttl_s: float = 900.0
+    tables: tuple[str, ...] = ()
+    identity_keys: tuple[str, ...] = ()
+    space_keys: tuple[str, ...] = ()
+    engage_modes: Mapping[str, str] = attrs.field(factory=dict)
 
 
-@attrs.frozen
-class FabricSettings:
-    """The ``[platforms.fabric]`` table (the older ``[fabric]`` means the same).
+class PlatformSchema(Protocol):
+    """What a chat platform declares about its part of the config file.
+
+    The generic reader (:mod:`bridge.config_reader`) reads the tables every
+    platform shares the shape of and hands each platform's own tables to its
+    schema; the composition passes the schemas of every platform it knows to
+    :func:`load_config`. Settings and identities are the platform's own
+    (frozen) classes; the core only stores them by platform name.
 
     Attributes:
-        center_url: Center API base URL, e.g. ``http://127.0.0.1:7001/api``;
-            empty only in the stand-in of a config without Fabric
-            (:attr:`Config.fabric`).
-        content_limit: Maximum characters per posted message.
-        resync_s: Seconds between channel list resyncs.
+        name: The platform's name: ``[platforms.NAME]``, ``[agents.A.NAME]`` and a
+            binding's ``platform``.
+        has_table: Whether the platform has a settings table ``[platforms.NAME]``
+            (an in-memory platform for tests has none).
+        identity_keys: The keys of its identity table ``[agents.A.NAME]``, in the
+            order error messages list them; empty when it has no such table (then
+            its identities are given in code, and a binding on it needs none).
+        default_scope: The grain of a binding that names none (one of :data:`SCOPE_GRAINS`).
+        missing_space: What a binding on this platform without ``space`` is told
+            (after ``missing: ``); empty when ``space`` is optional.
+        aliases: The older spellings it accepts (:class:`Aliases`).
+        extra_tables: Other top-level tables it owns (e.g. a dev server's), read
+            with :meth:`read_extra` into :attr:`Config.extras`.
     """
 
-    center_url: str = ""
-    content_limit: int = 8000
-    resync_s: float = 60.0
+    @property
+    def name(self) -> str: ...
+    @property
+    def has_table(self) -> bool: ...
+    @property
+    def identity_keys(self) -> tuple[str, ...]: ...
+    @property
+    def default_scope(self) -> str: ...
+    @property
+    def missing_space(self) -> str: ...
+    @property
+    def aliases(self) -> Aliases: ...
+    @property
+    def extra_tables(self) -> tuple[str, ...]: ...
 
+    def read_settings(self, reader: Reader, table: Mapping[str, Any] | None,
+                      prefix: str) -> object:
+        """The platform's settings from its table (dotted name ``prefix``).
 
-@attrs.frozen
-class SlackSettings:
-    """The ``[platforms.slack]`` table.
+        Args:
+            reader: The file's reader: its helpers check keys and types, resolve
+                secrets and raise :class:`ConfigError` naming file, line and key.
+            table: The table; None when a binding names the platform but the
+                file has no table (``reader.index`` is that binding's index).
+            prefix: The table's dotted name (``platforms.NAME`` or an older alias).
 
-    Attributes:
-        api_url: Web API base URL, ending in ``/`` (a local test server in tests).
-    """
+        Returns:
+            The settings object.
 
-    api_url: str = "https://slack.com/api/"
+        Raises:
+            ConfigError: a bad key; or no table when the platform cannot do
+                without one (the message says what to add).
+        """
+        ...
 
+    def read_identity(self, reader: Reader, table: Mapping[str, Any], prefix: str) -> object:
+        """An agent's identity from ``[agents.A.NAME]`` (or its aliased keys).
 
-@attrs.frozen
-class LarkSettings:
-    """The ``[platforms.lark]`` table.
+        Args:
+            reader: The file's reader.
+            table: The identity's keys (an older form: only its aliased keys).
+            prefix: Where those keys are, dotted (``agents.A.NAME`` or ``agents.A``).
 
-    Attributes:
-        domain: Open platform origin, no trailing ``/``: ``https://open.feishu.cn``
-            (Feishu) or ``https://open.larksuite.com`` (Lark).
-    """
+        Returns:
+            The identity object.
 
-    domain: str = "https://open.feishu.cn"
+        Raises:
+            ConfigError: a bad, missing or unknown key.
+        """
+        ...
 
+    def read_extra(self, reader: Reader, name: str, table: Mapping[str, Any]) -> object:
+        """One of its :attr:`extra_tables`, present in the file, validated.
 
-@attrs.frozen
-class Platforms:
-    """The ``[platforms.NAME]`` tables; None for a platform the config does not use.
-
-    A platform is present when its table is, or when a binding names it (then
-    with its defaults).
-
-    Attributes:
-        fabric: Fabric's settings.
-        slack: Slack's settings.
-        lark: Feishu/Lark's settings.
-    """
-
-    fabric: FabricSettings | None = None
-    slack: SlackSettings | None = None
-    lark: LarkSettings | None = None
-
-    def names(self) -> tuple[str, ...]:
-        """The platforms present, in :data:`PLATFORMS` order (``memory`` has no table)."""
-        return tuple(name for name in PLATFORMS if getattr(self, name, None) is not None)
-
-
-@attrs.frozen
-class FabricIdentity:
-    """``[agents.NAME.fabric]``: the agent's Fabric user.
-
-    Attributes:
-        api_key: Its Center API key.
-    """
-
-    api_key: Secret
-
-
-@attrs.frozen
-class SlackIdentity:
-    """``[agents.NAME.slack]``: the agent's Slack app.
-
-    Attributes:
-        bot_token: The bot token (``xoxb-``), for the Web API.
-        app_token: The app-level token (``xapp-``), for Socket Mode.
-    """
-
-    bot_token: Secret
-    app_token: Secret
-
-
-@attrs.frozen
-class LarkIdentity:
-    """``[agents.NAME.lark]``: the agent's Feishu/Lark app.
-
-    Attributes:
-        app_id: The app id (``cli_``...).
-        app_secret: The app secret.
-    """
-
-    app_id: Secret
-    app_secret: Secret
+        Raises:
+            ConfigError: a bad or unknown key.
+        """
+        ...
 
 
 @attrs.frozen
@@ -227,9 +205,8 @@ class AgentSettings:
     Attributes:
         name: The table's name.
         kind: One of :data:`AGENT_KINDS`.
-        fabric: Its Fabric identity, or None.
-        slack: Its Slack identity, or None.
-        lark: Its Feishu/Lark identity, or None.
+        identities: Its identity on each platform, by platform name (each an object
+            of that platform's schema, :meth:`PlatformSchema.read_identity`).
         command: argv for ``kind = "command"`` (prompt on stdin, answer on stdout).
         workspace: Working directory of runs (default ``<state_dir>-workspaces/<name>``,
             beside the state dir, never inside it).
@@ -257,9 +234,7 @@ class AgentSettings:
 
     name: str
     kind: str
-    fabric: FabricIdentity | None = None
-    slack: SlackIdentity | None = None
-    lark: LarkIdentity | None = None
+    identities: Mapping[str, object] = attrs.field(factory=dict)
     command: tuple[str, ...] = ()
     workspace: Path | None = None
     timeout_s: float = 1800.0
@@ -280,26 +255,9 @@ class AgentSettings:
     workspaces: tuple[tuple[str, Path], ...] = ()
     workspace_roots: tuple[Path, ...] = ()
 
-    @property
-    def api_key(self) -> Secret:
-        """The Fabric identity's API key.
-
-        Raises:
-            LookupError: when the agent has no Fabric identity.
-        """
-        if self.fabric is None:
-            raise LookupError(f"agent {self.name} has no Fabric identity "
-                              f"([agents.{self.name}.fabric])")
-        return self.fabric.api_key
-
-    def identity(self, platform: str) -> FabricIdentity | SlackIdentity | LarkIdentity | None:
-        """The agent's identity on ``platform`` (one of :data:`PLATFORMS`), or None.
-
-        On ``memory`` it is the Fabric identity: the in-memory server knows its ``api_key``.
-        """
-        if platform not in PLATFORMS:
-            return None
-        return self.fabric if platform == "memory" else getattr(self, platform)
+    def identity(self, platform: str) -> object | None:
+        """The agent's identity on ``platform`` (a platform's name), or None."""
+        return self.identities.get(platform)
 
 
 @attrs.frozen
@@ -308,17 +266,19 @@ class Binding:
 
     Attributes:
         agent: Agent name (a key of ``[agents]``).
-        space: The platform's workspace the channels are in (Fabric: the guild
-            node id, the TOML key ``guild``).
+        space: The platform's workspace the channels are in (required or not,
+            and its older key names, as the platform's schema says).
         channels: Channel ids or names; ``*`` means every channel the agent can see.
             A name matches only the channel it was resolved (and pinned) to
             (:mod:`bridge.names`).
         exclude_channels: Channel ids or names left out even when ``channels`` covers them
             (by id or by the channel's current name: fails closed).
         engage: When the agent engages in these channels (:class:`bridge.engage.EngageRule`).
-        platform: The chat platform, one of :data:`PLATFORMS`.
-        scope: The conversation grain, one of :data:`SCOPE_GRAINS`; default
-            from :data:`DEFAULT_SCOPE` for the platform.
+        platform: The chat platform's name (a schema's, :class:`PlatformSchema`);
+            a config file's binding always has one (the first schema's when it
+            names none); empty only in a binding built in code without one.
+        scope: The conversation grain, one of :data:`SCOPE_GRAINS`; a config
+            file's binding that names none gets its platform's default.
     """
 
     agent: str
@@ -326,11 +286,8 @@ class Binding:
     channels: tuple[str, ...] = ("*",)
     exclude_channels: tuple[str, ...] = ()
     engage: EngageRule = attrs.field(factory=EngageRule)
-    platform: str = attrs.field(default=PLATFORMS[0], validator=attrs.validators.in_(PLATFORMS))
-    scope: str = attrs.field(
-        default=attrs.Factory(lambda self: DEFAULT_SCOPE.get(self.platform, "channel"),
-                              takes_self=True),
-        validator=attrs.validators.in_(SCOPE_GRAINS))
+    platform: str = ""
+    scope: str = attrs.field(default=SCOPE_GRAINS[0], validator=attrs.validators.in_(SCOPE_GRAINS))
 
     def matches(self, channel_id: str, channel_name: str,
                 names: Mapping[str, str] | None = None) -> bool:
@@ -355,27 +312,21 @@ class Config:
     Attributes:
         path: The file it was read from.
         bridge: ``[bridge]``.
-        devguild: ``[devguild]`` or None.
-        platforms: ``[platforms.NAME]``, each None when the config does not use it.
+        platforms: The settings of each platform the config uses (its table is
+            present, or a binding names it), by name, in the schemas' order; each
+            an object of that platform's schema (:meth:`PlatformSchema.read_settings`).
         agents: Agents by name.
         bindings: Bindings in file order.
+        extras: The other top-level tables the platforms own that are present
+            (:attr:`PlatformSchema.extra_tables`), by table name.
     """
 
     path: Path
     bridge: BridgeSettings
-    devguild: DevGuildSettings | None
-    platforms: Platforms
+    platforms: Mapping[str, object]
     agents: Mapping[str, AgentSettings]
     bindings: tuple[Binding, ...]
-
-    @property
-    def fabric(self) -> FabricSettings:
-        """Fabric's settings (``platforms.fabric``).
-
-        A config without Fabric gets Fabric's defaults with no Center URL, so
-        that code not yet platform-neutral keeps reading its limits.
-        """
-        return self.platforms.fabric or FabricSettings()
+    extras: Mapping[str, object] = attrs.field(factory=dict)
 
     def binding_for(self, agent: str, space: str, channel_id: str, channel_name: str,
                     names: Mapping[str, str] | None = None, *,
@@ -394,17 +345,16 @@ class Config:
         return [b for b in self.bindings if (b.platform, b.agent, b.space) == (
             platform, agent, space)]
 
-    def with_center_url(self, center_url: str) -> Config:
-        """Return a copy that talks to another Center (e.g. a dev guild on a chosen port)."""
-        fabric = attrs.evolve(self.fabric, center_url=center_url)
-        return attrs.evolve(self, platforms=attrs.evolve(self.platforms, fabric=fabric))
 
-
-def load_config(path: str | Path | None = None) -> Config:
+def load_config(path: str | Path | None, schemas: Sequence[PlatformSchema]) -> Config:
     """Read and validate a config file.
+
+    The composition (:func:`bridge.compose.load_config`) calls this with the
+    schemas of every platform it knows.
 
     Args:
         path: The TOML file; None means the embedded default ``conf/bridge.toml``.
+        schemas: The platforms' schemas; the first is a binding's default platform.
 
     Returns:
         The validated :class:`Config`.
@@ -415,7 +365,7 @@ def load_config(path: str | Path | None = None) -> Config:
     from bridge.config_reader import Reader  # the reader needs the classes above
 
     file, text, data = read_toml(path)
-    return Reader(file, text).config(data)
+    return Reader(file, text, schemas, data).config(data)
 
 
 def read_toml(path: str | Path | None) -> tuple[Path, str, dict[str, Any]]:

@@ -7,7 +7,7 @@ line and the dotted key; the reader knows the file's text to find the line.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,6 @@ from bridge.config import (
     AGENT_KINDS,
     CLAUDE_MODE_FOR_SANDBOX,
     CLAUDE_PERMISSION_MODES,
-    DEFAULT_SCOPE,
-    PLATFORMS,
     SANDBOX_MODES,
     SCOPE_GRAINS,
     AgentSettings,
@@ -26,18 +24,10 @@ from bridge.config import (
     BridgeSettings,
     Config,
     ConfigError,
-    DevGuildSettings,
-    FabricIdentity,
-    FabricSettings,
-    LarkIdentity,
-    LarkSettings,
-    Platforms,
-    SlackIdentity,
-    SlackSettings,
+    PlatformSchema,
 )
 from bridge.engage import (
     DEFAULT_STICKY_S,
-    ENGAGE_MODE_ALIASES,
     ENGAGE_MODES,
     IGNORED_MODES,
     EngageRule,
@@ -56,24 +46,14 @@ from bridge.secrets import Secret, SecretError, resolve_secret
 #: Access and workspace policy keys every agent accepts (see :mod:`bridge.policy`).
 _POLICY_KEYS = {"allowed_users", "admins", "allowed_channels", "sender_scope", "allow_bots",
                 "max_runs_per_hour", "refusal", "workspaces", "workspace_roots"}
-#: Keys of one ``[[bindings]]`` entry (``guild``: the older name of ``space``, Fabric only).
-_BINDING_KEYS = {"agent", "platform", "space", "guild", "scope", "channels", "exclude_channels",
+#: Keys of one ``[[bindings]]`` entry (besides the older names of ``space`` the
+#: platforms declare).
+_BINDING_KEYS = {"agent", "platform", "space", "scope", "channels", "exclude_channels",
                  "engage", "engage_pattern", "sticky_s", "ignored"}
-#: The keys of an agent's identity on each platform (``[agents.NAME.PLATFORM]``), its
-#: class, and whether a key may hold a literal value rather than a reference (Fabric's
-#: dev keys, Feishu/Lark's app id, which is no secret).
-_IDENTITIES: dict[str, tuple[type, dict[str, bool]]] = {
-    "fabric": (FabricIdentity, {"api_key": True}),
-    "slack": (SlackIdentity, {"bot_token": False, "app_token": False}),
-    "lark": (LarkIdentity, {"app_id": True, "app_secret": False}),
-}
-#: The platforms with a settings table (``[platforms.NAME]``; ``memory`` has none).
-_TABLES = tuple(attrs.fields_dict(Platforms))
-#: Keys of an ``[agents.NAME]`` table (``memory`` uses the Fabric identity, see PLATFORMS).
-_AGENT_KEYS = {"kind", "api_key", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes",
-               *_IDENTITIES, *_POLICY_KEYS}
-#: What each Slack token starts with.
-_SLACK_TOKEN_PREFIX = {"bot_token": "xoxb-", "app_token": "xapp-"}
+#: Keys of an ``[agents.NAME]`` table (besides the platforms' identity tables and
+#: the older identity keys they declare).
+_AGENT_KEYS = {"kind", "workspace", "timeout_s", "stop_grace_s", "max_output_bytes",
+               *_POLICY_KEYS}
 #: A workspace alias name.
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _CODING_KEYS = {"model_api_key", "sandbox", "idle_timeout_s", "binary", "extra_args", "env"}
@@ -109,12 +89,18 @@ class Reader:
     Args:
         file: The config file (for messages and relative paths).
         text: Its text (to find the line of a key).
+        schemas: The platforms' schemas (:class:`bridge.config.PlatformSchema`);
+            the first is a binding's default platform.
+        data: The parsed file (a schema may look at another top-level table).
     """
 
-    def __init__(self, file: Path, text: str) -> None:
+    def __init__(self, file: Path, text: str, schemas: Sequence[PlatformSchema] = (),
+                 data: Mapping[str, Any] | None = None) -> None:
         self.file = file
         self.base = file.parent
         self.lines = text.splitlines()
+        self.schemas = {schema.name: schema for schema in schemas}
+        self.data: Mapping[str, Any] = data or {}
         self.index = 0  # which [[bindings]] entry is being read, for line numbers
 
     def fail(self, key: str, problem: str, index: int = 0) -> ConfigError:
@@ -228,22 +214,24 @@ class Reader:
         Raises:
             ConfigError: naming the first unknown table and its line.
         """
-        known = ("bridge", "devguild", "platforms", "fabric", "agents", "bindings")
+        schemas = self.schemas.values()
+        known = ("bridge", *(t for s in schemas for t in s.extra_tables), "platforms",
+                 *(t for s in schemas for t in s.aliases.tables), "agents", "bindings")
         for name in data:
             if name not in known:
                 raise self.fail(name, f"unknown table (known: {', '.join(known)})")
+        tables = [s.name for s in schemas if s.has_table]
         for name in self.table(data, "platforms", required=False) or {}:
-            if name not in _TABLES:
+            if name not in tables:
                 raise self.fail(f"platforms.{name}",
-                                f"unknown platform (known: {', '.join(_TABLES)})")
+                                f"unknown platform (known: {', '.join(tables)})")
 
     def config(self, data: Mapping[str, Any]) -> Config:
         """Read the whole file into a :class:`Config` (what ``bridge start`` needs).
 
         At least one ``[agents.NAME]`` and one ``[[bindings]]`` entry are required;
         a platform's table is optional (its defaults apply when a binding names
-        it), except that Fabric needs ``center_url`` unless ``[devguild]`` is
-        present (then its Center is the default).
+        it) unless its schema says it cannot do without one.
 
         Args:
             data: The parsed file (top-level table name to value).
@@ -257,79 +245,87 @@ class Reader:
         """
         self.known_tables(data)
         bridge = self.bridge(self.table(data, "bridge", required=False) or {})
-        devguild = self.devguild(self.table(data, "devguild", required=False))
-        platforms = self.platforms(data, devguild)
+        extras = self.extras(data)
+        platforms = self.platforms(data)
         agents_table = self.table(data, "agents", required=True) or {}
         if not agents_table:
             raise self.fail("agents", "define at least one agent, e.g. [agents.echo]")
         agents = {name: self.agent(name, table, bridge) for name, table in agents_table.items()}
         bindings = self.bindings(data.get("bindings", []), agents)
-        return Config(self.file, bridge, devguild, self.used(platforms, bindings, devguild),
-                      agents, bindings)
+        return Config(self.file, bridge, self.used(platforms, bindings), agents, bindings,
+                      extras)
 
-    def platforms(self, data: Mapping[str, Any], devguild: DevGuildSettings | None) -> Platforms:
-        """The platform tables present in the file (``[fabric]`` counts as ``[platforms.fabric]``).
+    def extras(self, data: Mapping[str, Any]) -> dict[str, object]:
+        """The platforms' other top-level tables present in the file, each validated.
+
+        Raises:
+            ConfigError: at the first bad or unknown key.
+        """
+        found: dict[str, object] = {}
+        for schema in self.schemas.values():
+            for name in schema.extra_tables:
+                table = self.table(data, name, required=False)
+                if table is not None:
+                    found[name] = schema.read_extra(self, name, table)
+        return found
+
+    def platforms(self, data: Mapping[str, Any]) -> dict[str, object]:
+        """The settings of each platform whose table is in the file (or an older alias of it).
 
         Args:
             data: The parsed file.
-            devguild: The ``[devguild]`` settings, whose Center is Fabric's default.
 
         Returns:
-            The settings of each platform whose table is present, None for the others.
+            Settings by platform name, in the schemas' order.
 
         Raises:
-            ConfigError: at the first bad or unknown key, or when both ``[fabric]``
-                and ``[platforms.fabric]`` are present.
+            ConfigError: at the first bad or unknown key, or when a platform's
+                table is given both ways (new and older name).
         """
-        tables = self.table(data, "platforms", required=False) or {}
-        fabric, prefix = self.fabric_table(data)
-        slack = self.table(tables, "platforms.slack", required=False)
-        lark = self.table(tables, "platforms.lark", required=False)
-        return Platforms(
-            fabric=self.fabric(fabric, prefix, devguild) if fabric is not None else None,
-            slack=self.slack(slack) if slack is not None else None,
-            lark=self.lark(lark) if lark is not None else None,
-        )
+        found: dict[str, object] = {}
+        for schema in self.schemas.values():
+            table, prefix = self.settings_table(data, schema)
+            if table is not None:
+                found[schema.name] = schema.read_settings(self, table, prefix)
+        return found
 
-    def used(self, platforms: Platforms, bindings: tuple[Binding, ...],
-             devguild: DevGuildSettings | None) -> Platforms:
+    def used(self, platforms: Mapping[str, object],
+             bindings: tuple[Binding, ...]) -> dict[str, object]:
         """``platforms`` with defaults for each platform a binding names but no table sets.
 
         Raises:
-            ConfigError: when a binding is on Fabric and neither a Fabric table
-                nor ``[devguild]`` says where its Center is.
+            ConfigError: when a platform cannot do without its table (its schema
+                says what to add; at the first binding on it).
         """
-        for index, binding in enumerate(bindings):
-            if binding.platform not in _TABLES or getattr(platforms, binding.platform) is not None:
-                continue
-            if binding.platform == "fabric":
-                if devguild is None:
-                    raise ConfigError(
-                        self.file, "platforms.fabric",
-                        f"missing table: binding {index + 1} is on Fabric, which needs its "
-                        'Center: add [platforms.fabric] with center_url = "https://HOST/api" '
-                        "(or a [devguild] table for the built-in dev guild)",
-                        self.line_of("bindings", index))
-                settings: Any = FabricSettings(center_url=_dev_center_url(devguild))
-            else:
-                settings = {"slack": SlackSettings, "lark": LarkSettings}[binding.platform]()
-            platforms = attrs.evolve(platforms, **{binding.platform: settings})
-        return platforms
+        needed = {b.platform: index for index, b in reversed(list(enumerate(bindings)))}
+        found = dict(platforms)
+        for name, schema in self.schemas.items():
+            if schema.has_table and name in needed and name not in found:
+                self.index = needed[name]
+                found[name] = schema.read_settings(self, None, f"platforms.{name}")
+        self.index = 0
+        return {name: found[name] for name in self.schemas if name in found}
 
-    def fabric_table(self, data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        """Fabric's table and its dotted name: ``[platforms.fabric]`` or the older ``[fabric]``.
+    def settings_table(self, data: Mapping[str, Any],
+                       schema: PlatformSchema) -> tuple[dict[str, Any] | None, str]:
+        """A platform's table and its dotted name: ``[platforms.NAME]`` or an older alias.
 
         Raises:
-            ConfigError: when both are present (at ``fabric``).
+            ConfigError: when both are present (at the alias).
         """
-        new = self.table(self.table(data, "platforms", required=False) or {},
-                         "platforms.fabric", required=False)
-        old = self.table(data, "fabric", required=False)
-        if new is not None and old is not None:
-            raise self.fail("fabric", "both [fabric] and [platforms.fabric] are set: keep "
-                                      "[platforms.fabric] (move these keys there) and remove "
-                                      "[fabric], its older name")
-        return (new, "platforms.fabric") if new is not None else (old, "fabric")
+        prefix = f"platforms.{schema.name}"
+        new = self.table(self.table(data, "platforms", required=False) or {}, prefix,
+                         required=False)
+        for alias in schema.aliases.tables:
+            old = self.table(data, alias, required=False)
+            if old is None:
+                continue
+            if new is not None:
+                raise self.fail(alias, f"both [{alias}] and [{prefix}] are set: keep "
+                                       f"[{prefix}] (move these keys there) and remove "
+                                       f"[{alias}], its older name")
+            return old, alias
+        return new, prefix
 
     def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
         self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level",
@@ -374,50 +370,6 @@ class Reader:
                             f"{window_s / 86_400:.6g} days), got {days:g}")
         return days
 
-    def devguild(self, table: Mapping[str, Any] | None) -> DevGuildSettings | None:
-        if table is None:
-            return None
-        self.check_keys(table, "devguild",
-                        {"host", "center_port", "guild_port", "seed", "token_ttl_s"})
-        ttl = self.positive(table, "devguild", "token_ttl_s", 900.0)
-        if ttl <= 0:
-            raise self.fail("devguild.token_ttl_s", "must be more than zero")
-        seed = self.get(table, "devguild", "seed", str, "")  # "": the packaged seed
-        return DevGuildSettings(
-            host=self.get(table, "devguild", "host", str, "127.0.0.1"),
-            center_port=self.port(table, "devguild", "center_port", 7001),
-            guild_port=self.port(table, "devguild", "guild_port", 7002),
-            seed=self.path(seed) if seed.strip() else None,
-            token_ttl_s=ttl,
-        )
-
-    def fabric(self, table: Mapping[str, Any], prefix: str,
-               devguild: DevGuildSettings | None) -> FabricSettings:
-        """Fabric's table (``prefix``: ``platforms.fabric`` or ``fabric``).
-
-        ``center_url`` defaults to the dev guild's Center when ``[devguild]`` is present.
-        """
-        self.check_keys(table, prefix, {"center_url", "content_limit", "resync_s"})
-        default = _dev_center_url(devguild) if devguild is not None else attrs.NOTHING
-        limit = self.at_least(table, prefix, "content_limit", 8000, 100)
-        return FabricSettings(
-            center_url=self.url(table, prefix, "center_url", default).rstrip("/"),
-            content_limit=limit,
-            resync_s=self.positive(table, prefix, "resync_s", 60.0) or 60.0,
-        )
-
-    def slack(self, table: Mapping[str, Any]) -> SlackSettings:
-        """The ``[platforms.slack]`` table."""
-        self.check_keys(table, "platforms.slack", {"api_url"})
-        url = self.url(table, "platforms.slack", "api_url", SlackSettings().api_url)
-        return SlackSettings(api_url=url.rstrip("/") + "/")
-
-    def lark(self, table: Mapping[str, Any]) -> LarkSettings:
-        """The ``[platforms.lark]`` table."""
-        self.check_keys(table, "platforms.lark", {"domain"})
-        return LarkSettings(
-            domain=self.url(table, "platforms.lark", "domain", LarkSettings().domain).rstrip("/"))
-
     def url(self, table: Mapping[str, Any], prefix: str, name: str, default: Any) -> str:
         """An ``http://`` or ``https://`` URL."""
         url: str = self.get(table, prefix, name, str, default)
@@ -439,56 +391,56 @@ class Reader:
         except SecretError as exc:
             raise self.fail(f"{prefix}.{name}", str(exc)) from None
 
-    def identities(self, name: str, table: Mapping[str, Any]) -> dict[str, Any]:
-        """The agent's identities (``[agents.NAME.PLATFORM]``), as AgentSettings fields.
+    def identities(self, name: str, table: Mapping[str, Any]) -> dict[str, object]:
+        """The agent's identities (``[agents.NAME.PLATFORM]``), by platform name.
 
-        ``api_key`` directly in the agent's table is its Fabric identity (the older form).
+        A platform's older identity keys directly in the agent's table (its
+        :attr:`bridge.config.Aliases.identity_keys`) are its identity too.
 
         Raises:
-            ConfigError: at a bad key, when the Fabric key is given both ways, or
+            ConfigError: at a bad key, when an identity is given both ways, or
                 when the agent has no identity at all.
         """
         prefix = f"agents.{name}"
-        values: dict[str, Any] = {}
-        for platform, (cls, keys) in _IDENTITIES.items():
-            sub = self.table(table, f"{prefix}.{platform}", required=False)
-            if sub is None:
+        values: dict[str, object] = {}
+        for platform, schema in self.schemas.items():
+            sub = (self.table(table, f"{prefix}.{platform}", required=False)
+                   if schema.identity_keys else None)
+            if sub is not None:
+                values[platform] = schema.read_identity(self, sub, f"{prefix}.{platform}")
+            old = {key: table[key] for key in schema.aliases.identity_keys if key in table}
+            if not old:
                 continue
-            where = f"{prefix}.{platform}"
-            self.check_keys(sub, where, set(keys))
-            secrets = {key: self.secret(sub, where, key, literal=literal)
-                       for key, literal in keys.items()}
-            for key, start in _SLACK_TOKEN_PREFIX.items() if platform == "slack" else ():
-                if not secrets[key].reveal().startswith(start):
-                    raise self.fail(f"{where}.{key}", f"must be a token starting {start}; the "
-                                                      f"one from {secrets[key].source} is not")
-            values[platform] = cls(**secrets)
-        if "api_key" in table:
-            if "fabric" in values:
-                raise self.fail(f"{prefix}.api_key",
-                                f"the Fabric API key is set twice, here and in [{prefix}.fabric]: "
-                                f"keep api_key in [{prefix}.fabric] and remove this line")
-            values["fabric"] = FabricIdentity(self.secret(table, prefix, "api_key",
-                                                          literal=True))
+            if sub is not None:
+                key = next(iter(old))
+                raise self.fail(f"{prefix}.{key}",
+                                f"{key} is set twice, here and in [{prefix}.{platform}]: "
+                                f"keep {key} in [{prefix}.{platform}] and remove this line")
+            values[platform] = schema.read_identity(self, old, prefix)
         if not values:
-            raise self.fail(f"{prefix}.api_key",
-                            f"missing: the agent needs an identity on a platform: "
-                            f"[{prefix}.fabric] api_key, [{prefix}.slack] bot_token and "
-                            f"app_token, or [{prefix}.lark] app_id and app_secret")
+            ways = [f"[{prefix}.{s.name}] {' and '.join(s.identity_keys)}"
+                    for s in self.schemas.values() if s.identity_keys]
+            listed = ", ".join(ways[:-1]) + f", or {ways[-1]}" if len(ways) > 1 else "".join(ways)
+            first = next(iter(self.schemas.values()))
+            key = (first.aliases.identity_keys or first.identity_keys or ("identity",))[0]
+            raise self.fail(f"{prefix}.{key}",
+                            f"missing: the agent needs an identity on a platform: {listed}")
         return values
 
     def agent(self, name: str, table: Any, bridge: BridgeSettings) -> AgentSettings:
         prefix = f"agents.{name}"
         if not isinstance(table, dict):
             raise self.fail(prefix, f"must be a table, got {type(table).__name__}")
-        every = _AGENT_KEYS.union(*_KIND_KEYS.values())
+        own = {*_AGENT_KEYS, *(s.name for s in self.schemas.values() if s.identity_keys),
+               *(k for s in self.schemas.values() for k in s.aliases.identity_keys)}
+        every = own.union(*_KIND_KEYS.values())
         self.check_keys(table, prefix, every)
         kind = self.get(table, prefix, "kind", str)
         if kind not in AGENT_KINDS:
             raise self.fail(f"{prefix}.kind",
                             f"must be one of {', '.join(AGENT_KINDS)} (got {kind!r})")
         for key in table:
-            if key not in _AGENT_KEYS | _KIND_KEYS[kind]:
+            if key not in own | _KIND_KEYS[kind]:
                 kinds = [k for k in AGENT_KINDS if key in _KIND_KEYS[k]]
                 raise self.fail(f"{prefix}.{key}", f"applies only to kind {' or '.join(kinds)}, "
                                                    f"not {kind!r}")
@@ -504,7 +456,7 @@ class Reader:
         return AgentSettings(
             name=name,
             kind=kind,
-            **identities,
+            identities=identities,
             command=command,
             workspace=self.path(workspace) if workspace else default_workspace(bridge, name),
             timeout_s=timeout,
@@ -632,10 +584,12 @@ class Reader:
             aliases.append((alias, path))
         return {"access": access, "workspaces": tuple(aliases), "workspace_roots": roots}
 
-    def engage_rule(self, table: Mapping[str, Any], prefix: str) -> EngageRule:
-        """The engage keys of one ``[[bindings]]`` entry."""
+    def engage_rule(self, table: Mapping[str, Any], prefix: str,
+                    aliases: Mapping[str, str]) -> EngageRule:
+        """The engage keys of one ``[[bindings]]`` entry (``aliases``: its platform's
+        older engage mode names)."""
         mode = self.get(table, prefix, "engage", str, "addressed")
-        mode = ENGAGE_MODE_ALIASES.get(mode, mode)
+        mode = aliases.get(mode, mode)
         if mode not in ENGAGE_MODES:
             raise self.fail(f"{prefix}.engage",
                             f"must be one of {', '.join(ENGAGE_MODES)} (got {mode!r})")
@@ -672,54 +626,56 @@ class Reader:
             self.index = index
             if not isinstance(table, dict):
                 raise self.fail(prefix, f"entry {index + 1} must be a table")
-            self.check_keys(table, prefix, _BINDING_KEYS)
+            self.check_keys(table, prefix, _BINDING_KEYS | set(self.space_aliases()))
             agent = self.get(table, prefix, "agent", str)
             if agent not in agents:
                 raise self.fail(f"{prefix}.agent",
                                 f"binding {index + 1} names agent {agent!r}, which is not "
                                 f"defined (agents: {', '.join(sorted(agents))})")
-            platform = self.get(table, prefix, "platform", str, PLATFORMS[0])
-            if platform not in PLATFORMS:
-                raise self.fail(f"{prefix}.platform", f"must be one of {', '.join(PLATFORMS)} "
+            names = list(self.schemas)
+            platform = self.get(table, prefix, "platform", str, names[0] if names else "")
+            if platform not in self.schemas:
+                raise self.fail(f"{prefix}.platform", f"must be one of {', '.join(names)} "
                                                       f"(got {platform!r})")
-            if agents[agent].identity(platform) is None:
-                identity = "fabric" if platform == "memory" else platform  # see PLATFORMS
-                keys = " and ".join(_IDENTITIES[identity][1])
+            schema = self.schemas[platform]
+            if schema.identity_keys and agents[agent].identity(platform) is None:
+                add = f"[agents.{agent}.{platform}] with {' and '.join(schema.identity_keys)}"
                 raise self.fail(f"{prefix}.platform" if "platform" in table else f"{prefix}.agent",
                                 f"binding {index + 1} puts agent {agent!r} on {platform}, where "
-                                f"it has no identity: add [agents.{agent}.{identity}] with {keys}")
-            scope = self.get(table, prefix, "scope", str, DEFAULT_SCOPE[platform])
+                                f"it has no identity: add {add}")
+            scope = self.get(table, prefix, "scope", str, schema.default_scope)
             if scope not in SCOPE_GRAINS:
                 raise self.fail(f"{prefix}.scope", f"must be one of {', '.join(SCOPE_GRAINS)} "
                                                    f"(got {scope!r})")
             channels = self.strings(table, prefix, "channels") or ("*",)
-            result.append(Binding(agent, self.space(table, prefix, platform), channels,
+            result.append(Binding(agent, self.space(table, prefix, schema), channels,
                                   self.strings(table, prefix, "exclude_channels"),
-                                  self.engage_rule(table, prefix), platform, scope))
+                                  self.engage_rule(table, prefix, schema.aliases.engage_modes),
+                                  platform, scope))
         self.index = 0
         if not result:
             raise self.fail("bindings", "define at least one [[bindings]] entry")
         return tuple(result)
 
-    def space(self, table: Mapping[str, Any], prefix: str, platform: str) -> str:
-        """A binding's ``space``: required on Fabric (its guild; ``guild`` is the older key)."""
-        if "guild" in table:
+    def space_aliases(self) -> dict[str, str]:
+        """The older names of a binding's ``space``, each to the platform that declares it."""
+        return {key: s.name for s in self.schemas.values() for key in s.aliases.space_keys}
+
+    def space(self, table: Mapping[str, Any], prefix: str, schema: PlatformSchema) -> str:
+        """A binding's ``space`` (or an older name of it), required when the platform says so."""
+        for key, owner in self.space_aliases().items():
+            if key not in table:
+                continue
             if "space" in table:
-                raise self.fail(f"{prefix}.guild", "set twice, as guild and as space: keep "
-                                                   "space and remove guild, its older name")
-            if platform != "fabric":
-                raise self.fail(f"{prefix}.guild", f"applies only to platform fabric; on "
-                                                   f"{platform} write space")
-            return str(self.get(table, prefix, "guild", str))
-        if platform == "fabric" and "space" not in table:
-            raise self.fail(f"{prefix}.space", 'missing: the Fabric guild, e.g. space = "dev"')
+                raise self.fail(f"{prefix}.{key}", f"set twice, as {key} and as space: keep "
+                                                   f"space and remove {key}, its older name")
+            if owner != schema.name:
+                raise self.fail(f"{prefix}.{key}", f"applies only to platform {owner}; on "
+                                                   f"{schema.name} write space")
+            return str(self.get(table, prefix, key, str))
+        if schema.missing_space and "space" not in table:
+            raise self.fail(f"{prefix}.space", f"missing: {schema.missing_space}")
         return str(self.get(table, prefix, "space", str, ""))
-
-
-def _dev_center_url(devguild: DevGuildSettings) -> str:
-    """The Center API URL of the in-process dev guild."""
-    host = f"[{devguild.host}]" if ":" in devguild.host else devguild.host
-    return f"http://{host}:{devguild.center_port}/api"
 
 
 def _kind_names(kinds: tuple[type, ...]) -> str:

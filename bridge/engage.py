@@ -4,7 +4,9 @@ Each binding chooses an engage mode (``engage`` in ``[[bindings]]``):
 
 - ``addressed`` (default): engage when the platform's adapter says the
   message is addressed to this agent (by the platform's own rules, e.g. a
-  wakeup flag, a mention, a DM), or on any message of a direct conversation;
+  flag the platform sets, a mention, a DM), or on any message of a direct
+  conversation (a platform may accept older names of this mode, see
+  :class:`bridge.config.Aliases`);
 - ``mention``: engage only when the agent is mentioned;
 - ``mention-sticky``: after a mention, keep engaging on the channel's messages
   until the agent has been idle for ``sticky_s`` seconds or someone writes
@@ -34,8 +36,6 @@ from bridge.model import Inbound
 
 #: The engage modes a binding may choose.
 ENGAGE_MODES = ("addressed", "mention", "mention-sticky", "pattern")
-#: Earlier names of engage modes, still accepted in config files.
-ENGAGE_MODE_ALIASES = {"wakeup": "addressed"}
 #: What happens to messages that do not engage.
 IGNORED_MODES = ("accumulate", "drop")
 #: Default seconds of agent idleness that end a mention-sticky conversation.

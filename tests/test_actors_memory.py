@@ -22,17 +22,15 @@ import actors.runner
 from actors.app import BridgeApp
 from adapters.agents import build_agent
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
+from adapters.chat.memory.config import MemoryIdentity
 from adapters.chat.memory.server import Message
 from bridge.board import Board, RunRow
-from bridge.compose import bridge_app
+from bridge.compose import bridge_app, load_config
 from bridge.config import (
     AgentSettings,
     Binding,
     BridgeSettings,
     Config,
-    FabricIdentity,
-    Platforms,
-    load_config,
 )
 from bridge.model import ConnectionKey, ScopeKey, Target
 from bridge.policy import AccessPolicy
@@ -92,7 +90,8 @@ def chat() -> Chat:
 def agent(kind: str = "echo", command: tuple[str, ...] = (),
           workspace: Path | None = None) -> AgentSettings:
     """The ``echo`` agent (of any kind), its identity the server's credential."""
-    return AgentSettings(name="echo", kind=kind, fabric=FabricIdentity(Secret(KEY)),
+    return AgentSettings(name="echo", kind=kind,
+                         identities={"memory": MemoryIdentity(Secret(KEY))},
                          command=command, workspace=workspace)
 
 
@@ -101,7 +100,7 @@ def config_for(tmp_path: Path, chat: Chat, settings: AgentSettings | None = None
     return Config(path=tmp_path / "bridge.toml",
                   bridge=BridgeSettings(state_dir=tmp_path / "var", debounce_s=0.05,
                                         log_level="DEBUG"),
-                  devguild=None, platforms=Platforms(),
+                  platforms={},
                   agents={"echo": settings or agent()},
                   bindings=(Binding("echo", chat.space, platform="memory"),))
 
@@ -284,7 +283,7 @@ def test_a_config_file_on_the_memory_platform_is_not_composed(tmp_path: Path) ->
     """), encoding="utf-8")
     config = load_config(path)
     assert config.bindings == (Binding("echo", "S1", platform="memory", scope="channel"),)
-    assert config.platforms.names() == ()
+    assert tuple(config.platforms) == ()
     app = bridge_app(config, Board())
     with pytest.raises(ValueError, match="platform 'memory'"):
         app.start()

@@ -313,7 +313,7 @@ def test_devguild_without_its_extra_is_a_clear_error(tmp_path: Path) -> None:
     script = (
         "import sys; sys.modules['aiohttp'] = None\n"
         "from bridge.compose import DevGuildMissing, DevGuildService\n"
-        "from bridge.config import load_config\n"
+        "from bridge.compose import load_config\n"
         "try:\n"
         "    DevGuildService().start(load_config())\n"
         "except DevGuildMissing as exc:\n"

@@ -25,7 +25,8 @@ from bridge.agent import (
     ToolStarted,
     Usage,
 )
-from bridge.config import AgentSettings, ConfigError, load_config
+from bridge.compose import load_config
+from bridge.config import AgentSettings, ConfigError
 from tests.fakes.clis import cli_path
 from tests.fakes.models import Fail, Say, ScriptedModel, Shell, Stall
 from tests.fakes.runs import Collector, context, fake_cli, no_leaks, prompt, run_to_end, wait_for

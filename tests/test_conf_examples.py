@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_config
+from bridge.compose import load_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -40,16 +40,16 @@ def test_example_platforms_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_pat
     path = tmp_path / "example.toml"
     path.write_text(text)
     config = load_config(path)
-    assert config.platforms.names() == ("fabric", "slack", "lark")
+    assert tuple(config.platforms) == ("fabric", "slack", "lark")
     coder = config.agents["coder"]
-    assert coder.fabric is not None and coder.slack is not None and coder.lark is not None
+    assert all(coder.identity(name) is not None for name in ("fabric", "slack", "lark"))
     assert [(b.platform, b.space, b.scope) for b in config.bindings] == [
         ("fabric", "main", "channel"), ("slack", "", "thread"), ("lark", "", "thread")]
 
 
 def test_default_config_uses_the_platform_tables() -> None:
     config = load_config()
-    assert config.platforms.names() == ("fabric",)
-    assert config.agents["echo"].fabric is not None
+    assert tuple(config.platforms) == ("fabric",)
+    assert config.agents["echo"].identity("fabric") is not None
     assert [(b.platform, b.space, b.scope) for b in config.bindings] == [
         ("fabric", "dev", "channel")]

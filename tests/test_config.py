@@ -6,18 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from adapters.chat.fabric.config import (
+    FabricSchema,
+    FabricSettings,
+    devguild_settings,
+    fabric_identity,
+    fabric_settings,
+    with_center_url,
+)
 from adapters.chat.fabric.devguild.config import load_devguild_config
+from adapters.chat.lark.config import LarkIdentity, LarkSchema, LarkSettings
+from adapters.chat.slack.config import SlackIdentity, SlackSchema, SlackSettings
+from bridge.compose import SCHEMAS, load_config
 from bridge.config import (
     DEFAULT_CONFIG,
     Binding,
     ConfigError,
-    FabricSettings,
-    LarkIdentity,
-    LarkSettings,
-    Platforms,
-    SlackIdentity,
-    SlackSettings,
-    load_config,
 )
 from bridge.secrets import Secret
 
@@ -62,17 +66,18 @@ def test_default_config_loads() -> None:
     assert config.bridge.state_dir == REPO / "var"
     assert config.bridge.debounce_s == 0.3
     assert config.bridge.log_level == "INFO"
-    assert config.devguild is not None
-    assert (config.devguild.center_port, config.devguild.guild_port) == (7001, 7002)
-    assert config.devguild.host == "127.0.0.1"
-    assert config.devguild.seed is None  # the packaged seed
-    assert config.fabric.center_url == "http://127.0.0.1:7001/api"
+    devguild = devguild_settings(config)
+    assert devguild is not None
+    assert (devguild.center_port, devguild.guild_port) == (7001, 7002)
+    assert devguild.host == "127.0.0.1"
+    assert devguild.seed is None  # the packaged seed
+    assert fabric_settings(config).center_url == "http://127.0.0.1:7001/api"
     assert set(config.agents) == {"echo"}
     echo = config.agents["echo"]
     assert echo.kind == "echo"
-    assert echo.api_key.reveal() == "fak_dev_echo"
+    assert fabric_identity(echo).api_key.reveal() == "fak_dev_echo"
     assert echo.workspace == REPO / "var-workspaces" / "echo"
-    assert config.bindings == (Binding("echo", "dev", ("*",)),)
+    assert config.bindings == (Binding("echo", "dev", ("*",), platform="fabric"),)
 
 
 def test_good_file_values_and_relative_paths(tmp_path: Path) -> None:
@@ -81,8 +86,8 @@ def test_good_file_values_and_relative_paths(tmp_path: Path) -> None:
     config = load_config(write(sub, GOOD))
     assert config.bridge.state_dir == sub / "state"
     assert config.bridge.debounce_s == 0.5
-    assert config.devguild is None
-    assert config.fabric.center_url == "http://127.0.0.1:7001/api"
+    assert devguild_settings(config) is None
+    assert fabric_settings(config).center_url == "http://127.0.0.1:7001/api"
     assert config.agents["echo"].workspace == sub / "state-workspaces" / "echo"
     assert config.bindings[0].channels == ("general", "c-1")
 
@@ -103,18 +108,19 @@ def test_relative_paths_resolve_against_config_folder_not_cwd(
     monkeypatch.chdir(elsewhere)
     config = load_config(path)
     assert config.bridge.state_dir == tmp_path / "a" / "var"
-    assert config.agents["echo"].api_key.reveal() == "fak_from_file_xyz"
+    assert fabric_identity(config.agents["echo"]).api_key.reveal() == "fak_from_file_xyz"
     assert config.agents["echo"].workspace == sub / "ws" / "echo"
-    assert config.devguild is not None
-    assert config.devguild.seed == sub / "seed.toml"
-    assert (config.devguild.center_port, config.devguild.guild_port) == (7001, 7002)
+    devguild = devguild_settings(config)
+    assert devguild is not None
+    assert devguild.seed == sub / "seed.toml"
+    assert (devguild.center_port, devguild.guild_port) == (7001, 7002)
 
 
 def test_with_center_url_returns_changed_copy(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD))
-    other = config.with_center_url("http://127.0.0.1:9999/api")
-    assert other.fabric.center_url == "http://127.0.0.1:9999/api"
-    assert config.fabric.center_url == "http://127.0.0.1:7001/api"
+    other = with_center_url(config, "http://127.0.0.1:9999/api")
+    assert fabric_settings(other).center_url == "http://127.0.0.1:9999/api"
+    assert fabric_settings(config).center_url == "http://127.0.0.1:7001/api"
     assert other.agents == config.agents
 
 
@@ -233,7 +239,7 @@ def test_env_secret_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("BRIDGE_TEST_KEY_VAR", "fak_secret_from_env")
     text = GOOD.replace('"fak_test_key_1234"', '"env:BRIDGE_TEST_KEY_VAR"')
     config = load_config(write(tmp_path, text))
-    key = config.agents["echo"].api_key
+    key = fabric_identity(config.agents["echo"]).api_key
     assert key.reveal() == "fak_secret_from_env"
     assert "fak_secret_from_env" not in repr(config)
 
@@ -529,14 +535,14 @@ def error_for(tmp_path: Path, text: str) -> ConfigError:
 
 def test_new_form_platform_table_identity_and_space(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, NEW_FORM))
-    assert config.platforms.names() == ("fabric",)
-    assert config.platforms.fabric == FabricSettings("http://127.0.0.1:7001/api", 4000, 60.0)
-    assert config.fabric is config.platforms.fabric
-    assert (config.platforms.slack, config.platforms.lark) == (None, None)
+    assert tuple(config.platforms) == ("fabric",)
+    assert config.platforms["fabric"] == FabricSettings("http://127.0.0.1:7001/api", 4000, 60.0)
+    assert fabric_settings(config) is config.platforms["fabric"]
+    assert (config.platforms.get("slack"), config.platforms.get("lark")) == (None, None)
     echo = config.agents["echo"]
-    assert echo.fabric is not None and echo.fabric.api_key.reveal() == "fak_test_key_1234"
-    assert echo.api_key is echo.fabric.api_key
-    assert (echo.slack, echo.lark) == (None, None)
+    assert fabric_identity(echo).api_key.reveal() == "fak_test_key_1234"
+    assert fabric_identity(echo) is echo.identity("fabric")
+    assert (echo.identity("slack"), echo.identity("lark")) == (None, None)
     assert config.bindings == (Binding("echo", "dev", ("*",), platform="fabric",
                                        scope="channel"),)
 
@@ -549,7 +555,7 @@ def test_old_form_means_the_same_as_the_new_form(tmp_path: Path) -> None:
         "new.toml"))
     assert old.platforms == new.platforms
     assert old.agents["echo"] == new.agents["echo"]
-    assert old.agents["echo"].api_key == new.agents["echo"].api_key
+    assert fabric_identity(old.agents["echo"]) == fabric_identity(new.agents["echo"])
     assert old.bindings == new.bindings
     assert old.bindings[0].space == "dev"
 
@@ -586,11 +592,11 @@ def test_fabric_defaults_to_the_dev_guild_center_without_a_table(tmp_path: Path)
                             "content_limit = 4000\n", "[devguild]\ncenter_port = 7101\n")
     assert "platforms" not in text
     config = load_config(write(tmp_path, text))
-    assert config.platforms.fabric == FabricSettings("http://127.0.0.1:7101/api", 8000, 60.0)
-    assert config.fabric == config.platforms.fabric
+    assert config.platforms["fabric"] == FabricSettings("http://127.0.0.1:7101/api", 8000, 60.0)
+    assert fabric_settings(config) == config.platforms["fabric"]
     # A Fabric table without center_url gets the dev guild's Center too.
     with_table = text + "\n[platforms.fabric]\nresync_s = 30\n"
-    fabric = load_config(write(tmp_path, with_table)).platforms.fabric
+    fabric = load_config(write(tmp_path, with_table)).platforms["fabric"]
     assert fabric == FabricSettings("http://127.0.0.1:7101/api", 8000, 30.0)
 
 
@@ -604,34 +610,38 @@ def test_fabric_table_without_center_url_nor_devguild(tmp_path: Path) -> None:
 
 def test_slack_and_lark_identities_and_defaults(tmp_path: Path, platform_env: None) -> None:
     config = load_config(write(tmp_path, MULTI))
-    assert config.platforms == Platforms(slack=SlackSettings("https://slack.com/api/"),
-                                         lark=LarkSettings("https://open.feishu.cn"))
-    assert config.platforms.names() == ("slack", "lark")
+    assert config.platforms == {"slack": SlackSettings("https://slack.com/api/"),
+                                "lark": LarkSettings("https://open.feishu.cn")}
+    assert tuple(config.platforms) == ("slack", "lark")
     bot = config.agents["bot"]
-    assert bot.fabric is None
-    assert bot.slack == SlackIdentity(Secret(SLACK_BOT), Secret(SLACK_APP))
-    assert bot.slack.bot_token.source == "env:TEST_SLACK_BOT"
-    assert bot.lark == LarkIdentity(Secret("cli_test_app"), Secret(LARK_SECRET))
-    assert bot.identity("slack") is bot.slack and bot.identity("fabric") is None
+    assert bot.identity("fabric") is None
+    slack_identity = bot.identity("slack")
+    assert slack_identity == SlackIdentity(Secret(SLACK_BOT), Secret(SLACK_APP))
+    assert isinstance(slack_identity, SlackIdentity)
+    assert slack_identity.bot_token.source == "env:TEST_SLACK_BOT"
+    assert bot.identity("lark") == LarkIdentity(Secret("cli_test_app"), Secret(LARK_SECRET))
+    assert bot.identities["slack"] is slack_identity and bot.identity("fabric") is None
     with pytest.raises(LookupError, match=r"\[agents\.bot\.fabric\]"):
-        _ = bot.api_key
+        fabric_identity(bot)
     for secret in (SLACK_BOT, SLACK_APP, LARK_SECRET):
         assert secret not in repr(config)
     slack, lark = config.bindings
     assert (slack.platform, slack.space, slack.channels, slack.scope) == (
         "slack", "", ("C123",), "thread")
     assert (lark.platform, lark.space, lark.channels, lark.scope) == ("lark", "", ("*",), "thread")
-    # No Fabric anywhere: its stand-in keeps the defaults and names no Center.
-    assert config.platforms.fabric is None
-    assert config.fabric == FabricSettings("", 8000, 60.0)
+    # No Fabric anywhere: asking for its settings says what to add.
+    assert "fabric" not in config.platforms
+    with pytest.raises(LookupError, match=r"add \[platforms\.fabric\] with center_url"):
+        fabric_settings(config)
+    assert FabricSettings() == FabricSettings("", 8000, 60.0)  # the defaults, no Center
 
 
 def test_slack_and_lark_tables(tmp_path: Path, platform_env: None) -> None:
     text = MULTI + ('\n[platforms.slack]\napi_url = "http://127.0.0.1:7300/api"\n'
                     '\n[platforms.lark]\ndomain = "https://open.larksuite.com/"\n')
     config = load_config(write(tmp_path, text))
-    assert config.platforms.slack == SlackSettings("http://127.0.0.1:7300/api/")
-    assert config.platforms.lark == LarkSettings("https://open.larksuite.com")
+    assert config.platforms["slack"] == SlackSettings("http://127.0.0.1:7300/api/")
+    assert config.platforms["lark"] == LarkSettings("https://open.larksuite.com")
     bad = text.replace('api_url = "http://127.0.0.1:7300/api"', 'api_url = "slack.com"')
     error = error_for(tmp_path, bad)
     assert (error.key, error.line) == ("platforms.slack.api_url", line_of(bad, "api_url"))
@@ -642,8 +652,8 @@ def test_slack_and_lark_tables(tmp_path: Path, platform_env: None) -> None:
 
 def test_a_table_without_bindings_is_kept(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, NEW_FORM + "\n[platforms.slack]\n"))
-    assert config.platforms.names() == ("fabric", "slack")
-    assert config.platforms.slack == SlackSettings()
+    assert tuple(config.platforms) == ("fabric", "slack")
+    assert config.platforms["slack"] == SlackSettings()
 
 
 @pytest.mark.parametrize(("old", "new", "needle", "key", "words"), [
@@ -721,15 +731,17 @@ def test_binding_platform_space_and_scope(tmp_path: Path, platform_env: None, bi
             f'\n[devguild]\n\n[[bindings]]\nagent = "bot"\n{binding}\n')
     config = load_config(write(tmp_path, text))
     assert config.bindings == (Binding("bot", space, ("*",), platform=platform, scope=scope),)
-    assert config.platforms.names() == (platform,)
+    assert tuple(config.platforms) == (platform,)
 
 
 def test_binding_defaults_in_code() -> None:
+    """Each platform's default grain is its schema's; the platforms are the composition's."""
     assert Binding("a", "dev").scope == "channel"
-    assert Binding("a", "", platform="slack").scope == "thread"
-    assert Binding("a", "", platform="lark").scope == "thread"
-    with pytest.raises(ValueError):
-        Binding("a", "", platform="teams")
+    assert FabricSchema().default_scope == "channel"
+    assert SlackSchema().default_scope == "thread"
+    assert LarkSchema().default_scope == "thread"
+    assert [s.name for s in SCHEMAS] == ["fabric", "slack", "lark", "memory"]
+    assert "teams" not in {s.name for s in SCHEMAS}  # a binding on it: test_binding_errors
     with pytest.raises(ValueError):
         Binding("a", "dev", scope="guild")
 
@@ -774,12 +786,12 @@ def test_binding_for_by_platform(tmp_path: Path, platform_env: None) -> None:
 
 def test_devguild_config_reads_either_fabric_table(tmp_path: Path) -> None:
     text = "[devguild]\n\n[platforms.fabric]\ncontent_limit = 500\n"
-    assert load_devguild_config(write(tmp_path, text)).content_limit == 500
+    assert load_devguild_config(write(tmp_path, text), SCHEMAS).content_limit == 500
     old = '[devguild]\n\n[fabric]\ncenter_url = "http://127.0.0.1:7001/api"\ncontent_limit = 600\n'
-    assert load_devguild_config(write(tmp_path, old)).content_limit == 600
+    assert load_devguild_config(write(tmp_path, old), SCHEMAS).content_limit == 600
     both = old + "\n[platforms.fabric]\ncontent_limit = 500\n"
     with pytest.raises(ConfigError, match=r"fabric: both \[fabric\] and \[platforms.fabric\]"):
-        load_devguild_config(write(tmp_path, both))
+        load_devguild_config(write(tmp_path, both), SCHEMAS)
 
 
 def test_engage_wakeup_is_the_old_name_of_addressed(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from adapters.chat.fabric.config import fabric_settings
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.platform import FabricPlatform
 from bridge.config import Config
@@ -59,7 +60,7 @@ BINDINGS = textwrap.dedent("""
 
 
 def platform_checks(config: Config, agent: str) -> list[PlatformCheck]:
-    platform = FabricPlatform(config.fabric, config.bridge.catch_up_window_s)
+    platform = FabricPlatform(fabric_settings(config), config.bridge.catch_up_window_s)
     bindings = [b for b in config.bindings if b.agent == agent]
     return platform.checks(config.agents[agent], bindings, timeout_s=3.0)
 
@@ -126,7 +127,7 @@ def test_a_down_center_is_reported_once(tmp_path: Path) -> None:
     url = stopped.center_url
     stopped.stop()
     config = write_config(tmp_path, url, agents=AGENTS, bindings=BINDINGS)
-    platform = FabricPlatform(config.fabric, config.bridge.catch_up_window_s)
+    platform = FabricPlatform(fabric_settings(config), config.bridge.catch_up_window_s)
     lines = [platform.checks(agent, [b for b in config.bindings if b.agent == agent.name],
                              timeout_s=2.0) for agent in config.agents.values()]
     assert lines[0] == [PlatformCheck(

@@ -90,9 +90,6 @@ COMPOSITION = ("bridge/ops/", "bridge/cli.py", "bridge/compose.py")
 #: when one of them no longer needs its place here).
 NAMING_PLATFORMS = {
     "bridge/board.py": "reads a status.json of an older version (its 'guild' field)",
-    "bridge/config.py": "the platforms' settings and identities ([platforms.fabric], ...)",
-    "bridge/config_reader.py": "reads those tables, and the older [fabric] and guild keys",
-    "bridge/engage.py": "accepts the older engage mode 'wakeup'; says what 'addressed' is",
     "bridge/model.py": "docstrings naming the platforms' ids and rules as examples",
     "bridge/store.py": "its migrations name the old schema's columns and fields",
 }

@@ -9,7 +9,8 @@ from typing import Any
 import attrs
 import pytest
 
-from bridge.config import AgentSettings, FabricIdentity
+from adapters.chat.fabric.config import FabricIdentity
+from bridge.config import AgentSettings
 from bridge.model import Inbound
 from bridge.names import ResolvedNames
 from bridge.policy import (
@@ -173,7 +174,7 @@ def test_the_real_home_folder_is_refused() -> None:
 
 
 AGENT = AgentSettings(name="coder", kind="codex",
-                      fabric=FabricIdentity(Secret("fak_test_fp_key")),
+                      identities={"fabric": FabricIdentity(Secret("fak_test_fp_key"))},
                       workspace=Path("/srv/work/a"))
 
 

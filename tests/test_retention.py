@@ -27,8 +27,8 @@ from actors.upkeep import PRUNE_INTERVAL_S, prune_interval_s
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, StoreRow
 from bridge.cli import main
-from bridge.compose import bridge_app
-from bridge.config import ConfigError, load_config
+from bridge.compose import bridge_app, load_config
+from bridge.config import ConfigError
 from bridge.model import ConnectionKey, Inbound
 from bridge.ops.doctor import run_checks
 from bridge.ops.tui import plain_status, render

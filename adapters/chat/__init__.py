@@ -1,1 +1,1 @@
-"""Chat platform adapters: Fabric (later Slack and Lark)."""
+"""Chat platform adapters: Fabric, the in-memory platform; Slack and Lark (config only)."""

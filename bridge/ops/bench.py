@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from bridge.board import BoardSnapshot
-from bridge.config import ConfigError, load_config
+from bridge.compose import load_config
+from bridge.config import ConfigError
 from bridge.errors import ChatError
 from bridge.statefiles import read_status
 

@@ -44,6 +44,7 @@ from typing import Literal
 import attrs
 
 from adapters.agents.claude import permission_problem
+from adapters.chat.fabric.config import devguild_settings
 from bridge import compose
 from bridge.config import AgentSettings, Config
 from bridge.platform import ChatPlatform
@@ -233,12 +234,13 @@ def _network(config: Config, *, running: bool, timeout_s: float) -> Iterator[Che
 
 def _devguild_skip(config: Config, *, running: bool) -> Check | None:
     """The line that replaces Fabric's checks when they cannot reach the dev guild, or None."""
-    if config.devguild is not None and not running:
+    devguild = devguild_settings(config)
+    if devguild is not None and not running:
         return passed("center", "network checks skipped: the [devguild] table starts the dev "
                                 "guild with the bridge; run doctor again while "
                                 f"'bin/bridge start -c {config.path}' runs to check Center "
                                 "and the guilds")
-    if config.devguild is not None and config.devguild.center_port == 0:
+    if devguild is not None and devguild.center_port == 0:
         return passed("center", "network checks skipped: the running bridge's dev guild "
                                 "listens on an OS-chosen port (devguild.center_port = 0)")
     return None

@@ -15,11 +15,13 @@ from typing import Protocol
 
 import attrs
 
+from adapters.chat.fabric.config import FabricIdentity, FabricSettings
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.platform import FabricPlatform
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
-from bridge.config import AgentSettings, Binding, FabricIdentity, FabricSettings
+from adapters.chat.memory.config import MemoryIdentity
+from bridge.config import AgentSettings, Binding
 from bridge.platform import ChatPlatform, Unsupported
 from bridge.secrets import Secret
 
@@ -114,9 +116,10 @@ class MemoryHarness:
         self.space = self.server.add_space("team", [self.identity_id, self.member_id])
         self.platform = MemoryPlatform(self.server, retry_s=0.05, retry_max_s=0.5)
         self.agent = AgentSettings(name="memo", kind="echo",
-                                   fabric=FabricIdentity(Secret(self.KEY)))
+                                   identities={"memory": MemoryIdentity(Secret(self.KEY))})
         self.refused = AgentSettings(name="memo", kind="echo",
-                                     fabric=FabricIdentity(Secret("memory-key-unknown")))
+                                     identities={"memory": MemoryIdentity(
+                                         Secret("memory-key-unknown"))})
 
     def bindings(self) -> list[Binding]:
         return [Binding(agent=self.agent.name, space=self.space)]
@@ -169,9 +172,11 @@ class FabricHarness:
             self.platform = FabricPlatform(FabricSettings(center_url=self.guild.center_url),
                                            catch_up_window_s=600.0)
             self.agent = AgentSettings(name="echo", kind="echo",
-                                       fabric=FabricIdentity(Secret(self.guild.api_key("echo"))))
+                                       identities={"fabric": FabricIdentity(
+                                           Secret(self.guild.api_key("echo")))})
             self.refused = AgentSettings(name="echo", kind="echo",
-                                         fabric=FabricIdentity(Secret("fak_dev_unknown")))
+                                         identities={"fabric": FabricIdentity(
+                                             Secret("fak_dev_unknown"))})
             session = FabricCenter(self.guild.center_url).login(self.guild.api_key("alice"))
             self.member = FabricGuild(session.guilds[self.space])
         except BaseException:

@@ -10,6 +10,7 @@ yes, and the client's call raises :class:`Unsupported` when they say no.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -328,4 +329,6 @@ def test_checks_for_doctor(harness: Harness) -> None:
     assert "no-such" in elsewhere[1].message
     for check in [*found, *refused, *elsewhere]:
         for agent in (harness.agent, harness.refused):
-            assert agent.api_key.reveal() not in check.message
+            for identity in agent.identities.values():  # the credential's secrets
+                for secret in attrs.astuple(cast(Any, identity), recurse=False):
+                    assert secret.reveal() not in check.message

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from adapters.chat.fabric.devguild import DevGuild
-from bridge.config import ConfigError, load_config
+from bridge.compose import load_config
+from bridge.config import ConfigError
 from bridge.engage import Decision, EngageGate, EngageRule
 from bridge.model import Inbound
 from bridge.scope_logic import ScopeLogic

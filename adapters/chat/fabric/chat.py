@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from adapters.chat.fabric.config import devguild_settings, fabric_settings
 from adapters.chat.fabric.realtime import FabricSocket
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild, GuildAccess
 from bridge.config import Config
@@ -185,16 +186,17 @@ def run_chat(config: Config, *, user: str, channel: str, guild: str | None,
         else:
             from adapters.chat.fabric.devguild import load_seed
 
-            seed = load_seed(config.devguild.seed if config.devguild else None)
+            devguild = devguild_settings(config)
+            seed = load_seed(devguild.seed if devguild else None)
             users = {u.name: u for u in seed.users}
             if user not in users:
                 print(f"bridge chat: no seeded user {user!r} (users: "
                       f"{', '.join(sorted(users))}); pass --api-key for others", file=sys.stderr)
                 return 1
             api_key = users[user].api_key
-        session = ChatSession(FabricCenter(config.fabric.center_url), api_key, guild_id,
-                              channel, out)
-    except (ChatError, SecretError) as exc:
+        session = ChatSession(FabricCenter(fabric_settings(config).center_url), api_key,
+                              guild_id, channel, out)
+    except (ChatError, SecretError, LookupError) as exc:
         print(f"bridge chat: {exc}", file=sys.stderr)
         return 1
     print(f"-- {user} in #{terminal_safe(str(session.channel['name']))} ({guild_id}); "

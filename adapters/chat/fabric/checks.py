@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from adapters.chat.fabric.config import NAME, FabricIdentity
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild, FabricSession
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError, Forbidden, LoginRefused, RetryLater, Unauthorized
@@ -95,16 +96,17 @@ class FabricChecks:
                http: requests.Session) -> Iterator[PlatformCheck]:
         url = self.center_url
         name = f"center login ({agent.name})"
-        if agent.fabric is None:
+        identity = agent.identity(NAME)
+        if not isinstance(identity, FabricIdentity):
             yield failure(name, f"agent {agent.name} has no Fabric identity; add "
                                 f"[agents.{agent.name}.fabric] with api_key")
             return
         try:
-            session = FabricCenter(url, session=http).login(agent.api_key.reveal())
+            session = FabricCenter(url, session=http).login(identity.api_key.reveal())
         except LoginRefused as exc:
             yield failure(name, f"Center at {url} refused agent {agent.name}'s API key ({exc}); "
                                 f"check api_key in [agents.{agent.name}] "
-                                f"(from {agent.api_key.source})")
+                                f"(from {identity.api_key.source})")
             return
         except RetryLater as exc:
             self.center_down = True

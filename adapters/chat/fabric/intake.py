@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from adapters.chat.fabric.authors import AuthorBook
+from adapters.chat.fabric.config import FabricSettings
 from adapters.chat.fabric.events import (
     AuthorResolved,
     AuthorRetry,
@@ -56,7 +57,7 @@ from adapters.chat.fabric.realtime import FabricSocket
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
 from adapters.chat.fabric.rules import HISTORY_LIMIT_MAX
 from bridge.backoff import backoff_delay
-from bridge.config import AgentSettings, Binding, FabricSettings
+from bridge.config import AgentSettings, Binding
 from bridge.errors import BadEvent, ChatError, LoginRefused, Unauthorized
 from bridge.isotime import is_stale
 from bridge.model import Inbound

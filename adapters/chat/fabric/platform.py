@@ -9,10 +9,11 @@ import requests
 
 from adapters.chat.fabric.checks import FabricChecks
 from adapters.chat.fabric.client import FabricClient
+from adapters.chat.fabric.config import FabricSettings, fabric_identity
 from adapters.chat.fabric.intake import FabricIntake
 from adapters.chat.fabric.render import FabricRenderer
 from adapters.chat.fabric.rest import FabricCenter, FabricSession, GuildAccess, http_session
-from bridge.config import AgentSettings, Binding, FabricSettings
+from bridge.config import AgentSettings, Binding
 from bridge.platform import Access, IntakeHost, PlatformCheck, PlatformLimits
 from bridge.run_view import RunView
 
@@ -53,7 +54,7 @@ class FabricPlatform:
             bridge.errors.RetryLater: Center could not be reached.
         """
         return FabricCenter(self.settings.center_url, self._http()).login(
-            agent.api_key.reveal())
+            fabric_identity(agent).api_key.reveal())
 
     def open(self, host: IntakeHost, agent: AgentSettings,
              bindings: Sequence[Binding]) -> FabricIntake:

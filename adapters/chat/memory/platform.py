@@ -3,8 +3,8 @@
 A real platform in the sense of errbot's test backend: the runtime drives it
 exactly as it drives Fabric or Slack (log in, open an intake, post, edit,
 "did it land?", render), while the tests act as members on the same server.
-The agent's identity is its ``api_key`` (the Fabric identity's key, for now):
-the server knows it as a user's credential.
+The agent's identity is a :class:`~adapters.chat.memory.config.MemoryIdentity`
+(its ``api_key`` in a config file): the server knows it as a user's credential.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from adapters.chat.memory import render
 from adapters.chat.memory.client import MemoryClient, MemorySession
+from adapters.chat.memory.config import MemoryIdentity
 from adapters.chat.memory.intake import FIRST_SIGHT, MemoryIntake
 from adapters.chat.memory.server import MemoryServer
 from bridge.config import AgentSettings, Binding
@@ -66,10 +67,11 @@ class MemoryPlatform:
         Raises:
             bridge.errors.LoginRefused: The agent has no key, or the server knows no such key.
         """
-        try:
-            credential = agent.api_key.reveal()
-        except LookupError as exc:
-            raise LoginRefused(str(exc)) from None
+        identity = agent.identity(self.name)
+        if not isinstance(identity, MemoryIdentity):
+            raise LoginRefused(f"agent {agent.name} has no identity on {self.name} (api_key "
+                               f"in [agents.{agent.name}])")
+        credential = identity.api_key.reveal()
         user_id, token, issued_at = self.server.login(credential)
         return MemorySession(self.server.user(user_id).name, issued_at, user_id, token,
                              frozenset(self.server.spaces_of(user_id)))

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from adapters.chat.fabric.config import (
+    DEVGUILD,
+    DevGuildSettings,
+    FabricSchema,
+    read_devguild,
+    read_fabric_settings,
+)
 from adapters.chat.fabric.devguild.seed import Seed, load_seed
 from adapters.chat.fabric.rules import CONTENT_LIMIT
-from bridge.config import BridgeSettings, DevGuildSettings, read_toml
+from bridge.config import BridgeSettings, PlatformSchema, read_toml
 from bridge.config_reader import Reader
 
 
@@ -55,11 +62,10 @@ def read_devguild_config(reader: Reader, data: Mapping[str, Any]) -> DevGuildCon
     """
     reader.known_tables(data)
     bridge = reader.bridge(reader.table(data, "bridge", required=False) or {})
-    settings = reader.devguild(reader.table(data, "devguild", required=False) or {})
-    assert settings is not None  # a table (even empty) gives settings
-    fabric, prefix = reader.fabric_table(data)
-    limit = (reader.fabric(fabric, prefix, settings).content_limit if fabric is not None
-             else CONTENT_LIMIT)
+    settings = read_devguild(reader, reader.table(data, DEVGUILD, required=False) or {})
+    fabric, prefix = reader.settings_table(data, FabricSchema())
+    limit = (read_fabric_settings(reader, fabric, prefix, settings).content_limit
+             if fabric is not None else CONTENT_LIMIT)
     try:
         seed = load_seed(settings.seed)
     except OSError as exc:
@@ -70,7 +76,8 @@ def read_devguild_config(reader: Reader, data: Mapping[str, Any]) -> DevGuildCon
     return DevGuildConfig(reader.file, bridge, settings, seed, limit)
 
 
-def load_devguild_config(path: str | Path | None = None) -> DevGuildConfig:
+def load_devguild_config(path: str | Path | None,
+                         schemas: Sequence[PlatformSchema]) -> DevGuildConfig:
     """Read and validate what the dev guild needs from a config file.
 
     Only ``[devguild]``, ``[bridge]`` and (when present) Fabric's table are read;
@@ -78,6 +85,8 @@ def load_devguild_config(path: str | Path | None = None) -> DevGuildConfig:
 
     Args:
         path: The TOML file; None means the embedded default ``conf/bridge.toml``.
+        schemas: Every platform's schema (:data:`bridge.compose.SCHEMAS`): the
+            file's other platforms' tables are known, not read.
 
     Returns:
         The validated :class:`DevGuildConfig`, its seed loaded.
@@ -87,4 +96,4 @@ def load_devguild_config(path: str | Path | None = None) -> DevGuildConfig:
             found (a bad or unreadable seed is reported at ``devguild.seed``).
     """
     file, text, data = read_toml(path)
-    return read_devguild_config(Reader(file, text), data)
+    return read_devguild_config(Reader(file, text, schemas, data), data)

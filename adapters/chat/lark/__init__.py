@@ -1,0 +1,1 @@
+"""Feishu/Lark: for now only its part of the config file (:mod:`adapters.chat.lark.config`)."""

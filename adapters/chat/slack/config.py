@@ -1,0 +1,80 @@
+"""Slack's part of the config file: ``[platforms.slack]`` and ``[agents.NAME.slack]``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from bridge.config import Aliases
+from bridge.config_reader import Reader
+from bridge.secrets import Secret
+
+#: What each token starts with.
+TOKEN_PREFIX = {"bot_token": "xoxb-", "app_token": "xapp-"}
+
+
+@attrs.frozen
+class SlackSettings:
+    """The ``[platforms.slack]`` table.
+
+    Attributes:
+        api_url: Web API base URL, ending in ``/`` (a local test server in tests).
+    """
+
+    api_url: str = "https://slack.com/api/"
+
+
+@attrs.frozen
+class SlackIdentity:
+    """``[agents.NAME.slack]``: the agent's Slack app.
+
+    Attributes:
+        bot_token: The bot token (``xoxb-``), for the Web API.
+        app_token: The app-level token (``xapp-``), for Socket Mode.
+    """
+
+    bot_token: Secret
+    app_token: Secret
+
+
+class SlackSchema:
+    """Slack's tables (:class:`bridge.config.PlatformSchema`)."""
+
+    name = "slack"
+    has_table = True
+    identity_keys = ("bot_token", "app_token")
+    default_scope = "thread"  # conversations live in threads
+    missing_space = ""  # the app's workspace is the space
+    aliases = Aliases()
+    extra_tables: tuple[str, ...] = ()
+
+    def read_settings(self, reader: Reader, table: Mapping[str, Any] | None,
+                      prefix: str) -> SlackSettings:
+        """``[platforms.slack]``: ``api_url`` (an http(s) URL; stored ending in ``/``)."""
+        table = table or {}
+        reader.check_keys(table, prefix, {"api_url"})
+        url = reader.url(table, prefix, "api_url", SlackSettings().api_url)
+        return SlackSettings(api_url=url.rstrip("/") + "/")
+
+    def read_identity(self, reader: Reader, table: Mapping[str, Any],
+                      prefix: str) -> SlackIdentity:
+        """Both tokens, as secret references (never literal), each with its prefix.
+
+        Raises:
+            ConfigError: a missing, literal or unknown key, or a token without
+                its prefix (the message names its source, never its value).
+        """
+        reader.check_keys(table, prefix, set(self.identity_keys))
+        secrets = {key: reader.secret(table, prefix, key, literal=False)
+                   for key in self.identity_keys}
+        for key, start in TOKEN_PREFIX.items():
+            if not secrets[key].reveal().startswith(start):
+                raise reader.fail(f"{prefix}.{key}", f"must be a token starting {start}; the "
+                                                     f"one from {secrets[key].source} is not")
+        return SlackIdentity(**secrets)
+
+    def read_extra(self, reader: Reader, name: str, table: Mapping[str, Any]) -> object:
+        """Slack owns no other table."""
+        raise reader.fail(name, "not a Slack table")
