@@ -26,10 +26,10 @@ class MemoryIdentity:
     """An agent's identity on an in-memory server.
 
     Attributes:
-        api_key: The credential the server knows (:meth:`MemoryServer.add_user`).
+        credential: The credential the server knows (``MemoryServer.add_user``).
     """
 
-    api_key: Secret
+    credential: Secret
 
 
 class MemorySchema:

@@ -4,7 +4,7 @@ A real platform in the sense of errbot's test backend: the runtime drives it
 exactly as it drives Fabric or Slack (log in, open an intake, post, edit,
 "did it land?", render), while the tests act as members on the same server.
 The agent's identity is a :class:`~adapters.chat.memory.config.MemoryIdentity`
-(its ``api_key`` in a config file): the server knows it as a user's credential.
+(given in code): the server knows its credential as a user's.
 """
 
 from __future__ import annotations
@@ -62,16 +62,16 @@ class MemoryPlatform:
         return list(dict.fromkeys(binding.space for binding in bindings))
 
     def login(self, agent: AgentSettings) -> MemorySession:
-        """Log the agent's identity in with its ``api_key`` as the credential.
+        """Log the agent's identity in with its credential.
 
         Raises:
             bridge.errors.LoginRefused: The agent has no key, or the server knows no such key.
         """
         identity = agent.identity(self.name)
         if not isinstance(identity, MemoryIdentity):
-            raise LoginRefused(f"agent {agent.name} has no identity on {self.name} (api_key "
-                               f"in [agents.{agent.name}])")
-        credential = identity.api_key.reveal()
+            raise LoginRefused(f"agent {agent.name} has no identity on {self.name} (a "
+                               "MemoryIdentity in its identities)")
+        credential = identity.credential.reveal()
         user_id, token, issued_at = self.server.login(credential)
         return MemorySession(self.server.user(user_id).name, issued_at, user_id, token,
                              frozenset(self.server.spaces_of(user_id)))
@@ -101,7 +101,7 @@ class MemoryPlatform:
         except LoginRefused as exc:
             return [PlatformCheck(name, "fail", f"the {self.name} server refused agent "
                                                 f"{agent.name}'s credential ({exc}); check "
-                                                f"api_key in [agents.{agent.name}]")]
+                                                f"the credential of its {self.name} identity")]
         spaces = ", ".join(sorted(session.spaces)) or "none"
         found = [PlatformCheck(name, "ok", f"the {self.name} server accepted agent "
                                            f"{agent.name}'s credential (user "
