@@ -44,7 +44,7 @@ class BridgeApp:
     """Starts and stops the whole bridge in this process.
 
     It knows no chat platform and no agent kind: the composition
-    (:mod:`bridge.compose`) hands it their registries.
+    (:mod:`bridge.cli.compose`) hands it their registries.
 
     Args:
         config: The validated config.

@@ -349,7 +349,7 @@ class Config:
 def load_config(path: str | Path | None, schemas: Sequence[PlatformSchema]) -> Config:
     """Read and validate a config file.
 
-    The composition (:func:`bridge.compose.load_config`) calls this with the
+    The composition (:func:`bridge.cli.compose.load_config`) calls this with the
     schemas of every platform it knows.
 
     Args:

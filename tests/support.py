@@ -18,7 +18,7 @@ from adapters.chat.fabric.devguild import DevGuild
 from adapters.chat.fabric.realtime import FabricSocket
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from bridge.board import Board
-from bridge.compose import bridge_app, load_config
+from bridge.cli.compose import bridge_app, load_config
 from bridge.config import Config
 from bridge.errors import Unauthorized
 

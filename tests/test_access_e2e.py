@@ -22,7 +22,7 @@ import pytest
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.devguild.seed import Seed, SeedUser
-from bridge.compose import devguild_of, load_config
+from bridge.cli.compose import devguild_of, load_config
 from bridge.logs import remove_logging, setup_logging
 from bridge.model import ScopeKey
 from bridge.policy import DEFAULT_REFUSAL

@@ -25,7 +25,7 @@ from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
 from adapters.chat.memory.config import MemoryIdentity
 from adapters.chat.memory.server import Message
 from bridge.board import Board, RunRow
-from bridge.compose import bridge_app, load_config
+from bridge.cli.compose import bridge_app, load_config
 from bridge.config import (
     AgentSettings,
     Binding,

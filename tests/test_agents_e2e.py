@@ -14,7 +14,7 @@ import pytest
 
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 from tests.fakes.clis import cli_path
 from tests.fakes.models import Say, ScriptedModel, Shell, Stall, Step
 from tests.support import Member, start_bridge, wait_until, write_config

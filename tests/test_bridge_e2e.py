@@ -12,7 +12,7 @@ import pytest
 from actors.app import BridgeApp
 from actors.scope import Scope
 from adapters.chat.fabric.devguild import DevGuild
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 from bridge.model import Inbound
 from tests.support import (
     Member,

@@ -14,7 +14,7 @@ from adapters.agents import agent_problems, build_agent
 from adapters.agents.claude import ClaudeAgent, permission_problem
 from adapters.agents.jsonl import JsonlRun
 from bridge.agent import RunDone, RunFailed, SessionStarted, ToolFinished, ToolStarted, Usage
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 from bridge.config import AgentSettings, ConfigError
 from tests.fakes.clis import cli_path
 from tests.fakes.models import Fail, Say, ScriptedModel, Shell, Stall

@@ -312,8 +312,8 @@ def test_devguild_without_its_extra_is_a_clear_error(tmp_path: Path) -> None:
     to install instead of failing with an import traceback."""
     script = (
         "import sys; sys.modules['aiohttp'] = None\n"
-        "from bridge.compose import DevGuildMissing, DevGuildService\n"
-        "from bridge.compose import load_config\n"
+        "from bridge.cli.compose import DevGuildMissing, DevGuildService\n"
+        "from bridge.cli.compose import load_config\n"
         "try:\n"
         "    DevGuildService().start(load_config())\n"
         "except DevGuildMissing as exc:\n"

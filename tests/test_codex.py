@@ -25,7 +25,7 @@ from bridge.agent import (
     ToolStarted,
     Usage,
 )
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 from bridge.config import AgentSettings, ConfigError
 from tests.fakes.clis import cli_path
 from tests.fakes.models import Fail, Say, ScriptedModel, Shell, Stall

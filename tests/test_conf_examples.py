@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -17,7 +17,7 @@ from adapters.chat.fabric.config import (
 from adapters.chat.fabric.devguild.config import load_devguild_config
 from adapters.chat.lark.config import LarkIdentity, LarkSchema, LarkSettings
 from adapters.chat.slack.config import SlackIdentity, SlackSchema, SlackSettings
-from bridge.compose import SCHEMAS, load_config
+from bridge.cli.compose import SCHEMAS, load_config
 from bridge.config import (
     DEFAULT_CONFIG,
     Binding,

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.compose import bridge_app, load_config
+from bridge.cli.compose import bridge_app, load_config
 from bridge.config import Config
 from bridge.ops.loadkit import BridgeProcess
 from bridge.statefiles import read_status

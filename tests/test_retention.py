@@ -27,7 +27,7 @@ from actors.upkeep import PRUNE_INTERVAL_S, prune_interval_s
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, StoreRow
 from bridge.cli import main
-from bridge.compose import bridge_app, load_config
+from bridge.cli.compose import bridge_app, load_config
 from bridge.config import ConfigError
 from bridge.model import ConnectionKey, Inbound
 from bridge.ops.doctor import run_checks

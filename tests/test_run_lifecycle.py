@@ -27,7 +27,7 @@ from actors.runner import Runner
 from actors.scope import Scope
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board, BoardSnapshot, RunRow
-from bridge.compose import bridge_app
+from bridge.cli.compose import bridge_app
 from bridge.config import Config
 from bridge.model import Inbound, ScopeKey
 from bridge.scope_logic import CONTEXT_MESSAGES

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.compose import bridge_app
+from bridge.cli.compose import bridge_app
 from tests.fakes.runs import fake_cli
 from tests.support import Member, wait_until, write_config
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from bridge.board import BoardSnapshot
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 from bridge.config import ConfigError
 from bridge.errors import ChatError
 from bridge.statefiles import read_status

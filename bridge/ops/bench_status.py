@@ -74,7 +74,7 @@ def measure_live_status(run_s: float = 60.0, tool_every_s: float = 1.0) -> LiveS
         raise ValueError("run_s and tool_every_s must be positive")
     from adapters.chat.fabric.devguild import DevGuild, load_seed
     from adapters.chat.fabric.rest import FabricCenter, FabricGuild
-    from bridge.compose import bridge_app, load_config
+    from bridge.cli.compose import bridge_app, load_config
 
     with tempfile.TemporaryDirectory(prefix="bridge-status-") as tmp, \
             DevGuild(load_seed(), center_port=0, guild_port=0) as guild:

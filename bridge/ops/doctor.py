@@ -12,7 +12,7 @@ message that says what is wrong and how to fix it (or what is fine). It looks at
 - each chat platform the bindings use: its own checks
   (:meth:`bridge.platform.ChatPlatform.checks`) for each agent bound on it (and
   each agent bound nowhere that has an identity there), built by the composition
-  (:mod:`bridge.compose`). On Fabric (:mod:`adapters.chat.fabric.checks`): a Center
+  (:mod:`bridge.cli.compose`). On Fabric (:mod:`adapters.chat.fabric.checks`): a Center
   login with the agent's API key; each bound guild: the session has it, its channel
   list answers, the bound channel names or ids exist; each channel or user *name* in
   the bindings and access rules: the id it resolves to, or that it is ambiguous.
@@ -45,7 +45,7 @@ import attrs
 
 from adapters.agents.claude import permission_problem
 from adapters.chat.fabric.config import devguild_settings
-from bridge import compose
+from bridge.cli import compose
 from bridge.config import AgentSettings, Config
 from bridge.platform import ChatPlatform
 from bridge.sanitize import terminal_safe

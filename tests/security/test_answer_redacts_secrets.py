@@ -19,7 +19,7 @@ import pytest
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.compose import bridge_app
+from bridge.cli.compose import bridge_app
 from tests.support import Member, wait_until, write_config
 
 #: The agent's Fabric key (the dev guild's, so it logs in), model key and env value.

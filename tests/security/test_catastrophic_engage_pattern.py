@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from adapters.chat.fabric.devguild import DevGuild
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 from bridge.config import ConfigError
 from bridge.engage import Decision, EngageGate, EngageRule
 from bridge.model import Inbound
@@ -83,7 +83,7 @@ def test_engage_pattern_never_runs_on_the_supervisor(
     holds up routing for every agent: only the conversation's own scope runs it."""
     from actors.supervisor import Supervisor
     from bridge.board import Board
-    from bridge.compose import bridge_app
+    from bridge.cli.compose import bridge_app
 
     searched_on: list[str] = []
     decide = EngageGate.decide

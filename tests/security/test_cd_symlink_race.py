@@ -24,7 +24,7 @@ import actors.scope
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.compose import bridge_app
+from bridge.cli.compose import bridge_app
 from bridge.policy import check_workspace
 from tests.support import Member, wait_until, write_config
 

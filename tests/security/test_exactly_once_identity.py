@@ -24,7 +24,7 @@ from actors.app import BridgeApp
 from adapters.chat.fabric import rules
 from adapters.chat.fabric.devguild import DevGuild
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild, message_nonce
-from bridge.compose import load_config
+from bridge.cli.compose import load_config
 from bridge.store import Store
 from tests.support import (
     Member,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.board import Board
-from bridge.compose import bridge_app
+from bridge.cli.compose import bridge_app
 from bridge.model import Inbound
 from bridge.policy import AccessPolicy
 from bridge.prompt import (

@@ -32,8 +32,8 @@ import pytest
 import bridge.procs as procs
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
-from bridge import compose
 from bridge.board import Board
+from bridge.cli import compose
 from bridge.config import Config
 from bridge.model import ScopeKey
 from bridge.store import DB_FILE, Store

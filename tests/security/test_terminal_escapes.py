@@ -22,7 +22,7 @@ from adapters.chat.fabric.chat import ChatSession
 from adapters.chat.fabric.devguild import DevGuild
 from adapters.chat.fabric.rest import FabricCenter
 from bridge.board import ActorRow, Board, BoardSnapshot, ConnectionRow, RunRow, ScopeRow
-from bridge.compose import bridge_app
+from bridge.cli.compose import bridge_app
 from bridge.logs import remove_logging, setup_logging
 from bridge.ops.doctor import failure, format_check
 from bridge.ops.tui import plain_status, render

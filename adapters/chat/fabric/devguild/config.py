@@ -85,7 +85,7 @@ def load_devguild_config(path: str | Path | None,
 
     Args:
         path: The TOML file; None means the embedded default ``conf/bridge.toml``.
-        schemas: Every platform's schema (:data:`bridge.compose.SCHEMAS`): the
+        schemas: Every platform's schema (:data:`bridge.cli.compose.SCHEMAS`): the
             file's other platforms' tables are known, not read.
 
     Returns:

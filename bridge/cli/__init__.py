@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "devguild":  # reads [devguild] and [bridge]; needs no [fabric] or agents
         try:
             from adapters.chat.fabric.devguild.config import load_devguild_config
-            from bridge.compose import SCHEMAS
+            from bridge.cli.compose import SCHEMAS
 
             devguild_config = load_devguild_config(args.config, SCHEMAS)
         except ConfigError as exc:
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_soak(args.duration, args.channels, args.rate, args.seed, args.kill_every,
                          args.json)
-    from bridge.compose import load_config
+    from bridge.cli.compose import load_config
     from bridge.secrets import SecretError, receive_handed_secrets
 
     try:
@@ -231,7 +231,7 @@ def cmd_start(config: Config, *, no_tui: bool) -> int:
     """
     from adapters.agents.childenv import BASE_ENV
     from bridge.board import Board
-    from bridge.compose import DevGuildMissing, bridge_app
+    from bridge.cli.compose import DevGuildMissing, bridge_app
     from bridge.logs import setup_logging
     from bridge.ops.tui import run_live
     from bridge.secrets import SecretError, env_secret_names, exec_without_env_secrets
