@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pykka
 
-from actors.messages import GetAccess, Init, Invalidate, PresenceSettle, RunActive
-from actors.runtime import Runtime, SupervisedActor
+from actors.messages import (
+    GetAccess,
+    Init,
+    Invalidate,
+    PresenceSettle,
+    RefreshLogin,
+    RunActive,
+)
+from actors.runtime import Runtime, SupervisedActor, send
 from bridge.config import AgentSettings
 from bridge.errors import ChatError, NotFound, RetryLater
 from bridge.model import ConnectionKey
@@ -19,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for the credentials actor when the cache has no usable access.
 ACCESS_ASK_TIMEOUT_S = 15.0
+#: The share of the session lifetime after which the identity logs in again.
+REFRESH_AT = 0.8
 #: Seconds the run count must hold before the presence is set (coalesces bursts).
 PRESENCE_SETTLE_S = 1.0
 
@@ -54,9 +64,7 @@ def access_of(runtime: Runtime, connection: ConnectionKey) -> Access:
 def invalidate(runtime: Runtime, connection: ConnectionKey, token: str) -> None:
     """Report a token the platform refused: dropped from the cache, the next access logs in."""
     runtime.credentials.invalidate(connection, token)
-    credentials = runtime.directory.get(credentials_id(connection))
-    if credentials is not None:
-        credentials.tell(Invalidate(token))
+    send(runtime, credentials_id(connection), Invalidate(token))
 
 
 class Credentials(SupervisedActor):
@@ -66,7 +74,10 @@ class Credentials(SupervisedActor):
     logging in on a miss, after the platform's session lifetime
     (``limits.session_ttl_s``), or after ``Invalidate`` of a token in use. Every
     access it obtains goes into the runtime's credential cache, which gateways
-    and deliveries read without asking (an ask happens only on a cold cache).
+    and deliveries read without asking. It logs in at start and again after
+    :data:`REFRESH_AT` of the session lifetime, and at once after a refused
+    token, filling the cache for all its spaces: a reader asks only when a
+    login failed.
     Presence is ``busy`` while the identity has runs in a space and ``idle`` after.
 
     Args:
@@ -74,6 +85,7 @@ class Credentials(SupervisedActor):
         child_id: ``credentials:<platform>:<agent>``.
         platform: The chat platform.
         agent: The identity's settings.
+        spaces: The spaces its gateways connect to (their access is kept warm).
 
     Asks raise :class:`bridge.errors.LoginRefused` for refused credentials,
     :class:`bridge.errors.RetryLater` when the platform is unreachable, and
@@ -81,10 +93,12 @@ class Credentials(SupervisedActor):
     """
 
     def __init__(self, runtime: Runtime, child_id: str, platform: ChatPlatform,
-                 agent: AgentSettings) -> None:
+                 agent: AgentSettings, spaces: Sequence[str] = ()) -> None:
         super().__init__(runtime, child_id)
         self.platform = platform
         self.agent = agent
+        self.spaces = tuple(spaces)
+        self.refresh_generation = 0
         self.ttl_s = platform.limits.session_ttl_s
         self.session: Session | None = None
         self.logins = 0
@@ -95,6 +109,11 @@ class Credentials(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         """Handle ``Init``, ``GetAccess`` (ask), ``Invalidate``, ``RunActive``."""
         if isinstance(message, Init):
+            self._refresh()
+            return None
+        if isinstance(message, RefreshLogin):
+            if message.generation == self.refresh_generation:
+                self._refresh()
             return None
         if isinstance(message, GetAccess):
             return self._access(message.space)
@@ -106,9 +125,10 @@ class Credentials(SupervisedActor):
             return None
         if isinstance(message, Invalidate):
             if self.session is not None and self.session.holds(message.token):
-                log.info("credentials %s@%s: token refused, will log in again",
+                log.info("credentials %s@%s: token refused, logging in again",
                          self.agent.name, self.platform.name)
                 self.session = None
+                self._refresh()
             return None
         return super().on_receive(message)
 
@@ -136,6 +156,24 @@ class Credentials(SupervisedActor):
         except ChatError as exc:
             log.info("credentials %s@%s: presence %s not set in %s: %s", self.agent.name,
                      self.platform.name, "busy" if busy else "idle", message.space, exc)
+
+    def _refresh(self) -> None:
+        """Log in now and fill the cache for every space of the identity, then schedule
+        the next login before the session lifetime ends, so that gateways and
+        deliveries find a fresh access in the cache instead of asking (a failed
+        login is logged; the next ask or the next refresh tries again)."""
+        self.refresh_generation += 1
+        self.runtime.timers.schedule(self.ttl_s * REFRESH_AT, self.actor_ref,
+                                     RefreshLogin(self.refresh_generation))
+        try:
+            self.session = self._login()
+        except ChatError:
+            return
+        for space in self.spaces:
+            access = self.session.access(space)
+            if access is not None:
+                self.runtime.credentials.put(
+                    ConnectionKey(self.platform.name, self.agent.name, space), access)
 
     def _access(self, space: str) -> Access:
         now = time.time()

@@ -100,17 +100,7 @@ class Gateway(SupervisedActor):
         """
         if not self.runtime.store.record_inbound(inbound, advance_cursor=advance_cursor):
             return False
-        scope = self.runtime.directory.get(f"scope:{inbound.scope}")
-        if scope is not None:
-            try:
-                scope.tell(inbound)
-                return True
-            except pykka.ActorDeadError:
-                pass  # stopped meanwhile: the supervisor spawns it again
-        supervisor = self.runtime.supervisor
-        if supervisor is not None:
-            with contextlib.suppress(pykka.ActorDeadError):  # stopping: it is in the journal
-                supervisor.tell(Route(inbound))
+        send(self.runtime, f"scope:{inbound.scope}", inbound, fallback=Route(inbound))
         return True
 
     def cursors(self) -> Mapping[str, str]:
@@ -153,10 +143,13 @@ class Gateway(SupervisedActor):
     def act(self, action: Action) -> None:
         """Tell ``action`` to its scope (directly when it runs; see :func:`actors.runtime.send`).
 
-        An action for a conversation of another connection is logged and dropped.
+        An action for a conversation of another connection, or of one that is
+        not running (so it has no run to stop), is logged and dropped.
         """
         if action.scope.connection != self._connection:
             log.warning("gateway %s: %r click for %s dropped (another connection)",
                         self._connection, action.name, action.scope)
             return
-        send(self.runtime, f"scope:{action.scope}", action)
+        if not send(self.runtime, f"scope:{action.scope}", action, live_only=True):
+            log.info("gateway %s: %r click for %s ignored: no run is live there",
+                     self._connection, action.name, action.scope)

@@ -192,6 +192,14 @@ class RunActive:
 
 
 @attrs.frozen
+class RefreshLogin:
+    """Credentials timer: log in again before the session lifetime ends (``generation``
+    ignores a timer overtaken by a newer login)."""
+
+    generation: int
+
+
+@attrs.frozen
 class PresenceSettle:
     """Credentials timer: set the presence in ``space`` if nothing changed since ``generation``."""
 

@@ -269,10 +269,7 @@ class Runner(pykka.ThreadingActor):
         send(self.runtime, self.delivery_id, message)
 
     def _identity(self, message: RunActive) -> None:
-        credentials = self.runtime.directory.get(credentials_id(self.connection))
-        if credentials is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                credentials.tell(message)
+        send(self.runtime, credentials_id(self.connection), message)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """Kill the agent and report the run as failed (in the channel and to the scope)."""

@@ -151,28 +151,37 @@ class Runtime:
     stopping: threading.Event = attrs.field(factory=threading.Event)
 
 
-def send(runtime: Runtime, child_id: str, message: Any) -> None:
+def send(runtime: Runtime, child_id: str, message: Any, *, fallback: Any = None,
+         live_only: bool = False) -> bool:
     """Tell a supervised child ``message``: directly when it runs, else via the supervisor.
 
-    The supervisor spawns a missing delivery, and buffers for a child that
-    restarts; a live child gets the message without a hop through it.
+    The supervisor spawns a missing child (a scope for ``Route``, a delivery for
+    ``Forward``) and buffers for one that restarts; a live child gets the
+    message without a hop through it.
 
     Args:
         runtime: Shared services (the directory of live children).
         child_id: The receiver, e.g. ``delivery:<scope key>``.
         message: A frozen attrs message.
+        fallback: What the supervisor gets when the child is not live (default
+            ``Forward(child_id, message)``).
+        live_only: Tell only a live child; otherwise drop the message.
+
+    Returns:
+        True when a live child got it directly.
     """
     ref = runtime.directory.get(child_id)
     if ref is not None:
         try:
             ref.tell(message)
-            return
+            return True
         except pykka.ActorDeadError:
             pass  # stopped or failed meanwhile: the supervisor knows what to do
     supervisor = runtime.supervisor
-    if supervisor is not None:
+    if supervisor is not None and not live_only:
         with contextlib.suppress(pykka.ActorDeadError):  # stopping: the store keeps the work
-            supervisor.tell(Forward(child_id, message))
+            supervisor.tell(fallback if fallback is not None else Forward(child_id, message))
+    return False
 
 
 class SupervisedActor(pykka.ThreadingActor):

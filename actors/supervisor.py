@@ -111,12 +111,16 @@ class Supervisor(pykka.ThreadingActor):
         self.runtime.board.put_actor(ActorRow(ROOT_ID, "supervisor", None, "running"))
         config = self.runtime.config
         platforms = self.runtime.platforms
-        for platform_name, agent_name in sorted({(b.platform, b.agent) for b in config.bindings}):
+        identities = sorted({(b.platform, b.agent) for b in config.bindings})
+        for platform_name, agent_name in identities:
             platform = platforms[platform_name]
+            mine = [b for b in config.bindings
+                    if (b.platform, b.agent) == (platform_name, agent_name)]
             child_id = credentials_id(ConnectionKey(platform_name, agent_name, ""))
             self._add(child_id, "credentials", functools.partial(
-                Credentials.start, self.runtime, child_id, platform, config.agents[agent_name]))
-        for platform_name, agent_name in sorted({(b.platform, b.agent) for b in config.bindings}):
+                Credentials.start, self.runtime, child_id, platform, config.agents[agent_name],
+                platform.spaces(mine)))
+        for platform_name, agent_name in identities:
             platform = platforms[platform_name]
             mine = [b for b in config.bindings
                     if (b.platform, b.agent) == (platform_name, agent_name)]

@@ -374,3 +374,23 @@ def test_a_stop_click_by_an_admin_stops_a_run_they_did_not_ask_for(
     chat.server.click(chat.general, status.id, carol, "stop", run.run_id)
     wait_stopped_by(app, chat, status, "carol")
     assert not any(t.startswith("answer to: ") for t in chat.answers(chat.general))
+
+
+def test_credentials_keep_the_cache_warm_so_posts_never_ask(tmp_path: Path, chat: Chat,
+                                                            apps: list[BridgeApp]) -> None:
+    """The identity logs in at start and fills the shared cache for its space; a token
+    the platform refused is replaced in the cache by a fresh login, without any ask."""
+    from actors.credentials import invalidate
+
+    app = start(config_for(tmp_path, chat), chat, apps)
+    assert app.runtime is not None
+    runtime = app.runtime
+    connection = ConnectionKey("memory", "echo", chat.space)
+    first = wait_until(lambda: runtime.credentials.get(connection), what="a cached access")
+    invalidate(runtime, connection, first.token)
+    fresh = wait_until(lambda: (access := runtime.credentials.get(connection)) is not None
+                       and access.token != first.token and access,
+                       what="a fresh access in the cache")
+    assert fresh.user_id == first.user_id
+    chat.post(chat.dm, "still answered")
+    wait_until(lambda: chat.answers(chat.dm) == ["still answered"], what="the answer")
