@@ -17,7 +17,9 @@ Runs also send their live status text (``Progress``): the first one is
 posted as the run's status message (idempotency key ``status:<run_id>``, so a
 post whose answer was lost is found and edited rather than posted again),
 later ones edit it, only when the text changed and at most once a second; the
-last state is always shown.
+last state is always shown. Where the platform has buttons, the status carries
+a Stop button (control ``stop`` carrying the run id) until the run's last state
+replaces it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from actors.messages import (
 from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
-from bridge.model import ScopeKey
+from bridge.model import Control, ScopeKey
 from bridge.platform import Access, ChatClient
 from bridge.secrets import redact
 from bridge.store import Piece
@@ -171,7 +173,8 @@ class Delivery(SupervisedActor):
             if view.message_id is None:
                 self._post_status(client, run_id, view)
             elif view.message_id:
-                client.update(self.target, view.message_id, view.latest)
+                client.update(self.target, view.message_id, view.latest,
+                              controls=self._controls(run_id, view))
             self.status_edits += 1
         except (ChatError, pykka.Timeout) as exc:  # the status is best-effort
             if isinstance(exc, RetryLater) and exc.ambiguous and view.message_id is None:
@@ -192,12 +195,20 @@ class Delivery(SupervisedActor):
                 view.message_id = landed
                 view.uncertain = False
                 if view.message_id:
-                    client.update(self.target, view.message_id, view.latest)
+                    client.update(self.target, view.message_id, view.latest,
+                                  controls=self._controls(run_id, view))
                 return
         if view.first_try is None:
             view.first_try = time.time()
-        view.message_id = client.post(self.target, view.latest, idempotency_key=key)
+        view.message_id = client.post(self.target, view.latest, idempotency_key=key,
+                                      controls=self._controls(run_id, view))
         view.uncertain = False
+
+    def _controls(self, run_id: str, view: StatusView) -> tuple[Control, ...]:
+        """The Stop button of a working run's status, where the platform has buttons."""
+        if view.final or not self.platform.limits.buttons:
+            return ()
+        return (Control("stop", "Stop", run_id),)
 
     def _drain(self) -> None:
         store = self.runtime.store

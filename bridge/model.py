@@ -122,6 +122,24 @@ class Attachment:
 
 
 @attrs.frozen
+class Control:
+    """A button the bridge puts on a message it posts (e.g. a run's Stop button).
+
+    A member's click on it comes back through the intake as an :class:`Action`
+    with the same ``name`` and ``value``.
+
+    Attributes:
+        name: What the control does, e.g. ``stop`` (the Action's ``name``).
+        label: The button's text, e.g. ``Stop``.
+        value: What a click carries back, e.g. the run id (at most 200 characters).
+    """
+
+    name: str
+    label: str
+    value: str = ""
+
+
+@attrs.frozen
 class Action:
     """A member's click on a control the bridge posted (e.g. a run's Stop button).
 

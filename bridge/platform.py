@@ -25,7 +25,7 @@ import attrs
 
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError
-from bridge.model import Action, Attachment, ConnectionKey, Inbound, Target
+from bridge.model import Action, Attachment, ConnectionKey, Control, Inbound, Target
 from bridge.names import ResolvedNames
 from bridge.run_view import Renderer, RunView
 
@@ -138,7 +138,8 @@ class ChatClient(Protocol):
     ``Unauthorized`` (log in again), others (give up).
     """
 
-    def post(self, target: Target, text: str, *, idempotency_key: str) -> str:
+    def post(self, target: Target, text: str, *, idempotency_key: str,
+             controls: Sequence[Control] = ()) -> str:
         """Post ``text`` to ``target``; return the new message's id.
 
         Args:
@@ -146,10 +147,20 @@ class ChatClient(Protocol):
             text: Already rendered and under :attr:`PlatformLimits.text_chars`.
             idempotency_key: The piece's identity, carried by the message so that
                 :meth:`find_posted` can find it (at most 200 characters).
+            controls: Buttons on the message (only where ``limits.buttons``).
+
+        Raises:
+            Unsupported: ``controls`` given on a platform without buttons.
         """
 
-    def update(self, target: Target, message_id: str, text: str) -> None:
-        """Replace the text of a message the identity posted."""
+    def update(self, target: Target, message_id: str, text: str, *,
+               controls: Sequence[Control] = ()) -> None:
+        """Replace the text (and the buttons: ``controls``, none by default) of a
+        message the identity posted.
+
+        Raises:
+            Unsupported: ``controls`` given on a platform without buttons.
+        """
 
     def delete(self, target: Target, message_id: str) -> None:
         """Delete a message the identity posted."""

@@ -32,7 +32,7 @@ from bridge.config import (
     BridgeSettings,
     Config,
 )
-from bridge.model import ConnectionKey, ScopeKey, Target
+from bridge.model import ConnectionKey, Control, ScopeKey, Target
 from bridge.policy import AccessPolicy
 from bridge.prompt import CONTEXT_HEADER, MESSAGES_HEADER
 from bridge.secrets import Secret
@@ -180,9 +180,10 @@ def test_a_slow_run_posts_its_status_once_and_edits_it(
         calls.append(("post", kwargs.get("key", ""), time.monotonic()))
         return post(channel, author, text, **kwargs)
 
-    def editing(channel: str, message_id: str, author: str, text: str) -> Message:
+    def editing(channel: str, message_id: str, author: str, text: str,
+                **kwargs: Any) -> Message:
         calls.append(("edit", message_id, time.monotonic()))
-        return edit(channel, message_id, author, text)
+        return edit(channel, message_id, author, text, **kwargs)
 
     monkeypatch.setattr(chat.server, "post", posting)
     monkeypatch.setattr(chat.server, "edit", editing)
@@ -315,6 +316,7 @@ def ask_for_a_run(app: BridgeApp, chat: Chat, text: str) -> tuple[Message, RunRo
     status = wait_until(lambda: next((m for m in chat.by_echo(chat.general)
                                       if m.key == f"status:{run.run_id}"), None),
                         what="the run's status message")
+    assert status.controls == (Control("stop", "Stop", run.run_id),)  # its Stop button
     return status, run
 
 
@@ -331,9 +333,11 @@ def wait_stopped_by(app: BridgeApp, chat: Chat, status: Message, name: str) -> N
     failed = wait_until(lambda: next((t for t in chat.answers(chat.general)
                                       if "run failed" in t), None), what="the run stopped")
     assert failed.startswith(f"⚠ echo: run failed: stopped by {name}")
-    wait_until(lambda: next(m for m in chat.by_echo(chat.general) if m.id == status.id
-                            ).text.startswith(f"echo · failed: stopped by {name}"),
-               what="the status message's final state")
+    final = wait_until(lambda: next((m for m in chat.by_echo(chat.general)
+                                     if m.id == status.id and m.text.startswith(
+                                         f"echo · failed: stopped by {name}")), None),
+                       what="the status message's final state")
+    assert final.controls == ()  # the Stop button is gone
     wait_until(lambda: not app.board.snapshot().runs, what="the run gone from the board")
 
 

@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 from bridge.errors import Forbidden, LoginRefused, RetryLater, TooLarge
-from bridge.model import Action, Attachment, ConnectionKey, Inbound, Target
+from bridge.model import Action, Attachment, ConnectionKey, Control, Inbound, Target
 from bridge.platform import Access, ChatClient, Unsupported
 from bridge.run_view import RunView, StepView
 from tests.contract.conftest import OpenHost
@@ -300,7 +300,8 @@ def test_a_click_on_the_identity_s_control_reaches_act(harness: Harness,
     client, _ = _client(harness)
     members = harness.post(channel, "a member's message")
     host.wait_accepted("a member's message")
-    status = client.post(Target(channel), "a run's status", idempotency_key="s-1")
+    status = client.post(Target(channel), "a run's status", idempotency_key="s-1",
+                         controls=(Control("stop", "Stop", "run-1"),))
     harness.click(channel, members, "stop", "run-0")  # not the identity's: never handed on
     harness.click(channel, status, "stop", "run-1")
     [action] = host.wait(lambda: list(host.actions), "the click handed to act()")

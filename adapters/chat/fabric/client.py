@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import requests
 
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess
-from bridge.model import Attachment, Target
+from bridge.model import Attachment, Control, Target
 from bridge.platform import Unsupported
 
 
@@ -28,18 +29,27 @@ class FabricClient:
     def __init__(self, access: GuildAccess, session: requests.Session | None = None) -> None:
         self.guild = FabricGuild(access, session)
 
-    def post(self, target: Target, text: str, *, idempotency_key: str) -> str:
+    def post(self, target: Target, text: str, *, idempotency_key: str,
+             controls: Sequence[Control] = ()) -> str:
         """Post ``text``; return the message id (empty when the guild gave none).
 
         Raises:
+            Unsupported: ``controls`` given (Fabric has no buttons).
             bridge.errors.ChatError: typed by status (see :mod:`adapters.chat.fabric.rest`).
         """
+        _no_controls(controls)
         posted = self.guild.post(target.channel, text, idempotency_key=idempotency_key)
         found = posted.get("messageId")
         return found if isinstance(found, str) else ""
 
-    def update(self, target: Target, message_id: str, text: str) -> None:
-        """Replace the text of one of the identity's messages."""
+    def update(self, target: Target, message_id: str, text: str, *,
+               controls: Sequence[Control] = ()) -> None:
+        """Replace the text of one of the identity's messages.
+
+        Raises:
+            Unsupported: ``controls`` given (Fabric has no buttons).
+        """
+        _no_controls(controls)
         self.guild.edit(target.channel, message_id, text)
 
     def delete(self, target: Target, message_id: str) -> None:
@@ -95,3 +105,9 @@ class FabricClient:
     def set_busy(self, busy: bool) -> None:
         """Set the agent's presence to ``busy`` or ``idle``."""
         self.guild.set_presence("busy" if busy else "idle")
+
+
+def _no_controls(controls: Sequence[Control]) -> None:
+    """Refuse buttons: Fabric messages carry none (its limits say buttons = False)."""
+    if controls:
+        raise Unsupported("Fabric messages carry no buttons (its limits say buttons = False)")

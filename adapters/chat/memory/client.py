@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 
 from adapters.chat.memory.server import MemoryServer
 from bridge.errors import TooLarge
-from bridge.model import Attachment, Target
+from bridge.model import Attachment, Control, Target
 from bridge.platform import Access
 
 
@@ -75,14 +76,17 @@ class MemoryClient:
     def _me(self) -> str:
         return self.server.authenticate(self.access.token)
 
-    def post(self, target: Target, text: str, *, idempotency_key: str) -> str:
-        """Post ``text`` to ``target`` carrying ``idempotency_key``; return the message id."""
+    def post(self, target: Target, text: str, *, idempotency_key: str,
+             controls: Sequence[Control] = ()) -> str:
+        """Post ``text`` (with buttons: ``controls``) to ``target`` carrying
+        ``idempotency_key``; return the message id."""
         return self.server.post(target.channel, self._me(), text, thread=target.thread,
-                                key=idempotency_key).id
+                                key=idempotency_key, controls=controls).id
 
-    def update(self, target: Target, message_id: str, text: str) -> None:
-        """Replace the text of a message the identity posted."""
-        self.server.edit(target.channel, message_id, self._me(), text)
+    def update(self, target: Target, message_id: str, text: str, *,
+               controls: Sequence[Control] = ()) -> None:
+        """Replace the text and the buttons of a message the identity posted."""
+        self.server.edit(target.channel, message_id, self._me(), text, controls=controls)
 
     def delete(self, target: Target, message_id: str) -> None:
         """Delete a message the identity posted."""

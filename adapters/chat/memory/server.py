@@ -47,6 +47,7 @@ from bridge.errors import (
     TooLarge,
     Unauthorized,
 )
+from bridge.model import Control
 
 #: Longest text of one message (characters), unless the server is built with another.
 TEXT_CHARS = 4000
@@ -121,6 +122,7 @@ class Message:
         edited: True once the text was edited.
         files: The files posted with it.
         deleted: True once its author deleted it (it is no longer read).
+        controls: The buttons on it (a click names one of them).
     """
 
     id: str
@@ -134,6 +136,7 @@ class Message:
     edited: bool = False
     files: tuple[File, ...] = ()
     deleted: bool = False
+    controls: tuple[Control, ...] = ()
 
     @property
     def created_iso(self) -> str:
@@ -411,7 +414,8 @@ class MemoryServer:
     # -- writing -----------------------------------------------------------------
 
     def post(self, channel_id: str, author: str, text: str, *, thread: str = "",
-             key: str = "", files: Mapping[str, bytes] | None = None) -> Message:
+             key: str = "", files: Mapping[str, bytes] | None = None,
+             controls: Iterable[Control] = ()) -> Message:
         """Post ``text`` as ``author`` and tell the channel's live connections.
 
         Args:
@@ -421,6 +425,7 @@ class MemoryServer:
             thread: The id of a top-level message of the channel to reply under.
             key: The post's idempotency key, kept with the message.
             files: Files posted with it: name -> content.
+            controls: Buttons on it.
 
         Returns:
             The stored message.
@@ -452,7 +457,8 @@ class MemoryServer:
             stored = tuple(self._store_file(channel_id, name, content)
                            for name, content in (files or {}).items())
             message = Message(self._new_id("M"), channel_id, len(messages) + 1, author, text,
-                              self._clock(), thread, key, files=stored)
+                              self._clock(), thread, key, files=stored,
+                              controls=tuple(controls))
             messages.append(message)
             channel = self._channels[channel_id]
             self._tell(channel.members, channel.space, Posted(message))
@@ -461,8 +467,9 @@ class MemoryServer:
                                  ambiguous=True)
             return message
 
-    def edit(self, channel_id: str, message_id: str, author: str, text: str) -> Message:
-        """Replace the text of a message ``author`` posted.
+    def edit(self, channel_id: str, message_id: str, author: str, text: str, *,
+             controls: Iterable[Control] = ()) -> Message:
+        """Replace the text and the buttons (``controls``) of a message ``author`` posted.
 
         Raises:
             NotFound: No such channel or message.
@@ -478,7 +485,8 @@ class MemoryServer:
                 raise TooLarge(f"text is {len(text)} characters, over {self.text_chars}")
             index = self._own(channel_id, message_id, author)
             messages = self._messages[channel_id]
-            messages[index] = attrs.evolve(messages[index], text=text, edited=True)
+            messages[index] = attrs.evolve(messages[index], text=text, edited=True,
+                                           controls=tuple(controls))
             return messages[index]
 
     def delete(self, channel_id: str, message_id: str, author: str) -> None:
@@ -518,6 +526,10 @@ class MemoryServer:
     def click(self, channel_id: str, message_id: str, user: str, name: str,
               value: str = "") -> None:
         """``user`` clicks the control ``name`` on a message; its author's connections are told.
+
+        Any ``name`` and ``value`` may be sent, whatever controls the message
+        carries (:attr:`Message.controls`): a forged click is what the bridge
+        must withstand.
 
         Raises:
             NotFound: No such channel or message.
