@@ -133,6 +133,8 @@ class PlatformSchema(Protocol):
         default_scope: The grain of a binding that names none (one of :data:`SCOPE_GRAINS`).
         missing_space: What a binding on this platform without ``space`` is told
             (after ``missing: ``); empty when ``space`` is optional.
+        default_space: The space of a binding that names none, where ``space`` is
+            optional (Slack: the app's one workspace).
         aliases: The older spellings it accepts (:class:`Aliases`).
         extra_tables: Other top-level tables it owns (e.g. a dev server's), read
             with :meth:`read_extra` into :attr:`Config.extras`.
@@ -148,6 +150,8 @@ class PlatformSchema(Protocol):
     def default_scope(self) -> str: ...
     @property
     def missing_space(self) -> str: ...
+    @property
+    def default_space(self) -> str: ...
     @property
     def aliases(self) -> Aliases: ...
     @property

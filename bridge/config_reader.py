@@ -675,7 +675,7 @@ class Reader:
             return str(self.get(table, prefix, key, str))
         if schema.missing_space and "space" not in table:
             raise self.fail(f"{prefix}.space", f"missing: {schema.missing_space}")
-        return str(self.get(table, prefix, "space", str, ""))
+        return str(self.get(table, prefix, "space", str, schema.default_space))
 
 
 def _kind_names(kinds: tuple[type, ...]) -> str:

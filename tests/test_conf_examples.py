@@ -44,7 +44,8 @@ def test_example_platforms_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_pat
     coder = config.agents["coder"]
     assert all(coder.identity(name) is not None for name in ("fabric", "slack", "lark"))
     assert [(b.platform, b.space, b.scope) for b in config.bindings] == [
-        ("fabric", "main", "channel"), ("slack", "", "thread"), ("lark", "", "thread")]
+        ("fabric", "main", "channel"), ("slack", "workspace", "thread"),
+        ("lark", "tenant", "thread")]
 
 
 def test_default_config_uses_the_platform_tables() -> None:

@@ -627,8 +627,9 @@ def test_slack_and_lark_identities_and_defaults(tmp_path: Path, platform_env: No
         assert secret not in repr(config)
     slack, lark = config.bindings
     assert (slack.platform, slack.space, slack.channels, slack.scope) == (
-        "slack", "", ("C123",), "thread")
-    assert (lark.platform, lark.space, lark.channels, lark.scope) == ("lark", "", ("*",), "thread")
+        "slack", "workspace", ("C123",), "thread")
+    assert (lark.platform, lark.space, lark.channels, lark.scope) == ("lark", "tenant", ("*",),
+                                                                   "thread")
     # No Fabric anywhere: asking for its settings says what to add.
     assert "fabric" not in config.platforms
     with pytest.raises(LookupError, match=r"add \[platforms\.fabric\] with center_url"):
@@ -720,10 +721,10 @@ def test_binding_on_a_platform_where_the_agent_has_no_identity(tmp_path: Path,
     ('space = "dev"', "fabric", "dev", "channel"),
     ('guild = "dev"', "fabric", "dev", "channel"),
     ('platform = "fabric"\nspace = "dev"\nscope = "thread"', "fabric", "dev", "thread"),
-    ('platform = "slack"', "slack", "", "thread"),
+    ('platform = "slack"', "slack", "workspace", "thread"),
     ('platform = "slack"\nspace = "T0001"\nscope = "channel"', "slack", "T0001", "channel"),
-    ('platform = "lark"', "lark", "", "thread"),
-    ('platform = "lark"\nscope = "channel"', "lark", "", "channel"),
+    ('platform = "lark"', "lark", "tenant", "thread"),
+    ('platform = "lark"\nscope = "channel"', "lark", "tenant", "channel"),
 ])
 def test_binding_platform_space_and_scope(tmp_path: Path, platform_env: None, binding: str,
                                           platform: str, space: str, scope: str) -> None:
@@ -778,10 +779,10 @@ def test_binding_for_by_platform(tmp_path: Path, platform_env: None) -> None:
     text = MULTI + '\n[[bindings]]\nagent = "bot"\nplatform = "slack"\nchannels = ["C9"]\n'
     config = load_config(write(tmp_path, text))
     slack, lark, other = config.bindings
-    assert config.binding_for("bot", "", "C123", "") == slack
-    assert config.binding_for("bot", "", "C123", "", platform="lark") == lark
-    assert config.binding_for("bot", "", "C9", "", platform="slack") == other
-    assert config.binding_for("bot", "", "C9", "", platform="fabric") is None
+    assert config.binding_for("bot", "workspace", "C123", "") == slack
+    assert config.binding_for("bot", "tenant", "C123", "", platform="lark") == lark
+    assert config.binding_for("bot", "workspace", "C9", "", platform="slack") == other
+    assert config.binding_for("bot", "workspace", "C9", "", platform="fabric") is None
 
 
 def test_devguild_config_reads_either_fabric_table(tmp_path: Path) -> None:

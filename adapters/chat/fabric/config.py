@@ -85,6 +85,7 @@ class FabricSchema:
     identity_keys = ("api_key",)
     default_scope = "channel"  # Fabric has no threads
     missing_space = 'the Fabric guild, e.g. space = "dev"'
+    default_space = ""
     aliases = Aliases(tables=("fabric",), identity_keys=("api_key",), space_keys=("guild",),
                       engage_modes={"wakeup": "addressed"})
     extra_tables = (DEVGUILD,)

@@ -44,7 +44,8 @@ class LarkSchema:
     has_table = True
     identity_keys = ("app_id", "app_secret")
     default_scope = "thread"  # conversations live in topics
-    missing_space = ""  # the app's tenant is the space
+    missing_space = ""
+    default_space = "tenant"  # an app's tokens reach one tenant: it is the space
     aliases = Aliases()
     extra_tables: tuple[str, ...] = ()
 

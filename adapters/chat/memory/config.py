@@ -40,6 +40,7 @@ class MemorySchema:
     identity_keys: tuple[str, ...] = ()  # identities are given in code
     default_scope = "channel"
     missing_space = ""
+    default_space = ""
     aliases = Aliases()
     extra_tables: tuple[str, ...] = ()
 

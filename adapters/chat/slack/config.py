@@ -46,7 +46,8 @@ class SlackSchema:
     has_table = True
     identity_keys = ("bot_token", "app_token")
     default_scope = "thread"  # conversations live in threads
-    missing_space = ""  # the app's workspace is the space
+    missing_space = ""
+    default_space = "workspace"  # an app's tokens reach one workspace: it is the space
     aliases = Aliases()
     extra_tables: tuple[str, ...] = ()
 
