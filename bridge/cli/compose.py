@@ -24,7 +24,7 @@ from adapters.chat.fabric.platform import FabricPlatform
 from adapters.chat.fabric.rules import CONTENT_LIMIT
 from adapters.chat.lark.config import LarkSchema
 from adapters.chat.memory.config import MemorySchema
-from adapters.chat.slack.config import SlackSchema
+from adapters.chat.slack.config import SlackSchema, SlackSettings
 from bridge import config as core_config
 from bridge.board import Board
 from bridge.config import Config, PlatformSchema
@@ -75,6 +75,12 @@ def platform(config: Config, name: str) -> ChatPlatform:
     """
     if name == "fabric":
         return FabricPlatform(fabric_settings(config), config.bridge.catch_up_window_s)
+    if name == "slack":
+        from adapters.chat.slack.platform import SlackPlatform  # slack-sdk: the slack extra
+
+        settings = config.platforms.get("slack")
+        return SlackPlatform(settings if isinstance(settings, SlackSettings) else SlackSettings(),
+                             config.bridge.catch_up_window_s)
     if name == "memory":
         raise ValueError("platform 'memory' is the in-memory platform for tests: a "
                          "program builds it (adapters.chat.memory) and hands it to "

@@ -21,6 +21,11 @@ from adapters.chat.fabric.platform import FabricPlatform
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
 from adapters.chat.memory.config import MemoryIdentity
+from adapters.chat.slack.checks import BOT_SCOPES
+from adapters.chat.slack.config import SlackIdentity, SlackSettings
+from adapters.chat.slack.double import SlackDouble
+from adapters.chat.slack.platform import SlackPlatform
+from adapters.chat.slack.session import WORKSPACE
 from bridge.config import AgentSettings, Binding
 from bridge.platform import ChatPlatform, Unsupported
 from bridge.secrets import Secret
@@ -221,5 +226,78 @@ class FabricHarness:
         self.guild.stop()
 
 
+class SlackHarness:
+    """Slack on the local Slack double (loopback, OS-chosen port), driven by the real
+    slack-sdk: ``echo`` is the app, ``alice`` the member."""
+
+    space = WORKSPACE
+
+    def __init__(self) -> None:
+        self.double = SlackDouble()
+        self.double.start()
+        try:
+            self.member_id = self.double.add_user("alice")
+            self.app = self.double.add_app("echo", scopes=BOT_SCOPES)
+            self.identity_id = self.app.bot_user_id
+            self.platform = SlackPlatform(SlackSettings(api_url=self.double.api_url),
+                                          catch_up_window_s=600.0, ping_interval_s=2.0,
+                                          retry_s=0.05)
+            self.agent = AgentSettings(name="echo", kind="echo", identities={"slack": SlackIdentity(
+                Secret(self.app.bot_token), Secret(self.app.app_token))})
+            self.refused = AgentSettings(name="echo", kind="echo", identities={
+                "slack": SlackIdentity(Secret("xoxb-unknown"), Secret("xapp-unknown"))})
+        except BaseException:
+            self.double.stop()
+            raise
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(agent=self.agent.name, space=self.space, platform="slack",
+                        scope="thread")]
+
+    def make_channel(self, name: str, *, direct: bool = False) -> str:
+        if direct:
+            return self.double.open_dm(self.member_id, self.identity_id)
+        return self.double.add_channel(name, [self.member_id, self.identity_id])
+
+    def post(self, channel: str, text: str, *, thread: str = "",
+             files: Mapping[str, bytes] | None = None) -> str:
+        return self.double.post(self.member_id, channel, text, thread_ts=thread, files=files)
+
+    def shows(self, channel: str) -> list[Shown]:
+        return [Shown(m["ts"], m.get("user") or m.get("bot_id", ""), m.get("text", ""),
+                      m["thread_ts"] if m.get("thread_ts") not in (None, m["ts"]) else "",
+                      tuple((f["name"], self.double.file_content(f["id"]))
+                            for f in m.get("files") or []))
+                for m in self.double.history(channel)]
+
+    def reactions(self, channel: str, message_id: str) -> dict[str, frozenset[str]]:
+        return {name: frozenset(users)
+                for name, users in self.double.reactions(channel, message_id).items() if users}
+
+    def click(self, channel: str, message_id: str, name: str, value: str = "") -> None:
+        # Slack shows a button only where the bot put one: a click elsewhere cannot be made.
+        message = self.double.message(channel, message_id)
+        buttons = [e for b in message.get("blocks") or [] if b.get("type") == "actions"
+                   for e in b.get("elements") or []]
+        if any(b.get("action_id") == name for b in buttons):
+            self.double.click(self.member_id, channel, message_id, name, value)
+
+    def mention(self) -> str:
+        return f"<@{self.identity_id}>"
+
+    def drop(self) -> None:
+        assert self.double.drop_sockets(self.app) >= 1
+
+    def fail_next_post(self, *, landed: bool) -> None:
+        if landed:
+            self.double.fail_after_store("chat.postMessage")
+        else:
+            self.double.fail("chat.postMessage", "internal_error")
+
+    def close(self) -> None:
+        self.double.stop()
+
+
 #: A harness maker per platform name.
-HARNESSES: dict[str, Callable[[], Harness]] = {"memory": MemoryHarness, "fabric": FabricHarness}
+HARNESSES: dict[str, Callable[[], Harness]] = {"memory": MemoryHarness, "fabric": FabricHarness,
+                                               "slack": SlackHarness}
