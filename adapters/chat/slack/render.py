@@ -1,0 +1,391 @@
+"""What Slack shows for a run: mrkdwn answers in pieces, the status message and its blocks.
+
+Slack's message ``text`` is *mrkdwn*, not CommonMark (docs.slack.dev
+messaging/formatting-message-text): ``*bold*``, ``_italic_``, ``~strike~``,
+``<url|label>``, ``<@U…>``; ``&``, ``<`` and ``>`` are control characters sent as
+``&amp;``, ``&lt;`` and ``&gt;``. Agents write CommonMark, so answers go through
+:func:`to_mrkdwn` first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from markdown_to_mrkdwn import SlackMarkdownConverter
+
+from bridge.agent import PlanItem
+from bridge.chunking import split_message
+from bridge.run_status import footer_line, format_duration, shorten
+from bridge.run_view import RunView
+
+#: Characters per message text: Slack truncates ``text`` over 40,000 characters and
+#: advises at most 4,000 (docs.slack.dev changelog 2018-04, "truncating really long
+#: messages"); a margin under that.
+SLACK_TEXT_CHARS = 3900
+#: Characters of mrkdwn in one ``section`` block's text (docs.slack.dev
+#: reference/block-kit/blocks/section-block: ``text`` "maximum length is 3000").
+SECTION_TEXT_CHARS = 3000
+#: Blocks in one message (docs.slack.dev reference/block-kit/blocks: "up to 50 blocks").
+MAX_BLOCKS = 50
+#: Characters of an idempotency key (:meth:`bridge.platform.ChatClient.post`).
+MAX_KEY_CHARS = 200
+#: ``metadata.event_type`` of the answer pieces the bridge posts.
+PIECE_EVENT = "bridge_piece"
+#: Plan items shown in the status message (the others are counted).
+MAX_PLAN_ITEMS = 12
+
+#: Step states as shown (Slack emoji codes).
+STEP_MARKS = {"running": ":hourglass_flowing_sand:", "done": ":white_check_mark:",
+              "failed": ":x:"}
+
+_FENCE_OPEN = re.compile(r"^ {0,3}(?P<run>`{3,}|~{3,})(?P<info>.*)$")
+_INLINE_CODE = re.compile(r"(?<!`)(?P<run>`+)(?P<code>[^`].*?)(?<!`)(?P=run)(?!`)")
+#: What Slack parses inside ``<…>`` and the bridge lets through: user and channel
+#: mentions, user groups, dates and links (not ``<!here>``/``<!channel>`` broadcasts).
+_SLACK_TOKEN = re.compile(
+    r"<(?:[@#][A-Z0-9]+|!subteam\^[A-Z0-9]+|!date\^[^<>\n]+"
+    r"|(?:https?|mailto):[^\s<>|]+)(?:\|[^<>\n]*)?>")
+#: A lone ``*`` between spaces (``n * m``): the library would read it as italics.
+_LONE_STAR = re.compile(r"(?<=\S )\*(?= )")
+_QUOTE_PREFIX = re.compile(r"^(?:[ \t]*>)+")
+_SAVED = re.compile("\ue000(\\d+)\ue001")
+_FENCE_INFO = re.compile(r"[\w+#.-]{1,30}")
+
+
+def escape(text: str) -> str:
+    """``text`` with Slack's control characters ``&``, ``<``, ``>`` as entities.
+
+    Source: docs.slack.dev messaging/formatting-message-text, "Escaping text".
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_mrkdwn(markdown: str) -> str:
+    """CommonMark-ish Markdown (what agents write) as Slack mrkdwn.
+
+    The formatting is converted by ``markdown_to_mrkdwn`` (bold, italics, strike,
+    links, headings as bold lines, lists, tables). Around it this adds what the
+    library misses:
+
+    - Code fences (```` ``` ```` or ``~~~``, any info string, unclosed ones too)
+      and inline code spans keep their text unconverted. Fences are written
+      bare: Slack shows a language tag as the block's first line
+      (integrations/slack#404).
+    - ``&``, ``<`` and ``>`` are escaped everywhere, code included (Slack decodes
+      the entities in the whole text, so a ``<!channel>`` in code stays inert),
+      except in mentions and links already in Slack's ``<…>`` form and in
+      leading ``>`` quote markers.
+    - A lone ``*`` between spaces (``n * m``) stays an asterisk.
+
+    Args:
+        markdown: The agent's text, any length.
+
+    Returns:
+        The mrkdwn text, with leading and trailing whitespace removed.
+    """
+    saved: list[str] = []
+
+    def save(text: str) -> str:
+        saved.append(text)
+        return f"\ue000{len(saved) - 1}\ue001"
+
+    lines: list[str] = []
+    source = markdown.split("\n")
+    index = 0
+    while index < len(source):
+        opening = _FENCE_OPEN.match(source[index])
+        if opening and not (opening["run"][0] == "`" and "`" in opening["info"]):
+            run = opening["run"]
+            close = re.compile(rf"^ {{0,3}}{re.escape(run[0])}{{{len(run)},}}\s*$")
+            end = next((i for i in range(index + 1, len(source)) if close.match(source[i])),
+                       len(source))
+            body = [escape(line) for line in source[index + 1:end]]
+            lines.append(save("\n".join(["```", *body, "```"])))
+            index = end + 1
+            continue
+        lines.append(_protect_line(source[index], save))
+        index += 1
+    converted = SlackMarkdownConverter().convert("\n".join(lines))
+    return _SAVED.sub(lambda m: saved[int(m[1])], converted).strip()
+
+
+def _protect_line(line: str, save: Callable[[str], str]) -> str:
+    """One line outside code fences: code spans, Slack tokens and lone stars saved, rest escaped."""
+    line = _INLINE_CODE.sub(lambda m: save(f"`{escape(_span_text(m))}`"), line)
+    line = _SLACK_TOKEN.sub(lambda m: save(m[0]), line)
+    line = _LONE_STAR.sub(lambda m: save("*"), line)
+    quote = _QUOTE_PREFIX.match(line)
+    prefix = quote[0] if quote else ""
+    return prefix + escape(line[len(prefix):])
+
+
+def _span_text(match: re.Match[str]) -> str:
+    """An inline code span's text (CommonMark strips one space each side of ``` `` x `` ```)."""
+    code = match["code"]
+    if len(match["run"]) > 1 and code.startswith(" ") and code.endswith(" ") and code.strip():
+        code = code[1:-1]
+    return code
+
+
+def split_answer(text: str, limit: int) -> list[str]:
+    """Split mrkdwn into pieces of at most ``limit`` characters, on line boundaries.
+
+    A piece cut inside a ```` ``` ```` block ends with a closing ```` ``` ```` line and
+    the next piece opens it again (with the same info string when that is a short
+    word). A line longer than a piece can hold is cut at a space or hard by
+    :func:`bridge.chunking.split_message`. Blank lines at a cut are dropped; a
+    fence left open at the end is closed.
+
+    A line with an odd number of ```` ``` ```` opens or closes a block (Slack's
+    fences need not stand alone on their line).
+
+    Args:
+        text: mrkdwn, any length.
+        limit: Most characters per piece (at least 16).
+
+    Returns:
+        The pieces in order; ``[]`` for blank text.
+
+    Raises:
+        ValueError: when ``limit`` is below 16.
+    """
+    if limit < 16:
+        raise ValueError(f"limit must be at least 16, got {limit}")
+    splitter = _Splitter(limit)
+    for line in text.strip().split("\n"):
+        splitter.add_line(line)
+    return splitter.finish()
+
+
+class _Splitter:
+    """Packs lines into pieces, closing and reopening code fences at cuts."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pieces: list[str] = []
+        self.lines: list[str] = []
+        self.reopen: str | None = None  # the fence line that reopens the open block
+        self.opened_here = -1  # index in lines of the line that opened the block
+        self.size = 0  # characters of the lines joined
+
+    def add_line(self, line: str) -> None:
+        toggles = line.count("```") % 2 == 1
+        open_after = (self.reopen is not None) != toggles
+        budget = self.limit - (4 if open_after else 0)
+        if self.reopen is not None:
+            budget -= len(self.reopen) + 1
+        if len(line) <= budget:
+            self._add(line)
+            return
+        # Its parts may open a block: leave room for the longest reopening fence.
+        budget = self.limit - 4 - self.limit // 4 - 1
+        indent = line[:len(line) - len(line.lstrip())]
+        if len(indent) > budget // 2:
+            indent = ""
+        parts = split_message(line, budget - len(indent))
+        for number, part in enumerate(parts):
+            self._add(indent + part if number == 0 else part)
+
+    def _add(self, unit: str) -> None:
+        toggles = unit.count("```") % 2 == 1
+        open_after = (self.reopen is not None) != toggles
+        need = len(unit) + (1 if self.lines else 0) + (4 if open_after else 0)
+        if self.lines and self.size + need > self.limit:
+            self._flush()
+        if not unit.strip() and self._is_fresh():
+            return
+        self.size += len(unit) + (1 if self.lines else 0)
+        self.lines.append(unit)
+        if toggles and self.reopen is None:
+            self.reopen = _reopen_line(unit, self.limit)
+            self.opened_here = len(self.lines) - 1
+        elif toggles:
+            self.reopen = None
+
+    def _is_fresh(self) -> bool:
+        """True when the piece holds nothing but its reopened fence."""
+        return not self.lines or (len(self.lines) == 1 and self.lines[0] == self.reopen
+                                  and self.opened_here == -1)
+
+    def _flush(self) -> None:
+        carry: list[str] = []
+        if (self.reopen is not None and self.opened_here == len(self.lines) - 1
+                and self.lines[-1] == self.reopen):
+            carry = [self.lines.pop()]  # a fence line with nothing after it: move it on
+        if not self._is_fresh():
+            self._emit(closing=self.reopen is not None and not carry)
+        self.lines = carry or ([self.reopen] if self.reopen is not None else [])
+        self.opened_here = 0 if carry else -1
+        self.size = len("\n".join(self.lines))
+
+    def finish(self) -> list[str]:
+        if not self._is_fresh():
+            self._emit(closing=self.reopen is not None)
+        return self.pieces
+
+    def _emit(self, *, closing: bool) -> None:
+        """The piece so far, without trailing whitespace, closed by a fence when asked."""
+        text = "\n".join(self.lines).rstrip()
+        if text and text != self.reopen:
+            self.pieces.append(text + "\n```" if closing else text)
+
+
+def _reopen_line(opening: str, limit: int) -> str:
+    """The line that reopens the block ``opening`` starts: ```` ``` ```` plus a short info word."""
+    stripped = opening.strip()
+    info = stripped[3:] if stripped.startswith("```") else ""
+    if _FENCE_INFO.fullmatch(info) and len(info) + 3 <= limit // 4:
+        return "```" + info
+    return "```"
+
+
+def render_answer(text: str, footer: str, limit: int = SLACK_TEXT_CHARS) -> list[str]:
+    """An answer as mrkdwn pieces of at most ``limit`` characters, the footer after it.
+
+    The footer ends the last piece after a blank line when it fits there; else it
+    is a piece of its own. An empty answer is its footer alone.
+
+    Args:
+        text: The agent's answer in Markdown (may be empty).
+        footer: One line, already mrkdwn (e.g. ``_12s · 1,234 tokens_``), or empty.
+        limit: Most characters per piece.
+
+    Returns:
+        The pieces in posting order; empty only when both are empty.
+    """
+    pieces = split_answer(to_mrkdwn(text), limit)
+    footer = footer.strip()
+    if not footer:
+        return pieces
+    if pieces and len(pieces[-1]) + 2 + len(footer) <= limit:
+        pieces[-1] = f"{pieces[-1]}\n\n{footer}"
+        return pieces
+    return pieces + split_message(footer, limit)
+
+
+def summary_line(view: RunView) -> str:
+    """``state · elapsed``, with tokens and cost on the final view when reported.
+
+    Returns:
+        Plain text, e.g. ``working · 1m05s`` or ``done · 42s · 1,234 tokens · $0.0123``.
+    """
+    if view.final and view.usage is not None:
+        return f"{view.state} · {footer_line(view).removeprefix('— ')}"
+    return f"{view.state} · {format_duration(view.elapsed_s)}"
+
+
+def render_status_text(view: RunView) -> str:
+    """The status message of a run as mrkdwn, at most :data:`SLACK_TEXT_CHARS` characters.
+
+    Args:
+        view: A snapshot of the run.
+
+    Returns:
+        Lines: ``*coder* · working · 1m05s``, the plan as ``☑``/``▶``/``☐`` items,
+        ``_… 5 earlier steps_``, one line per step with its mark
+        (:data:`STEP_MARKS`) and detail, ``:information_source: <notice>``.
+    """
+    lines = [f"*{escape(view.agent)}* · {escape(summary_line(view))}"]
+    lines += _plan_lines(view.plan)
+    if view.earlier_steps:
+        lines.append(f"_… {view.earlier_steps} earlier steps_")
+    for step in view.steps:
+        detail = f" ({escape(step.detail)})" if step.detail else ""
+        mark = STEP_MARKS.get(step.state, ":grey_question:")
+        lines.append(f"{mark} {escape(step.title)}{detail}")
+    if view.notice:
+        lines.append(f":information_source: {escape(view.notice)}")
+    return _truncate("\n".join(lines), SLACK_TEXT_CHARS)
+
+
+def _plan_lines(items: tuple[PlanItem, ...]) -> list[str]:
+    """At most :data:`MAX_PLAN_ITEMS` items, from the one before the first open item."""
+    start = 0
+    if len(items) > MAX_PLAN_ITEMS:
+        current = next((i for i, item in enumerate(items) if not item.done), len(items))
+        start = max(0, min(current - 1, len(items) - MAX_PLAN_ITEMS))
+    shown = items[start:start + MAX_PLAN_ITEMS]
+    lines = [f"_… {start} earlier_"] if start else []
+    for item in shown:
+        box = "☑" if item.done else ("▶" if item.active else "☐")
+        lines.append(f"{box} {escape(shorten(item.text))}")
+    more = len(items) - start - len(shown)
+    if more:
+        lines.append(f"_… +{more} more_")
+    return lines
+
+
+def _truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with ``…``, never inside an ``&…;`` entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def status_blocks(text: str, *, stop_value: str | None) -> list[dict[str, Any]]:
+    """Block Kit for the status message: its text, and a Stop button while it runs.
+
+    Args:
+        text: mrkdwn (see :func:`render_status_text`); split over several
+            ``section`` blocks of at most :data:`SECTION_TEXT_CHARS` characters.
+        stop_value: The button's ``value`` (what a click reports back), or None
+            for no button.
+
+    Returns:
+        ``section`` blocks, then an ``actions`` block with one ``stop`` button
+        when ``stop_value`` is given; at most :data:`MAX_BLOCKS` blocks.
+    """
+    room = MAX_BLOCKS - (1 if stop_value is not None else 0)
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": part}}
+        for part in split_message(text, SECTION_TEXT_CHARS)[:room]]
+    if stop_value is not None:
+        button = {"type": "button", "action_id": "stop",
+                  "text": {"type": "plain_text", "text": "Stop"},
+                  "style": "danger", "value": stop_value}
+        blocks.append({"type": "actions", "elements": [button]})
+    return blocks
+
+
+def answer_metadata(key: str) -> dict[str, Any]:
+    """The ``metadata`` argument of ``chat.postMessage`` carrying a piece's idempotency key.
+
+    Args:
+        key: The piece's idempotency key (1 to :data:`MAX_KEY_CHARS` characters).
+
+    Returns:
+        ``{"event_type": "bridge_piece", "event_payload": {"key": key}}``
+        (docs.slack.dev messaging/message-metadata).
+
+    Raises:
+        ValueError: when ``key`` is empty or too long.
+    """
+    if not key or len(key) > MAX_KEY_CHARS:
+        raise ValueError(f"an idempotency key has 1 to {MAX_KEY_CHARS} characters, "
+                         f"got {len(key)}")
+    return {"event_type": PIECE_EVENT, "event_payload": {"key": key}}
+
+
+def key_of(message: Mapping[str, Any]) -> str | None:
+    """The idempotency key a message from the Web API carries, if the bridge posted it.
+
+    Args:
+        message: A message as ``conversations.replies``/``.history`` return it;
+            they include ``metadata`` (``{event_type, event_payload}``) only when
+            called with ``include_all_metadata=true``.
+
+    Returns:
+        The key from :func:`answer_metadata`, or None.
+    """
+    metadata = message.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("event_type") != PIECE_EVENT:
+        return None
+    payload = metadata.get("event_payload")
+    key = payload.get("key") if isinstance(payload, Mapping) else None
+    return key if isinstance(key, str) and key else None
