@@ -23,6 +23,7 @@ from adapters.chat.slack.render import (
     to_mrkdwn,
 )
 from bridge.agent import PlanItem, Usage
+from bridge.model import Control
 from bridge.run_view import RunView, StepView
 
 
@@ -190,7 +191,7 @@ def test_status_text_stays_under_the_limit() -> None:
 
 
 def test_status_blocks_with_a_stop_button() -> None:
-    blocks = status_blocks("*coder* · working", stop_value="run-1")
+    blocks = status_blocks("*coder* · working", [Control("stop", "Stop", "run-1")])
     assert blocks == [
         {"type": "section", "text": {"type": "mrkdwn", "text": "*coder* · working"}},
         {"type": "actions", "elements": [
@@ -202,7 +203,7 @@ def test_status_blocks_with_a_stop_button() -> None:
 
 def test_status_blocks_split_long_text_and_drop_the_button_when_done() -> None:
     text = "\n".join(f"line {i} " + "x" * 90 for i in range(40))
-    blocks = status_blocks(text, stop_value=None)
+    blocks = status_blocks(text, [])
     assert len(blocks) == 2
     assert all(b["type"] == "section" for b in blocks)
     assert all(len(b["text"]["text"]) <= SECTION_TEXT_CHARS for b in blocks)

@@ -19,7 +19,7 @@ from typing import Any
 import requests
 from slack_sdk.web import SlackResponse
 
-from adapters.chat.slack import events
+from adapters.chat.slack import events, render
 from adapters.chat.slack.api import TIMEOUT_S, translated, web_client
 from adapters.chat.slack.session import SlackAccess
 from bridge.errors import BadRequest, NotFound, TooLarge
@@ -28,32 +28,10 @@ from bridge.platform import Access
 
 log = logging.getLogger(__name__)
 
-#: Longest text of one section block, in characters (docs reference/block-kit/blocks/section-block).
-SECTION_CHARS = 3000
 #: History pages read by "did it land?" (200 messages each).
 FIND_PAGES = 10
 #: Seconds before a piece's recorded first try that "did it land?" still searches.
 FIND_SLACK_S = 5.0
-
-
-def blocks_of(text: str, controls: Sequence[Control]) -> list[dict[str, Any]]:
-    """Block Kit for a message with buttons: its text in sections, then one ``actions`` block.
-
-    Args:
-        text: mrkdwn, any length (cut into sections of :data:`SECTION_CHARS`).
-        controls: The buttons; a ``stop`` one is styled ``danger``.
-    """
-    sections = [{"type": "section", "text": {"type": "mrkdwn", "text": text[i:i + SECTION_CHARS]}}
-                for i in range(0, len(text), SECTION_CHARS)]
-    buttons: list[dict[str, Any]] = []
-    for control in controls:
-        button: dict[str, Any] = {"type": "button", "action_id": control.name,
-                                  "text": {"type": "plain_text", "text": control.label},
-                                  "value": control.value}
-        if control.name == "stop":
-            button["style"] = "danger"
-        buttons.append(button)
-    return [*sections, {"type": "actions", "block_id": "bridge-controls", "elements": buttons}]
 
 
 class SlackClient:
@@ -78,12 +56,12 @@ class SlackClient:
                 (a server error or no answer is ambiguous: the post may have landed).
         """
         params: dict[str, Any] = {"channel": target.channel, "text": text,
-                                  "metadata": events.metadata_of(idempotency_key),
+                                  "metadata": render.answer_metadata(idempotency_key),
                                   "unfurl_links": False, "unfurl_media": False}
         if target.thread:
             params["thread_ts"] = target.thread
         if controls:
-            params["blocks"] = blocks_of(text, controls)
+            params["blocks"] = render.status_blocks(text, controls)
         with translated(f"chat.postMessage to {target.channel}", ambiguous=True):
             answer = self.web.chat_postMessage(**params)
         return str(answer.get("ts", ""))
@@ -93,7 +71,7 @@ class SlackClient:
         """``chat.update``: new text, and the buttons (none takes them off)."""
         with translated(f"chat.update in {target.channel}"):
             self.web.chat_update(channel=target.channel, ts=message_id, text=text,
-                                 blocks=blocks_of(text, controls) if controls else [])
+                                 blocks=render.status_blocks(text, controls) if controls else [])
 
     def delete(self, target: Target, message_id: str) -> None:
         """``chat.delete`` of one of the bot's messages."""
@@ -187,7 +165,7 @@ class SlackClient:
             except NotFound:
                 return None  # the thread is gone: nothing landed in it
             for message in page.get("messages") or []:
-                if not isinstance(message, dict) or events.key_of(message) != idempotency_key:
+                if not isinstance(message, dict) or render.key_of(message) != idempotency_key:
                     continue
                 if message.get("user") == self.access.user_id or (
                         self.access.bot_id and message.get("bot_id") == self.access.bot_id):
@@ -204,4 +182,4 @@ class SlackClient:
         token)."""
 
 
-__all__ = ["SlackClient", "blocks_of"]
+__all__ = ["SlackClient"]

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from adapters.chat.slack.render import key_of
+
 #: Message subtypes that are a member's (or another bot's) message; every other
 #: subtype (``message_changed``, ``message_deleted``, ``channel_join``, ...) never
 #: starts a run (docs reference/events/message, "Message subtypes").
@@ -179,28 +181,6 @@ def user_of(user: Mapping[str, Any]) -> tuple[str, bool]:
     return name, bool(user.get("is_bot")) or _text(user.get("id")) == "USLACKBOT"
 
 
-def key_of(message: Mapping[str, Any]) -> str:
-    """The bridge's idempotency key in a message's ``metadata``; empty when none."""
-    metadata = message.get("metadata")
-    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
-        return ""
-    payload = metadata.get("event_payload")
-    return _text(payload.get("key")) if isinstance(payload, dict) else ""
-
-
-#: The ``event_type`` of the metadata on every piece the bridge posts.
-METADATA_EVENT = "bridge_piece"
-
-
-def metadata_of(key: str) -> dict[str, Any]:
-    """The ``metadata`` a piece is posted with, carrying its idempotency key.
-
-    Slack keeps it with the message and returns it from history with
-    ``include_all_metadata`` (docs messaging/message-metadata).
-    """
-    return {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
-
-
 def message_of(raw: Mapping[str, Any], channel: str) -> SlackMessage | None:
     """A ``message``/``app_mention`` event, or a history message, as a :class:`SlackMessage`.
 
@@ -227,7 +207,7 @@ def message_of(raw: Mapping[str, Any], channel: str) -> SlackMessage | None:
         bot_id=_text(raw.get("bot_id")), username=_text(raw.get("username")),
         thread_ts=_text(raw.get("thread_ts")), files=files,
         reply_count=reply_count if isinstance(reply_count, int) else 0,
-        latest_reply=_text(raw.get("latest_reply")), metadata_key=key_of(raw))
+        latest_reply=_text(raw.get("latest_reply")), metadata_key=key_of(raw) or "")
 
 
 def click_of(payload: Mapping[str, Any]) -> Click | None:

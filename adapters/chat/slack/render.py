@@ -10,13 +10,14 @@ messaging/formatting-message-text): ``*bold*``, ``_italic_``, ``~strike~``,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from markdown_to_mrkdwn import SlackMarkdownConverter
 
 from bridge.agent import PlanItem
 from bridge.chunking import split_message
+from bridge.model import Control
 from bridge.run_status import footer_line, format_duration, shorten
 from bridge.run_view import RunView
 
@@ -328,28 +329,35 @@ def _truncate(text: str, limit: int) -> str:
     return cut + "…"
 
 
-def status_blocks(text: str, *, stop_value: str | None) -> list[dict[str, Any]]:
-    """Block Kit for the status message: its text, and a Stop button while it runs.
+def status_blocks(text: str, controls: Sequence[Control]) -> list[dict[str, Any]]:
+    """Block Kit for a message with buttons (a run's status with its Stop button).
 
     Args:
         text: mrkdwn (see :func:`render_status_text`); split over several
             ``section`` blocks of at most :data:`SECTION_TEXT_CHARS` characters.
-        stop_value: The button's ``value`` (what a click reports back), or None
-            for no button.
+        controls: The buttons (``action_id`` is the control's name, ``value``
+            what a click reports back); a ``stop`` button is styled ``danger``.
+            None: text only.
 
     Returns:
-        ``section`` blocks, then an ``actions`` block with one ``stop`` button
-        when ``stop_value`` is given; at most :data:`MAX_BLOCKS` blocks.
+        ``section`` blocks, then one ``actions`` block with the buttons when
+        there are any; at most :data:`MAX_BLOCKS` blocks (docs
+        reference/block-kit/blocks).
     """
-    room = MAX_BLOCKS - (1 if stop_value is not None else 0)
+    room = MAX_BLOCKS - (1 if controls else 0)
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": part}}
         for part in split_message(text, SECTION_TEXT_CHARS)[:room]]
-    if stop_value is not None:
-        button = {"type": "button", "action_id": "stop",
-                  "text": {"type": "plain_text", "text": "Stop"},
-                  "style": "danger", "value": stop_value}
-        blocks.append({"type": "actions", "elements": [button]})
+    buttons: list[dict[str, Any]] = []
+    for control in controls:
+        button = {"type": "button", "action_id": control.name,
+                  "text": {"type": "plain_text", "text": control.label},
+                  "value": control.value}
+        if control.name == "stop":
+            button["style"] = "danger"
+        buttons.append(button)
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
     return blocks
 
 
