@@ -47,12 +47,12 @@ AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "token_e
                          "account_inactive"})
 #: Slack errors meaning the thing is not there (or no longer).
 GONE_ERRORS = frozenset({"channel_not_found", "message_not_found", "thread_not_found",
-                         "file_not_found", "user_not_found", "cant_update_message",
-                         "cant_delete_message", "invalid_thread_ts"})
+                         "file_not_found", "user_not_found", "invalid_thread_ts"})
 #: Slack errors meaning the bot may not act there.
 FORBIDDEN_ERRORS = frozenset({"not_in_channel", "is_archived", "restricted_action",
                               "missing_scope", "not_allowed", "no_permission", "cannot_dm_bot",
-                              "ekm_access_denied", "channel_is_archived"})
+                              "ekm_access_denied", "channel_is_archived",
+                              "cant_update_message", "cant_delete_message"})
 #: Slack errors meaning the text is too long.
 TOO_LONG_ERRORS = frozenset({"msg_too_long", "msg_blocks_too_long", "too_many_attachments",
                              "file_too_large"})

@@ -12,7 +12,8 @@ messaging/working-with-files).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,19 @@ from bridge.platform import Access
 
 log = logging.getLogger(__name__)
 
+#: Seconds :meth:`SlackClient.upload` waits for Slack to share the file into the channel.
+SHARE_WAIT_S = 3.0
 #: History pages read by "did it land?" (200 messages each).
 FIND_PAGES = 10
 #: Seconds before a piece's recorded first try that "did it land?" still searches.
 FIND_SLACK_S = 5.0
+
+
+def _keys(message: Mapping[str, Any]) -> set[str]:
+    """The idempotency keys a message carries: its metadata's, its files' titles."""
+    keys = {file.get("title") for file in message.get("files") or [] if isinstance(file, dict)}
+    keys.add(render.key_of(message))
+    return {key for key in keys if isinstance(key, str) and key}
 
 
 class SlackClient:
@@ -91,7 +101,13 @@ class SlackClient:
 
     def upload(self, target: Target, path: Path, *, title: str,
                idempotency_key: str) -> str:
-        """``files_upload_v2`` of the file at ``path`` into ``target``; the file id.
+        """``files_upload_v2`` of the file at ``path`` into ``target`` with ``title`` as the
+        message's text; the ts of the message that carries it (the file id while Slack
+        has not shared it yet).
+
+        A file carries no message metadata, so its *title* is the idempotency
+        key (:meth:`find_posted` matches it); members see ``title`` as the
+        message's text and the file by its name.
 
         Raises:
             OSError: ``path`` cannot be read.
@@ -99,13 +115,21 @@ class SlackClient:
                 grant ``files:write``).
         """
         params: dict[str, Any] = {"channel": target.channel, "file": str(path),
-                                  "filename": path.name, "title": title}
+                                  "filename": path.name, "title": idempotency_key,
+                                  "initial_comment": title}
         if target.thread:
             params["thread_ts"] = target.thread
         with translated(f"files_upload_v2 to {target.channel}", ambiguous=True):
             answer = self.web.files_upload_v2(**params)
         file = answer.get("file")
-        return str(file.get("id", "")) if isinstance(file, dict) else ""
+        file_id = str(file.get("id", "")) if isinstance(file, dict) else ""
+        # Slack shares the file into the channel after answering: wait for the message.
+        deadline = time.monotonic() + SHARE_WAIT_S
+        while True:
+            landed = self.find_posted(target, idempotency_key, not_before=time.time() - 60)
+            if landed is not None or time.monotonic() > deadline:
+                return landed or file_id
+            time.sleep(0.2)
 
     def fetch(self, attachment: Attachment, dest: Path, *, max_bytes: int) -> Path:
         """Download a member's file (``attachment.ref`` is its ``url_private``) to ``dest``.
@@ -165,7 +189,7 @@ class SlackClient:
             except NotFound:
                 return None  # the thread is gone: nothing landed in it
             for message in page.get("messages") or []:
-                if not isinstance(message, dict) or render.key_of(message) != idempotency_key:
+                if not isinstance(message, dict) or idempotency_key not in _keys(message):
                     continue
                 if message.get("user") == self.access.user_id or (
                         self.access.bot_id and message.get("bot_id") == self.access.bot_id):
