@@ -1,0 +1,231 @@
+"""The whole bridge on Slack: the actor tree, slack-sdk and the Slack double over loopback.
+
+The config has only ``[platforms.slack]`` (no Fabric, no dev guild). The member
+acts through the double as a person in Slack would; every check is on what the
+member sees in the channel.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.app import BridgeApp
+from adapters.chat.slack.checks import BOT_SCOPES
+from adapters.chat.slack.double import SlackApp, SlackDouble
+from bridge.cli.compose import load_config
+from bridge.config import Config
+from tests.support import GATED_AGENT, start_bridge, wait_until
+
+#: Seconds within which an answer after a dropped socket must come (the issue's bound).
+RECONNECT_ANSWER_S = 20.0
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # slack-sdk reads HTTP(S)_PROXY and ignores NO_PROXY: loopback must not go to a proxy.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def double() -> Iterator[SlackDouble]:
+    with SlackDouble() as made:
+        yield made
+
+
+@pytest.fixture
+def app_(double: SlackDouble, monkeypatch: pytest.MonkeyPatch) -> SlackApp:
+    app = double.add_app("echo", scopes=BOT_SCOPES)
+    monkeypatch.setenv("TEST_SLACK_BOT", app.bot_token)
+    monkeypatch.setenv("TEST_SLACK_APP", app.app_token)
+    return app
+
+
+def slack_config(tmp_path: Path, double: SlackDouble, agent: str = "", *,
+                 scope: str = "thread") -> Config:
+    """A config with only Slack: the echo agent (or ``agent``'s table) on every channel."""
+    agent = agent or '[agents.echo]\nkind = "echo"\n'
+    text = textwrap.dedent(f"""
+        [bridge]
+        state_dir = "var"
+        debounce_s = 0.1
+        log_level = "debug"
+
+        [platforms.slack]
+        api_url = "{double.api_url}"
+    """) + agent + textwrap.dedent(f"""
+        [agents.echo.slack]
+        bot_token = "env:TEST_SLACK_BOT"
+        app_token = "env:TEST_SLACK_APP"
+
+        [[bindings]]
+        agent = "echo"
+        platform = "slack"
+        channels = ["*"]
+        scope = "{scope}"
+    """)
+    path = tmp_path / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def apps() -> Iterator[list[BridgeApp]]:
+    made: list[BridgeApp] = []
+    yield made
+    for app in made:
+        app.stop()
+
+
+class Room:
+    """The member alice and the channels she shares with the echo app."""
+
+    def __init__(self, double: SlackDouble, app: SlackApp) -> None:
+        self.double, self.app = double, app
+        self.alice = double.add_user("alice")
+        self.general = double.add_channel("general", [self.alice, app.bot_user_id])
+        self.dm = double.open_dm(self.alice, app.bot_user_id)
+
+    def post(self, channel: str, text: str, thread_ts: str = "") -> str:
+        return self.double.post(self.alice, channel, text, thread_ts=thread_ts)
+
+    def mention(self, text: str) -> str:
+        return f"<@{self.app.bot_user_id}> {text}"
+
+    def bot_messages(self, channel: str) -> list[dict[str, Any]]:
+        return [m for m in self.double.history(channel) if m.get("bot_id") == self.app.bot_id]
+
+    def answers(self, channel: str, pred: Callable[[dict[str, Any]], bool]) -> list[str]:
+        return [m.get("text", "") for m in self.bot_messages(channel) if pred(m)]
+
+    def wait_answer(self, channel: str, text: str, thread_ts: str = "",
+                    timeout_s: float = 10.0) -> dict[str, Any]:
+        """The bot's message whose text is ``text`` (in ``thread_ts`` when given)."""
+        return wait_until(lambda: next((m for m in self.bot_messages(channel)
+                                        if m.get("text") == text
+                                        and m.get("thread_ts", "") == thread_ts), None),
+                          timeout_s, what=f"the answer {text!r}")
+
+    def count(self, channel: str, text: str) -> int:
+        return len(self.answers(channel, lambda m: m.get("text") == text))
+
+
+@pytest.fixture
+def room(double: SlackDouble, app_: SlackApp) -> Room:
+    return Room(double, app_)
+
+
+def test_dm_channel_mention_thread_follow_up_and_context(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(slack_config(tmp_path, double), apps=apps)
+    room.post(room.dm, "hello there")
+    room.wait_answer(room.dm, "hello there")
+
+    asked = room.post(room.general, room.mention("in a thread please"))
+    room.wait_answer(room.general, room.mention("in a thread please"), thread_ts=asked)
+    room.post(room.general, "and a follow-up", thread_ts=asked)
+    room.wait_answer(room.general, "and a follow-up", thread_ts=asked)
+
+    room.post(room.general, "just talking among ourselves")
+    room.post(room.dm, "last one")
+    room.wait_answer(room.dm, "last one")
+    assert room.count(room.dm, "hello there") == 1
+    assert room.count(room.general, room.mention("in a thread please")) == 1
+    assert room.count(room.general, "and a follow-up") == 1
+    assert room.answers(room.general, lambda m: "among ourselves" in m.get("text", "")) == []
+    wait_until(lambda: not double.unacked(room.app), what="every envelope acked")
+    # Every answer carries its idempotency key in the message metadata.
+    assert all(m.get("metadata", {}).get("event_type") == "bridge_piece"
+               for m in room.bot_messages(room.general))
+
+
+def test_rate_limited_posts_are_delayed_not_lost_or_doubled(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(slack_config(tmp_path, double), apps=apps)
+    double.ratelimit("chat.postMessage", count=2, retry_after_s=1)
+    room.post(room.dm, "slow down")
+    room.wait_answer(room.dm, "slow down", timeout_s=20.0)
+    room.post(room.dm, "after the limit")
+    room.wait_answer(room.dm, "after the limit")
+    assert room.count(room.dm, "slow down") == 1
+
+
+@pytest.mark.parametrize("how", ["disconnect", "drop"])
+def test_after_a_disconnect_or_a_dropped_socket_the_next_message_is_answered(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp],
+        how: str) -> None:
+    start_bridge(slack_config(tmp_path, double), apps=apps)
+    room.post(room.dm, "before")
+    room.wait_answer(room.dm, "before")
+    if how == "disconnect":
+        assert double.disconnect(room.app) >= 1
+    else:
+        assert double.drop_sockets(room.app) >= 1
+    room.post(room.dm, "after")
+    room.wait_answer(room.dm, "after", timeout_s=RECONNECT_ANSWER_S)
+    assert room.count(room.dm, "after") == 1 and room.count(room.dm, "before") == 1
+
+
+def test_messages_posted_while_stopped_are_answered_once_after_start(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    config = slack_config(tmp_path, double)
+    first = start_bridge(config, apps=apps)
+    room.post(room.dm, "while up")
+    room.wait_answer(room.dm, "while up")
+    first.stop()
+    asked = room.post(room.general, room.mention("while down"))
+    room.post(room.dm, "also while down")
+    start_bridge(config, apps=apps)
+    room.wait_answer(room.general, room.mention("while down"), thread_ts=asked)
+    room.wait_answer(room.dm, "also while down")
+    room.post(room.dm, "live again")
+    room.wait_answer(room.dm, "live again")
+    assert room.count(room.dm, "while up") == 1
+    assert room.count(room.dm, "also while down") == 1
+    assert room.count(room.general, room.mention("while down")) == 1
+
+
+def test_the_stop_button_stops_the_run_for_its_requester_only(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    agent = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{workspace}"
+    """)
+    start_bridge(slack_config(tmp_path, double, agent), apps=apps)
+    bob = double.add_user("bob")
+    double.join(room.general, bob)
+    asked = room.post(room.general, room.mention("a long job"))
+
+    def status() -> dict[str, Any] | None:
+        return next((m for m in room.bot_messages(room.general)
+                     if m.get("thread_ts") == asked and _stop_value(m)), None)
+
+    shown = wait_until(status, what="the run's status with its Stop button")
+    run_id = _stop_value(shown)
+    double.click(bob, room.general, shown["ts"], "stop", run_id)  # neither requester nor admin
+    double.click(room.alice, room.general, shown["ts"], "stop", run_id)
+    final = wait_until(lambda: next((m for m in room.bot_messages(room.general)
+                                     if m["ts"] == shown["ts"] and "stopped by alice"
+                                     in m.get("text", "")), None),
+                       what="the status saying alice stopped the run")
+    assert _stop_value(final) == ""  # the button is gone
+    assert not any(t.startswith("answer to:") for t in room.answers(room.general,
+                                                                     lambda m: True))
+
+
+def _stop_value(message: dict[str, Any]) -> str:
+    """The value of the Stop button on a message; empty when it has none."""
+    return next((e.get("value", "") for b in message.get("blocks") or []
+                 if b.get("type") == "actions" for e in b.get("elements") or []
+                 if e.get("action_id") == "stop"), "")
