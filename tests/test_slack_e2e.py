@@ -107,10 +107,11 @@ class Room:
     def wait_answer(self, channel: str, text: str, thread_ts: str = "",
                     timeout_s: float = 10.0) -> dict[str, Any]:
         """The bot's message whose text is ``text`` (in ``thread_ts`` when given)."""
-        return wait_until(lambda: next((m for m in self.bot_messages(channel)
+        found: dict[str, Any] = wait_until(lambda: next((m for m in self.bot_messages(channel)
                                         if m.get("text") == text
                                         and m.get("thread_ts", "") == thread_ts), None),
                           timeout_s, what=f"the answer {text!r}")
+        return found
 
     def count(self, channel: str, text: str) -> int:
         return len(self.answers(channel, lambda m: m.get("text") == text))
