@@ -7,6 +7,9 @@ member sees in the channel.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -22,6 +25,7 @@ from bridge.cli.compose import load_config
 from bridge.config import Config
 from tests.support import GATED_AGENT, start_bridge, wait_until
 
+ROOT = Path(__file__).resolve().parent.parent
 #: Seconds within which an answer after a dropped socket must come (the issue's bound).
 RECONNECT_ANSWER_S = 20.0
 
@@ -230,3 +234,42 @@ def _stop_value(message: dict[str, Any]) -> str:
     return next((e.get("value", "") for b in message.get("blocks") or []
                  if b.get("type") == "actions" for e in b.get("elements") or []
                  if e.get("action_id") == "stop"), "")
+
+
+def test_bin_bridge_start_and_doctor_with_only_slack(
+        tmp_path: Path, double: SlackDouble, room: Room) -> None:
+    """``bin/bridge start`` as an operator runs it, from a config with only Slack."""
+    config = slack_config(tmp_path, double)
+    assert config.path is not None
+    bridge = [sys.executable, str(ROOT / "bin" / "bridge")]
+    doctor = subprocess.run([*bridge, "doctor", "-c", str(config.path)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "Socket Mode can connect" in doctor.stdout
+    for secret in (room.app.bot_token, room.app.app_token):
+        assert secret not in doctor.stdout + doctor.stderr
+
+    process = subprocess.Popen([*bridge, "start", "--no-tui", "-c", str(config.path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def connected() -> bool:
+            status = subprocess.run([*bridge, "status", "--json", "-c", str(config.path)],
+                                    capture_output=True, text=True, timeout=30, check=False)
+            if status.returncode != 0:
+                return False
+            rows = json.loads(status.stdout)["connections"]
+            return bool(rows) and rows[0]["state"] == "connected"
+
+        wait_until(connected, 30.0, what="the Slack connection up")
+        room.post(room.dm, "from a real process")
+        room.wait_answer(room.dm, "from a real process")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0, output[-2000:]
+    for secret in (room.app.bot_token, room.app.app_token):
+        assert secret not in output
