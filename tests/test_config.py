@@ -649,6 +649,15 @@ def test_slack_and_lark_tables(tmp_path: Path, platform_env: None) -> None:
     bad = text.replace("domain =", "region = \"cn\"\ndomain =")
     error = error_for(tmp_path, bad)
     assert (error.key, error.line) == ("platforms.lark.region", line_of(bad, "region"))
+    named = text.replace('api_url = "http://127.0.0.1:7300/api"',
+                         'api_url = "http://127.0.0.1:7300/api"\nslash_command = "/coder"')
+    assert load_config(write(tmp_path, named)).platforms["slack"] == SlackSettings(
+        "http://127.0.0.1:7300/api/", "/coder")
+    bad = named.replace('"/coder"', '"coder stop"')
+    error = error_for(tmp_path, bad)
+    assert (error.key, error.line) == ("platforms.slack.slash_command",
+                                       line_of(bad, "slash_command"))
+    assert "'coder stop' is not a slash command" in str(error)
 
 
 def test_a_table_without_bindings_is_kept(tmp_path: Path) -> None:

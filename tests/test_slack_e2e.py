@@ -273,3 +273,58 @@ def test_bin_bridge_start_and_doctor_with_only_slack(
     assert process.returncode == 0, output[-2000:]
     for secret in (room.app.bot_token, room.app.app_token):
         assert secret not in output
+
+
+def test_the_slash_command_and_a_mention_command_stop_a_run(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    agent = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{tmp_path / 'ws'}"
+    """)
+    start_bridge(slack_config(tmp_path, double, agent), apps=apps)
+    room.post(room.dm, "a long job")
+    wait_until(lambda: any(_stop_value(m) for m in room.bot_messages(room.dm)),
+               what="the run's status with its Stop button")
+    double.slash(room.alice, room.dm, "/agent", "stop")
+    wait_until(lambda: room.answers(room.dm, lambda m: "stopped by alice" in m.get("text", "")),
+               what="the run stopped by the slash command")
+
+    asked = room.post(room.general, room.mention("another long job"))
+    wait_until(lambda: any(_stop_value(m) and m.get("thread_ts") == asked
+                           for m in room.bot_messages(room.general)),
+               what="the thread's run working")
+    room.post(room.general, room.mention("/stop"), thread_ts=asked)
+    wait_until(lambda: room.answers(room.general, lambda m: m.get("thread_ts") == asked and
+                                    "stopped by alice" in m.get("text", "")),
+               what="the run stopped by @echo /stop in its thread")
+    assert not room.answers(room.dm, lambda m: m.get("text", "").startswith("answer to:"))
+
+
+def test_edits_and_deletes_never_start_runs(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(slack_config(tmp_path, double), apps=apps)
+    asked = room.post(room.dm, "first words")
+    room.wait_answer(room.dm, "first words")
+    double.edit(room.alice, room.dm, asked, "edited words")
+    double.delete(room.alice, room.dm, asked)
+    room.post(room.dm, "a new message")
+    room.wait_answer(room.dm, "a new message")
+    assert room.answers(room.dm, lambda m: "edited" in m.get("text", "")) == []
+    assert room.count(room.dm, "first words") == 1
+
+
+def test_the_manifest_grants_exactly_the_scopes_doctor_checks() -> None:
+    lines = (ROOT / "conf" / "slack-app-manifest.yaml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("    bot:") + 1
+    granted = []
+    for line in lines[start:]:
+        if not line.startswith("      - "):
+            break
+        granted.append(line.removeprefix("      - ").strip())
+    assert tuple(granted) == BOT_SCOPES
+    assert "  socket_mode_enabled: true" in lines and "    is_enabled: true" in lines
+    assert "    - command: /agent" in lines  # the config's default slash_command

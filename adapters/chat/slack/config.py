@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,9 +22,12 @@ class SlackSettings:
 
     Attributes:
         api_url: Web API base URL, ending in ``/`` (a local test server in tests).
+        slash_command: The app's one slash command (e.g. ``/agent stop``); the
+            manifest in ``conf/slack-app-manifest.yaml`` registers ``/agent``.
     """
 
     api_url: str = "https://slack.com/api/"
+    slash_command: str = "/agent"
 
 
 @attrs.frozen
@@ -53,11 +57,22 @@ class SlackSchema:
 
     def read_settings(self, reader: Reader, table: Mapping[str, Any] | None,
                       prefix: str) -> SlackSettings:
-        """``[platforms.slack]``: ``api_url`` (an http(s) URL; stored ending in ``/``)."""
+        """``[platforms.slack]``: ``api_url`` (an http(s) URL; stored ending in ``/``) and
+        ``slash_command`` (``/`` and a word, e.g. ``/agent``).
+
+        Raises:
+            ConfigError: an unknown key, a bad URL or slash command.
+        """
         table = table or {}
-        reader.check_keys(table, prefix, {"api_url"})
+        reader.check_keys(table, prefix, {"api_url", "slash_command"})
         url = reader.url(table, prefix, "api_url", SlackSettings().api_url)
-        return SlackSettings(api_url=url.rstrip("/") + "/")
+        command = str(reader.get(table, prefix, "slash_command", str,
+                                 SlackSettings().slash_command))
+        if not re.fullmatch(r"/[a-z0-9_-]{1,31}", command):
+            raise reader.fail(f"{prefix}.slash_command", f"{command[:40]!r} is not a slash "
+                                                         "command: write / and a lowercase word, "
+                                                         'e.g. "/agent"')
+        return SlackSettings(api_url=url.rstrip("/") + "/", slash_command=command)
 
     def read_identity(self, reader: Reader, table: Mapping[str, Any],
                       prefix: str) -> SlackIdentity:

@@ -80,6 +80,7 @@ class SlackPlatform:
         """The Socket Mode intake of the agent's app."""
         return SlackIntake(host, agent, bindings, api_url=self.settings.api_url,
                            catch_up_window_s=self.catch_up_window_s,
+                           slash_command=self.settings.slash_command,
                            ping_interval_s=self.ping_interval_s, retry_s=self.retry_s)
 
     def client(self, access: Access) -> SlackClient:
