@@ -19,7 +19,10 @@ post whose answer was lost is found and edited rather than posted again),
 later ones edit it, only when the text changed and at most once a second; the
 last state is always shown. Where the platform has buttons, the status carries
 a Stop button (control ``stop`` carrying the run id) until the run's last state
-replaces it.
+replaces it. Where the platform shows a run natively (Slack's streamed
+message: ``limits.native_status``), that live status takes the snapshots
+instead, at the same pace; on its first refusal the posted status message
+takes over for the rest of the run.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.model import Control, ScopeKey
-from bridge.platform import Access, ChatClient
+from bridge.platform import Access, ChatClient, LiveStatus
+from bridge.run_view import RunView
 from bridge.secrets import redact
 from bridge.store import Piece
 
@@ -70,6 +74,10 @@ class StatusView:
     scheduled: bool = False
     first_try: float | None = None
     uncertain: bool = False
+    snapshot: RunView | None = None
+    live: LiveStatus | None = None
+    live_started: bool = False
+    fallback: bool = False
 
 
 class Delivery(SupervisedActor):
@@ -143,6 +151,7 @@ class Delivery(SupervisedActor):
             view = self.statuses.setdefault(message.run_id, StatusView())
             # no known secret leaves for the chat
             view.latest = redact(self.platform.render_status(message.view))
+            view.snapshot = message.view
             view.final = view.final or message.final
             self._show_status(message.run_id)
         elif isinstance(message, FlushStatus):
@@ -161,7 +170,7 @@ class Delivery(SupervisedActor):
                 del self.statuses[run_id]
             return
         wait = view.last_edit + self.edit_interval_s - time.monotonic()
-        if view.message_id is not None and wait > 0:
+        if (view.message_id is not None or view.live_started) and wait > 0:
             if not view.scheduled:
                 view.generation += 1
                 view.scheduled = True
@@ -169,12 +178,13 @@ class Delivery(SupervisedActor):
                                              FlushStatus(run_id, view.generation))
             return
         try:
-            client = self._client()
-            if view.message_id is None:
-                self._post_status(client, run_id, view)
-            elif view.message_id:
-                client.update(self.target, view.message_id, view.latest,
-                              controls=self._controls(run_id, view))
+            if not self._show_live(run_id, view):
+                client = self._client()
+                if view.message_id is None:
+                    self._post_status(client, run_id, view)
+                elif view.message_id:
+                    client.update(self.target, view.message_id, view.latest,
+                                  controls=self._controls(run_id, view))
             self.status_edits += 1
         except (ChatError, pykka.Timeout) as exc:  # the status is best-effort
             if isinstance(exc, RetryLater) and exc.ambiguous and view.message_id is None:
@@ -185,6 +195,29 @@ class Delivery(SupervisedActor):
         view.last_edit = time.monotonic()
         if view.final:
             del self.statuses[run_id]
+
+    def _show_live(self, run_id: str, view: StatusView) -> bool:
+        """Show the run natively where the platform can (Slack's streamed message); False:
+        it cannot here, or refused once, and the posted status message takes over."""
+        if view.fallback or not self.platform.limits.native_status or view.snapshot is None:
+            return False
+        if view.live is None:
+            view.live = self.platform.live_status(self._access(), self.target, run_id)
+            if view.live is None:
+                view.fallback = True
+                return False
+        try:
+            if view.final:
+                view.live.finish(view.snapshot)
+            else:
+                view.live.show(view.snapshot)
+        except ChatError as exc:
+            log.warning("delivery %s: live status of run %s refused (%s); a status message "
+                        "takes over", self.scope_key, run_id, exc)
+            view.live, view.fallback = None, True
+            return False
+        view.live_started = True
+        return True
 
     def _post_status(self, client: ChatClient, run_id: str, view: StatusView) -> None:
         """Post the run's status message, or find the one an unanswered post left."""

@@ -36,6 +36,7 @@ __all__ = [
     "Intake",
     "IntakeHost",
     "IntakeStatus",
+    "LiveStatus",
     "PlatformCheck",
     "PlatformLimits",
     "Renderer",
@@ -218,6 +219,28 @@ class ChatClient(Protocol):
         """Show the identity as busy (a run works) or idle, where the platform has presence."""
 
 
+class LiveStatus(Protocol):
+    """One run's native live status (Slack: a streamed message), where the platform has
+    one (``limits.native_status``). The delivery actor that owns the run's target
+    makes it, shows each snapshot and finishes it; any :class:`ChatError` it
+    raises makes the runtime fall back to a posted status message edited in place.
+    """
+
+    def show(self, view: RunView) -> None:
+        """Bring the live status up to ``view`` (the first call starts it).
+
+        Raises:
+            bridge.errors.ChatError: the platform refused; nothing more is shown here.
+        """
+
+    def finish(self, view: RunView) -> None:
+        """Show the run's last snapshot and end the live status (its Stop button goes).
+
+        Raises:
+            bridge.errors.ChatError: the platform refused.
+        """
+
+
 @attrs.frozen
 class IntakeStatus:
     """A connection's state as its intake reports it (shown by the TUI and ``status``).
@@ -347,6 +370,10 @@ class ChatPlatform(Renderer, Protocol):
 
     def client(self, access: Access) -> ChatClient:
         """Outbound calls as the identity that ``access`` belongs to."""
+
+    def live_status(self, access: Access, target: Target, run_id: str) -> LiveStatus | None:
+        """A native live status for the run ``run_id`` in ``target``; None where the
+        platform has none (``limits.native_status`` is False) or it cannot apply there."""
 
     def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
                timeout_s: float) -> list[PlatformCheck]:

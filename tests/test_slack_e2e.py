@@ -52,7 +52,7 @@ def app_(double: SlackDouble, monkeypatch: pytest.MonkeyPatch) -> SlackApp:
 
 
 def slack_config(tmp_path: Path, double: SlackDouble, agent: str = "", *,
-                 scope: str = "thread") -> Config:
+                 scope: str = "thread", live_status: str = "stream") -> Config:
     """A config with only Slack: the echo agent (or ``agent``'s table) on every channel."""
     agent = agent or '[agents.echo]\nkind = "echo"\n'
     text = textwrap.dedent(f"""
@@ -63,6 +63,7 @@ def slack_config(tmp_path: Path, double: SlackDouble, agent: str = "", *,
 
         [platforms.slack]
         api_url = "{double.api_url}"
+        live_status = "{live_status}"
     """) + agent + textwrap.dedent(f"""
         [agents.echo.slack]
         bot_token = "env:TEST_SLACK_BOT"
@@ -196,18 +197,22 @@ def test_messages_posted_while_stopped_are_answered_once_after_start(
     assert room.count(room.general, room.mention("while down")) == 1
 
 
-def test_the_stop_button_stops_the_run_for_its_requester_only(
-        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
-    script = tmp_path / "gated.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    workspace = tmp_path / "ws"
-    agent = textwrap.dedent(f"""
+def gated_agent(tmp_path: Path, code: str = GATED_AGENT) -> str:
+    """An ``[agents.echo]`` command agent running ``code`` (by default :data:`GATED_AGENT`)."""
+    script = tmp_path / "agent.py"
+    script.write_text(code, encoding="utf-8")
+    return textwrap.dedent(f"""
         [agents.echo]
         kind = "command"
         command = ["{sys.executable}", "{script}"]
-        workspace = "{workspace}"
+        workspace = "{tmp_path / 'ws'}"
     """)
-    start_bridge(slack_config(tmp_path, double, agent), apps=apps)
+
+
+def test_the_stop_button_stops_the_run_for_its_requester_only(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(slack_config(tmp_path, double, gated_agent(tmp_path), live_status="message"),
+                 apps=apps)
     bob = double.add_user("bob")
     double.join(room.general, bob)
     asked = room.post(room.general, room.mention("a long job"))
@@ -277,15 +282,8 @@ def test_bin_bridge_start_and_doctor_with_only_slack(
 
 def test_the_slash_command_and_a_mention_command_stop_a_run(
         tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
-    script = tmp_path / "gated.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    agent = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{tmp_path / 'ws'}"
-    """)
-    start_bridge(slack_config(tmp_path, double, agent), apps=apps)
+    start_bridge(slack_config(tmp_path, double, gated_agent(tmp_path), live_status="message"),
+                 apps=apps)
     room.post(room.dm, "a long job")
     wait_until(lambda: any(_stop_value(m) for m in room.bot_messages(room.dm)),
                what="the run's status with its Stop button")
@@ -328,3 +326,45 @@ def test_the_manifest_grants_exactly_the_scopes_doctor_checks() -> None:
     assert tuple(granted) == BOT_SCOPES
     assert "  socket_mode_enabled: true" in lines and "    is_enabled: true" in lines
     assert "    - command: /agent" in lines  # the config's default slash_command
+
+
+def test_a_thread_run_streams_its_status_and_its_stop_button_stops_it(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(slack_config(tmp_path, double, gated_agent(tmp_path)), apps=apps)
+    asked = room.post(room.general, room.mention("a streamed job"))
+    stop = wait_until(lambda: next((m for m in room.bot_messages(room.general)
+                                    if m.get("thread_ts") == asked and _stop_value(m)), None),
+                      what="the Stop button under the stream")
+    stream = wait_until(lambda: next((m for m in room.bot_messages(room.general)
+                                      if m.get("thread_ts") == asked and "chunks" in m), None),
+                        what="the streamed status message")
+    assert stream["streaming"] and stream["ts"] != stop["ts"]
+    titles = [c["title"] for c in stream["chunks"] if c.get("type") == "plan_update"]
+    assert titles and "echo" in titles[0]
+    double.click(room.alice, room.general, stop["ts"], "stop", _stop_value(stop))
+    ended = wait_until(lambda: next((m for m in room.bot_messages(room.general)
+                                     if m["ts"] == stream["ts"] and not m["streaming"]), None),
+                       what="the stream stopped")
+    summary = [c["title"] for c in ended["chunks"] if c.get("type") == "plan_update"][-1]
+    assert "stopped by alice" in summary
+    wait_until(lambda: all(m["ts"] != stop["ts"] for m in room.bot_messages(room.general)),
+               what="the Stop message deleted")
+    assert not room.answers(room.general, lambda m: m.get("text", "").startswith("answer to:"))
+
+
+def test_a_refused_stream_falls_back_to_a_status_message(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(slack_config(tmp_path, double, gated_agent(tmp_path)), apps=apps)
+    double.fail("chat.startStream", "not_allowed")
+    asked = room.post(room.general, room.mention("no streams here"))
+    status = wait_until(lambda: next((m for m in room.bot_messages(room.general)
+                                      if m.get("thread_ts") == asked and _stop_value(m)), None),
+                        what="a posted status message with its Stop button")
+    assert "chunks" not in status and "echo" in status.get("text", "")
+    (tmp_path / "ws" / "gate").touch()
+    wait_until(lambda: room.answers(room.general, lambda m: m.get("thread_ts") == asked and
+                                    m.get("text", "").startswith("answer to:")),
+               what="the answer in the thread")
+    final = wait_until(lambda: (m := double.message(room.general, status["ts"])) and
+                       not _stop_value(m) and m, what="the status's last state")
+    assert "done" in final.get("text", "")

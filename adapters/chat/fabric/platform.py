@@ -14,6 +14,7 @@ from adapters.chat.fabric.intake import FabricIntake
 from adapters.chat.fabric.render import FabricRenderer
 from adapters.chat.fabric.rest import FabricCenter, FabricSession, GuildAccess, http_session
 from bridge.config import AgentSettings, Binding
+from bridge.model import Target
 from bridge.platform import Access, IntakeHost, PlatformCheck, PlatformLimits
 from bridge.run_view import RunView
 
@@ -66,6 +67,10 @@ class FabricPlatform:
         """REST calls as the identity of ``access`` (a guild access from :meth:`login`)."""
         assert isinstance(access, GuildAccess)
         return FabricClient(access, self._http())
+
+    def live_status(self, access: Access, target: Target, run_id: str) -> None:
+        """None: Fabric has no native live status (a posted status message is edited)."""
+        return None
 
     def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
                timeout_s: float) -> list[PlatformCheck]:

@@ -18,6 +18,7 @@ from adapters.chat.memory.intake import FIRST_SIGHT, MemoryIntake
 from adapters.chat.memory.server import MemoryServer
 from bridge.config import AgentSettings, Binding
 from bridge.errors import LoginRefused
+from bridge.model import Target
 from bridge.platform import Access, IntakeHost, PlatformCheck, PlatformLimits
 from bridge.run_view import RunView
 
@@ -86,6 +87,10 @@ class MemoryPlatform:
     def client(self, access: Access) -> MemoryClient:
         """Outbound calls as the identity of ``access``."""
         return MemoryClient(self.server, access)
+
+    def live_status(self, access: Access, target: Target, run_id: str) -> None:
+        """None: the in-memory platform has no native live status (a posted status is edited)."""
+        return None
 
     def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
                timeout_s: float) -> list[PlatformCheck]:

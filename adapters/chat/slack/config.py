@@ -24,10 +24,14 @@ class SlackSettings:
         api_url: Web API base URL, ending in ``/`` (a local test server in tests).
         slash_command: The app's one slash command (e.g. ``/agent stop``); the
             manifest in ``conf/slack-app-manifest.yaml`` registers ``/agent``.
+        live_status: ``stream``: a run's status is a streamed message in its thread
+            (``chat.startStream``), falling back to ``message`` on any refusal;
+            ``message``: always one posted status message edited in place.
     """
 
     api_url: str = "https://slack.com/api/"
     slash_command: str = "/agent"
+    live_status: str = "stream"
 
 
 @attrs.frozen
@@ -57,14 +61,15 @@ class SlackSchema:
 
     def read_settings(self, reader: Reader, table: Mapping[str, Any] | None,
                       prefix: str) -> SlackSettings:
-        """``[platforms.slack]``: ``api_url`` (an http(s) URL; stored ending in ``/``) and
-        ``slash_command`` (``/`` and a word, e.g. ``/agent``).
+        """``[platforms.slack]``: ``api_url`` (an http(s) URL; stored ending in ``/``),
+        ``slash_command`` (``/`` and a word, e.g. ``/agent``) and ``live_status``
+        (``stream`` or ``message``).
 
         Raises:
             ConfigError: an unknown key, a bad URL or slash command.
         """
         table = table or {}
-        reader.check_keys(table, prefix, {"api_url", "slash_command"})
+        reader.check_keys(table, prefix, {"api_url", "slash_command", "live_status"})
         url = reader.url(table, prefix, "api_url", SlackSettings().api_url)
         command = str(reader.get(table, prefix, "slash_command", str,
                                  SlackSettings().slash_command))
@@ -72,7 +77,14 @@ class SlackSchema:
             raise reader.fail(f"{prefix}.slash_command", f"{command[:40]!r} is not a slash "
                                                          "command: write / and a lowercase word, "
                                                          'e.g. "/agent"')
-        return SlackSettings(api_url=url.rstrip("/") + "/", slash_command=command)
+        live = str(reader.get(table, prefix, "live_status", str, SlackSettings().live_status))
+        if live not in ("stream", "message"):
+            raise reader.fail(f"{prefix}.live_status", f"{live[:40]!r}: write \"stream\" (a "
+                                                       "streamed message, the default) or "
+                                                       "\"message\" (a status message edited "
+                                                       "in place)")
+        return SlackSettings(api_url=url.rstrip("/") + "/", slash_command=command,
+                             live_status=live)
 
     def read_identity(self, reader: Reader, table: Mapping[str, Any],
                       prefix: str) -> SlackIdentity:

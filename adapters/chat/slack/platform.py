@@ -16,9 +16,11 @@ from adapters.chat.slack.checks import slack_checks
 from adapters.chat.slack.client import SlackClient
 from adapters.chat.slack.config import SlackIdentity, SlackSettings
 from adapters.chat.slack.intake import SlackIntake
+from adapters.chat.slack.live import SlackLiveStatus
 from adapters.chat.slack.session import WORKSPACE, SlackSession, login
 from bridge.config import AgentSettings, Binding
 from bridge.errors import LoginRefused
+from bridge.model import Target
 from bridge.platform import Access, IntakeHost, PlatformCheck, PlatformLimits
 from bridge.run_view import RunView
 
@@ -60,6 +62,7 @@ class SlackPlatform:
         # A bot token lasts until revoked: auth.test again hourly to notice that.
         self.limits = PlatformLimits(text_chars=render.SLACK_TEXT_CHARS, edit_interval_s=1.0,
                                      threads=True, buttons=True, reactions=True, files=True,
+                                     native_status=settings.live_status == "stream",
                                      session_ttl_s=3600.0)
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
@@ -86,6 +89,13 @@ class SlackPlatform:
     def client(self, access: Access) -> SlackClient:
         """Web API calls as the app of ``access``."""
         return SlackClient(self.settings.api_url, access)
+
+    def live_status(self, access: Access, target: Target, run_id: str) -> SlackLiveStatus | None:
+        """A streamed status message in the run's thread (``live_status = "stream"``); None
+        at a DM's top level (streams live in threads) or with ``live_status = "message"``."""
+        if not target.thread or self.settings.live_status != "stream":
+            return None
+        return SlackLiveStatus(self.client(access), target, run_id)
 
     def checks(self, agent: AgentSettings, bindings: Sequence[Binding], *,
                timeout_s: float) -> list[PlatformCheck]:
