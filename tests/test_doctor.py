@@ -303,13 +303,13 @@ def test_slack_only_agent_fails_clearly_without_a_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in SLACK_TOKENS.items():
         monkeypatch.setenv(name, value)
-    # No chat server runs: the Slack platform is not built, so nothing is asked of the network.
+    # No Slack answers on this port: the line says so, without a traceback or a token.
     config = write_config(tmp_path, "http://127.0.0.1:9/api", agents=SLACK_AGENT,
-                          bindings=SLACK_BINDING)
-    check = named(run_checks(config), "platform slack (slacker)")
+                          bindings=SLACK_BINDING,
+                          extra='\n[platforms.slack]\napi_url = "http://127.0.0.1:9/api/"\n')
+    check = named(run_checks(config), "slack tokens (slacker)")
     assert check.level == "fail" and not check.ok
-    assert "agent slacker" in check.message and "'slack'" in check.message
-    assert "not supported by this version" in check.message
+    assert "agent slacker" in check.message and "not reached" in check.message
     assert not any(c.name.startswith("center") for c in run_checks(config))
 
     result = run_doctor(config)
@@ -324,9 +324,10 @@ def test_fabric_agent_is_checked_beside_a_slack_one(tmp_path: Path, devguild: De
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in SLACK_TOKENS.items():
         monkeypatch.setenv(name, value)
-    config = agent_config(tmp_path, devguild.center_url, SLACK_AGENT + SLACK_BINDING)
+    config = agent_config(tmp_path, devguild.center_url, SLACK_AGENT + SLACK_BINDING +
+                          '\n[platforms.slack]\napi_url = "http://127.0.0.1:9/api/"\n')
     checks = run_checks(config)
-    assert [(c.name, c.level) for c in fails(checks)] == [("platform slack (slacker)", "fail")]
+    assert [(c.name, c.level) for c in fails(checks)] == [("slack tokens (slacker)", "fail")]
     assert named(checks, "center login (echo)").level == "ok"
     assert named(checks, "guild dev (echo)").level == "ok"
     assert not any(c.name == "center login (slacker)" for c in checks)
