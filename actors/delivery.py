@@ -23,12 +23,24 @@ replaces it. Where the platform shows a run natively (Slack's streamed
 message: ``limits.native_status``), that live status takes the snapshots
 instead, at the same pace; on its first refusal the posted status message
 takes over for the rest of the run.
+
+File pieces (a run's files, staged in the state dir; see :mod:`bridge.run_files`)
+are uploaded in their place in the queue, with the piece's key as idempotency key
+and the same "did it land?" check; the staged copy is removed once the file is
+uploaded or given up, and a refused upload (the platform says no: not allowed, a
+bad request, too large) is given up with a notice naming the file and the error.
+
+Receipts (``Receipt`` from the scope: reactions on members' messages) are
+best-effort: tried once, a failure logged (at warning the first time per kind of
+error, then at debug), never retried and never in the way of a piece.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -43,13 +55,14 @@ from actors.messages import (
     IdleCheck,
     Init,
     Progress,
+    Receipt,
     RetryDelivery,
 )
 from actors.runtime import Runtime, SupervisedActor
 from actors.timers import IdleTimer
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.model import Control, ScopeKey
-from bridge.platform import Access, ChatClient, LiveStatus
+from bridge.platform import Access, ChatClient, LiveStatus, Unsupported
 from bridge.run_view import RunView
 from bridge.secrets import redact
 from bridge.store import Piece
@@ -109,10 +122,12 @@ class Delivery(SupervisedActor):
                               IdleCheck())
         self.stopping_idle = False
         self.status_edits = 0
+        #: Kinds of receipt failures already logged at warning.
+        self.receipt_failures: set[str] = set()
 
     def on_receive(self, message: Any) -> None:
         """Handle ``Init``, ``Deliver``, ``RetryDelivery``, ``Progress`` and idle checks."""
-        if self.stopping_idle and isinstance(message, Deliver | Progress):
+        if self.stopping_idle and isinstance(message, Deliver | Progress | Receipt):
             # Asked to be stopped: the supervisor hands this to the next instance.
             if self.runtime.supervisor is not None:
                 self.runtime.supervisor.tell(Forward(self.child_id, message))
@@ -154,6 +169,8 @@ class Delivery(SupervisedActor):
             view.snapshot = message.view
             view.final = view.final or message.final
             self._show_status(message.run_id)
+        elif isinstance(message, Receipt):
+            self._receipt(message)
         elif isinstance(message, FlushStatus):
             waiting = self.statuses.get(message.run_id)
             if waiting is not None and waiting.generation == message.generation:
@@ -243,10 +260,30 @@ class Delivery(SupervisedActor):
             return ()
         return (Control("stop", "Stop", run_id),)
 
+    def _receipt(self, receipt: Receipt) -> None:
+        """Set a receipt on members' messages: once, best-effort (see the module docstring)."""
+        if not self.platform.limits.reactions:
+            return
+        try:
+            client = self._client()
+            for ref in receipt.messages:
+                if receipt.remove:
+                    client.react(ref.target, ref.message_id, receipt.remove, on=False)
+                client.react(ref.target, ref.message_id, receipt.add)
+        except Unsupported:
+            log.debug("delivery %s: no reactions here", self.scope_key)
+        except (ChatError, pykka.Timeout) as exc:
+            kind = type(exc).__name__
+            level = logging.DEBUG if kind in self.receipt_failures else logging.WARNING
+            self.receipt_failures.add(kind)
+            log.log(level, "delivery %s: receipt %r of run %s not set (not retried): %s",
+                    self.scope_key, receipt.add, receipt.run_id, exc)
+
     def _drain(self) -> None:
         store = self.runtime.store
         pending = store.pending_pieces(self.scope_key)
         self.undelivered = len(pending)
+        refused = False
         for piece in pending:
             try:
                 message_id = self._post(piece)
@@ -260,10 +297,14 @@ class Delivery(SupervisedActor):
                 self._retry(piece, RetryLater("credentials did not answer"), None,
                             ambiguous=False)
                 return
-            except ChatError as exc:
+            except (ChatError, OSError) as exc:
+                if not isinstance(exc, ChatError) and piece.kind != "file":
+                    raise  # an adapter's bug: the actor fails and is restarted
                 log.error("delivery %s: piece %s given up: %s", self.scope_key, piece.key, exc)
                 store.mark_failed(piece.key, str(exc))
                 self.undelivered -= 1
+                if piece.kind == "file":
+                    refused = self._refused(piece, exc) or refused
                 continue
             store.mark_posted(piece.key, message_id)
             self.undelivered -= 1
@@ -271,7 +312,33 @@ class Delivery(SupervisedActor):
             self.attempts = 0
             self.delivered += 1
             self.last_key = piece.key
+            if piece.kind == "file":
+                self._unstage(piece)
+        if refused:  # post the notices of refused files now
+            self._drain()
+            return
         self._publish()
+
+    def _refused(self, piece: Piece, exc: Exception) -> bool:
+        """A file given up: its staged copy removed, and a notice naming it and the error
+        (none where the platform takes no files). Returns whether a notice was queued."""
+        self._unstage(piece)
+        if isinstance(exc, Unsupported):
+            return False
+        name = Path(piece.content).name
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.runtime.store.add_notice(self.scope_key, f"{piece.key}:refused",
+                                      f"⚠ {self.key.agent}: the file {name!r} could not be "
+                                      f"sent: {why}", piece.after_seq)
+        return True
+
+    @staticmethod
+    def _unstage(piece: Piece) -> None:
+        """Remove a file piece's staged copy (and its run's folder once empty)."""
+        path = Path(piece.content)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+            path.parent.rmdir()
 
     def _post(self, piece: Piece) -> str | None:
         access = self._access()
@@ -284,6 +351,10 @@ class Delivery(SupervisedActor):
                     log.info("delivery %s: piece %s had landed; not posting it again",
                              self.scope_key, piece.key)
                     return landed
+            if piece.kind == "file":
+                path = Path(piece.content)
+                return client.upload(self.target, path, title=path.name,
+                                     idempotency_key=piece.key)
             return client.post(self.target, redact(piece.content), idempotency_key=piece.key)
         except Unauthorized:
             self._invalidate(access.token)

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from bridge.agent import AgentEvent
-from bridge.model import ConnectionKey, Inbound
+from bridge.model import ConnectionKey, Inbound, Target
 from bridge.run_view import RunView
 
 
@@ -220,3 +220,40 @@ class StopScopeRun:
     connection: ConnectionKey
     channel: str
     reason: str
+
+
+@attrs.frozen
+class MessageRef:
+    """A member's message, to react to.
+
+    Attributes:
+        target: Its channel (and thread).
+        message_id: Its id.
+    """
+
+    target: Target
+    message_id: str
+
+    @classmethod
+    def of(cls, message: Inbound) -> MessageRef:
+        """The reference of an accepted message."""
+        return cls(Target(message.channel_id, message.thread), message.message_id)
+
+
+@attrs.frozen
+class Receipt:
+    """Scope to delivery: set a receipt (a reaction) on the messages a run takes.
+
+    Best-effort: a failure is logged, never retried, and never holds up a piece.
+
+    Attributes:
+        run_id: The run the messages went into.
+        messages: The members' messages.
+        add: The reaction to add (the platform's name, e.g. ``eyes``).
+        remove: The reaction to take off first (empty: none).
+    """
+
+    run_id: str
+    messages: tuple[MessageRef, ...]
+    add: str
+    remove: str = ""

@@ -6,11 +6,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pykka
 
-from actors.credentials import credentials_id
+from actors.credentials import access_of, credentials_id
 from actors.messages import (
     AgentEventMsg,
     Deliver,
@@ -26,9 +29,20 @@ from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarte
 from bridge.board import RunRow
 from bridge.config import AgentSettings
 from bridge.config_reader import default_workspace
-from bridge.model import ScopeKey
+from bridge.errors import ChatError, TooLarge
+from bridge.model import Attachment, ScopeKey
 from bridge.procs import start_ticks
-from bridge.prompt import Prompt
+from bridge.prompt import Outbox, Prompt, PromptFile
+from bridge.run_files import (
+    BRIDGE_DIR,
+    MAX_UPLOADS,
+    collect_outbox,
+    prepare_inbox,
+    prepare_outbox,
+    safe_file_name,
+    staging_dir,
+    write_staged,
+)
 from bridge.run_status import RunStatus, footer_line, shorten
 from bridge.secrets import redact
 from bridge.store import SessionRecord, StoreError
@@ -40,6 +54,10 @@ log = logging.getLogger(__name__)
 STATUS_AFTER_S = 3.0
 #: Seconds between status refreshes while the agent is quiet.
 STATUS_TICK_S = 5.0
+#: The name of the whole answer uploaded when it is too long for the chat.
+ANSWER_FILE = "answer.md"
+#: Longest notice about files left out (characters).
+NOTICE_CHARS = 1500
 
 
 class Runner(pykka.ThreadingActor):
@@ -61,6 +79,15 @@ class Runner(pykka.ThreadingActor):
     to the scope for another run. Its timers are cancelled when it stops, so
     nothing of a finished run stays in memory.
 
+    Where the platform takes files (:mod:`bridge.run_files`), the members' files
+    are fetched into the workspace before the agent starts and named in its
+    prompt (a file over ``max_file_bytes``, or one that cannot be fetched, is
+    named in a notice instead and the run goes on); the run's outbox folder is
+    made empty and named in the prompt; at the end its files are staged and put
+    in the outbox after the answer, and an answer of more than
+    ``answer_file_after_pieces`` pieces is posted as its first piece with the
+    whole answer uploaded as ``answer.md``.
+
     Args:
         runtime: Shared services.
         scope: The scope actor to report to.
@@ -71,13 +98,15 @@ class Runner(pykka.ThreadingActor):
         agent: The agent's settings.
         session: The scope's session entry to resume (None: a fresh session).
         fingerprint: Policy fingerprint saved with the session.
+        attachments: The files of the messages it answers: (the message's seq, the file).
     """
 
     use_daemon_thread = True
 
     def __init__(self, runtime: Runtime, scope: pykka.ActorRef[Any], scope_key: str,
                  delivery_id: str, run_id: str, prompt: Prompt, agent: AgentSettings,
-                 session: SessionRecord | None = None, fingerprint: str = "") -> None:
+                 session: SessionRecord | None = None, fingerprint: str = "",
+                 attachments: Sequence[tuple[int, Attachment]] = ()) -> None:
         super().__init__()
         self.runtime = runtime
         self.scope = scope
@@ -100,6 +129,9 @@ class Runner(pykka.ThreadingActor):
         self.space = key.space
         #: The scope's platform renders the answer into pieces.
         self.renderer = runtime.platforms[key.platform]
+        self.attachments = tuple(attachments)
+        #: Files fetched and sent where the platform takes them.
+        self.files_on = self.renderer.limits.files
         self.pid_recorded = False
         #: Pending timer handles (the timeout, the next status tick).
         self.timer_handles: dict[str, int] = {}
@@ -107,8 +139,11 @@ class Runner(pykka.ThreadingActor):
     def on_start(self) -> None:
         """Start the agent and its reader thread; arm the timeout and the status ticks."""
         self._identity(RunActive(self.space, +1))
+        images: tuple[Path, ...] = ()
+        if self.files_on:
+            images = self._prepare_files()
         context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
-                             on_spawn=self._spawned)
+                             images=images, on_spawn=self._spawned)
         try:
             assert self.runtime.agents is not None
             self.run = self.runtime.agents(self.agent).start(self.prompt, context)
@@ -125,6 +160,76 @@ class Runner(pykka.ThreadingActor):
         self._schedule("timeout", self.agent.timeout_s,
                        StopRun(f"timed out after {self.agent.timeout_s:.0f} s"))
         self._schedule("status", STATUS_AFTER_S, StatusTick())
+
+    def _prepare_files(self) -> tuple[Path, ...]:
+        """Fetch the members' files, make the outbox folder, name both in the prompt.
+
+        Returns:
+            The fetched pictures (absolute paths), for agents that take images.
+        """
+        limit = self.runtime.config.bridge.max_file_bytes
+        files = self._fetch_files(limit) if self.attachments else ()
+        outbox = None
+        try:
+            folder = prepare_outbox(self.workspace, self.run_id)
+            outbox = Outbox(str(folder.relative_to(self.workspace)), MAX_UPLOADS, limit)
+        except OSError as exc:
+            log.warning("run %s: no outbox folder for files (%s)", self.run_id, exc)
+        self.prompt = attrs.evolve(self.prompt, files=files, outbox=outbox)
+        return tuple(self.workspace / file.path for file in files if file.image)
+
+    def _fetch_files(self, limit: int) -> tuple[PromptFile, ...]:
+        """Fetch the members' files into the run's inbox folder; a notice names those left out."""
+        fetched: list[PromptFile] = []
+        refused: list[str] = []
+        taken: set[str] = set()
+        try:
+            folder = prepare_inbox(self.workspace, self.run_id)
+            client = self.renderer.client(access_of(self.runtime, self.connection))
+        except (ChatError, OSError) as exc:
+            log.warning("run %s: members' files not fetched: %s", self.run_id, exc)
+            refused = [f"{safe_file_name(a.name)!r} (could not be fetched: {exc})"
+                       for _, a in self.attachments]
+            self._files_left_out(refused)
+            return ()
+        for seq, attachment in self.attachments:
+            name = safe_file_name(attachment.name, taken)
+            if attachment.size_bytes > limit:
+                refused.append(f"{name!r} ({attachment.size_bytes:,} bytes, over the limit of "
+                               f"{limit:,} bytes)")
+                continue
+            try:
+                path = client.fetch(attachment, folder / name, max_bytes=limit)
+                size = path.stat().st_size
+            except TooLarge:
+                refused.append(f"{name!r} (over the limit of {limit:,} bytes)")
+                continue
+            except (ChatError, OSError) as exc:
+                log.warning("run %s: file %r not fetched: %s", self.run_id, name, exc)
+                refused.append(f"{name!r} (could not be fetched: {exc})")
+                continue
+            taken.add(name)
+            fetched.append(PromptFile(seq, f"{BRIDGE_DIR}/inbox/{self.run_id}/{name}", size,
+                                      attachment.mime_type))
+        self._files_left_out(refused)
+        return tuple(fetched)
+
+    def _files_left_out(self, refused: list[str]) -> None:
+        """Queue one notice naming the members' files the agent does not get (if any)."""
+        if not refused:
+            return
+        log.info("run %s: %d member file(s) left out", self.run_id, len(refused))
+        after_seq = max((line.seq for line in self.prompt.messages), default=0)
+        try:
+            self.runtime.store.add_notice(
+                self.scope_key, f"{self.run_id}:files-in",
+                shorten(f"⚠ {self.agent.name}: not given to the agent: {'; '.join(refused)}",
+                        NOTICE_CHARS), after_seq)
+        except StoreError as exc:
+            log.error("run %s: could not queue the notice of the files left out: %s",
+                      self.run_id, exc)
+            return
+        self._to_delivery(Deliver(self.scope_key))
 
     def _spawned(self, pid: int) -> None:
         """Record the agent's pid before it may run anything (see :mod:`bridge.procs`)."""
@@ -237,6 +342,7 @@ class Runner(pykka.ThreadingActor):
                  now - self.started_at, f": {reason}" if reason else "")
         self._show_status("done" if ok else f"failed: {shorten(reason, 100)}", now)
         text = redact(text)  # before the cut and the split, which could halve a secret
+        full = text
         cap = self.runtime.config.bridge.max_answer_chars
         if len(text) > cap:
             text = f"{text[:cap]}\n\n[answer cut: {len(text) - cap:,} more characters not shown]"
@@ -244,12 +350,15 @@ class Runner(pykka.ThreadingActor):
         if self.status_shown or self.status.usage:
             footer = footer_line(self.status.view(self.run_id, now, final=True))
         pieces = self.renderer.render_answer(text, footer)
+        files: list[Path] = []
+        if self.files_on:
+            pieces, files = self._files_out(full, text, footer, pieces)
         after_seq = max((line.seq for line in self.prompt.messages), default=0)
         store = self.runtime.store
         saved = True
         try:
             store.finish_run(self.run_id, "done" if ok else "failed", pieces,
-                             after_seq=after_seq)
+                             after_seq=after_seq, files=files)
         except StoreError as exc:
             saved = False
             log.error("run %s: could not save its answer: %s", self.run_id, exc)
@@ -264,6 +373,63 @@ class Runner(pykka.ThreadingActor):
         if pieces:
             self._to_delivery(Deliver(self.scope_key))
         return saved
+
+    def _files_out(self, full: str, text: str, footer: str,
+                   pieces: list[str]) -> tuple[list[str], list[Path]]:
+        """The pieces and the files to upload after them (where the platform takes files).
+
+        An answer of more than ``answer_file_after_pieces`` pieces becomes its first
+        piece (saying that the whole answer is attached) and ``answer.md`` (the whole
+        answer, not cut at ``max_answer_chars``); then the files the agent left in its
+        outbox folder, staged, in name order. What is left out (too large, too many,
+        not a regular file) is named in a notice piece after the answer.
+        """
+        bridge = self.runtime.config.bridge
+        staging = staging_dir(bridge.state_dir, self.run_id)
+        files: list[Path] = []
+        notes: list[str] = []
+        if len(pieces) > bridge.answer_file_after_pieces:
+            content = full.encode("utf-8")[:bridge.max_file_bytes].decode(
+                "utf-8", "ignore").encode("utf-8")
+            try:
+                files.append(write_staged(staging, ANSWER_FILE, content))
+                pieces = self._first_piece(text, footer)
+            except OSError as exc:
+                log.warning("run %s: the answer could not be staged as %s (%s); posting it "
+                            "in pieces", self.run_id, ANSWER_FILE, exc)
+        try:
+            collected = collect_outbox(self.workspace, self.run_id, staging,
+                                       max_bytes=bridge.max_file_bytes,
+                                       taken={path.name for path in files})
+            files += collected.files
+            notes += collected.refused
+        except OSError as exc:
+            log.warning("run %s: the outbox folder's files could not be staged: %s",
+                        self.run_id, exc)
+            notes.append(f"the files could not be staged ({exc.strerror})")
+        if notes:
+            log.info("run %s: outbox: %s", self.run_id, "; ".join(notes))
+            notice = shorten(f"⚠ {self.agent.name}: files not sent: {'; '.join(notes)}",
+                             NOTICE_CHARS)
+            pieces = [*pieces, *self.renderer.render_answer(notice, "")]
+        return pieces, files
+
+    def _first_piece(self, text: str, footer: str) -> list[str]:
+        """One piece: the answer's beginning, cut at a line where it can be, and a line
+        saying the whole answer is attached (the platform's renderer decides the fit)."""
+        note = f"… (the full answer is attached as {ANSWER_FILE})"
+        cut = max(100, self.renderer.limits.text_chars - len(note) - len(footer) - 20)
+        first: list[str] = []
+        for _ in range(12):
+            head = text[:cut]
+            line_end = head.rfind("\n")
+            if line_end > cut // 2:
+                head = head[:line_end]
+            first = self.renderer.render_answer(f"{head.rstrip()}\n\n{note}", footer)
+            if len(first) == 1:
+                return first
+            cut = int(cut * 0.7)
+        return first[:1]
 
     def _to_delivery(self, message: Any) -> None:
         send(self.runtime, self.delivery_id, message)

@@ -1,6 +1,10 @@
 """Scope: one conversation (one agent in one channel): access, engage, commands, runs,
 and members' clicks on the controls the bridge posted (a run's Stop).
 
+Where the platform has reactions, the messages a run takes get receipts: the
+scope decides them (``receipt_accepted`` when the run starts, then
+``receipt_answered`` or ``receipt_failed``) and its delivery sets them.
+
 Every decision (a message engaged, kept as context, dropped, refused; a
 command answered or refused; a run started or held back by the run budget) is
 logged with its reason and the scope key.
@@ -25,6 +29,8 @@ from actors.messages import (
     Deliver,
     IdleCheck,
     Init,
+    MessageRef,
+    Receipt,
     Route,
     RunFinished,
     StopRun,
@@ -87,6 +93,8 @@ class Scope(SupervisedActor):
         self.runner: pykka.ActorRef[Any] | None = None
         #: Authors of the messages the current run answers (they may stop it).
         self.requesters: frozenset[str] = frozenset()
+        #: The current run's id and the messages that got its receipt.
+        self.receipted: tuple[str, tuple[MessageRef, ...]] = ("", ())
         self.last_activity = time.time()
         self.processing: Inbound | None = None
         self.idle = IdleTimer(runtime.timers, self.actor_ref, config.bridge.scope_idle_s,
@@ -132,6 +140,7 @@ class Scope(SupervisedActor):
                 self.runner = None
                 self.runtime.board.remove_run(message.run_id)
                 self.runtime.board.remove_actor(f"runner:{message.run_id}")
+                self._outcome_receipt(message.run_id, message.ok)
             self._apply(self.logic.run_finished(message.run_id, message.ok))
         else:
             super().on_receive(message)
@@ -456,6 +465,33 @@ class Scope(SupervisedActor):
             return None, fingerprint
         return record, fingerprint
 
+    def _receipts_on(self) -> bool:
+        """Whether members' messages get receipts here (config and platform)."""
+        platform = self.runtime.platforms.get(self.scope.platform)
+        return (self.runtime.config.bridge.receipts and platform is not None
+                and platform.limits.reactions)
+
+    def _accepted_receipt(self, run_id: str, messages: tuple[Inbound, ...]) -> None:
+        """React to the messages a run takes (``receipt_accepted``); delivery does it."""
+        self.receipted = (run_id, ())
+        if not messages or not self._receipts_on():
+            return
+        refs = tuple(MessageRef.of(message) for message in messages)
+        self.receipted = (run_id, refs)
+        send(self.runtime, self.delivery_id,
+             Receipt(run_id, refs, self.runtime.config.bridge.receipt_accepted))
+
+    def _outcome_receipt(self, run_id: str, ok: bool) -> None:
+        """Swap the accepted receipt of a run's messages for its outcome."""
+        receipted, refs = self.receipted
+        self.receipted = ("", ())
+        if receipted != run_id or not refs:
+            return
+        bridge = self.runtime.config.bridge
+        send(self.runtime, self.delivery_id,
+             Receipt(run_id, refs, bridge.receipt_answered if ok else bridge.receipt_failed,
+                     remove=bridge.receipt_accepted))
+
     def _start(self, action: StartRun) -> None:
         self.runtime.store.start_run(action.run_id, self.key,
                                      action.message_ids + action.context_ids)
@@ -464,9 +500,12 @@ class Scope(SupervisedActor):
         self.requesters = frozenset(line.author_id for line in action.prompt.messages)
         log.info("scope %s: run %s starts with %d message(s) in %s", self.key, action.run_id,
                  len(action.prompt.messages), agent.workspace)
+        self._accepted_receipt(action.run_id, action.messages)
+        attachments = tuple((message.seq, attachment) for message in action.messages
+                            for attachment in message.attachments)
         self.runner = Runner.start(self.runtime, self.actor_ref, self.key, self.delivery_id,
                                    action.run_id, action.prompt, agent, session,
-                                   fingerprint)
+                                   fingerprint, attachments)
         self.runtime.board.put_run(RunRow(action.run_id, self.key, self.agent.name, time.time()))
         self.runtime.board.put_actor(ActorRow(f"runner:{action.run_id}", "runner",
                                               self.child_id, "running"))

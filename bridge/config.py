@@ -40,6 +40,9 @@ CLAUDE_MODE_FOR_SANDBOX = {"read-only": "default", "workspace-write": "acceptEdi
                            "danger-full-access": "bypassPermissions"}
 #: Scope grains of a binding: one conversation per channel or per thread.
 SCOPE_GRAINS = ("channel", "thread")
+#: The largest file (bytes) the bridge fetches or uploads unless ``max_file_bytes`` says
+#: otherwise: 20 MiB.
+DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "bridge.toml"
 
 
@@ -79,6 +82,17 @@ class BridgeSettings:
             older than this (days; fractions allowed) are pruned from the state
             store. At least ``catch_up_window_s``: a message inside the window
             can be fetched again, and its journal row is what marks it as seen.
+        receipts: Whether members' messages get receipts (reactions) where the
+            platform has reactions: :attr:`receipt_accepted` when a run takes
+            them, then :attr:`receipt_answered` or :attr:`receipt_failed`.
+        receipt_accepted: The platform's reaction name for "taken into a run".
+        receipt_answered: The reaction name for "answered".
+        receipt_failed: The reaction name for "the run failed or was stopped".
+        max_file_bytes: The largest file (bytes) fetched from a member's message
+            or uploaded from a run's outbox folder, where the platform takes files.
+        answer_file_after_pieces: An answer that renders into more pieces than
+            this is posted as its first piece plus the whole answer uploaded as
+            ``answer.md``, where the platform takes files.
     """
 
     state_dir: Path
@@ -88,6 +102,12 @@ class BridgeSettings:
     scope_idle_s: float = 600.0
     max_answer_chars: int = 32_000
     retention_days: float = 14.0
+    receipts: bool = True
+    receipt_accepted: str = "eyes"
+    receipt_answered: str = "white_check_mark"
+    receipt_failed: str = "x"
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    answer_file_after_pieces: int = 4
 
     @property
     def retention_s(self) -> float:

@@ -17,6 +17,7 @@ from bridge.config import (
     AGENT_KINDS,
     CLAUDE_MODE_FOR_SANDBOX,
     CLAUDE_PERMISSION_MODES,
+    DEFAULT_MAX_FILE_BYTES,
     SANDBOX_MODES,
     SCOPE_GRAINS,
     AgentSettings,
@@ -330,7 +331,10 @@ class Reader:
     def bridge(self, table: Mapping[str, Any]) -> BridgeSettings:
         self.check_keys(table, "bridge", {"state_dir", "debounce_s", "log_level",
                                           "catch_up_window_s", "scope_idle_s",
-                                          "max_answer_chars", "retention_days"})
+                                          "max_answer_chars", "retention_days",
+                                          "receipts", "receipt_accepted", "receipt_answered",
+                                          "receipt_failed", "max_file_bytes",
+                                          "answer_file_after_pieces"})
         level = str(self.get(table, "bridge", "log_level", str, "INFO")).upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise self.fail("bridge.log_level", f"must be debug, info, warning or error, got "
@@ -343,7 +347,30 @@ class Reader:
             scope_idle_s=self.positive(table, "bridge", "scope_idle_s", 600.0),
             max_answer_chars=self.at_least(table, "bridge", "max_answer_chars", 32_000, 100),
             retention_days=self.retention_days(table),
+            receipts=bool(self.get(table, "bridge", "receipts", bool, True)),
+            receipt_accepted=self.reaction(table, "receipt_accepted", "eyes"),
+            receipt_answered=self.reaction(table, "receipt_answered", "white_check_mark"),
+            receipt_failed=self.reaction(table, "receipt_failed", "x"),
+            max_file_bytes=self.at_least(table, "bridge", "max_file_bytes",
+                                         DEFAULT_MAX_FILE_BYTES, 1),
+            answer_file_after_pieces=self.at_least(table, "bridge", "answer_file_after_pieces",
+                                                   4, 1),
         )
+
+    def reaction(self, table: Mapping[str, Any], name: str, default: str) -> str:
+        """A receipt's reaction name in ``[bridge]`` (``eyes``, not ``:eyes:``).
+
+        Raises:
+            ConfigError: when it is not a string, is empty, or holds whitespace or colons.
+        """
+        value = str(self.get(table, "bridge", name, str, default))
+        if not value.strip():
+            raise self.fail(f"bridge.{name}", "must be a reaction name, e.g. "
+                                              f"{default!r} (got an empty string)")
+        if any(char.isspace() or char == ":" for char in value):
+            raise self.fail(f"bridge.{name}", "must be a reaction name without spaces or "
+                                              f"colons, e.g. {default!r} (got {value!r})")
+        return value
 
     def retention_days(self, table: Mapping[str, Any]) -> float:
         """Read ``bridge.retention_days`` (default 14 days; fractions of a day allowed).

@@ -104,12 +104,14 @@ class StartRun:
         prompt: What the agent is asked.
         message_ids: Ids of the engaged messages it answers.
         context_ids: Ids of the context messages its prompt includes.
+        messages: The engaged messages it answers, by seq (their receipts, their files).
     """
 
     run_id: str
     prompt: Prompt
     message_ids: tuple[str, ...]
     context_ids: tuple[str, ...] = ()
+    messages: tuple[Inbound, ...] = ()
 
 
 @attrs.frozen
@@ -311,7 +313,8 @@ class ScopeLogic:
         self.current_run = run_id
         self.runs += 1
         return [*actions,
-                StartRun(run_id, prompt, tuple(m.message_id for m in pending), context_ids)]
+                StartRun(run_id, prompt, tuple(m.message_id for m in pending), context_ids,
+                         tuple(pending))]
 
     def _budget(self, author_id: str) -> HourlyBudget:
         """The run budget of one member in this conversation (bounded memory)."""

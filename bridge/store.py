@@ -162,6 +162,10 @@ MIGRATIONS: tuple[str, ...] = (
     WHERE json_type(payload, '$.guild') IS NOT NULL;
     ALTER TABLE outbox ADD COLUMN thread TEXT NOT NULL DEFAULT '';
     """,
+    # 6: a piece is a text or a file to upload (its content is then the staged file's path)
+    """
+    ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
+    """,
 )
 
 #: Inbound states that still need a run (or a place in the next prompt).
@@ -194,19 +198,21 @@ class StoreError(RuntimeError):
 
 @attrs.frozen
 class Piece:
-    """One answer piece in the outbox.
+    """One answer piece in the outbox: a text to post, or a file to upload.
 
     Attributes:
-        key: Idempotency key, ``<run_id>:<index>``.
+        key: Idempotency key, ``<run_id>:<index>`` (a file: ``<run_id>:file:<name>``).
         scope_key: The scope whose channel it goes to.
         run_id: The run that produced it.
         index: Position within the run's answer.
-        content: Text (under the content limit).
+        content: Text (under the content limit); for a file, the path of the copy
+            to upload (see :mod:`bridge.run_files`).
         attempts: Failed delivery attempts so far (across restarts).
         after_seq: The channel seq of the message it answers: the piece can
             only have landed after it.
         created_at: Epoch seconds when it entered the outbox: it can only have
             landed after that.
+        kind: ``text`` or ``file``.
     """
 
     key: str
@@ -217,6 +223,7 @@ class Piece:
     attempts: int = 0
     after_seq: int = 0
     created_at: float = 0.0
+    kind: str = "text"
 
 
 @attrs.frozen
@@ -567,8 +574,9 @@ class Store:
                        "state = 'context'", (scope_key,))
 
     def finish_run(self, run_id: str, outcome: str, pieces: Sequence[str],
-                   usage: dict[str, Any] | None = None, after_seq: int = 0) -> list[Piece]:
-        """End a run: its answer pieces go to the outbox, its messages are ``done``.
+                   usage: dict[str, Any] | None = None, after_seq: int = 0,
+                   files: Sequence[Path] = ()) -> list[Piece]:
+        """End a run: its answer pieces (and files) go to the outbox, its messages are ``done``.
 
         One transaction, so a crash leaves either the run open (it is recovered)
         or the answer safely in the outbox (it is delivered).
@@ -579,6 +587,8 @@ class Store:
             pieces: The answer split under the content limit, in order.
             usage: What the agent reported (tokens, cost), if anything.
             after_seq: The highest channel seq among the messages it answers.
+            files: Files to upload after the pieces, in order (staged copies; each
+                key ``<run_id>:file:<file name>``, so names must differ).
 
         Returns:
             The outbox pieces created (empty when the run was already finished).
@@ -596,10 +606,14 @@ class Store:
                        "'running'", (run_id,))
             made = [Piece(f"{run_id}:{i}", scope_key, run_id, i, text, 0, after_seq, now)
                     for i, text in enumerate(pieces)]
+            made += [Piece(f"{run_id}:file:{path.name}", scope_key, run_id, len(pieces) + i,
+                           str(path), 0, after_seq, now, "file")
+                     for i, path in enumerate(files)]
             db.executemany(
                 "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
-                "created_at, updated_at, after_seq) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                [(p.key, p.scope_key, p.run_id, p.index, p.content, now, now, after_seq)
+                "created_at, updated_at, after_seq, kind) VALUES (?, ?, ?, ?, ?, 'pending', ?, "
+                "?, ?, ?)",
+                [(p.key, p.scope_key, p.run_id, p.index, p.content, now, now, after_seq, p.kind)
                  for p in made])
         return made
 
@@ -756,11 +770,11 @@ class Store:
         """Pieces of a scope not yet delivered, oldest run first, by index."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT key, scope_key, run_id, idx, content, attempts, after_seq, created_at "
-                "FROM outbox WHERE scope_key = ? AND state = 'pending' "
+                "SELECT key, scope_key, run_id, idx, content, attempts, after_seq, created_at, "
+                "kind FROM outbox WHERE scope_key = ? AND state = 'pending' "
                 "ORDER BY created_at, run_id, idx", (scope_key,)).fetchall()
         return [Piece(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), int(r[5]),
-                      int(r[6]), float(r[7])) for r in rows]
+                      int(r[6]), float(r[7]), str(r[8])) for r in rows]
 
     def pending_scopes(self) -> list[str]:
         """Scope keys with undelivered pieces."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,51 @@ def test_config_errors_name_file_line_and_key(
         assert info.value.line == line
     for word in words:
         assert word in message
+
+
+def test_receipt_and_file_keys(tmp_path: Path) -> None:
+    defaults = load_config(write(tmp_path, GOOD)).bridge
+    assert (defaults.receipts, defaults.receipt_accepted, defaults.receipt_answered,
+            defaults.receipt_failed) == (True, "eyes", "white_check_mark", "x")
+    assert (defaults.max_file_bytes, defaults.answer_file_after_pieces) == (20_971_520, 4)
+    text = GOOD.replace("debounce_s = 0.5", textwrap.dedent("""\
+        debounce_s = 0.5
+        receipts = false
+        receipt_accepted = "hourglass"
+        receipt_answered = "heavy_check_mark"
+        receipt_failed = "warning"
+        max_file_bytes = 1024
+        answer_file_after_pieces = 2"""))
+    bridge = load_config(write(tmp_path, text)).bridge
+    assert (bridge.receipts, bridge.receipt_accepted, bridge.receipt_answered,
+            bridge.receipt_failed) == (False, "hourglass", "heavy_check_mark", "warning")
+    assert (bridge.max_file_bytes, bridge.answer_file_after_pieces) == (1024, 2)
+
+
+RECEIPT_AND_FILE_ERRORS = [
+    # (new line after debounce_s, key in the message, words in the message)
+    ('receipt_accepted = ""', "bridge.receipt_accepted", "empty string"),
+    ('receipt_answered = "  "', "bridge.receipt_answered", "empty string"),
+    ('receipt_failed = ":x:"', "bridge.receipt_failed", "without spaces or colons"),
+    ('receipt_accepted = "two words"', "bridge.receipt_accepted", "without spaces or colons"),
+    ("receipt_failed = 3", "bridge.receipt_failed", "must be a string"),
+    ('receipts = "yes"', "bridge.receipts", "must be true or false"),
+    ("max_file_bytes = 0", "bridge.max_file_bytes", "at least 1"),
+    ("max_file_bytes = 1.5", "bridge.max_file_bytes", "must be an integer"),
+    ("answer_file_after_pieces = 0", "bridge.answer_file_after_pieces", "at least 1"),
+]
+
+
+@pytest.mark.parametrize(("line", "key", "words"), RECEIPT_AND_FILE_ERRORS)
+def test_receipt_and_file_key_errors_name_file_line_and_key(tmp_path: Path, line: str,
+                                                            key: str, words: str) -> None:
+    text = GOOD.replace("debounce_s = 0.5", f"debounce_s = 0.5\n{line}")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line_of(text, line)}: {key}: "), message
+    assert words in message, message
 
 
 def test_command_without_command_points_at_agent_table(tmp_path: Path) -> None:

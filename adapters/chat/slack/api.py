@@ -102,6 +102,11 @@ def as_chat_error(what: str, exc: SlackApiError, *, ambiguous: bool = False) -> 
     if code in GONE_ERRORS:
         return NotFound(text)
     if code in FORBIDDEN_ERRORS:
+        needed = exc.response.data.get("needed") if exc.response is not None and isinstance(
+            exc.response.data, dict) else None
+        if code == "missing_scope" and isinstance(needed, str) and needed:
+            # Slack names the scope the call needs (docs: "missing_scope" errors).
+            text += f" (the app needs the {needed} scope: add it and reinstall the app)"
         return Forbidden(text)
     if code in TOO_LONG_ERRORS:
         return TooLarge(text)
