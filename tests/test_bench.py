@@ -1,4 +1,5 @@
-"""``bin/bridge bench``: a smoke run through the CLI, and the token bookkeeping."""
+"""``bin/bridge bench``: smoke runs through the CLI (Fabric, and ``--platform slack``),
+and the token bookkeeping."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from adapters.chat.slack.double import Delivery, SlackDouble
 from bridge.ops.bench import JSON_FIELDS, _Listener, _Tracker, agent_names, bench_seed
+from bridge.ops.bench_slack import JSON_FIELDS as SLACK_JSON_FIELDS
+from bridge.ops.bench_slack import SlackTracker
+from bridge.ops.bench_slack import config_text as slack_config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,3 +118,104 @@ def test_status_run_reports_posts_and_edits() -> None:
     assert set(data) == {"run_s", "tool_steps", "posts", "edits", "edits_per_s"}
     assert data["posts"] == 2  # the status message and the answer
     assert data["edits"] >= 1 and data["tool_steps"] == 3
+
+
+# -- --platform slack ------------------------------------------------------------
+
+SLACK_INT_FIELDS = ("channels", "agents", "messages", "sent", "answered", "lost", "doubled",
+                    "extra", "post_errors", "threads_idle", "threads_peak", "actors", "scopes",
+                    "api_calls", "bridge_log_warnings", "bridge_log_errors")
+SLACK_FLOAT_FIELDS = ("rate", "ack_p50_ms", "ack_p99_ms", "bridge_p50_ms", "bridge_p99_ms",
+                      "overhead_p50_ms", "overhead_p99_ms", "throughput_per_s",
+                      "throughput_rate", "rss_mb", "posts_per_answer", "api_calls_per_answer",
+                      "reconnect_s", "reconnect_disconnect_s", "duration_s")
+
+
+def test_slack_smoke_run_answers_every_message_once_and_recovers() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "bridge"), "bench", "--platform", "slack",
+         "--channels", "2", "--agents", "2", "--messages", "10", "--rate", "20", "--steps", "1",
+         "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == set(SLACK_JSON_FIELDS) == {
+        *SLACK_INT_FIELDS, *SLACK_FLOAT_FIELDS, "steps", "platform", "api_methods"}
+    for name in SLACK_INT_FIELDS:
+        assert isinstance(data[name], int) and not isinstance(data[name], bool), name
+    for name in SLACK_FLOAT_FIELDS:
+        assert _number(data[name]), name
+    assert data["platform"] == "slack"
+    assert (data["channels"], data["agents"], data["messages"]) == (2, 2, 10)
+    assert (data["sent"], data["answered"], data["lost"]) == (10, 10, 0)
+    assert (data["doubled"], data["extra"], data["post_errors"]) == (0, 0, 0)
+    assert data["ack_p99_ms"] > 0 and data["bridge_p99_ms"] > 0
+    assert data["reconnect_s"] > 0 and data["reconnect_disconnect_s"] > 0  # -1: not answered
+    assert data["rss_mb"] > 0 and data["threads_peak"] > 0 and data["threads_idle"] > 0
+    assert data["api_methods"]["chat.postMessage"] >= 10 and data["posts_per_answer"] >= 1
+    assert data["api_calls"] == sum(data["api_methods"].values())
+    assert len(data["steps"]) == 1
+    step = data["steps"][0]
+    assert set(step) == {*STEP_INT_FIELDS, *STEP_FLOAT_FIELDS}
+    assert (step["sent"], step["answered"], step["lost"]) == (10, 10, 0)
+    assert step["floor_p99_ms"] == data["ack_p99_ms"] and step["p99_ms"] == data["bridge_p99_ms"]
+
+
+def test_slack_config_hands_tokens_by_environment_only(tmp_path: Path) -> None:
+    text = slack_config_text("http://127.0.0.1:9/api/", tmp_path / "var", 2)
+    assert 'bot_token = "env:BRIDGE_BENCH_SLACK_BOT_ECHO2"' in text
+    assert 'app_token = "env:BRIDGE_BENCH_SLACK_APP_ECHO"' in text
+    assert "[platforms.slack]" in text and "[fabric]" not in text
+    assert "xoxb-" not in text and "xapp-" not in text
+
+
+def test_the_double_tells_observers_of_posts_and_edits() -> None:
+    with SlackDouble() as double:
+        app = double.add_app("echo")
+        alice = double.add_user("alice")
+        channel = double.add_channel("bench-0", [alice, app])
+        seen: list[tuple[str, str, str, str]] = []
+        double.observe(lambda change, m: seen.append(
+            (change, m["channel"], m["user"], m["text"])))
+        ts = double.post(alice, channel, "first")
+        double.edit(alice, channel, ts, "second")
+        double.post(alice, channel, "in the thread", thread_ts=ts)
+    assert seen == [("posted", channel, alice, "first"), ("changed", channel, alice, "second"),
+                    ("posted", channel, alice, "in the thread")]
+
+
+def _ack(app_id: str, ts: str, kind: str = "app_mention") -> tuple[str, Delivery]:
+    envelope = {"envelope_id": "e", "type": "events_api",
+                "payload": {"event": {"type": kind, "ts": ts}}}
+    return app_id, Delivery(envelope, True, None, False)
+
+
+def test_slack_tracker_matches_answers_in_threads_and_counts_doubles() -> None:
+    tracker = SlackTracker("Ualice", {"Ubot1": "A1", "Ubot2": "A2"})
+    for token in ("bn1-000000", "bn1-000001", "bn1-000002"):
+        tracker.expect(token, 10.0, "Ubot1")
+    tracker.expect("bn1-000003", 10.0, "Ubot2")
+
+    def message(user: str, text: str, ts: str, thread_ts: str = "") -> dict[str, Any]:
+        found = {"user": user, "text": text, "ts": ts}
+        if user != "Ualice":
+            found["bot_id"] = "B" + user
+        if thread_ts:
+            found["thread_ts"] = thread_ts
+        return found
+
+    for n in range(4):
+        tracker.on_message("posted", message("Ualice", f"<@Ubot1> bn1-00000{n}", f"1.{n}"))
+    tracker.on_ack(*_ack("A2", "1.0"))  # the app not mentioned: no floor
+    tracker.on_ack(*_ack("A1", "1.0", kind="message"))  # not the mention's envelope
+    tracker.on_ack(*_ack("A1", "1.0"))
+    tracker.on_message("posted", message("Ubot1", "<@Ubot1> bn1-000000", "2.0", "1.0"))
+    tracker.on_message("changed", message("Ubot1", "<@Ubot1> bn1-000000", "2.0", "1.0"))
+    tracker.on_message("posted", message("Ubot1", "<@Ubot1> bn1-000000", "2.1", "1.0"))  # twice
+    tracker.on_message("posted", message("Ubot1", "<@Ubot1> bn1-000001", "2.2"))  # not threaded
+    tracker.on_message("posted", message("Ubot2", "<@Ubot1> bn1-000002", "2.3", "1.2"))  # other
+    tracker.on_message("posted", message("Ubot2", "<@Ubot1> bn1-000003", "2.4", "1.3"))
+    tracker.drain()
+    assert set(tracker.answers) == {"bn1-000000", "bn1-000003"}
+    assert set(tracker.floor) == {"bn1-000000"}
+    assert tracker.extra == 3 and tracker.doubled == 1
+    assert tracker.posted(["bn1-000000", "bn9-000000"]) == {"bn1-000000": 10.0}

@@ -107,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "Measures the transport floor (post -> message.created at the other "
                     "member) and post -> answer at rate R, then steps of M messages at R, "
                     "2R, 4R, ... until p99 reaches 1 s, an answer is lost or answered/s "
-                    "stops growing. Exit 0 when the run completed.")
+                    "stops growing. With --platform slack: the Slack double instead, one app "
+                    "per agent, N channels with member alice and every agent's bot; each "
+                    "post @mentions one agent (round robin) and is answered in its thread; "
+                    "the floor is the bridge's Socket Mode ack of the mention; also measures "
+                    "the time from a dropped socket, and from a disconnect envelope, to the "
+                    "next answer. Exit 0 when the run completed.")
+    bench.add_argument("--platform", choices=("fabric", "slack"), default="fabric",
+                       help="what to run against: the Fabric dev guild (default) or the "
+                            "Slack double")
     bench.add_argument("--channels", type=int, default=10, metavar="N",
                        help="channels to create and post in (default 10)")
     bench.add_argument("--agents", type=int, default=1, metavar="A",
@@ -124,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "{center_url} and {state_dir} in it are replaced; it must bind "
                             "agents echo, echo2, ... (keys: the seeded echo's key, then the "
                             "number) "
-                            "to every channel of guild dev")
+                            "to every channel of guild dev. With --platform slack: "
+                            "{api_url} and {state_dir} are replaced, and agent NAME's tokens "
+                            "are env:BRIDGE_BENCH_SLACK_BOT_<NAME> and "
+                            "env:BRIDGE_BENCH_SLACK_APP_<NAME> (NAME in capitals)")
     bench.add_argument("--json", action="store_true",
                        help="print the report as one JSON object (fields below)")
     bench.add_argument("--log", type=Path, default=None, metavar="FILE",
@@ -132,10 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--status-run", type=float, default=0.0, metavar="S",
                        help="instead: one codex-style run of S seconds with a tool step every "
                             "second; print its posts, edits and edits per second (JSON with "
-                            "--json: run_s, tool_steps, posts, edits, edits_per_s)")
+                            "--json: run_s, tool_steps, posts, edits, edits_per_s); Fabric "
+                            "only")
+    from bridge.ops import bench_slack
     from bridge.ops.bench import json_fields_help
 
-    bench.epilog = "JSON fields: " + json_fields_help()
+    bench.epilog = ("JSON fields: " + json_fields_help() + ". JSON fields with --platform "
+                    "slack: " + bench_slack.json_fields_help())
     chat = add("chat", "Talk in a channel of the dev guild as a seeded member.")
     chat.add_argument("--as", dest="user", required=True, metavar="USER",
                       help="seeded user name, e.g. alice or bob (with --api-key: the name "
@@ -165,6 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 ok, 1 failure, 2 bad config, 3 unusable state store.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "bench" and args.platform == "slack":
+        if args.status_run > 0:
+            print("bridge bench: --status-run is for the Fabric dev guild only",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        from bridge.ops.bench_slack import main_slack_bench
+
+        return main_slack_bench(args.channels, args.agents, args.messages, args.rate,
+                                args.steps, args.config, args.json, args.log)
     if args.command == "bench" and args.status_run > 0:
         from bridge.ops.bench_status import main_status_run
 

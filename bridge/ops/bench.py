@@ -40,9 +40,9 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
@@ -55,6 +55,8 @@ from bridge.statefiles import read_status
 if TYPE_CHECKING:  # the rest is imported when a bench runs, not by ``bridge --help``
     from adapters.chat.fabric.devguild import DevGuild, Seed
     from bridge.ops.loadkit import BridgeProcess, RestMember
+
+_R = TypeVar("_R", bound="Report")
 
 #: Members who post and listen (seeded humans).
 MEMBERS = ("alice", "bob")
@@ -441,24 +443,14 @@ class _Bench:
         tokens = [f"{TOKEN_PREFIX}{number}-{i:06d}" for i in range(count)]
         channels, agents = self.channel_ids, self.agent_ids
         lock = threading.Lock()
-        cursor = [0]
         errors = [0]
         self.sampler.window()
         pid = self.bridge.pid or 0
         cpu_before, bench_before, wall_before = (cpu_seconds(pid), time.process_time(),
                                                  time.monotonic())
-        start = time.monotonic() + 0.05
 
-        def work(rest: dict[str, RestMember]) -> None:
-            while True:
-                with lock:
-                    i = cursor[0]
-                    cursor[0] += 1
-                if i >= count:
-                    return
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+        def poster(rest: dict[str, RestMember]) -> Callable[[int], None]:
+            def post(i: int) -> None:
                 member = MEMBERS[i % len(MEMBERS)]
                 channel = channels[i % len(channels)]
                 agent = agents[(i // len(channels)) % len(agents)]
@@ -469,15 +461,11 @@ class _Bench:
                     self.tracker.forget(tokens[i])
                     with lock:
                         errors[0] += 1
+            return post
 
-        workers = [threading.Thread(target=work, args=(rest,), name=f"bench-post-{n}",
-                                    daemon=True) for n, rest in enumerate(self.posters)]
-        for worker in workers:
-            worker.start()
         tracker = self.tracker
-        while any(worker.is_alive() for worker in workers):
-            tracker.drain(self.listeners)
-            time.sleep(0.01)
+        post_paced(count, rate, [poster(rest) for rest in self.posters],
+                   lambda: tracker.drain(self.listeners))
         posted = [t for t in tokens if t in tracker.sent]
         deadline = time.monotonic() + SETTLE_S
         while time.monotonic() < deadline:
@@ -493,29 +481,125 @@ class _Bench:
 
     def _report(self, rate: float, posted: list[str], wall: float, bridge_cpu: float,
                 bench_cpu: float) -> StepReport:
-        from bridge.ops.loadkit import percentile
-
         tracker = self.tracker
-        sent_at = {t: tracker.sent[t].posted_at for t in posted}
-        delays = [tracker.answers[t] - sent_at[t] for t in posted if t in tracker.answers]
-        floors = [tracker.floor[t] - sent_at[t] for t in posted if t in tracker.floor]
-        first = min(sent_at.values(), default=0.0)
-        last_post = max(sent_at.values(), default=0.0)
-        last_answer = max((tracker.answers[t] for t in posted if t in tracker.answers),
-                          default=first)
-        duration = max(last_answer - first, 1e-9)
-        return StepReport(
-            rate=rate, sent=len(posted), answered=len(delays), lost=len(posted) - len(delays),
-            post_rate=round((len(posted) - 1) / (last_post - first), 1)
-            if last_post > first else 0.0,
-            answered_per_s=round(len(delays) / duration, 1) if delays else 0.0,
-            duration_s=round(duration if delays else 0.0, 3),
-            p50_ms=_ms(percentile(delays, 0.5)), p99_ms=_ms(percentile(delays, 0.99)),
-            floor_p50_ms=_ms(percentile(floors, 0.5)),
-            floor_p99_ms=_ms(percentile(floors, 0.99)),
-            threads_peak=self.sampler.window(),
-            bridge_cpu_pct=round(100 * bridge_cpu / wall, 1) if wall > 0 else 0.0,
-            bench_cpu_pct=round(100 * bench_cpu / wall, 1) if wall > 0 else 0.0)
+        return step_report(rate, {t: tracker.sent[t].posted_at for t in posted},
+                           tracker.answers, tracker.floor, wall=wall, bridge_cpu=bridge_cpu,
+                           bench_cpu=bench_cpu, threads_peak=self.sampler.window())
+
+
+def post_paced(count: int, rate: float, posters: Sequence[Callable[[int], None]],
+               idle: Callable[[], None]) -> None:
+    """Call ``post(i)`` for i in 0..count-1, the i-th at ``i / rate`` seconds from now.
+
+    Each of ``posters`` runs on its own thread and takes the next index when it
+    is free, so a slow post delays only its own thread. The calling thread calls
+    ``idle()`` every 10 ms until every post returned.
+
+    Args:
+        count: Posts to make.
+        rate: Offered rate, posts per second (> 0).
+        posters: One post function per thread; each must handle its own errors.
+        idle: Called on this thread while the posters work (e.g. to drain queues).
+    """
+    lock = threading.Lock()
+    cursor = [0]
+    start = time.monotonic() + 0.05
+
+    def work(post: Callable[[int], None]) -> None:
+        while True:
+            with lock:
+                i = cursor[0]
+                cursor[0] += 1
+            if i >= count:
+                return
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            post(i)
+
+    workers = [threading.Thread(target=work, args=(post,), name=f"bench-post-{n}",
+                                daemon=True) for n, post in enumerate(posters)]
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        idle()
+        time.sleep(0.01)
+
+
+def step_report(rate: float, sent_at: Mapping[str, float], answers: Mapping[str, float],
+                floor: Mapping[str, float], *, wall: float, bridge_cpu: float,
+                bench_cpu: float, threads_peak: int) -> StepReport:
+    """One step's figures from the monotonic times of its posts, answers and floor events.
+
+    Args:
+        rate: Offered rate, messages per second.
+        sent_at: ``{token: when it was posted}`` for the step's posts (failed ones left out).
+        answers: ``{token: when its answer arrived}`` (tokens of other steps are ignored).
+        floor: ``{token: when its transport floor event arrived}`` (likewise).
+        wall: Seconds of the step, wall clock.
+        bridge_cpu: CPU seconds of the bridge process during the step.
+        bench_cpu: CPU seconds of this process during the step.
+        threads_peak: Most threads of the bridge during the step.
+
+    Returns:
+        The :class:`StepReport` (percentiles by nearest rank, in milliseconds).
+    """
+    from bridge.ops.loadkit import percentile
+
+    posted = list(sent_at)
+    delays = [answers[t] - sent_at[t] for t in posted if t in answers]
+    floors = [floor[t] - sent_at[t] for t in posted if t in floor]
+    first = min(sent_at.values(), default=0.0)
+    last_post = max(sent_at.values(), default=0.0)
+    last_answer = max((answers[t] for t in posted if t in answers), default=first)
+    duration = max(last_answer - first, 1e-9)
+    return StepReport(
+        rate=rate, sent=len(posted), answered=len(delays), lost=len(posted) - len(delays),
+        post_rate=round((len(posted) - 1) / (last_post - first), 1)
+        if last_post > first else 0.0,
+        answered_per_s=round(len(delays) / duration, 1) if delays else 0.0,
+        duration_s=round(duration if delays else 0.0, 3),
+        p50_ms=_ms(percentile(delays, 0.5)), p99_ms=_ms(percentile(delays, 0.99)),
+        floor_p50_ms=_ms(percentile(floors, 0.5)),
+        floor_p99_ms=_ms(percentile(floors, 0.99)),
+        threads_peak=threads_peak,
+        bridge_cpu_pct=round(100 * bridge_cpu / wall, 1) if wall > 0 else 0.0,
+        bench_cpu_pct=round(100 * bench_cpu / wall, 1) if wall > 0 else 0.0)
+
+
+def climb(step: Callable[[int, float], StepReport], rate: float, max_steps: int,
+          say: Callable[[str], None]) -> list[StepReport]:
+    """The throughput ladder: steps at ``rate``, twice that, ... (at most ``max_steps``).
+
+    Stops after the first step that did not pass (:attr:`StepReport.passed`),
+    when answered messages per second grew by less than :data:`GROWTH`, or when
+    the next rate would pass :data:`MAX_RATE`.
+
+    Args:
+        step: Runs step ``number`` (1, 2, ...) at an offered rate (messages per second).
+        rate: Offered rate of the first step, messages per second.
+        max_steps: Most steps.
+        say: Told one line per step.
+
+    Returns:
+        The steps run, in order.
+    """
+    steps: list[StepReport] = []
+    step_rate = rate
+    for number in range(1, max_steps + 1):
+        done = step(number, step_rate)
+        steps.append(done)
+        say(f"step {number}: {step_rate:g}/s offered, {done.post_rate:g}/s posted, "
+            f"{done.answered}/{done.sent} answered, {done.answered_per_s:g}/s, "
+            f"p99 {done.p99_ms:.0f} ms, {done.threads_peak} threads")
+        if not done.passed:
+            break
+        if len(steps) > 1 and done.answered_per_s < steps[-2].answered_per_s * GROWTH:
+            break
+        step_rate *= 2
+        if step_rate > MAX_RATE:
+            break
+    return steps
 
 
 def _ms(seconds: float) -> float:
@@ -617,21 +701,8 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
             say(f"bridge pid {bridge.pid}: {threads_idle} threads idle; warm-up "
                 f"{warm.answered}/{warm.sent} answered")
             calls_before = _agent_calls(guild, names)
-            steps: list[StepReport] = []
-            step_rate = rate
-            for number in range(1, max_steps + 1):
-                step = bench.step(number, step_rate, messages)
-                steps.append(step)
-                say(f"step {number}: {step_rate:g}/s offered, {step.post_rate:g}/s posted, "
-                    f"{step.answered}/{step.sent} answered, {step.answered_per_s:g}/s, "
-                    f"p99 {step.p99_ms:.0f} ms, {step.threads_peak} threads")
-                if not step.passed:
-                    break
-                if len(steps) > 1 and step.answered_per_s < steps[-2].answered_per_s * GROWTH:
-                    break
-                step_rate *= 2
-                if step_rate > MAX_RATE:
-                    break
+            steps = climb(lambda number, step_rate: bench.step(number, step_rate, messages),
+                          rate, max_steps, say)
             calls_after = _agent_calls(guild, names)
             time.sleep(0.6)  # one more status.json write
             snapshot = read_status(state_dir)
@@ -681,7 +752,6 @@ def json_fields_help() -> str:
 
 def render(report: BenchReport) -> Any:
     """The report as rich renderables (a summary table and the steps)."""
-    from rich import box
     from rich.console import Group
     from rich.table import Table
 
@@ -717,23 +787,43 @@ def render(report: BenchReport) -> Any:
     ]
     for row in rows:
         totals.add_row(*row)
-    steps = Table(title="throughput steps: rates per second, times in ms; thr: bridge "
+    return Group(summary, totals, steps_table(report.steps))
+
+
+def steps_table(steps: Iterable[StepReport], floor: str = "floor99") -> Any:
+    """The throughput steps as a rich table; ``floor`` heads the floor's p99 column."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="throughput steps: rates per second, times in ms; thr: bridge "
                         "threads; cpu, bench: % of one core used by the bridge, by this "
                         "process", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
-    for column in ("offer", "post", "answered", "lost", "answ/s", "p50", "p99", "floor99",
+    for column in ("offer", "post", "answered", "lost", "answ/s", "p50", "p99", floor,
                    "thr", "cpu", "bench"):
-        steps.add_column(column, justify="right")
-    for s in report.steps:
-        steps.add_row(f"{s.rate:g}", f"{s.post_rate:g}", f"{s.answered}/{s.sent}",
+        table.add_column(column, justify="right")
+    for s in steps:
+        table.add_row(f"{s.rate:g}", f"{s.post_rate:g}", f"{s.answered}/{s.sent}",
                       str(s.lost), f"{s.answered_per_s:g}", f"{s.p50_ms:.1f}",
                       f"{s.p99_ms:.1f}", f"{s.floor_p99_ms:.1f}", str(s.threads_peak),
                       f"{s.bridge_cpu_pct:.0f}", f"{s.bench_cpu_pct:.0f}")
-    return Group(summary, totals, steps)
+    return table
 
 
-def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps: int,
-               config: Path | None, as_json: bool, log_copy: Path | None = None) -> int:
-    """``bridge bench``: print the report; exit 0 when the run completed.
+class Report(Protocol):
+    """What :func:`present` prints: a report that is also a JSON object."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
+
+
+def present(run: Callable[[Callable[[str], None]], _R], render_report: Callable[[_R], Any],
+            as_json: bool) -> int:
+    """Run a bench and print its report: rich tables, or one JSON object with ``as_json``.
+
+    Args:
+        run: Runs the bench, telling its progress lines to the function it gets.
+        render_report: The report as rich renderables.
+        as_json: Print ``report.to_dict()`` as JSON on stdout (progress stays silent).
 
     Returns:
         0 when the run completed, 1 when it could not run, 2 for a bad config.
@@ -747,8 +837,7 @@ def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps
             console.print(f"  {line}", highlight=False)
 
     try:
-        report = run_bench(channels, agents, messages, rate, max_steps, config, log_copy,
-                           show)
+        report = run(show)
     except ConfigError as exc:
         print(f"bridge bench: bad config: {exc}", file=sys.stderr)
         return 2
@@ -758,5 +847,16 @@ def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps
     if as_json:
         print(json.dumps(report.to_dict()), flush=True)
     else:
-        console.print(render(report))
+        console.print(render_report(report))
     return 0
+
+
+def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps: int,
+               config: Path | None, as_json: bool, log_copy: Path | None = None) -> int:
+    """``bridge bench``: print the report; exit 0 when the run completed.
+
+    Returns:
+        0 when the run completed, 1 when it could not run, 2 for a bad config.
+    """
+    return present(lambda show: run_bench(channels, agents, messages, rate, max_steps, config,
+                                          log_copy, show), render, as_json)

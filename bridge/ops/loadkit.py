@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +79,15 @@ class BridgeProcess:
         config_path: The bridge config file.
         state_dir: Its state dir (where ``status.json`` is read from).
         log_path: File that receives the child's stdout and stderr (appended).
+        env: The child's environment (None: this process's).
     """
 
-    def __init__(self, config_path: Path, state_dir: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, state_dir: Path, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
         self.config_path = config_path
         self.state_dir = state_dir
         self.log_path = log_path
+        self.env = dict(env) if env is not None else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -107,7 +110,7 @@ class BridgeProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(ROOT / "bin" / "bridge"), "start", "--no-tui", "-c",
-                 str(self.config_path)], stdout=log, stderr=subprocess.STDOUT)
+                 str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             snapshot = read_status(self.state_dir)

@@ -10,6 +10,11 @@ slack-sdk runs against it unmodified::
         socket = SocketModeClient(app_token=app.app_token,
                                   web_client=WebClient(base_url=slack.api_url))
 
+Load tools that must not read whole histories watch it instead:
+``observe(observer)`` is called on every message posted or changed, and
+``observe_acks(observer)`` on every Socket Mode ack (``bridge bench --platform
+slack`` times answers and acks with them).
+
 Run one by hand with ``python -m adapters.chat.slack.double --port P``.
 """
 

@@ -35,6 +35,7 @@ import logging
 import secrets
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 3.0
 #: How many times an unacked ``events_api`` envelope is sent again.
 RETRIES = 3
+#: ``observer(app_id, delivery)``: called on each ack (see :meth:`Hub.observe_acks`).
+AckObserver = Callable[[str, "Delivery"], None]
 
 
 @attrs.frozen
@@ -152,6 +155,7 @@ class Hub:
         self._tickets: dict[str, str] = {}
         self._turns: dict[str, int] = collections.defaultdict(int)
         self._link_ids = itertools.count(1)
+        self._ack_observers: list[AckObserver] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Attach to the server's loop (None: detach, at stop)."""
@@ -172,6 +176,18 @@ class Hub:
                 except RuntimeError:  # the loop closed: no socket can take it
                     pass
             self._queues[app_id].append(chain)
+
+    def observe_acks(self, observer: AckObserver) -> None:
+        """Call ``observer(app_id, delivery)`` on every ack from now on (``delivery.acked``
+        is True; a repeated ack of one envelope calls it again).
+
+        It is called on the server's loop with the hub's lock held: it must be
+        quick, must not block and must not call back into the hub. The delivery
+        is not copied (acks are many under load): its envelope is the hub's own
+        dict, to read and never change.
+        """
+        with self._lock:
+            self._ack_observers.append(observer)
 
     def ticket(self, app_id: str) -> str:
         """A new Socket Mode ticket for an app (accepted any number of times)."""
@@ -271,6 +287,10 @@ class Hub:
             if sent.chain.timer is not None:
                 sent.chain.timer.cancel()
                 sent.chain.timer = None
+            if self._ack_observers:
+                seen = Delivery(sent.envelope, True, sent.ack_payload, sent.swallowed)
+                for observer in self._ack_observers:
+                    observer(link.app_id, seen)
 
     def disconnect(self, app_id: str, reason: str) -> int:
         """Send ``{"type": "disconnect", "reason", "debug_info"}`` to each live socket

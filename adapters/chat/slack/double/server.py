@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 from adapters.chat.slack.double.api import WebApi
-from adapters.chat.slack.double.hub import ACK_TIMEOUT_S, Delivery, Hub
+from adapters.chat.slack.double.hub import ACK_TIMEOUT_S, AckObserver, Delivery, Hub
 from adapters.chat.slack.double.model import DEFAULT_SCOPES, SlackApp, SlackError
-from adapters.chat.slack.double.state import STREAM_EXPIRY_S, Workspace
+from adapters.chat.slack.double.state import STREAM_EXPIRY_S, Observer, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +374,34 @@ class SlackDouble:
         """How many times a Web API method was called (refused and faulted calls too)."""
         with self._faults:
             return self._calls[method]
+
+    def call_counts(self) -> dict[str, int]:
+        """``{Web API method: calls so far}`` for every method called (as :meth:`calls`)."""
+        with self._faults:
+            return dict(self._calls)
+
+    # -- observers -------------------------------------------------------------
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(change, message)`` on every message posted (``"posted"``) or
+        changed (``"changed"``) from now on, by people or apps; ``message`` is as
+        :meth:`history` shows it, plus ``channel``. For load tools that must not
+        read whole histories.
+
+        It runs on the thread that made the change (the server's loop for Web
+        API calls) while the workspace is locked: it must be quick, must not
+        block and must not call the double. See :meth:`Workspace.observe`.
+        """
+        self.workspace.observe(observer)
+
+    def observe_acks(self, observer: AckObserver) -> None:
+        """Call ``observer(app_id, delivery)`` on every Socket Mode ack from now on.
+
+        It runs on the server's loop while the hub is locked: it must be quick,
+        must not block and must not call the double; the delivery's envelope is
+        the hub's own, to read and never change. See :meth:`Hub.observe_acks`.
+        """
+        self.hub.observe_acks(observer)
 
     def _app(self, app: SlackApp | str) -> SlackApp:
         return app if isinstance(app, SlackApp) else self.workspace.app(app)

@@ -47,6 +47,10 @@ from adapters.chat.slack.double.model import (
 
 #: ``sink(app_id, envelope_type, payload)``; types: events_api, interactive, slash_commands.
 Sink = Callable[[str, str, dict[str, Any]], None]
+#: ``observer(change, message)``: ``change`` is ``"posted"`` (a new message, a
+#: started stream) or ``"changed"`` (an edit, a stopped stream); ``message`` is a
+#: fresh dict as :meth:`Workspace.all_messages` shows it, plus ``channel``.
+Observer = Callable[[str, dict[str, Any]], None]
 #: Default stream lifetime, in seconds, counted from ``chat.startStream``
 #: (about 5 min: python-slack-sdk#1859, node-slack-sdk#2702).
 STREAM_EXPIRY_S = 300.0
@@ -100,11 +104,32 @@ class Workspace:
         self._ephemerals: dict[str, list[dict[str, Any]]] = {}
         self._responders: dict[str, dict[str, Any]] = {}
         self._stream_expiry_s = STREAM_EXPIRY_S
+        self._observers: list[Observer] = []
 
     def set_sink(self, sink: Sink) -> None:
         """Replace the sink (before anything is posted)."""
         with self._lock:
             self._sink = sink
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(change, message)`` on every message posted or changed from now on.
+
+        It is called while the workspace's lock is held, on the thread that made
+        the change (a test's, or the server's loop for Web API calls), in the
+        order of the changes: it must be quick, must not block and must not call
+        back into the workspace. Observers cannot be removed (they live as long
+        as the workspace). See :data:`Observer`.
+        """
+        with self._lock:
+            self._observers.append(observer)
+
+    def _notify(self, change: str, channel: Channel, message: Message) -> None:
+        if not self._observers:
+            return
+        view = self._render(message, metadata=True, full=True)
+        view["channel"] = channel.id
+        for observer in self._observers:
+            observer(change, copy.deepcopy(view) if len(self._observers) > 1 else view)
 
     # -- ids and time --------------------------------------------------------
 
@@ -418,6 +443,7 @@ class Workspace:
         return event
 
     def _changed(self, channel: Channel, before: dict[str, Any], message: Message) -> None:
+        self._notify("changed", channel, message)
         event_ts = self._next_ts()
         self._tell(channel, {
             "type": "message", "subtype": "message_changed", "hidden": True,
@@ -498,6 +524,7 @@ class Workspace:
         for file_id in message.files:
             if channel.id not in self._files[file_id].channels:
                 self._files[file_id].channels.append(channel.id)
+        self._notify("posted", channel, message)
         self._tell(channel, self._message_event(channel, message), mention_text=text)
         return self._render(message, metadata=True)
 
@@ -672,6 +699,7 @@ class Workspace:
             message = self._new_message(author, channel, self._stream_text(added),
                                         thread_ts=thread_ts, stream=stream)
             self._store(channel, message)
+            self._notify("posted", channel, message)
             self._tell(channel, self._message_event(channel, message))
             return self._render(message, metadata=True)
 
