@@ -150,10 +150,12 @@ class Delivery(SupervisedActor):
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Init):
-            # Pieces pending from an earlier process may have been posted just
-            # before it died: check the history before posting each of them.
+            # Pieces pending from an earlier process, or whose post began in an
+            # instance of this actor that died, may have landed: check the history
+            # before posting each of them. A piece never tried cannot have.
             self.uncertain.update(p.key for p in self.runtime.store.pending_pieces(
-                self.scope_key))
+                self.scope_key) if p.created_at < self.runtime.started_at
+                or p.key in self.runtime.posting)
             self._drain()
         elif isinstance(message, Deliver):
             if not self.waiting:
@@ -302,11 +304,13 @@ class Delivery(SupervisedActor):
                     raise  # an adapter's bug: the actor fails and is restarted
                 log.error("delivery %s: piece %s given up: %s", self.scope_key, piece.key, exc)
                 store.mark_failed(piece.key, str(exc))
+                self.runtime.posting.discard(piece.key)
                 self.undelivered -= 1
                 if piece.kind == "file":
                     refused = self._refused(piece, exc) or refused
                 continue
             store.mark_posted(piece.key, message_id)
+            self.runtime.posting.discard(piece.key)
             self.undelivered -= 1
             self.uncertain.discard(piece.key)
             self.attempts = 0
@@ -351,6 +355,7 @@ class Delivery(SupervisedActor):
                     log.info("delivery %s: piece %s had landed; not posting it again",
                              self.scope_key, piece.key)
                     return landed
+            self.runtime.posting.add(piece.key)  # from here on it may land
             if piece.kind == "file":
                 path = Path(piece.content)
                 return client.upload(self.target, path, title=path.name,

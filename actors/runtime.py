@@ -134,6 +134,10 @@ class Runtime:
         agents: Builds the agent of an ``[agents.NAME]`` table (the registry of kinds).
         credentials: Each connection's current access (see :class:`CredentialCache`).
         supervisor: Ref of the root supervisor (set once it started).
+        started_at: Epoch seconds when this process's runtime was made: outbox
+            pieces older than it were left by an earlier process.
+        posting: Keys of pieces whose post began in this process and is not yet
+            recorded (a delivery that died meanwhile leaves them uncertain).
         stopping: Set when the bridge begins to stop: actors skip new work (it is
             in the journal or on the platform, and is picked up at the next start).
     """
@@ -149,6 +153,8 @@ class Runtime:
     credentials: CredentialCache = attrs.field(factory=CredentialCache)
     supervisor: pykka.ActorRef[Any] | None = None
     stopping: threading.Event = attrs.field(factory=threading.Event)
+    started_at: float = attrs.field(factory=time.time)
+    posting: set[str] = attrs.field(factory=set)
 
 
 def send(runtime: Runtime, child_id: str, message: Any, *, fallback: Any = None,
