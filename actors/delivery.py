@@ -54,6 +54,7 @@ from actors.messages import (
     Forward,
     IdleCheck,
     Init,
+    Notify,
     Progress,
     Receipt,
     RetryDelivery,
@@ -127,7 +128,7 @@ class Delivery(SupervisedActor):
 
     def on_receive(self, message: Any) -> None:
         """Handle ``Init``, ``Deliver``, ``RetryDelivery``, ``Progress`` and idle checks."""
-        if self.stopping_idle and isinstance(message, Deliver | Progress | Receipt):
+        if self.stopping_idle and isinstance(message, Deliver | Progress | Receipt | Notify):
             # Asked to be stopped: the supervisor hands this to the next instance.
             if self.runtime.supervisor is not None:
                 self.runtime.supervisor.tell(Forward(self.child_id, message))
@@ -173,6 +174,8 @@ class Delivery(SupervisedActor):
             self._show_status(message.run_id)
         elif isinstance(message, Receipt):
             self._receipt(message)
+        elif isinstance(message, Notify):
+            self._notify(message)
         elif isinstance(message, FlushStatus):
             waiting = self.statuses.get(message.run_id)
             if waiting is not None and waiting.generation == message.generation:
@@ -280,6 +283,16 @@ class Delivery(SupervisedActor):
             self.receipt_failures.add(kind)
             log.log(level, "delivery %s: receipt %r of run %s not set (not retried): %s",
                     self.scope_key, receipt.add, receipt.run_id, exc)
+
+    def _notify(self, notify: Notify) -> None:
+        """Show a member a line of their own: once, best-effort."""
+        try:
+            self._client().notify(self.target, notify.user_id, notify.text)
+        except Unsupported:
+            log.debug("delivery %s: no messages for one member here", self.scope_key)
+        except (ChatError, pykka.Timeout) as exc:
+            log.warning("delivery %s: note for %s not shown (not retried): %s", self.scope_key,
+                        notify.user_id, exc)
 
     def _drain(self) -> None:
         store = self.runtime.store

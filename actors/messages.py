@@ -257,3 +257,19 @@ class Receipt:
     messages: tuple[MessageRef, ...]
     add: str
     remove: str = ""
+
+
+@attrs.frozen
+class Notify:
+    """Scope to delivery: show ``text`` to one member only (why their click did nothing).
+
+    Best-effort, like :class:`Receipt`: where the platform cannot, or it fails, it is
+    logged and dropped.
+
+    Attributes:
+        user_id: The member.
+        text: One line.
+    """
+
+    user_id: str
+    text: str

@@ -30,6 +30,7 @@ from actors.messages import (
     IdleCheck,
     Init,
     MessageRef,
+    Notify,
     Receipt,
     Route,
     RunFinished,
@@ -317,6 +318,9 @@ class Scope(SupervisedActor):
                      click.value[:40])
             return
         if click.user_id not in self.requesters and not self.logic.is_admin(click.user_id):
+            send(self.runtime, self.delivery_id,
+                 Notify(click.user_id, f"Only the member who asked {self.agent.name} for this "
+                                       "run, or an admin, can stop it."))
             log.info("scope %s: %s ignored: neither the run's requester nor an admin", self.key,
                      who)
             return

@@ -215,6 +215,14 @@ class ChatClient(Protocol):
             The landed message's id, or None when it did not land.
         """
 
+    def notify(self, target: Target, user_id: str, text: str) -> None:
+        """Show ``text`` to one member only (Slack: an ephemeral message), e.g. why their
+        click did nothing.
+
+        Raises:
+            Unsupported: the platform cannot show a message to one member only.
+        """
+
     def set_busy(self, busy: bool) -> None:
         """Show the identity as busy (a run works) or idle, where the platform has presence."""
 

@@ -356,6 +356,11 @@ def test_a_stop_click_by_the_requester_stops_the_run_and_another_member_s_does_n
                                      if t.startswith("echo in #general")), None),
                        what="the /status reply")
     assert f"current run: {run.run_id}" in reply
+    # bob alone is told why his click did nothing; ann's clicks are not refusals.
+    [(channel, author, text)] = wait_until(lambda: chat.server.notices(bob),
+                                           what="bob told why")
+    assert (channel, author) == (chat.general, chat.echo) and "can stop it" in text
+    assert chat.server.notices(chat.ann) == []
     # So the run was not stopped: opened, it answers.
     (tmp_path / "ws" / "gate").touch()
     wait_until(lambda: any(t.startswith("answer to: ") for t in chat.answers(chat.general)),

@@ -230,6 +230,8 @@ def test_the_stop_button_stops_the_run_for_its_requester_only(
                                      in m.get("text", "")), None),
                        what="the status saying alice stopped the run")
     assert _stop_value(final) == ""  # the button is gone
+    [note] = double.ephemerals(bob)  # bob alone is told why his click did nothing
+    assert "can stop it" in note.get("text", "") and double.ephemerals(room.alice) == []
     assert not any(t.startswith("answer to:") for t in room.answers(room.general,
                                                                      lambda m: True))
 

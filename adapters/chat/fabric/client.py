@@ -102,6 +102,14 @@ class FabricClient:
         found = landed.get("messageId")
         return found if isinstance(found, str) else ""
 
+    def notify(self, target: Target, user_id: str, text: str) -> NoReturn:
+        """Fabric has no messages for one member only.
+
+        Raises:
+            Unsupported: always.
+        """
+        raise Unsupported("Fabric cannot show a message to one member only")
+
     def set_busy(self, busy: bool) -> None:
         """Set the agent's presence to ``busy`` or ``idle``."""
         self.guild.set_presence("busy" if busy else "idle")

@@ -143,6 +143,15 @@ class MemoryClient:
                 return message.id
         return None
 
+    def notify(self, target: Target, user_id: str, text: str) -> None:
+        """Show ``text`` to ``user_id`` only (the server keeps it apart from the channel).
+
+        Raises:
+            bridge.errors.NotFound: no such channel.
+            bridge.errors.Forbidden: the identity or the member is not in the channel.
+        """
+        self.server.notify(target.channel, self._me(), user_id, text)
+
     def set_busy(self, busy: bool) -> None:
         """Show the identity as busy or idle."""
         self.server.set_presence(self._me(), busy)

@@ -234,6 +234,8 @@ class MemoryServer:
         self._files: dict[str, tuple[str, bytes]] = {}
         self._tokens: dict[str, _Token] = {}
         self._presence: dict[str, bool] = {}
+        #: User -> what was shown to them only: (channel, author, text).
+        self._notices: dict[str, list[tuple[str, str, str]]] = {}
         self._connections: list[Connection] = []
         self._fail = _PostFailures()
 
@@ -542,6 +544,23 @@ class MemoryServer:
             if not name.strip():
                 raise BadRequest("empty control name")
             self._tell({message.author}, channel.space, Clicked(message, user, name, value))
+
+    def notify(self, channel_id: str, author: str, user: str, text: str) -> None:
+        """``author`` shows ``text`` to ``user`` only (an ephemeral message).
+
+        Raises:
+            NotFound: No such channel.
+            Forbidden: ``author`` or ``user`` is not a member.
+        """
+        with self._lock:
+            self._member(channel_id, author)
+            self._member(channel_id, user)
+            self._notices.setdefault(user, []).append((channel_id, author, text))
+
+    def notices(self, user: str) -> list[tuple[str, str, str]]:
+        """What was shown to ``user`` only: (channel, author, text), oldest first."""
+        with self._lock:
+            return list(self._notices.get(user, []))
 
     def set_presence(self, user: str, busy: bool) -> None:
         """Show ``user`` as busy or idle."""

@@ -201,6 +201,14 @@ class SlackClient:
                     target.channel, FIND_PAGES)
         return None
 
+    def notify(self, target: Target, user_id: str, text: str) -> None:
+        """``chat.postEphemeral``: ``text`` for ``user_id`` only, in the target's thread."""
+        params: dict[str, Any] = {"channel": target.channel, "user": user_id, "text": text}
+        if target.thread:
+            params["thread_ts"] = target.thread
+        with translated(f"chat.postEphemeral in {target.channel}"):
+            self.web.chat_postEphemeral(**params)
+
     def set_busy(self, busy: bool) -> None:
         """Nothing: a bot has no presence it can set (``users.setPresence`` needs a user
         token)."""
