@@ -370,3 +370,54 @@ def test_a_refused_stream_falls_back_to_a_status_message(
     final = wait_until(lambda: (m := double.message(room.general, status["ts"])) and
                        not _stop_value(m) and m, what="the status's last state")
     assert "done" in final.get("text", "")
+
+
+def test_a_revoked_bot_token_stops_its_connection_and_the_others_keep_answering(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    other = double.add_app("helper", scopes=BOT_SCOPES)
+    monkeypatch.setenv("TEST_SLACK_BOT2", other.bot_token)
+    monkeypatch.setenv("TEST_SLACK_APP2", other.app_token)
+    second = textwrap.dedent("""
+        [agents.helper]
+        kind = "echo"
+        [agents.helper.slack]
+        bot_token = "env:TEST_SLACK_BOT2"
+        app_token = "env:TEST_SLACK_APP2"
+        [[bindings]]
+        agent = "helper"
+        platform = "slack"
+        channels = ["*"]
+    """)
+    config = slack_config(tmp_path, double)
+    assert config.path is not None
+    config.path.write_text(config.path.read_text(encoding="utf-8") + second, encoding="utf-8")
+    app = start_bridge(load_config(config.path), apps=apps)
+    helper_dm = double.open_dm(room.alice, other.bot_user_id)
+
+    double.revoke(room.app.bot_token)
+    room.post(room.dm, "to a revoked app")
+    wait_until(lambda: (row := app.board.connection("echo", "workspace")) is not None
+               and row.state == "failed", 20.0, what="echo's connection marked failed")
+    assert any("refused" in r.getMessage() and "echo" in r.getMessage()
+               for r in caplog.records if r.levelname in ("ERROR", "WARNING"))
+    double.post(room.alice, helper_dm, "to the other app")
+    wait_until(lambda: any(m.get("text") == "to the other app" and m.get("bot_id") == other.bot_id
+                           for m in double.history(helper_dm)), what="the other app's answer")
+    assert room.count(room.dm, "to a revoked app") == 0
+    for record in caplog.records:
+        assert room.app.bot_token not in record.getMessage()
+
+
+def test_a_channel_the_bot_cannot_post_in_gives_up_once_and_the_rest_go_on(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp],
+        caplog: pytest.LogCaptureFixture) -> None:
+    start_bridge(slack_config(tmp_path, double), apps=apps)
+    double.fail("chat.postMessage", "not_in_channel")
+    room.post(room.dm, "nowhere to answer")
+    wait_until(lambda: any("given up" in r.getMessage() and "not_in_channel" in r.getMessage()
+                           for r in caplog.records), what="the piece given up with its reason")
+    room.post(room.dm, "answer this one")
+    room.wait_answer(room.dm, "answer this one")
+    assert room.count(room.dm, "nowhere to answer") == 0
+    assert double.calls("chat.postMessage") >= 2
