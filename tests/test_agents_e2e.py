@@ -24,8 +24,8 @@ QUIET_CODEX = "[analytics]\nenabled = false\n[features]\nplugins = false\n" \
 RUN_WAIT_S = 60.0
 
 
-def agent_table(kind: str, tmp_path: Path, model: ScriptedModel) -> str:
-    """An [agents.coder] table for the real CLI of ``kind``, speaking as the seeded echo."""
+def agent_table(kind: str, tmp_path: Path, model: ScriptedModel, name: str = "coder") -> str:
+    """An ``[agents.<name>]`` table for the real CLI of ``kind``, speaking as the seeded echo."""
     if kind == "codex":
         home = tmp_path / "codex-home"
         home.mkdir(exist_ok=True)
@@ -45,7 +45,7 @@ def agent_table(kind: str, tmp_path: Path, model: ScriptedModel) -> str:
             allowed_tools = ["Bash"]
         """)
     return textwrap.dedent(f"""
-        [agents.coder]
+        [agents.{name}]
         kind = "{kind}"
         api_key = "fak_dev_echo"
         model_api_key = "sk-test-model-key-0000"

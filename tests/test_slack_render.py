@@ -184,6 +184,14 @@ def test_final_status_shows_usage() -> None:
     assert "tokens" not in working
 
 
+def test_final_status_closes_the_steps_still_running() -> None:
+    stopped = render_status_text(_view(state="failed: stopped by ana", final=True))
+    assert ":x: grep foo" in stopped.split("\n")
+    done = render_status_text(_view(state="done", final=True))
+    assert ":white_check_mark: grep foo" in done.split("\n")
+    assert ":hourglass_flowing_sand:" not in stopped + done
+
+
 def test_status_text_stays_under_the_limit() -> None:
     text = render_status_text(_view(state="failed: " + "&" * 5000))
     assert len(text) <= SLACK_TEXT_CHARS

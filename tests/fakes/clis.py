@@ -43,6 +43,14 @@ def _works(cli: str) -> bool:
     return result.returncode == 0
 
 
+def installed(cli: str) -> bool:
+    """True when the pinned ``cli`` (``codex`` or ``claude``) is in :data:`PREFIX` and runs.
+
+    Runs ``<cli> --version`` (at most 60 s); installs nothing.
+    """
+    return _works(cli)
+
+
 def install() -> str | None:
     """Install the pinned CLIs into :data:`PREFIX` unless they already work.
 

@@ -43,10 +43,18 @@ class Say:
 
 @attrs.frozen
 class Shell:
-    """Call the CLI's shell tool with ``command`` (optionally saying ``text`` first)."""
+    """Call the CLI's shell tool with ``command`` (optionally saying ``text`` first).
+
+    ``wait_ms``: milliseconds the CLI lets the command run before it reports
+    back: Codex's ``exec_command`` ``yield_time_ms`` (250 to 30,000, default
+    10,000, as its tool schema says; then it reports the output so far and
+    leaves the command running), ``timeout_ms`` of its older shell tools,
+    Claude Code's Bash ``timeout``. 0: the CLI's default.
+    """
 
     command: str
     text: str = ""
+    wait_ms: int = 0
 
 
 @attrs.frozen
@@ -247,15 +255,20 @@ def _handler(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
 
 # --- OpenAI Responses (Codex) -------------------------------------------------------------
 
-def _shell_call(request: Request, command: str) -> tuple[str, str]:
+def _shell_call(request: Request, step: Shell) -> tuple[str, str]:
     """Pick the shell tool the CLI offers and build its arguments."""
     names = [t.get("name") or (t.get("function") or {}).get("name")
              for t in request.body.get("tools", []) if isinstance(t, dict)]
+    wait: dict[str, int] = {}
     if "exec_command" in names:
-        return "exec_command", json.dumps({"cmd": command})
+        if step.wait_ms:
+            wait["yield_time_ms"] = step.wait_ms
+        return "exec_command", json.dumps({"cmd": step.command, **wait})
+    if step.wait_ms:
+        wait["timeout_ms"] = step.wait_ms
     if "shell_command" in names:
-        return "shell_command", json.dumps({"command": command})
-    return "shell", json.dumps({"command": ["bash", "-lc", command]})
+        return "shell_command", json.dumps({"command": step.command, **wait})
+    return "shell", json.dumps({"command": ["bash", "-lc", step.command], **wait})
 
 
 def _responses_events(model: ScriptedModel, request: Request,
@@ -283,7 +296,7 @@ def _responses_events(model: ScriptedModel, request: Request,
                      "content": [{"type": "output_text", "text": text, "annotations": []}]}}
         index += 1
     if isinstance(step, Shell):
-        name, arguments = _shell_call(request, step.command)
+        name, arguments = _shell_call(request, step)
         item = {"type": "function_call", "id": model.next_id("fc"),
                 "call_id": model.next_id("call"), "name": name, "arguments": arguments,
                 "status": "completed"}
@@ -335,7 +348,10 @@ def _messages_events(model: ScriptedModel, request: Request,
                                       "content_block": {"type": "tool_use",
                                                         "id": model.next_id("toolu"),
                                                         "name": "Bash", "input": {}}}
-        arguments = json.dumps({"command": step.command, "description": "Run the command"})
+        bash: dict[str, Any] = {"command": step.command, "description": "Run the command"}
+        if step.wait_ms:
+            bash["timeout"] = step.wait_ms
+        arguments = json.dumps(bash)
         yield "content_block_delta", {"type": "content_block_delta", "index": index,
                                       "delta": {"type": "input_json_delta",
                                                 "partial_json": arguments}}

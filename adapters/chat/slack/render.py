@@ -286,15 +286,20 @@ def render_status_text(view: RunView) -> str:
     Returns:
         Lines: ``*coder* · working · 1m05s``, the plan as ``☑``/``▶``/``☐`` items,
         ``_… 5 earlier steps_``, one line per step with its mark
-        (:data:`STEP_MARKS`) and detail, ``:information_source: <notice>``.
+        (:data:`STEP_MARKS`) and detail, ``:information_source: <notice>``. In
+        the final view a step still ``running`` is marked done when the run is
+        ``done``, else failed (a stopped run killed it), as the streamed status
+        closes its tasks (:meth:`adapters.chat.slack.stream.StatusStream.final`).
     """
     lines = [f"*{escape(view.agent)}* · {escape(summary_line(view))}"]
     lines += _plan_lines(view.plan)
     if view.earlier_steps:
         lines.append(f"_… {view.earlier_steps} earlier steps_")
+    closed = "done" if view.state == "done" else "failed"
     for step in view.steps:
         detail = f" ({escape(step.detail)})" if step.detail else ""
-        mark = STEP_MARKS.get(step.state, ":grey_question:")
+        state = closed if view.final and step.state == "running" else step.state
+        mark = STEP_MARKS.get(state, ":grey_question:")
         lines.append(f"{mark} {escape(step.title)}{detail}")
     if view.notice:
         lines.append(f":information_source: {escape(view.notice)}")
