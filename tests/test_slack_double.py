@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -171,7 +173,8 @@ def test_post_history_and_replies_page_newest_first_with_metadata(world: World) 
                                     thread_ts=tops[1], metadata=meta)["ts"] for i in range(3)]
     broadcast = slack.post(world.bob, world.general, "also here", thread_ts=tops[1],
                            broadcast=True)
-    assert all(a < b for a, b in zip(tops + replies, [*tops, *replies][1:], strict=False))
+    posted = [Decimal(ts) for ts in [*tops, *replies, broadcast]]
+    assert all(a < b for a, b in itertools.pairwise(posted))  # unique, strictly increasing
 
     seen: list[dict[str, Any]] = []
     cursor = None
