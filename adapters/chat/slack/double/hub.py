@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import logging
@@ -166,16 +167,12 @@ class Hub:
 
     def submit(self, app_id: str, kind: str, payload: dict[str, Any]) -> None:
         """Queue a payload for an app (a :data:`~adapters.chat.slack.double.state.Sink`)."""
-        chain = _Chain(app_id, kind, payload)
         with self._lock:
+            self._queues[app_id].append(_Chain(app_id, kind, payload))
             loop = self._loop
-            if loop is not None:
-                try:
-                    loop.call_soon_threadsafe(self._enqueue, chain)
-                    return
-                except RuntimeError:  # the loop closed: no socket can take it
-                    pass
-            self._queues[app_id].append(chain)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: no socket can take it
+                loop.call_soon_threadsafe(self._pump_app, app_id)
 
     def observe_acks(self, observer: AckObserver) -> None:
         """Call ``observer(app_id, delivery)`` on every ack from now on (``delivery.acked``
@@ -247,12 +244,15 @@ class Hub:
                                     "approximate_connection_time": 18060},
                      "connection_info": {"app_id": app_id}}
             link.outbox.put_nowait(json.dumps(hello))
+            log.debug("slack double: socket %s of %s opened", link.id, app_id)
             self._pump(app_id)
             return link
 
     def close_link(self, link: _Link) -> None:
         """Forget a socket (idempotent)."""
         with self._lock:
+            if not link.closed:
+                log.debug("slack double: socket %s of %s closed", link.id, link.app_id)
             link.closed = True
             if link in self._links[link.app_id]:
                 self._links[link.app_id].remove(link)
@@ -325,10 +325,9 @@ class Hub:
                 self._pump(app_id)
             return len(links)
 
-    def _enqueue(self, chain: _Chain) -> None:
+    def _pump_app(self, app_id: str) -> None:
         with self._lock:
-            self._queues[chain.app_id].append(chain)
-            self._pump(chain.app_id)
+            self._pump(app_id)
 
     def _target(self, app_id: str) -> _Link | None:
         links = [link for link in self._links[app_id] if not link.closed]

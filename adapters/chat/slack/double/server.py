@@ -272,7 +272,7 @@ class SlackDouble:
         """
         if files:
             message = self.workspace.post_files(user, channel, text, files,
-                                                thread_ts=thread_ts or None)
+                                                thread_ts=thread_ts or None, broadcast=broadcast)
         else:
             message = self.workspace.post(user, channel, text=text,
                                           thread_ts=thread_ts or None, broadcast=broadcast)

@@ -529,7 +529,7 @@ class Workspace:
         return self._render(message, metadata=True)
 
     def post_files(self, author: str, channel_id: str, text: str, files: Mapping[str, bytes],
-                   *, thread_ts: str | None = None) -> dict[str, Any]:
+                   *, thread_ts: str | None = None, broadcast: bool = False) -> dict[str, Any]:
         """Upload files as ``author`` and share them in one message (see :meth:`post`)."""
         with self._lock:
             self._joined(author, channel_id)
@@ -538,7 +538,8 @@ class Workspace:
                 file = self._new_file(author, name, len(content))
                 file.content, file.completed = bytes(content), True
                 ids.append(file.id)
-            return self.post(author, channel_id, text=text, thread_ts=thread_ts, files=ids)
+            return self.post(author, channel_id, text=text, thread_ts=thread_ts,
+                             broadcast=broadcast, files=ids)
 
     def update(self, author: str, channel_id: str, ts: str, *, text: str | None = None,
                blocks: list[dict[str, Any]] | None = None,
