@@ -421,3 +421,29 @@ def test_a_channel_the_bot_cannot_post_in_gives_up_once_and_the_rest_go_on(
     room.wait_answer(room.dm, "answer this one")
     assert room.count(room.dm, "nowhere to answer") == 0
     assert double.calls("chat.postMessage") >= 2
+
+
+def test_malformed_and_unknown_envelopes_are_acked_logged_and_harmless(
+        tmp_path: Path, double: SlackDouble, room: Room, apps: list[BridgeApp],
+        caplog: pytest.LogCaptureFixture) -> None:
+    start_bridge(slack_config(tmp_path, double), apps=apps)
+    envelopes: list[tuple[str, dict[str, Any]]] = [
+            ("events_api", {"type": "event_callback"}),                  # no event
+            ("events_api", {"event": {"type": "message"}, "event_id": "Ev1"}),  # no channel, ts
+            ("events_api", {"event": {"type": "reaction_added"}, "event_id": "Ev2"}),
+            ("events_api", {"event": {"type": "message", "channel": room.dm, "ts": "x.y",
+                                      "text": "bad ts"}, "event_id": "Ev3"}),
+            ("interactive", {"type": "block_actions", "actions": "not a list"}),
+            ("interactive", {"type": "view_submission"}),
+            ("slash_commands", {"command": "/someone-else", "channel_id": room.dm}),
+            ("a_type_from_the_future", {"anything": True})]
+    for kind, payload in envelopes:
+        double.send_envelope(room.app, kind, payload)
+    room.post(room.dm, "still here")
+    room.wait_answer(room.dm, "still here")
+    wait_until(lambda: not double.unacked(room.app), what="every envelope acked")
+    assert [m.get("text") for m in room.bot_messages(room.dm)] == ["still here"]
+    said = " | ".join(r.getMessage() for r in caplog.records)
+    for line in ("without an event dropped", "a_type_from_the_future envelope ignored",
+                 "slash command /someone-else ignored", "view_submission payload ignored"):
+        assert line in said

@@ -408,6 +408,11 @@ class SlackDouble:
 
     # -- fault switches --------------------------------------------------------
 
+    def send_envelope(self, app: SlackApp | str, kind: str, payload: dict[str, Any]) -> None:
+        """Send the app an envelope of type ``kind`` carrying ``payload`` as given: for
+        tests of what a client does with unexpected or malformed envelopes."""
+        self.hub.submit(self._app(app).app_id, kind, payload)
+
     def ratelimit(self, method: str, count: int = 1, retry_after_s: int = 1) -> None:
         """Answer the next ``count`` calls of ``method`` with HTTP 429, ``Retry-After:
         retry_after_s`` and ``{"ok": false, "error": "ratelimited"}`` (nothing is done).
