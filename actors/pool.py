@@ -176,10 +176,13 @@ class ActorPool:
                     self._idle += 1
                     self._cond.wait()
                     self._idle -= 1
+            _local.actor = actor
             try:
                 actor._pool_turn()  # the pool is the actor's runtime
             except BaseException:  # a worker outlives any actor
                 log.exception("actor pool: a turn of %s broke off", actor)
+            finally:
+                _local.actor = None
 
     def _block(self) -> None:
         """A worker starts waiting on a pooled future: keep ``size`` workers free."""
@@ -215,6 +218,13 @@ def configure_shared_pool(size: int) -> ActorPool:
     pool = shared_pool()
     pool.resize(size)
     return pool
+
+
+def current_actor() -> PooledActor | None:
+    """The pooled actor whose turn runs on this thread, or None (not a pool's worker,
+    or between turns): what a thread's name says for a :class:`pykka.ThreadingActor`."""
+    actor: PooledActor | None = getattr(_local, "actor", None)
+    return actor
 
 
 class PooledFuture(pykka.ThreadingFuture[Any]):

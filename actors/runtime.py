@@ -192,8 +192,8 @@ def send(runtime: Runtime, child_id: str, message: Any, *, fallback: Any = None,
 
 
 class Supervised(pykka.Actor):
-    """What every supervised actor does, on a thread or on the pool: ``Init`` on start,
-    ``ChildFailed`` to the supervisor on failure. Subclass :class:`SupervisedActor`
+    """What every supervised actor does, on a thread or on the pool: ``Init`` as its
+    first message, ``ChildFailed`` to the supervisor on failure. Subclass :class:`SupervisedActor`
     or :class:`PooledSupervisedActor`.
 
     Args:
@@ -205,9 +205,9 @@ class Supervised(pykka.Actor):
         super().__init__()
         self.runtime = runtime
         self.child_id = child_id
-
-    def on_start(self) -> None:
-        """Tell ourselves ``Init``, so that set-up errors go through ``on_failure``."""
+        # Init is the first message, ahead of what the supervisor hands over right
+        # after start (set-up errors go through on_failure like any other). Told
+        # from on_start it would queue behind those on the pool.
         self.actor_ref.tell(Init())
 
     def on_failure(self, exception_type: type[BaseException] | None,

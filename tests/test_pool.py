@@ -11,13 +11,15 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import pykka
 import pytest
 from pykka._envelope import Envelope
 
-from actors.pool import ActorPool, PooledActor, PooledFuture, PooledInbox
+from actors.messages import Init
+from actors.pool import ActorPool, PooledActor, PooledFuture, PooledInbox, current_actor
+from actors.runtime import PooledSupervisedActor, Runtime, SupervisedActor
 from tests.support import wait_until
 
 #: Seconds any single wait here may take before the test fails.
@@ -453,3 +455,33 @@ def test_the_pool_resizes_and_rejects_a_size_below_one() -> None:
             ref.stop(timeout=WAIT_S)
     finally:
         pool.shutdown()
+
+
+def test_current_actor_names_the_pooled_actor_of_this_turn(pool: ActorPool) -> None:
+    class Who(PooledActor):
+        def on_receive(self, message: Any) -> Any:
+            return current_actor() is self
+
+    assert on(pool, Who).start().ask("who", block=True, timeout=WAIT_S) is True
+    assert current_actor() is None
+
+
+@pytest.mark.parametrize("base", [SupervisedActor, PooledSupervisedActor])
+def test_init_is_a_supervised_actor_s_first_message(base: type[Any]) -> None:
+    """What the supervisor hands over right after start comes after ``Init``."""
+
+    class Child(base):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(cast(Runtime, None), "child")
+            self.seen: list[Any] = []
+
+        def on_receive(self, message: Any) -> Any:
+            self.seen.append(type(message).__name__ if isinstance(message, Init) else message)
+            return list(self.seen)
+
+    ref = Child.start()
+    try:
+        ref.tell("handed over")
+        assert ref.ask("then", block=True, timeout=WAIT_S) == ["Init", "handed over", "then"]
+    finally:
+        ref.stop(timeout=WAIT_S)
