@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import pykka
 
 from actors.messages import Shutdown
+from actors.pool import configure_shared_pool
 from actors.runtime import CredentialCache, Runtime
 from actors.scope import Scope
 from actors.supervisor import Supervisor
@@ -99,6 +100,8 @@ class BridgeApp:
                 self.started.append(service)
             self.store = open_store(config.bridge.state_dir)
             self.timers.start()
+            # Scopes and deliveries run on the process's actor pool (actors/pool.py).
+            configure_shared_pool(config.bridge.actor_threads)
             platforms = self.platforms(config)
             self.runtime = Runtime(config, self.board, self.timers, self.store,
                                    platforms=platforms, agents=self.agents)

@@ -59,7 +59,7 @@ from actors.messages import (
     Receipt,
     RetryDelivery,
 )
-from actors.runtime import Runtime, SupervisedActor
+from actors.runtime import PooledSupervisedActor, Runtime
 from actors.timers import IdleTimer
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.model import Control, ScopeKey
@@ -94,7 +94,7 @@ class StatusView:
     fallback: bool = False
 
 
-class Delivery(SupervisedActor):
+class Delivery(PooledSupervisedActor):
     """Posts one conversation's pieces to its target as its agent.
 
     Args:

@@ -15,6 +15,7 @@ import attrs
 import pykka
 
 from actors.messages import ChildFailed, Forward, Init
+from actors.pool import PooledActor
 from actors.timers import Timers
 from bridge.agent import Agent
 from bridge.board import Board
@@ -190,23 +191,23 @@ def send(runtime: Runtime, child_id: str, message: Any, *, fallback: Any = None,
     return False
 
 
-class SupervisedActor(pykka.ThreadingActor):
-    """Base of supervised actors: ``Init`` on start, ``ChildFailed`` to the supervisor on failure.
+class Supervised(pykka.Actor):
+    """What every supervised actor does, on a thread or on the pool: ``Init`` as its
+    first message, ``ChildFailed`` to the supervisor on failure. Subclass :class:`SupervisedActor`
+    or :class:`PooledSupervisedActor`.
 
     Args:
         runtime: Shared services.
         child_id: This actor's id in the supervision tree.
     """
 
-    use_daemon_thread = True
-
     def __init__(self, runtime: Runtime, child_id: str) -> None:
         super().__init__()
         self.runtime = runtime
         self.child_id = child_id
-
-    def on_start(self) -> None:
-        """Tell ourselves ``Init``, so that set-up errors go through ``on_failure``."""
+        # Init is the first message, ahead of what the supervisor hands over right
+        # after start (set-up errors go through on_failure like any other). Told
+        # from on_start it would queue behind those on the pool.
         self.actor_ref.tell(Init())
 
     def on_failure(self, exception_type: type[BaseException] | None,
@@ -248,3 +249,17 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def cleanup(self) -> None:
         """Override to release resources; called on stop and on failure. Must not raise."""
+
+
+class SupervisedActor(Supervised, pykka.ThreadingActor):
+    """A supervised actor on a thread of its own (it may block for long: a socket's
+    intake, a login, the store's upkeep)."""
+
+    use_daemon_thread = True
+
+
+class PooledSupervisedActor(Supervised, PooledActor):
+    """A supervised actor on the process's actor pool (:mod:`actors.pool`): one per
+    conversation (scopes, deliveries), so idle ones cost no thread. Its handlers
+    should not block for long: a blocking call holds one of the pool's
+    ``[bridge] actor_threads`` workers meanwhile."""

@@ -38,7 +38,7 @@ from actors.messages import (
     StopScopeRun,
 )
 from actors.runner import Runner
-from actors.runtime import Runtime, SupervisedActor, send
+from actors.runtime import PooledSupervisedActor, Runtime, send
 from actors.timers import IdleTimer
 from bridge.board import ActorRow, RunRow
 from bridge.commands import (
@@ -62,7 +62,7 @@ from bridge.store import SessionRecord
 log = logging.getLogger(__name__)
 
 
-class Scope(SupervisedActor):
+class Scope(PooledSupervisedActor):
     """Owns one conversation; the rules live in :class:`bridge.scope_logic.ScopeLogic`.
 
     Args:

@@ -93,6 +93,9 @@ class BridgeSettings:
         answer_file_after_pieces: An answer that renders into more pieces than
             this is posted as its first piece plus the whole answer uploaded as
             ``answer.md``, where the platform takes files.
+        actor_threads: Worker threads shared by the conversations' actors (scopes
+            and deliveries; 1 to 256). A delivery's post holds one while it
+            waits for the platform, so this bounds the posts in flight.
     """
 
     state_dir: Path
@@ -108,6 +111,7 @@ class BridgeSettings:
     receipt_failed: str = "x"
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     answer_file_after_pieces: int = 4
+    actor_threads: int = 8
 
     @property
     def retention_s(self) -> float:

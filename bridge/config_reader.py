@@ -44,6 +44,8 @@ from bridge.policy import (
 )
 from bridge.secrets import Secret, SecretError, resolve_secret
 
+#: Most worker threads ``[bridge] actor_threads`` may ask for.
+MAX_ACTOR_THREADS = 256
 #: Access and workspace policy keys every agent accepts (see :mod:`bridge.policy`).
 _POLICY_KEYS = {"allowed_users", "admins", "allowed_channels", "sender_scope", "allow_bots",
                 "max_runs_per_hour", "refusal", "workspaces", "workspace_roots"}
@@ -334,7 +336,7 @@ class Reader:
                                           "max_answer_chars", "retention_days",
                                           "receipts", "receipt_accepted", "receipt_answered",
                                           "receipt_failed", "max_file_bytes",
-                                          "answer_file_after_pieces"})
+                                          "answer_file_after_pieces", "actor_threads"})
         level = str(self.get(table, "bridge", "log_level", str, "INFO")).upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise self.fail("bridge.log_level", f"must be debug, info, warning or error, got "
@@ -355,7 +357,21 @@ class Reader:
                                          DEFAULT_MAX_FILE_BYTES, 1),
             answer_file_after_pieces=self.at_least(table, "bridge", "answer_file_after_pieces",
                                                    4, 1),
+            actor_threads=self.actor_threads(table),
         )
+
+    def actor_threads(self, table: Mapping[str, Any]) -> int:
+        """Read ``bridge.actor_threads`` (default 8).
+
+        Raises:
+            ConfigError: when it is not a whole number from 1 to :data:`MAX_ACTOR_THREADS`.
+        """
+        value = self.at_least(table, "bridge", "actor_threads", 8, 1)
+        if value > MAX_ACTOR_THREADS:
+            raise self.fail("bridge.actor_threads", f"must be at most {MAX_ACTOR_THREADS} "
+                                                    f"(threads shared by all conversations), "
+                                                    f"got {value}")
+        return value
 
     def reaction(self, table: Mapping[str, Any], name: str, default: str) -> str:
         """A receipt's reaction name in ``[bridge]`` (``eyes``, not ``:eyes:``).

@@ -11,6 +11,7 @@ import itertools
 import json
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,29 @@ def test_credentials_keep_the_cache_warm_so_posts_never_ask(tmp_path: Path, chat
     assert fresh.user_id == first.user_id
     chat.post(chat.dm, "still answered")
     wait_until(lambda: chat.answers(chat.dm) == ["still answered"], what="the answer")
+
+
+def test_many_live_conversations_add_no_threads(tmp_path: Path, chat: Chat,
+                                                apps: list[BridgeApp]) -> None:
+    """Each conversation keeps a scope and a delivery actor until it is idle for
+    ``scope_idle_s``; they run on the shared actor pool, so a hundred live
+    conversations cost no thread of their own (a thread each, they cost 200)."""
+    dms = [chat.server.add_channel(chat.space, f"dm-{i}", [chat.ann, chat.echo], direct=True)
+           for i in range(100)]
+    config = config_for(tmp_path, chat)
+    config = attrs.evolve(config, bridge=attrs.evolve(config.bridge, actor_threads=4))
+    app = start(config, chat, apps)
+    chat.post(chat.dm, "warm up")
+    wait_until(lambda: chat.answers(chat.dm) == ["warm up"], what="the first answer")
+    wait_until(lambda: not app.board.snapshot().runs, what="the first run to end")
+    before = threading.active_count()
+    for index, dm in enumerate(dms):
+        chat.post(dm, f"hello {index}")
+    expected = {dm: [f"hello {index}"] for index, dm in enumerate(dms)}
+    wait_until(lambda: all(chat.answers(dm) == texts for dm, texts in expected.items()),
+               what="an answer in each of the 100 conversations")
+    live = {row.key for row in app.board.snapshot().scopes}
+    assert {chat.scope(dm) for dm in dms} <= live  # every conversation is still live
+    # The runners (a thread each while their run lasts) end; the pool has 4 workers.
+    wait_until(lambda: threading.active_count() <= before + 4,
+               what=f"at most {before + 4} threads (now {threading.active_count()})")

@@ -217,6 +217,29 @@ def test_receipt_and_file_key_errors_name_file_line_and_key(tmp_path: Path, line
     assert words in message, message
 
 
+def test_actor_threads(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).bridge.actor_threads == 8
+    text = GOOD.replace("debounce_s = 0.5", "debounce_s = 0.5\nactor_threads = 3")
+    assert load_config(write(tmp_path, text)).bridge.actor_threads == 3
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("actor_threads = 0", "must be at least 1, got 0"),
+    ("actor_threads = 257", "must be at most 256"),
+    ("actor_threads = 2.5", "must be an integer"),
+    ('actor_threads = "8"', "must be an integer"),
+])
+def test_actor_threads_errors_name_file_line_and_key(tmp_path: Path, line: str,
+                                                     words: str) -> None:
+    text = GOOD.replace("debounce_s = 0.5", f"debounce_s = 0.5\n{line}")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line_of(text, line)}: bridge.actor_threads: "), message
+    assert words in message, message
+
+
 def test_command_without_command_points_at_agent_table(tmp_path: Path) -> None:
     text = GOOD.replace('kind = "echo"', 'kind = "command"')
     path = write(tmp_path, text)

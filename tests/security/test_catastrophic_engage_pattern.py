@@ -81,6 +81,7 @@ def test_engage_pattern_never_runs_on_the_supervisor(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A pattern search is bounded, but on the root actor even a bounded search
     holds up routing for every agent: only the conversation's own scope runs it."""
+    from actors.pool import current_actor
     from actors.supervisor import Supervisor
     from bridge.board import Board
     from bridge.cli.compose import bridge_app
@@ -89,8 +90,11 @@ def test_engage_pattern_never_runs_on_the_supervisor(
     decide = EngageGate.decide
 
     def recording(self: EngageGate, message: Inbound, now: float) -> Decision:
-        # pykka names each actor's thread "<actor class>-<n>".
-        searched_on.append(threading.current_thread().name.rsplit("-", 1)[0])
+        # A pooled actor (a scope) is the one whose turn runs on this worker; pykka
+        # names a threaded actor's thread "<actor class>-<n>" (the supervisor).
+        pooled = current_actor()
+        searched_on.append(type(pooled).__name__ if pooled is not None
+                           else threading.current_thread().name.rsplit("-", 1)[0])
         return decide(self, message, now)
 
     monkeypatch.setattr(EngageGate, "decide", recording)

@@ -1,0 +1,416 @@
+"""Pooled pykka actors: many actors, a few shared worker threads.
+
+A :class:`pykka.ThreadingActor` owns a thread for its whole life, idle or
+not. A :class:`PooledActor` keeps pykka's API (``start()``, ``ActorRef.tell``,
+``ask``, ``stop``, proxies, the ``ActorRegistry``, and the hooks ``on_start``,
+``on_receive``, ``on_failure``, ``on_stop``) but has no thread of its own: a
+message put in its inbox schedules the actor on an :class:`ActorPool`, whose
+workers run it for a turn (up to :attr:`PooledActor.turn_messages` messages)
+and put it back in line while messages remain. It uses pykka's documented
+extension point for new actor types (``_create_actor_inbox``,
+``_create_future``, ``_start_actor_loop``) and pykka's own per-message code
+(``_handle_receive``, ``_handle_failure``, ``_stop``).
+
+What holds, as for a thread per actor (``tests/test_pool.py``):
+
+- An actor's messages are handled in the order they were put, one at a time:
+  an actor is in the pool's line at most once and only the worker that runs
+  it takes it out again, so two workers never run one actor.
+- ``on_start`` runs in the actor's first turn, before any message.
+- ``stop()`` (blocking or not) runs ``on_stop`` once, after the messages put
+  before it; later tells raise :class:`pykka.ActorDeadError`, and an ask that
+  slips in while it stops is answered with that error (pykka would leave it
+  unanswered).
+- An exception in ``on_receive`` of a ``tell`` is logged, the actor is
+  unregistered and stopped, and ``on_failure`` is called (pykka's
+  ``ThreadingActor`` does the same; ``on_stop`` is not called); an exception
+  in an ``ask`` goes to the asker and the actor lives on. The worker is not
+  harmed either way.
+- Idle actors cost no thread: the pool starts its workers on demand, up to its
+  size, and keeps them.
+
+**Blocking asks grow the pool.** A worker that waits on the future of a
+pooled actor (``ask(...)``, ``stop(block=True)``, ``proxy().x.get()``) is
+counted as blocked, and the pool starts another worker while fewer than its
+size are free to run actors, so a pooled actor asking another pooled actor
+(or a chain of them deeper than the pool) cannot starve the pool. The extra
+workers retire once the waits end. A wait on a *thread-based* actor's future
+(a scope's delivery asking the credentials actor) is not counted: that actor
+answers on its own thread, so it costs one worker for the wait but cannot
+deadlock the pool. Cycles of blocking asks deadlock as they do with threads.
+Long blocking work in ``on_receive`` (an HTTP post) holds one worker: the
+pool's size bounds how many such calls run at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import sys
+import threading
+from typing import Any, ClassVar, cast
+
+import pykka
+from pykka import ActorDeadError, ActorRegistry, messages
+from pykka._envelope import Envelope
+
+log = logging.getLogger(__name__)
+#: pykka's own logger: failures are logged where pykka logs them.
+pykka_log = logging.getLogger("pykka")
+
+#: Worker threads of the shared pool unless configured (``[bridge] actor_threads``).
+DEFAULT_POOL_SIZE = 8
+
+_local = threading.local()
+_pool_counter = itertools.count(1)
+
+
+class ActorPool:
+    """A fixed number of worker threads that run pooled actors' turns, in arrival order.
+
+    Workers start on demand (the first actors to have work), up to ``size``,
+    and stay; more start only while workers wait on pooled futures (see the
+    module docstring), and those retire when the waits are over.
+
+    Args:
+        size: Workers that run actors at once (at least 1).
+        name: Prefix of the workers' thread names.
+
+    Raises:
+        ValueError: ``size`` is below 1.
+    """
+
+    def __init__(self, size: int = DEFAULT_POOL_SIZE, name: str = "actor-pool") -> None:
+        if size < 1:
+            raise ValueError(f"an actor pool needs at least 1 thread, got {size}")
+        self._cond = threading.Condition(threading.Lock())
+        self._ready: collections.deque[PooledActor] = collections.deque()
+        self._size = size
+        self._name = f"{name}-{next(_pool_counter)}"
+        self._workers = 0
+        self._idle = 0
+        self._blocked = 0
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._spawned = itertools.count(1)
+
+    @property
+    def size(self) -> int:
+        """Workers that run actors at once."""
+        with self._cond:
+            return self._size
+
+    def resize(self, size: int) -> None:
+        """Set the number of workers; surplus workers retire once they are free.
+
+        Raises:
+            ValueError: ``size`` is below 1.
+        """
+        if size < 1:
+            raise ValueError(f"an actor pool needs at least 1 thread, got {size}")
+        with self._cond:
+            self._size = size
+            self._cond.notify_all()
+
+    def workers(self) -> int:
+        """Worker threads alive now (blocked ones included)."""
+        with self._cond:
+            return self._workers
+
+    def blocked(self) -> int:
+        """Workers waiting on a pooled actor's future now."""
+        with self._cond:
+            return self._blocked
+
+    def submit(self, actor: PooledActor) -> None:
+        """Put ``actor`` in line for a turn (its inbox calls this; never twice at once)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._ready.append(actor)
+            # A woken worker counts as idle until it takes its actor: compare the line.
+            if len(self._ready) <= self._idle:
+                self._cond.notify()
+            elif self._workers - self._blocked < self._size:
+                self._spawn()
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop the workers once the actors in line have had their turn (tests use it;
+        the shared pool lives as long as the process).
+
+        Args:
+            timeout_s: Seconds to wait for each worker.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout_s)
+
+    def _spawn(self) -> None:
+        """Start one worker (the caller holds the lock)."""
+        self._workers += 1
+        thread = threading.Thread(target=self._work, name=f"{self._name}-{next(self._spawned)}",
+                                  daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        _local.pool = self
+        while True:
+            with self._cond:
+                while True:
+                    if self._workers - self._blocked > self._size or (
+                            self._closed and not self._ready):
+                        self._workers -= 1
+                        if self._ready:
+                            self._cond.notify()  # the actor this worker was woken for
+                        return
+                    if self._ready:
+                        actor = self._ready.popleft()
+                        break
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+            _local.actor = actor
+            try:
+                actor._pool_turn()  # the pool is the actor's runtime
+            except BaseException:  # a worker outlives any actor
+                log.exception("actor pool: a turn of %s broke off", actor)
+            finally:
+                _local.actor = None
+
+    def _block(self) -> None:
+        """A worker starts waiting on a pooled future: keep ``size`` workers free."""
+        with self._cond:
+            self._blocked += 1
+            if len(self._ready) > self._idle and self._workers - self._blocked < self._size:
+                self._spawn()
+
+    def _unblock(self) -> None:
+        with self._cond:
+            self._blocked -= 1
+
+
+_shared_lock = threading.Lock()
+_shared: ActorPool | None = None
+
+
+def shared_pool() -> ActorPool:
+    """The process's pool, used by pooled actors that name none (made on first use)."""
+    global _shared  # one pool per process
+    with _shared_lock:
+        if _shared is None:
+            _shared = ActorPool(DEFAULT_POOL_SIZE, name="actors")
+        return _shared
+
+
+def configure_shared_pool(size: int) -> ActorPool:
+    """Set the number of workers of the process's pool (``[bridge] actor_threads``).
+
+    Raises:
+        ValueError: ``size`` is below 1.
+    """
+    pool = shared_pool()
+    pool.resize(size)
+    return pool
+
+
+def current_actor() -> PooledActor | None:
+    """The pooled actor whose turn runs on this thread, or None (not a pool's worker,
+    or between turns): what a thread's name says for a :class:`pykka.ThreadingActor`."""
+    actor: PooledActor | None = getattr(_local, "actor", None)
+    return actor
+
+
+class PooledFuture(pykka.ThreadingFuture[Any]):
+    """The future of an ask to a pooled actor: a worker that waits on it counts as
+    blocked, so the pool starts another worker meanwhile (see the module docstring)."""
+
+    def get(self, *, timeout: float | None = None) -> Any:
+        """The value, as :meth:`pykka.ThreadingFuture.get`.
+
+        Raises:
+            pykka.Timeout: no value within ``timeout`` seconds.
+            Exception: what the actor raised (ActorDeadError when it stopped).
+        """
+        pool: ActorPool | None = getattr(_local, "pool", None)
+        if pool is None or getattr(_local, "blocking", False) or self._result is not None:
+            return super().get(timeout=timeout)
+        _local.blocking = True
+        pool._block()
+        try:
+            return super().get(timeout=timeout)
+        finally:
+            pool._unblock()
+            _local.blocking = False
+
+
+class PooledInbox:
+    """A pooled actor's inbox: a locked deque that puts its actor in the pool's line.
+
+    ``scheduled`` is true from the put that found the actor out of line until
+    the worker running it finds the inbox empty; ``closed`` once the actor
+    stopped (later puts are answered with ActorDeadError or dropped).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: collections.deque[Envelope[Any]] = collections.deque()
+        self._actor: PooledActor | None = None
+        self._pool: ActorPool | None = None
+        self._scheduled = False
+        self._closed = False
+
+    def open(self, actor: PooledActor, pool: ActorPool) -> None:
+        """Bind the inbox to its started actor and give it its first turn (``on_start``)."""
+        with self._lock:
+            self._actor, self._pool = actor, pool
+            self._scheduled = True
+        pool.submit(actor)
+
+    def put(self, envelope: Envelope[Any], /) -> None:
+        """Queue a message; put the actor in line unless it is in line or running."""
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._queue.append(envelope)
+                if self._scheduled or self._pool is None or self._actor is None:
+                    return
+                self._scheduled = True
+                pool, actor = self._pool, self._actor
+        if closed:
+            _refuse(envelope, "stopped before handling the message")
+            return
+        pool.submit(actor)
+
+    def get(self) -> Envelope[Any]:
+        """The oldest message (pykka's inbox API; callers check :meth:`empty` first).
+
+        Raises:
+            IndexError: the inbox is empty.
+        """
+        with self._lock:
+            return self._queue.popleft()
+
+    def take(self) -> Envelope[Any] | None:
+        """The oldest message, or None when empty."""
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def empty(self) -> bool:
+        """Whether no message waits."""
+        with self._lock:
+            return not self._queue
+
+    def release(self) -> None:
+        """End a turn: back in line while messages wait, else out of line."""
+        with self._lock:
+            if not self._queue or self._pool is None or self._actor is None:
+                self._scheduled = False
+                return
+            pool, actor = self._pool, self._actor
+        pool.submit(actor)
+
+    def close(self) -> list[Envelope[Any]]:
+        """Mark the actor stopped; return what still waited (pykka's teardown answers it)."""
+        with self._lock:
+            self._closed = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._actor = None
+        return left
+
+
+def _refuse(envelope: Envelope[Any], why: str) -> None:
+    """Answer an ask that reached a stopped actor as pykka does: ActorDeadError
+    (``None`` for a stop request: the actor is stopped)."""
+    if envelope.reply_to is None:
+        return
+    if isinstance(envelope.message, messages._ActorStop):
+        envelope.reply_to.set(None)
+    else:
+        envelope.reply_to.set_exception(exc_info=(
+            ActorDeadError, ActorDeadError(f"actor {why}"), None))
+
+
+class PooledActor(pykka.Actor):
+    """A pykka actor run in turns on an :class:`ActorPool` instead of a thread of its own.
+
+    Subclass it as you would :class:`pykka.ThreadingActor`; see the module
+    docstring for what holds.
+
+    Attributes:
+        actor_pool: The pool of this class's actors; None: the process's shared
+            pool (:func:`shared_pool`).
+        turn_messages: Most messages handled in one turn before the actor goes to
+            the back of the line (fairness between busy actors).
+    """
+
+    actor_pool: ClassVar[ActorPool | None] = None
+    turn_messages: ClassVar[int] = 8
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pooled_inbox = cast(PooledInbox, self.actor_inbox)
+        self._pool_started = False
+
+    @staticmethod
+    def _create_actor_inbox() -> PooledInbox:
+        return PooledInbox()
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return PooledFuture()
+
+    def _start_actor_loop(self) -> None:
+        self._pooled_inbox.open(self, type(self).actor_pool or shared_pool())
+
+    def _pool_turn(self) -> None:
+        """One turn on a worker: ``on_start`` first, then up to ``turn_messages`` messages."""
+        if not self._pool_started:
+            self._pool_started = True
+            self._actor_loop_setup()
+        handled = 0
+        while not self.actor_stopped.is_set() and handled < self.turn_messages:
+            envelope = self._pooled_inbox.take()
+            if envelope is None:
+                break
+            handled += 1
+            self._pool_handle(envelope)
+        if self.actor_stopped.is_set():
+            self._actor_loop_teardown()
+        else:
+            self._pooled_inbox.release()
+
+    def _pool_handle(self, envelope: Envelope[Any]) -> None:
+        """Handle one message as pykka's ``_actor_loop_running`` does."""
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                pykka_log.info(f"Exception returned from {self} to caller:",
+                               exc_info=sys.exc_info())
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:
+                    self._handle_failure(*sys.exc_info())
+        except BaseException:
+            pykka_log.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
+            self._stop()
+            ActorRegistry.stop_all()
+
+    def _actor_loop_teardown(self) -> None:
+        """Close the inbox; answer the asks left in it (``stop`` with None, others with
+        ActorDeadError), as pykka does; the tells are dropped."""
+        for envelope in self._pooled_inbox.close():
+            _refuse(envelope, f"{self.actor_ref} stopped before handling the message")

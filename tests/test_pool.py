@@ -1,0 +1,487 @@
+"""Pooled pykka actors (actors.pool): pykka's semantics on a few shared threads.
+
+Each test runs its actors on a pool of its own (stopped at the end), so its
+thread counts are its own. Waits are on events and futures with deadlines;
+nothing here asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, cast
+
+import pykka
+import pytest
+from pykka._envelope import Envelope
+
+from actors.messages import Init
+from actors.pool import ActorPool, PooledActor, PooledFuture, PooledInbox, current_actor
+from actors.runtime import PooledSupervisedActor, Runtime, SupervisedActor
+from tests.support import wait_until
+
+#: Seconds any single wait here may take before the test fails.
+WAIT_S = 10.0
+
+
+@pytest.fixture
+def pool() -> Iterator[ActorPool]:
+    p = ActorPool(2, name="test-pool")
+    yield p
+    for ref in pykka.ActorRegistry.get_all():
+        if issubclass(ref.actor_class, PooledActor) and ref.actor_class.actor_pool is p:
+            ref.stop(block=False)
+    p.shutdown()
+
+
+def on(pool: ActorPool, cls: type[PooledActor]) -> Any:
+    """A subclass of ``cls`` whose actors run on ``pool``."""
+    return type(cls.__name__, (cls,), {"actor_pool": pool})
+
+
+class Recorder(PooledActor):
+    """Records its messages (and the threads it ran on); answers asks with the message."""
+
+    def __init__(self, expected: int = 0) -> None:
+        super().__init__()
+        self.seen: list[Any] = []
+        self.threads: set[str] = set()
+        self.expected = expected
+        self.all_in = threading.Event()
+        self.inside = False
+        self.overlaps = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if self.inside:
+            self.overlaps += 1
+        self.inside = True
+        self.threads.add(threading.current_thread().name)
+        self.seen.append(message)
+        if len(self.seen) == self.expected:
+            self.all_in.set()
+        self.inside = False
+        return message
+
+
+def actor_of(ref: pykka.ActorRef[Any]) -> Any:
+    actor = ref._actor_weakref()
+    assert actor is not None
+    return actor
+
+
+# -- order, one at a time, on_start ------------------------------------------
+
+
+def test_messages_of_one_actor_are_handled_in_order(pool: ActorPool) -> None:
+    ref = on(pool, Recorder).start(expected=2000)
+    for i in range(2000):
+        ref.tell(i)
+    actor = actor_of(ref)
+    assert actor.all_in.wait(WAIT_S)
+    assert actor.seen == list(range(2000))
+
+
+def test_each_sender_s_order_holds_and_no_two_workers_run_one_actor() -> None:
+    pool = ActorPool(4, name="busy-pool")
+    senders, per_sender, actors = 4, 300, 12
+    try:
+        refs = [on(pool, Recorder).start(expected=senders * per_sender) for _ in range(actors)]
+
+        def send(sender: int) -> None:
+            for i in range(per_sender):
+                for ref in refs:
+                    ref.tell((sender, i))
+
+        threads = [threading.Thread(target=send, args=(s,)) for s in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT_S)
+        used: set[str] = set()
+        for ref in refs:
+            actor = actor_of(ref)
+            assert actor.all_in.wait(WAIT_S)
+            assert actor.overlaps == 0
+            for sender in range(senders):
+                assert [i for s, i in actor.seen if s == sender] == list(range(per_sender))
+            used |= actor.threads
+        assert all(name.startswith("busy-pool") for name in used)
+        assert pool.workers() <= 4
+    finally:
+        for ref in pykka.ActorRegistry.get_all():
+            if getattr(ref.actor_class, "actor_pool", None) is pool:
+                ref.stop(block=False)
+        pool.shutdown()
+
+
+class Gate(PooledActor):
+    """Waits at a shared barrier in its first message: two of them meet only when two
+    workers run them at once."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        super().__init__()
+        self.barrier = barrier
+
+    def on_receive(self, message: Any) -> Any:
+        return self.barrier.wait()
+
+
+def test_two_actors_run_at_once_on_two_workers(pool: ActorPool) -> None:
+    barrier = threading.Barrier(2, timeout=WAIT_S)
+    first, second = on(pool, Gate).start(barrier), on(pool, Gate).start(barrier)
+    futures = [first.ask("go", block=False), second.ask("go", block=False)]
+    assert sorted(f.get(timeout=WAIT_S) for f in futures) == [0, 1]
+
+
+class SlowStart(PooledActor):
+    """``on_start`` waits for ``release``; records it and every message."""
+
+    def __init__(self, release: threading.Event, log: list[Any]) -> None:
+        super().__init__()
+        self.release = release
+        self.log = log
+
+    def on_start(self) -> None:
+        self.release.wait(WAIT_S)
+        self.log.append(("start", threading.current_thread().name))
+
+    def on_receive(self, message: Any) -> Any:
+        self.log.append(message)
+        return len(self.log)
+
+
+def test_on_start_runs_on_a_worker_before_any_message(pool: ActorPool) -> None:
+    release, log = threading.Event(), list[Any]()
+    ref = on(pool, SlowStart).start(release, log)
+    for i in range(3):
+        ref.tell(i)
+    answer = ref.ask("last", block=False)
+    assert log == []  # on_start is still waiting: nothing ran yet
+    release.set()
+    assert answer.get(timeout=WAIT_S) == 5
+    assert log[0][0] == "start" and log[0][1].startswith("test-pool")
+    assert log[1:] == [0, 1, 2, "last"]
+
+
+# -- stop ---------------------------------------------------------------------
+
+
+class Stoppable(PooledActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Any] = []
+        self.stops = 0
+        self.stop_queued = threading.Event()
+        self.proceed = threading.Event()
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "stop yourself":
+            self.stop()  # queues the stop request behind what waits
+            self.stop_queued.set()
+            self.proceed.wait(WAIT_S)
+        self.seen.append(message)
+        return message
+
+    def on_stop(self) -> None:
+        self.stops += 1
+        self.seen.append("on_stop")
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_stop_runs_on_stop_once_after_earlier_messages(pool: ActorPool, block: bool) -> None:
+    ref = on(pool, Stoppable).start()
+    actor = actor_of(ref)
+    for i in range(50):
+        ref.tell(i)
+    if block:
+        assert ref.stop(timeout=WAIT_S) is True
+    else:
+        assert ref.stop(block=False).get(timeout=WAIT_S) is True
+    assert actor.seen == [*range(50), "on_stop"]
+    assert actor.stops == 1
+    assert not ref.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("late")
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask("late", timeout=WAIT_S)
+    assert ref.stop(timeout=WAIT_S) is False  # already dead, as pykka answers
+    assert actor.stops == 1
+    assert ref not in pykka.ActorRegistry.get_all()
+
+
+def test_an_actor_stopping_itself_answers_what_waited_with_actor_dead(
+        pool: ActorPool) -> None:
+    ref = on(pool, Stoppable).start()
+    actor = actor_of(ref)
+    ref.tell("stop yourself")
+    assert actor.stop_queued.wait(WAIT_S)
+    behind = ref.ask("behind", block=False)  # queued behind the stop request
+    actor.proceed.set()
+    with pytest.raises(pykka.ActorDeadError):
+        behind.get(timeout=WAIT_S)
+    assert actor.stops == 1
+    assert actor.seen == ["stop yourself", "on_stop"]
+
+
+def test_an_ask_that_reaches_a_closed_inbox_is_answered_with_actor_dead() -> None:
+    inbox = PooledInbox()
+    assert inbox.close() == []
+    future: PooledFuture = PooledFuture()
+    inbox.put(Envelope("late", reply_to=future))
+    with pytest.raises(pykka.ActorDeadError):
+        future.get(timeout=WAIT_S)
+    inbox.put(Envelope("a tell: dropped"))
+    assert inbox.empty()
+
+
+# -- failures, as pykka's ThreadingActor ---------------------------------------
+
+
+def failing(base: type[pykka.Actor]) -> Any:
+    """An actor on ``base`` that fails on ``"boom"`` and records its hooks."""
+
+    class Failing(base):  # type: ignore[valid-type,misc]
+        def __init__(self, hooks: queue.Queue[Any]) -> None:
+            super().__init__()
+            self.hooks = hooks
+
+        def on_receive(self, message: Any) -> Any:
+            if message == "boom":
+                raise ValueError("boom")
+            if message == "ask boom":
+                raise KeyError("ask boom")
+            self.hooks.put(("message", message))
+            return message
+
+        def on_failure(self, exception_type: type[BaseException] | None,
+                       exception_value: BaseException | None,
+                       traceback: TracebackType | None) -> None:
+            self.hooks.put(("on_failure", repr(exception_value), self.actor_ref.is_alive()))
+
+        def on_stop(self) -> None:
+            self.hooks.put(("on_stop",))
+
+    return Failing
+
+
+def failure_story(cls: Any) -> list[Any]:
+    """What an actor of ``cls`` shows around a failing ask and a failing tell."""
+    hooks: queue.Queue[Any] = queue.Queue()
+    ref = cls.start(hooks)
+    story: list[Any] = []
+    with pytest.raises(KeyError):
+        ref.ask("ask boom", timeout=WAIT_S)
+    story.append(("alive after a failing ask", ref.is_alive(), ref.ask("ok", timeout=WAIT_S)))
+    ref.tell("boom")
+    story.append(hooks.get(timeout=WAIT_S))  # ("message", "ok") from the ask above
+    story.append(hooks.get(timeout=WAIT_S))
+    wait_until(lambda: not ref.is_alive(), WAIT_S, "the failed actor to stop")
+    story.append(("registered", ref in pykka.ActorRegistry.get_all()))
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("after")
+    story.append(("stop after failure", ref.stop(timeout=WAIT_S)))
+    story.append(("more hooks", hooks.qsize()))
+    return story
+
+
+def test_a_failing_message_is_handled_as_a_threading_actor_does(pool: ActorPool) -> None:
+    threaded = failure_story(failing(pykka.ThreadingActor))
+    pooled = failure_story(on(pool, failing(PooledActor)))
+    assert pooled == threaded
+    assert pooled == [
+        ("alive after a failing ask", True, "ok"),
+        ("message", "ok"),
+        ("on_failure", "ValueError('boom')", False),
+        ("registered", False),
+        ("stop after failure", False),
+        ("more hooks", 0),
+    ]
+
+
+def test_a_failure_does_not_cost_the_worker() -> None:
+    pool = ActorPool(1, name="one-worker")
+    try:
+        hooks: queue.Queue[Any] = queue.Queue()
+        broken = on(pool, failing(PooledActor)).start(hooks)
+        broken.tell("boom")
+        assert hooks.get(timeout=WAIT_S)[0] == "on_failure"
+        other = on(pool, Recorder).start()
+        assert other.ask("still here", timeout=WAIT_S) == "still here"
+        assert pool.workers() == 1
+        other.stop(timeout=WAIT_S)
+    finally:
+        pool.shutdown()
+
+
+class FailingStart(PooledActor):
+    def __init__(self, hooks: queue.Queue[Any]) -> None:
+        super().__init__()
+        self.hooks = hooks
+
+    def on_start(self) -> None:
+        raise RuntimeError("no start")
+
+    def on_receive(self, message: Any) -> Any:
+        self.hooks.put(("message", message))
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self.hooks.put(("on_failure",))
+
+
+def test_a_failing_on_start_stops_the_actor_before_any_message(pool: ActorPool) -> None:
+    hooks: queue.Queue[Any] = queue.Queue()
+    ref = on(pool, FailingStart).start(hooks)
+    ref.tell("first")
+    wait_until(lambda: not ref.is_alive(), WAIT_S, "the actor to stop")
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask("more", timeout=WAIT_S)
+    assert hooks.empty()  # as pykka: on_failure is not called for on_start, no message ran
+
+
+# -- asks, proxies, the registry ----------------------------------------------
+
+
+class Asker(PooledActor):
+    """Answers ``n`` by asking the next actor of the chain (blocking) for ``n + 1``."""
+
+    def __init__(self, next_ref: pykka.ActorRef[Any] | None) -> None:
+        super().__init__()
+        self.next_ref = next_ref
+
+    def on_receive(self, message: Any) -> Any:
+        if self.next_ref is None:
+            return [threading.current_thread().name]
+        return [threading.current_thread().name, *self.next_ref.ask(message, timeout=WAIT_S)]
+
+    def double(self, value: int) -> int:
+        return value * 2
+
+
+def test_asks_from_a_plain_thread_and_through_a_proxy(pool: ActorPool) -> None:
+    ref = on(pool, Asker).start(None)
+    answers: queue.Queue[Any] = queue.Queue()
+    threads = [threading.Thread(target=lambda: answers.put(ref.ask("x", timeout=WAIT_S)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert [len(answers.get(timeout=WAIT_S)) for _ in threads] == [1, 1, 1]
+    assert ref.proxy().double(21).get(timeout=WAIT_S) == 42
+
+
+def test_a_chain_of_blocking_asks_deeper_than_the_pool_does_not_deadlock() -> None:
+    pool = ActorPool(1, name="ask-pool")
+    try:
+        ref: pykka.ActorRef[Any] | None = None
+        for _ in range(6):
+            ref = on(pool, Asker).start(ref)
+        assert ref is not None
+        names = ref.ask("go", block=True, timeout=WAIT_S)
+        assert len(names) == 6
+        assert len(set(names)) == 6  # each waiting worker was covered by a new one
+        assert all(name.startswith("ask-pool") for name in names)
+        # the extra workers retire once their waits are over
+        wait_until(lambda: pool.workers() == 1 and pool.blocked() == 0, WAIT_S,
+                   "the pool back to its size")
+    finally:
+        pool.shutdown()
+
+
+class Plain(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def on_receive(self, message: Any) -> Any:
+        return ("plain", message)
+
+
+def test_a_pooled_actor_asks_a_threading_actor(pool: ActorPool) -> None:
+    plain = Plain.start()
+    try:
+        ref = on(pool, Asker).start(plain)
+        names = ref.ask("hi", timeout=WAIT_S)
+        assert names[1:] == ["plain", "hi"]
+    finally:
+        plain.stop()
+
+
+def test_the_registry_sees_pooled_actors(pool: ActorPool) -> None:
+    cls = on(pool, Recorder)
+    ref: pykka.ActorRef[Any] = cls.start()
+    assert pykka.ActorRegistry.get_by_urn(ref.actor_urn) is ref
+    assert pykka.ActorRegistry.get_by_class(cls) == [ref]
+    pykka.ActorRegistry.broadcast("everyone", target_class=cls)
+    assert ref.ask("after the broadcast", timeout=WAIT_S) == "after the broadcast"
+    assert actor_of(ref).seen == ["everyone", "after the broadcast"]
+    ref.stop(timeout=WAIT_S)
+    assert pykka.ActorRegistry.get_by_class(cls) == []
+
+
+# -- threads -------------------------------------------------------------------
+
+
+def test_many_idle_pooled_actors_add_no_threads(pool: ActorPool) -> None:
+    before = threading.active_count()
+    cls = on(pool, Recorder)
+    refs = [cls.start() for _ in range(5000)]
+    futures = [ref.ask("ping", block=False) for ref in refs]
+    assert pykka.get_all(futures, timeout=WAIT_S * 3) == ["ping"] * 5000
+    assert pool.workers() <= pool.size == 2
+    assert threading.active_count() <= before + pool.size
+    for ref in refs:
+        ref.stop(block=False)
+    wait_until(lambda: not any(ref.is_alive() for ref in refs), WAIT_S * 3,
+               "5,000 actors to stop")
+
+
+def test_the_pool_resizes_and_rejects_a_size_below_one() -> None:
+    pool = ActorPool(3, name="resize-pool")
+    try:
+        cls: Callable[..., Any] = on(pool, Gate).start
+        barrier = threading.Barrier(3, timeout=WAIT_S)
+        refs = [cls(barrier) for _ in range(3)]
+        assert sorted(f.get(timeout=WAIT_S) for f in [r.ask("go", block=False) for r in refs]
+                      ) == [0, 1, 2]
+        assert pool.workers() == 3
+        pool.resize(1)
+        wait_until(lambda: pool.workers() == 1, WAIT_S, "surplus workers to retire")
+        with pytest.raises(ValueError, match="at least 1"):
+            pool.resize(0)
+        with pytest.raises(ValueError, match="at least 1"):
+            ActorPool(0)
+        for ref in refs:
+            ref.stop(timeout=WAIT_S)
+    finally:
+        pool.shutdown()
+
+
+def test_current_actor_names_the_pooled_actor_of_this_turn(pool: ActorPool) -> None:
+    class Who(PooledActor):
+        def on_receive(self, message: Any) -> Any:
+            return current_actor() is self
+
+    assert on(pool, Who).start().ask("who", block=True, timeout=WAIT_S) is True
+    assert current_actor() is None
+
+
+@pytest.mark.parametrize("base", [SupervisedActor, PooledSupervisedActor])
+def test_init_is_a_supervised_actor_s_first_message(base: type[Any]) -> None:
+    """What the supervisor hands over right after start comes after ``Init``."""
+
+    class Child(base):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(cast(Runtime, None), "child")
+            self.seen: list[Any] = []
+
+        def on_receive(self, message: Any) -> Any:
+            self.seen.append(type(message).__name__ if isinstance(message, Init) else message)
+            return list(self.seen)
+
+    ref = Child.start()
+    try:
+        ref.tell("handed over")
+        assert ref.ask("then", block=True, timeout=WAIT_S) == ["Init", "handed over", "then"]
+    finally:
+        ref.stop(timeout=WAIT_S)
