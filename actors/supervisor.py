@@ -106,9 +106,12 @@ class Supervisor(pykka.ThreadingActor):
         self.parked: dict[ConnectionKey, list[Inbound]] = {}
 
     def on_start(self) -> None:
-        """Spawn the credentials, then the gateways, then upkeep (store retention)."""
+        """Recover the store, then spawn the credentials, the gateways and upkeep (store
+        retention), then the conversations an earlier process left with work."""
         self.runtime.supervisor = self.actor_ref
         self.runtime.board.put_actor(ActorRow(ROOT_ID, "supervisor", None, "running"))
+        # Before any intake runs: what the store recovers is settled when messages arrive.
+        self._recover_store()
         config = self.runtime.config
         platforms = self.runtime.platforms
         identities = sorted({(b.platform, b.agent) for b in config.bindings})
@@ -134,8 +137,9 @@ class Supervisor(pykka.ThreadingActor):
         self._add("upkeep", "upkeep", functools.partial(Upkeep.start, self.runtime, "upkeep"))
         self._recover()
 
-    def _recover(self) -> None:
-        """Pick up what an earlier process left: cut-off runs, open messages, the outbox."""
+    def _recover_store(self) -> None:
+        """Settle what an earlier process left in the store: its agent processes killed,
+        cut-off runs recovered or given up, open messages older than the window closed."""
         store = self.runtime.store
         open_runs = [OpenRun(run_id, pid, ticks) for run_id, pid, ticks in store.open_runs()]
         for run_id, count in kill_leftovers(open_runs, store.known_runs).items():
@@ -154,6 +158,10 @@ class Supervisor(pykka.ThreadingActor):
         if closed:
             log.info("%d open message(s) older than the catch-up window (%.0f s) closed: "
                      "context only, and too old for later prompts", closed, window_s)
+
+    def _recover(self) -> None:
+        """Start the conversations an earlier process left with work (open messages, the
+        outbox)."""
         for inbound in self._scopes_with_work():
             if self._names_pending(inbound):
                 self.parked.setdefault(inbound.connection, []).append(inbound)
@@ -163,7 +171,7 @@ class Supervisor(pykka.ThreadingActor):
             log.info("%d conversation(s) of %s wait for its channel list: the access rules "
                      "and bindings name channels or users, matched by the ids they resolve to",
                      len(waiting), connection)
-        for scope_key in store.pending_scopes():
+        for scope_key in self.runtime.store.pending_scopes():
             self._forward(f"delivery:{scope_key}", Deliver(scope_key))
 
     def on_receive(self, message: Any) -> Any:
