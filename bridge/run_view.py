@@ -77,3 +77,33 @@ class Renderer(Protocol):
         Returns:
             One or more pieces, in posting order.
         """
+
+
+@attrs.frozen
+class PlanWindow:
+    """The part of a long plan a status shows.
+
+    Attributes:
+        earlier: Items before the window (not shown).
+        shown: The items shown, in order.
+        later: Items after the window (not shown).
+    """
+
+    earlier: int
+    shown: tuple[PlanItem, ...]
+    later: int
+
+
+def plan_window(items: tuple[PlanItem, ...], limit: int) -> PlanWindow:
+    """At most ``limit`` plan items, from the one before the first open item.
+
+    Args:
+        items: The whole plan, in order.
+        limit: Most items to show (at least 1).
+    """
+    start = 0
+    if len(items) > limit:
+        current = next((i for i, item in enumerate(items) if not item.done), len(items))
+        start = max(0, min(current - 1, len(items) - limit))
+    shown = items[start:start + limit]
+    return PlanWindow(start, shown, len(items) - start - len(shown))

@@ -6,7 +6,7 @@ from adapters.chat.fabric.rules import CONTENT_LIMIT_UTF16, content_length
 from bridge.agent import PlanItem
 from bridge.chunking import split_message
 from bridge.run_status import format_duration, shorten
-from bridge.run_view import RunView
+from bridge.run_view import RunView, plan_window
 
 #: Plan items shown (from the one before the first open item; the others are
 #: counted in "… N earlier" / "… +N more" lines).
@@ -72,17 +72,12 @@ class FabricRenderer:
 
 
 def _plan_lines(items: tuple[PlanItem, ...]) -> list[str]:
-    """At most :data:`MAX_PLAN_ITEMS` items, from the one before the first open item."""
-    start = 0
-    if len(items) > MAX_PLAN_ITEMS:
-        current = next((i for i, item in enumerate(items) if not item.done), len(items))
-        start = max(0, min(current - 1, len(items) - MAX_PLAN_ITEMS))
-    shown = items[start:start + MAX_PLAN_ITEMS]
-    lines = [f"  … {start} earlier"] if start else []
-    for item in shown:
+    """At most :data:`MAX_PLAN_ITEMS` items (see :func:`bridge.run_view.plan_window`)."""
+    window = plan_window(items, MAX_PLAN_ITEMS)
+    lines = [f"  … {window.earlier} earlier"] if window.earlier else []
+    for item in window.shown:
         box = "[x]" if item.done else ("[>]" if item.active else "[ ]")
         lines.append(f"  {box} {shorten(item.text)}")
-    more = len(items) - start - len(shown)
-    if more:
-        lines.append(f"  … +{more} more")
+    if window.later:
+        lines.append(f"  … +{window.later} more")
     return lines

@@ -19,7 +19,7 @@ from bridge.agent import PlanItem
 from bridge.chunking import split_message
 from bridge.model import Control
 from bridge.run_status import footer_line, format_duration, shorten
-from bridge.run_view import RunView
+from bridge.run_view import RunView, plan_window
 
 #: Characters per message text: Slack truncates ``text`` over 40,000 characters and
 #: advises at most 4,000 (docs.slack.dev changelog 2018-04, "truncating really long
@@ -307,19 +307,14 @@ def render_status_text(view: RunView) -> str:
 
 
 def _plan_lines(items: tuple[PlanItem, ...]) -> list[str]:
-    """At most :data:`MAX_PLAN_ITEMS` items, from the one before the first open item."""
-    start = 0
-    if len(items) > MAX_PLAN_ITEMS:
-        current = next((i for i, item in enumerate(items) if not item.done), len(items))
-        start = max(0, min(current - 1, len(items) - MAX_PLAN_ITEMS))
-    shown = items[start:start + MAX_PLAN_ITEMS]
-    lines = [f"_… {start} earlier_"] if start else []
-    for item in shown:
+    """At most :data:`MAX_PLAN_ITEMS` items (see :func:`bridge.run_view.plan_window`)."""
+    window = plan_window(items, MAX_PLAN_ITEMS)
+    lines = [f"_… {window.earlier} earlier_"] if window.earlier else []
+    for item in window.shown:
         box = "☑" if item.done else ("▶" if item.active else "☐")
         lines.append(f"{box} {escape(shorten(item.text))}")
-    more = len(items) - start - len(shown)
-    if more:
-        lines.append(f"_… +{more} more_")
+    if window.later:
+        lines.append(f"_… +{window.later} more_")
     return lines
 
 
