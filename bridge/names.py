@@ -181,3 +181,30 @@ def channel_entries(bindings: Iterable[Binding], access: AccessPolicy) -> tuple[
 def user_entries(access: AccessPolicy) -> tuple[str, ...]:
     """The user entries to resolve for one agent: ``admins``, then ``allowed_users``."""
     return tuple(dict.fromkeys((*access.admins, *access.allowed_users)))
+
+
+def resolve_connection(bindings: Iterable[Binding], access: AccessPolicy,
+                       channels: Mapping[str, str], users: Mapping[str, str] | None,
+                       previous: ResolvedNames) -> tuple[ResolvedNames, list[str]]:
+    """What a connection's channel and user names resolve to, keeping earlier pins.
+
+    Args:
+        bindings: The connection's bindings.
+        access: The agent's access rules.
+        channels: Id to name of every channel the identity can see.
+        users: Id to name of the space's users; None when not loaded (user names
+            keep their earlier pins).
+        previous: What they resolved to before.
+
+    Returns:
+        The resolved names, and one line per problem (see :meth:`NameProblem.describe`).
+    """
+    channel_ids, problems = resolve_names(channel_entries(bindings, access), channels,
+                                          previous.channels)
+    found = [problem.describe("channel") for problem in problems]
+    user_ids: dict[str, str] = {}
+    if users is not None and user_entries(access):
+        user_ids, problems = resolve_names(user_entries(access), users, previous.users)
+        found += [problem.describe("user") for problem in problems]
+    return ResolvedNames({**previous.channels, **channel_ids},
+                         {**previous.users, **user_ids}), found

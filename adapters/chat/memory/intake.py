@@ -35,10 +35,11 @@ from adapters.chat.memory.server import (
     Message,
     Posted,
 )
+from adapters.chat.reconnect import connect_failure
 from bridge.config import AgentSettings, Binding
-from bridge.errors import ChatError, LoginRefused, NotFound, Unauthorized
+from bridge.errors import ChatError
 from bridge.model import Action, Attachment, Inbound
-from bridge.names import ResolvedNames, channel_entries, resolve_names, user_entries
+from bridge.names import ResolvedNames, resolve_connection, user_entries
 from bridge.platform import Access, IntakeHost, IntakeStatus
 
 log = logging.getLogger(__name__)
@@ -177,19 +178,10 @@ class MemoryIntake:
             self.access = access
             self._load_channels()
             self._catch_up(list(self.channels))
-        except (LoginRefused, NotFound) as exc:
-            self._disconnect()
-            self._retry("failed", str(exc))
-            return
-        except Unauthorized as exc:
-            self._disconnect()
-            if access is not None:
-                self.host.invalidate(access.token)
-            self._retry(self._retry_state(), str(exc))
-            return
         except ChatError as exc:
             self._disconnect()
-            self._retry(self._retry_state(), str(exc))
+            self._retry(*connect_failure(exc, self.host, access,
+                                         connected_once=self.connected_once))
             return
         if self.connected_once:
             self.reconnects += 1
@@ -202,9 +194,6 @@ class MemoryIntake:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
-
-    def _retry_state(self) -> str:
-        return "reconnecting" if self.connected_once else "connecting"
 
     def _retry(self, state: str, reason: str) -> None:
         if self.host.stopping:
@@ -246,22 +235,15 @@ class MemoryIntake:
 
     def _resolve_names(self, channels: list[Channel]) -> None:
         """Resolve the config's channel and user names (keeping the pins) and publish them."""
-        access = self.agent.access
-        channel_ids, problems = resolve_names(channel_entries(self.bindings, access),
-                                              {c.id: c.name for c in channels},
-                                              self.names.channels)
-        found = [problem.describe("channel") for problem in problems]
-        user_ids: dict[str, str] = {}
-        if user_entries(access):
-            users = {u.id: u.name for u in self.server.users(self.space)}
-            user_ids, problems = resolve_names(user_entries(access), users, self.names.users)
-            found += [problem.describe("user") for problem in problems]
+        users = ({u.id: u.name for u in self.server.users(self.space)}
+                 if user_entries(self.agent.access) else None)
+        self.names, found = resolve_connection(self.bindings, self.agent.access,
+                                               {c.id: c.name for c in channels}, users,
+                                               self.names)
         for line in found:
             if line not in self.problems:
                 log.warning("intake %s: %s", self.host.connection, line)
         self.problems = set(found)
-        self.names = ResolvedNames({**self.names.channels, **channel_ids},
-                                   {**self.names.users, **user_ids})
         self.host.names_resolved(self.names)
 
     def _first_sight(self, channel: Channel) -> None:

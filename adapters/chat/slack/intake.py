@@ -40,15 +40,16 @@ from slack_sdk import WebClient
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.socket_mode.websocket_client import SocketModeClient
 
+from adapters.chat.reconnect import connect_failure
 from adapters.chat.slack import events
 from adapters.chat.slack.api import translated, web_client
 from adapters.chat.slack.events import ChannelInfo, SlackMessage
 from adapters.chat.slack.session import SlackAccess
 from bridge.config import AgentSettings, Binding
-from bridge.errors import ChatError, LoginRefused, NotFound, Unauthorized
+from bridge.errors import ChatError, NotFound, Unauthorized
 from bridge.model import Action, Attachment, Inbound
-from bridge.names import ResolvedNames, channel_entries, resolve_names, user_entries
-from bridge.platform import IntakeHost, IntakeStatus
+from bridge.names import ResolvedNames, resolve_connection, user_entries
+from bridge.platform import Access, IntakeHost, IntakeStatus
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class SlackIntake:
             return
         self.generation += 1
         generation = self.generation
-        access = None
+        access: Access | None = None
         try:
             access = self.host.access()
             assert isinstance(access, SlackAccess)
@@ -231,19 +232,10 @@ class SlackIntake:
             self.socket = self._socket(access, generation)
             with translated("apps.connections.open"):
                 self.socket.connect()
-        except (LoginRefused, NotFound) as exc:
-            self._disconnect()
-            self._retry("failed", str(exc))
-            return
-        except Unauthorized as exc:
-            self._disconnect()
-            if access is not None:
-                self.host.invalidate(access.token)
-            self._retry(self._retry_state(), str(exc))
-            return
         except ChatError as exc:
             self._disconnect()
-            self._retry(self._retry_state(), str(exc))
+            self._retry(*connect_failure(exc, self.host, access,
+                                         connected_once=self.connected_once))
             return
         self.attempts = 0
         self.down_checks = 0
@@ -309,9 +301,6 @@ class SlackIntake:
             except Exception as exc:  # closing must not stop the intake
                 log.warning("intake %s: closing the socket: %s", self.host.connection, exc)
 
-    def _retry_state(self) -> str:
-        return "reconnecting" if self.connected_once else "connecting"
-
     def _retry(self, state: str, reason: str) -> None:
         if self.host.stopping:
             return
@@ -365,7 +354,7 @@ class SlackIntake:
         try:
             with translated(f"conversations.info {channel_id}"):
                 answer = self._web().conversations_info(channel=channel_id)
-        except (NotFound, ChatError) as exc:
+        except ChatError as exc:
             log.info("intake %s: channel %s not readable: %s", self.host.connection,
                      channel_id, exc)
             return None
@@ -378,24 +367,18 @@ class SlackIntake:
 
     def _resolve_names(self, channels: list[ChannelInfo]) -> None:
         """Resolve the config's channel and user names (keeping the pins) and publish them."""
-        access = self.agent.access
-        channel_ids, problems = resolve_names(channel_entries(self.bindings, access),
-                                              {c.id: c.name for c in channels},
-                                              self.names.channels)
-        found = [problem.describe("channel") for problem in problems]
-        user_ids: dict[str, str] = {}
-        if user_entries(access):
+        users = None
+        if user_entries(self.agent.access):
             with translated("users.list"):
                 members = self._web().users_list(limit=PAGE).get("members") or []
             users = {str(m.get("id")): str(m.get("name")) for m in members if isinstance(m, dict)}
-            user_ids, problems = resolve_names(user_entries(access), users, self.names.users)
-            found += [problem.describe("user") for problem in problems]
+        self.names, found = resolve_connection(self.bindings, self.agent.access,
+                                               {c.id: c.name for c in channels}, users,
+                                               self.names)
         for line in found:
             if line not in self.problems:
                 log.warning("intake %s: %s", self.host.connection, line)
         self.problems = set(found)
-        self.names = ResolvedNames({**self.names.channels, **channel_ids},
-                                   {**self.names.users, **user_ids})
         self.host.names_resolved(self.names)
 
     # -- catch-up --------------------------------------------------------------
@@ -404,7 +387,7 @@ class SlackIntake:
         for channel_id in channel_ids:
             try:
                 self._catch_up_channel(channel_id)
-            except (NotFound, ChatError) as exc:
+            except ChatError as exc:
                 if isinstance(exc, Unauthorized):
                     raise
                 log.warning("intake %s: catch-up of %s failed: %s", self.host.connection,
