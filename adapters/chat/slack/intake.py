@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+import cachetools
 from slack_sdk import WebClient
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.socket_mode.websocket_client import SocketModeClient
@@ -91,21 +91,12 @@ class _Check:
     generation: int
 
 
-class _Seen:
-    """A bounded set of recent keys, oldest forgotten first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.keys: OrderedDict[object, None] = OrderedDict()
-
-    def add(self, key: object) -> bool:
-        """Remember ``key``; False when it was remembered already."""
-        if key in self.keys:
-            return False
-        self.keys[key] = None
-        if len(self.keys) > self.size:
-            self.keys.popitem(last=False)
+def _seen_before(seen: cachetools.LRUCache[object, bool], key: object) -> bool:
+    """Whether ``key`` is among the recent keys; remember it either way."""
+    if key in seen:
         return True
+    seen[key] = True
+    return False
 
 
 class SlackIntake:
@@ -147,8 +138,8 @@ class SlackIntake:
         self.channels: dict[str, ChannelInfo] = {}
         #: The newest ts taken per channel (catch-up starts after it).
         self.cursor: dict[str, str] = {}
-        self.seen_events = _Seen(SEEN)
-        self.seen_messages = _Seen(SEEN)
+        self.seen_events: cachetools.LRUCache[object, bool] = cachetools.LRUCache(SEEN)
+        self.seen_messages: cachetools.LRUCache[object, bool] = cachetools.LRUCache(SEEN)
         #: Threads the bot posted in (a reply there engages it), and those checked without.
         self.answered: set[tuple[str, str]] = set()
         self.not_answered: set[tuple[str, str]] = set()
@@ -456,7 +447,7 @@ class SlackIntake:
             log.warning("intake %s: event callback without an event dropped",
                         self.host.connection)
             return
-        if event_id and not self.seen_events.add(event_id):
+        if event_id and _seen_before(self.seen_events, event_id):
             return  # a redelivery
         kind = event.get("type")
         if kind in ("message", "app_mention"):
@@ -480,7 +471,7 @@ class SlackIntake:
               stale_before: float | None) -> None:
         """Accept one message of a bound channel (the bot's own only mark its thread)."""
         channel = self._channel(message.channel)
-        if channel is None or not self.seen_messages.add((message.channel, message.ts)):
+        if channel is None or _seen_before(self.seen_messages, (message.channel, message.ts)):
             return
         me = self._me()
         if message.user == me.user_id or (message.bot_id and message.bot_id == me.bot_id):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from adapters.chat.slack.config import TOKEN_PREFIX
 from adapters.chat.slack.double.model import (
     CHUNK_TYPES,
     DEFAULT_SCOPES,
@@ -173,8 +174,10 @@ class Workspace:
             user = User(self._id("U"), name, is_bot=True, bot_id=bot_id, app_id=app_id)
             app = SlackApp(
                 app_id=app_id, name=name, bot_user_id=user.id, bot_id=bot_id,
-                bot_token=f"xoxb-{next(self._ids)}-{next(self._ids)}-{secrets.token_hex(12)}",
-                app_token=f"xapp-1-{app_id}-{next(self._ids)}-{secrets.token_hex(16)}",
+                bot_token=_token("bot_token", next(self._ids), next(self._ids),
+                                 secrets.token_hex(12)),
+                app_token=_token("app_token", 1, app_id, next(self._ids),
+                                 secrets.token_hex(16)),
                 scopes=tuple(scopes), commands=tuple(commands),
                 verification_token=secrets.token_hex(12))
             self._users[user.id] = user
@@ -1196,3 +1199,9 @@ class Workspace:
 def _truthy(value: Any) -> bool:
     """Slack's booleans arrive as JSON booleans or as ``"true"``/``"1"`` strings."""
     return value is True or (isinstance(value, str) and value.lower() in ("true", "1"))
+
+
+def _token(kind: str, *parts: object) -> str:
+    """A made-up token of ``kind`` (``bot_token`` or ``app_token``): Slack's prefix for it
+    (:data:`adapters.chat.slack.config.TOKEN_PREFIX`), then ``parts`` joined by ``-``."""
+    return TOKEN_PREFIX[kind] + "-".join(str(part) for part in parts)
