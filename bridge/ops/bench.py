@@ -750,22 +750,35 @@ def json_fields_help() -> str:
     return "; ".join(f"{name}: {text}" for name, text in JSON_FIELDS.items())
 
 
+def percentile_table(title: str, rows: Iterable[tuple[str, float, float]]) -> Any:
+    """A rich table of measures with their p50 and p99.
+
+    Args:
+        title: The table's title.
+        rows: ``(measure, p50, p99)``, in milliseconds or the unit the measure names.
+    """
+    from rich.table import Table
+
+    summary = Table(title=title)
+    summary.add_column("measure")
+    summary.add_column("p50", justify="right")
+    summary.add_column("p99", justify="right")
+    for name, p50, p99 in rows:
+        summary.add_row(name, f"{p50:.1f}", f"{p99:.1f}")
+    return summary
+
+
 def render(report: BenchReport) -> Any:
     """The report as rich renderables (a summary table and the steps)."""
     from rich.console import Group
     from rich.table import Table
 
-    summary = Table(title=f"bridge bench: {report.channels} channels, {report.agents} "
-                          f"agent(s), {report.messages} messages/step, from {report.rate:g}/s")
-    summary.add_column("measure")
-    summary.add_column("p50", justify="right")
-    summary.add_column("p99", justify="right")
-    summary.add_row("transport floor (ms)", f"{report.floor_p50_ms:.1f}",
-                    f"{report.floor_p99_ms:.1f}")
-    summary.add_row("post -> answer (ms)", f"{report.bridge_p50_ms:.1f}",
-                    f"{report.bridge_p99_ms:.1f}")
-    summary.add_row("bridge overhead (ms)", f"{report.overhead_p50_ms:.1f}",
-                    f"{report.overhead_p99_ms:.1f}")
+    summary = percentile_table(
+        f"bridge bench: {report.channels} channels, {report.agents} agent(s), "
+        f"{report.messages} messages/step, from {report.rate:g}/s",
+        [("transport floor (ms)", report.floor_p50_ms, report.floor_p99_ms),
+         ("post -> answer (ms)", report.bridge_p50_ms, report.bridge_p99_ms),
+         ("bridge overhead (ms)", report.overhead_p50_ms, report.overhead_p99_ms)])
     totals = Table(show_header=False)
     totals.add_column("what")
     totals.add_column("value", justify="right")

@@ -63,6 +63,7 @@ from bridge.ops.bench import (
     agent_names,
     climb,
     cpu_seconds,
+    percentile_table,
     post_paced,
     present,
     step_report,
@@ -588,18 +589,12 @@ def render(report: SlackBenchReport) -> Any:
     from rich.console import Group
     from rich.table import Table
 
-    summary = Table(title=f"bridge bench --platform slack: {report.channels} channels, "
-                          f"{report.agents} agent(s), {report.messages} messages/step, "
-                          f"from {report.rate:g}/s")
-    summary.add_column("measure")
-    summary.add_column("p50", justify="right")
-    summary.add_column("p99", justify="right")
-    summary.add_row("post -> Socket Mode ack (ms)", f"{report.ack_p50_ms:.1f}",
-                    f"{report.ack_p99_ms:.1f}")
-    summary.add_row("post -> answer in thread (ms)", f"{report.bridge_p50_ms:.1f}",
-                    f"{report.bridge_p99_ms:.1f}")
-    summary.add_row("bridge overhead (ms)", f"{report.overhead_p50_ms:.1f}",
-                    f"{report.overhead_p99_ms:.1f}")
+    summary = percentile_table(
+        f"bridge bench --platform slack: {report.channels} channels, {report.agents} "
+        f"agent(s), {report.messages} messages/step, from {report.rate:g}/s",
+        [("post -> Socket Mode ack (ms)", report.ack_p50_ms, report.ack_p99_ms),
+         ("post -> answer in thread (ms)", report.bridge_p50_ms, report.bridge_p99_ms),
+         ("bridge overhead (ms)", report.overhead_p50_ms, report.overhead_p99_ms)])
     totals = Table(show_header=False)
     totals.add_column("what")
     totals.add_column("value", justify="right")
