@@ -1,4 +1,4 @@
-"""The ``bridge`` command line: start, top, status, devguild, chat.
+"""The ``bridge`` command line: start, top, status, devguild, chat, doctor, keys.
 
 This module is the composition root: it is the one place in ``bridge/`` that
 imports the actors (lazily, inside the commands that run them).
@@ -150,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.epilog = ("JSON fields: " + json_fields_help() + ". JSON fields with --platform "
                     "slack: " + bench_slack.json_fields_help())
+    keys = sub.add_parser("keys", help="Manage the keys the bridge signs its buttons with.",
+                          description="Manage the keys the bridge signs its buttons with "
+                                      "(control-keys.json in the state dir).")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    rotate_help = ("Rotate the key that signs the buttons the bridge posts (Feishu/Lark Stop "
+                   "buttons); buttons already posted stay valid until they expire.")
+    rotate = keys_sub.add_parser("rotate", help=rotate_help, description=rotate_help)
+    rotate.add_argument("-c", "--config", type=Path, default=None, metavar="FILE",
+                        help=f"config file (default: {DEFAULT_CONFIG})")
+    rotate.add_argument("--keep", type=int, default=2, metavar="N",
+                        help="key versions to keep, the new one included (default 2); 1 "
+                             "drops the older keys at once, so buttons already posted stop "
+                             "working (after the key file was exposed)")
+    rotate.epilog = ("A running bridge signs with the new key once it reads the key file "
+                     "again. Keys are never printed.")
     chat = add("chat", "Talk in a channel of the dev guild as a seeded member.")
     chat.add_argument("--as", dest="user", required=True, metavar="USER",
                       help="seeded user name, e.g. alice or bob (with --api-key: the name "
@@ -229,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_top(config)
     if args.command == "doctor":
         return cmd_doctor(config, timeout_s=args.timeout)
+    if args.command == "keys":
+        return cmd_keys_rotate(config, keep=args.keep)
     from adapters.chat.fabric.chat import run_chat
 
     return run_chat(config, user=args.user, channel=args.channel, guild=args.guild,
@@ -378,6 +395,26 @@ def cmd_doctor(config: Config, *, timeout_s: float = 3.0) -> int:
         print(format_check(check, marks))
     print(summary(checks))
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILURE
+
+
+def cmd_keys_rotate(config: Config, *, keep: int) -> int:
+    """``bridge keys rotate``: a new key for new buttons; the last ``keep`` versions stay."""
+    from adapters.chat.control_keys import KEY_FILE, KeyFileError, load_key_ring, rotate
+
+    if keep < 1:
+        print("bridge keys rotate: --keep must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = config.bridge.state_dir
+    try:
+        version = rotate(state_dir, keep=keep)
+        kept = sorted(load_key_ring(state_dir).keys)
+    except (KeyFileError, OSError) as exc:
+        print(f"bridge: cannot rotate the button key: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"button key version {version} is current; buttons signed with version(s) "
+          f"{', '.join(map(str, kept))} are honoured until they expire "
+          f"({state_dir / KEY_FILE})")
+    return EXIT_OK
 
 
 if __name__ == "__main__":
