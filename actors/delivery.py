@@ -263,7 +263,10 @@ class Delivery(PooledSupervisedActor):
         """The Stop button of a working run's status, where the platform has buttons."""
         if view.final or not self.platform.limits.buttons:
             return ()
-        return (Control("stop", "Stop", run_id),)
+        snapshot = view.snapshot
+        return (Control("stop", "Stop", run_id,
+                        for_users=snapshot.stoppers if snapshot is not None else (),
+                        policy=snapshot.policy if snapshot is not None else ""),)
 
     def _receipt(self, receipt: Receipt) -> None:
         """Set a receipt on members' messages: once, best-effort (see the module docstring)."""

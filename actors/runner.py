@@ -99,6 +99,7 @@ class Runner(pykka.ThreadingActor):
         session: The scope's session entry to resume (None: a fresh session).
         fingerprint: Policy fingerprint saved with the session.
         attachments: The files of the messages it answers: (the message's seq, the file).
+        stoppers: Member ids who may stop the run from its status (requesters, admins).
     """
 
     use_daemon_thread = True
@@ -106,7 +107,8 @@ class Runner(pykka.ThreadingActor):
     def __init__(self, runtime: Runtime, scope: pykka.ActorRef[Any], scope_key: str,
                  delivery_id: str, run_id: str, prompt: Prompt, agent: AgentSettings,
                  session: SessionRecord | None = None, fingerprint: str = "",
-                 attachments: Sequence[tuple[int, Attachment]] = ()) -> None:
+                 attachments: Sequence[tuple[int, Attachment]] = (),
+                 stoppers: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.runtime = runtime
         self.scope = scope
@@ -122,7 +124,8 @@ class Runner(pykka.ThreadingActor):
         self.stop_reason = ""
         self.finished = False
         self.started_at = time.time()
-        self.status = RunStatus(agent.name, self.started_at)
+        self.status = RunStatus(agent.name, self.started_at, stoppers=stoppers,
+                                policy=fingerprint)
         self.status_shown = False
         key = ScopeKey.parse(scope_key)
         self.connection = key.connection

@@ -509,7 +509,8 @@ class Scope(PooledSupervisedActor):
                             for attachment in message.attachments)
         self.runner = Runner.start(self.runtime, self.actor_ref, self.key, self.delivery_id,
                                    action.run_id, action.prompt, agent, session,
-                                   fingerprint, attachments)
+                                   fingerprint, attachments,
+                                   tuple(sorted(self.requesters | self.logic.admin_ids())))
         self.runtime.board.put_run(RunRow(action.run_id, self.key, self.agent.name, time.time()))
         self.runtime.board.put_actor(ActorRow(f"runner:{action.run_id}", "runner",
                                               self.child_id, "running"))

@@ -132,11 +132,16 @@ class Control:
         name: What the control does, e.g. ``stop`` (the Action's ``name``).
         label: The button's text, e.g. ``Stop``.
         value: What a click carries back, e.g. the run id (at most 200 characters).
+        for_users: Member ids who may press it (empty: anyone the runtime lets); a
+            platform that signs its buttons puts them in the signature.
+        policy: The policy fingerprint the control was made under (signed with it).
     """
 
     name: str
     label: str
     value: str = ""
+    for_users: tuple[str, ...] = ()
+    policy: str = ""
 
 
 @attrs.frozen

@@ -58,6 +58,8 @@ class RunStatus:
     Args:
         agent: Agent name.
         started_at: Epoch seconds when the run started.
+        stoppers: Member ids who may stop the run (:attr:`RunView.stoppers`).
+        policy: The run's policy fingerprint (:attr:`RunView.policy`).
     """
 
     agent: str
@@ -69,6 +71,8 @@ class RunStatus:
     session_id: str | None = None
     usage: Usage | None = None
     text_chars: int = 0
+    stoppers: tuple[str, ...] = ()
+    policy: str = ""
 
     def apply(self, event: AgentEvent | SessionStarted | Plan | Notice) -> bool:
         """Take one event; return True when the run's view may have changed."""
@@ -117,7 +121,7 @@ class RunStatus:
             run_id, self.agent, state, now - self.started_at,
             steps=tuple(StepView(s.step_id, s.title, s.state, s.detail) for s in self.steps),
             earlier_steps=self.earlier_steps, plan=self.plan, notice=self.notice,
-            usage=self.usage, final=final)
+            usage=self.usage, final=final, stoppers=self.stoppers, policy=self.policy)
 
 
 def footer_line(view: RunView) -> str:

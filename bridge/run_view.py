@@ -47,6 +47,10 @@ class RunView:
         notice: The agent's last notice line (may be empty).
         usage: Tokens and cost so far, where the agent reports them.
         final: True for the run's last snapshot (always shown).
+        stoppers: Member ids who may stop the run from its status (its requesters and
+            the agent's admins known by id); a platform that signs its Stop button
+            names them in it.
+        policy: The policy fingerprint the run works under (signed with the button).
     """
 
     run_id: str
@@ -59,6 +63,8 @@ class RunView:
     notice: str = ""
     usage: Usage | None = None
     final: bool = False
+    stoppers: tuple[str, ...] = ()
+    policy: str = ""
 
 
 class Renderer(Protocol):

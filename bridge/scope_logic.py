@@ -208,6 +208,11 @@ class ScopeLogic:
         """Whether ``user_id`` is one of the agent's admins (by id, or a name resolved to it)."""
         return listed(self.access.admins, user_id, self.names.users)
 
+    def admin_ids(self) -> frozenset[str]:
+        """The agent's admins as ids: the config's ids, and its names resolved so far."""
+        return frozenset(self.names.users.get(entry.casefold(), entry)
+                         for entry in self.access.admins)
+
     def refuse_now(self, author_id: str) -> bool:
         """True when ``author_id`` should get the refusal now (once per hour; never silent)."""
         return bool(self.access.refusal) and self.refusals.first(author_id, self.clock())

@@ -350,6 +350,61 @@ def verify(value: object, ring: KeyRing, *, now: float, clicker: str, chat_id: s
         ControlRefused: with one of :data:`REASONS`; log the reason, show the
             member no more than "not available".
     """
+    claims = _authentic(value, ring, now=now, chat_id=chat_id)
+    if claims.scope != scope or live_run is None or claims.run_id != live_run:
+        raise ControlRefused("wrong run")
+    if claims.policy != policy:
+        raise ControlRefused("stale policy")
+    if clicker not in claims.operators:
+        raise ControlRefused("wrong operator")
+    if claims.nonce in seen:
+        raise ControlRefused("replayed")
+    seen.add(claims.nonce, claims.expires_at, now=now)
+    return claims
+
+
+def verify_signed(value: object, ring: KeyRing, *, now: float, clicker: str, chat_id: str,
+                  seen: NonceLedger) -> ControlClaims:
+    """Check what a platform's adapter can check of a click, before it knows the live run.
+
+    The checks of :func:`verify` without ``wrong run`` and ``stale policy``, in the
+    same order: ``malformed``, ``unknown key``, ``bad signature``, ``expired``,
+    ``wrong chat``, ``wrong operator``, ``replayed``. A value that passes has its
+    nonce recorded in ``seen``; the caller hands the claims to the conversation,
+    which checks that ``claims.run_id`` is its live run (a click on a run no longer
+    live is refused there, and its button is spent: that run is over).
+
+    Args:
+        value: The value the click carried back (anything: it comes from a client).
+        ring: The keys; any version still in it verifies.
+        now: The current time, epoch seconds.
+        clicker: The id of the member who clicked, as the platform reports it.
+        chat_id: The chat the click came from, as the platform reports it.
+        seen: The nonces honoured so far; the value's nonce is added to it.
+
+    Returns:
+        The verified claims.
+
+    Raises:
+        ControlRefused: with one of :data:`REASONS`.
+    """
+    claims = _authentic(value, ring, now=now, chat_id=chat_id)
+    if clicker not in claims.operators:
+        raise ControlRefused("wrong operator")
+    if claims.nonce in seen:
+        raise ControlRefused("replayed")
+    seen.add(claims.nonce, claims.expires_at, now=now)
+    return claims
+
+
+def _authentic(value: object, ring: KeyRing, *, now: float, chat_id: str) -> ControlClaims:
+    """The claims of a well-formed value signed by a key of ``ring``, unexpired, for
+    ``chat_id``.
+
+    Raises:
+        ControlRefused: ``malformed``, ``unknown key``, ``bad signature``, ``expired`` or
+            ``wrong chat``.
+    """
     claims, signature = _parse(value)
     key = ring.keys.get(claims.key_version)
     if key is None:
@@ -361,15 +416,6 @@ def verify(value: object, ring: KeyRing, *, now: float, clicker: str, chat_id: s
         raise ControlRefused("expired")
     if claims.chat_id != chat_id:
         raise ControlRefused("wrong chat")
-    if claims.scope != scope or live_run is None or claims.run_id != live_run:
-        raise ControlRefused("wrong run")
-    if claims.policy != policy:
-        raise ControlRefused("stale policy")
-    if clicker not in claims.operators:
-        raise ControlRefused("wrong operator")
-    if claims.nonce in seen:
-        raise ControlRefused("replayed")
-    seen.add(claims.nonce, claims.expires_at, now=now)
     return claims
 
 

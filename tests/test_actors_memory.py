@@ -33,7 +33,7 @@ from bridge.config import (
     BridgeSettings,
     Config,
 )
-from bridge.model import ConnectionKey, Control, ScopeKey, Target
+from bridge.model import ConnectionKey, ScopeKey, Target
 from bridge.policy import AccessPolicy
 from bridge.prompt import CONTEXT_HEADER, MESSAGES_HEADER
 from bridge.secrets import Secret
@@ -317,7 +317,9 @@ def ask_for_a_run(app: BridgeApp, chat: Chat, text: str) -> tuple[Message, RunRo
     status = wait_until(lambda: next((m for m in chat.by_echo(chat.general)
                                       if m.key == f"status:{run.run_id}"), None),
                         what="the run's status message")
-    assert status.controls == (Control("stop", "Stop", run.run_id),)  # its Stop button
+    [control] = status.controls  # its Stop button, for the requester (and admins)
+    assert (control.name, control.label, control.value) == ("stop", "Stop", run.run_id)
+    assert chat.ann in control.for_users and control.policy
     return status, run
 
 

@@ -81,6 +81,13 @@ def platform(config: Config, name: str) -> ChatPlatform:
         settings = config.platforms.get("slack")
         return SlackPlatform(settings if isinstance(settings, SlackSettings) else SlackSettings(),
                              config.bridge.catch_up_window_s)
+    if name == "lark":
+        from adapters.chat.lark.config import LarkSettings
+        from adapters.chat.lark.platform import LarkPlatform  # lark-oapi: the lark extra
+
+        found = config.platforms.get("lark")
+        return LarkPlatform(found if isinstance(found, LarkSettings) else LarkSettings(),
+                            config.bridge.catch_up_window_s, config.bridge.state_dir)
     if name == "memory":
         raise ValueError("platform 'memory' is the in-memory platform for tests: a "
                          "program builds it (adapters.chat.memory) and hands it to "

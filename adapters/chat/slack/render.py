@@ -16,11 +16,13 @@ from typing import Any
 from markdown_to_mrkdwn import SlackMarkdownConverter
 
 from bridge.agent import PlanItem
-from bridge.chunking import split_markdown as split_answer
-from bridge.chunking import split_message
+from bridge.chunking import split_markdown, split_message
 from bridge.model import Control
 from bridge.run_status import footer_line, format_duration, shorten
 from bridge.run_view import RunView, plan_window
+
+#: Splits an answer into pieces that keep code fences balanced (the shared splitter).
+split_answer = split_markdown
 
 #: Characters per message text: Slack truncates ``text`` over 40,000 characters and
 #: advises at most 4,000 (docs.slack.dev changelog 2018-04, "truncating really long

@@ -1,0 +1,150 @@
+"""Feishu/Lark long connections: every app's lark-oapi client on one asyncio loop.
+
+lark-oapi's :class:`lark_oapi.ws.Client` takes its event loop from a module
+global (``lark_oapi.ws.client.loop``, grabbed at import), runs it forever in
+``start()``, has no ``stop()``, and with ``auto_reconnect`` it can end up dead
+while ``start()`` sleeps on (lark_oapi/ws/client.py; oapi-sdk-python #119, #133,
+PR #144). So the bridge does not call ``start()``:
+
+- one daemon thread runs one loop (:class:`LongConnLoop`, shared by every app of
+  the process), and the module global points at it;
+- each app's :class:`LongConnection` makes a client with ``auto_reconnect=False``
+  and runs its coroutines on that loop: ``_connect`` (endpoint discovery, then the
+  websocket), ``_ping_loop``, and ``_disconnect`` to close. These are the SDK's own
+  steps of ``start()`` (ws/client.py:184-199) without its forever-sleep;
+- a dropped socket leaves the client's connection empty: the intake's watchdog
+  sees :meth:`LongConnection.alive` go False and connects a fresh client, with
+  its own backoff and a catch-up.
+
+The event handler runs on that loop and must return fast (the platform wants
+the ack within 3 s): the intake's handler only tells its host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import lark_oapi as lark
+import lark_oapi.ws.client as ws_client
+from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
+from lark_oapi.ws.exception import ClientException, ServerException
+
+from bridge.errors import LoginRefused, RetryLater
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Seconds a connect (endpoint discovery and the websocket handshake) may take.
+CONNECT_TIMEOUT_S = 30.0
+#: Seconds a close may take.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class LongConnLoop:
+    """The process's one loop for long connections, on its own daemon thread."""
+
+    _shared: LongConnLoop | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(self._exception)
+        self.thread = threading.Thread(target=self._run, name="lark-longconn", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def shared(cls) -> LongConnLoop:
+        """The process's loop (started on first use); lark-oapi's global points at it."""
+        with cls._lock:
+            if cls._shared is None or not cls._shared.thread.is_alive():
+                cls._shared = LongConnLoop()
+            ws_client.loop = cls._shared.loop
+            return cls._shared
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @staticmethod
+    def _exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """A client's receive task ended (the socket dropped): the watchdog handles it."""
+        exc = context.get("exception")
+        log.info("lark long connection: %s%s", context.get("message", "task ended"),
+                 f" ({type(exc).__name__}: {exc})" if exc is not None else "")
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+        """Run ``coro`` on the loop; wait at most ``timeout_s`` seconds for its result.
+
+        Raises:
+            TimeoutError: it took longer (it is cancelled).
+            Exception: what ``coro`` raised.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"took over {timeout_s:.0f}s") from None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Start ``coro`` on the loop without waiting."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+
+class LongConnection:
+    """One app's long connection (see the module docstring).
+
+    Args:
+        app_id: The app id.
+        app_secret: The app secret (never logged).
+        domain: The open platform origin.
+        handler: lark-oapi's dispatcher with the app's event handlers.
+    """
+
+    def __init__(self, app_id: str, app_secret: str, domain: str,
+                 handler: EventDispatcherHandler) -> None:
+        self.loop = LongConnLoop.shared()
+        self.client = lark.ws.Client(app_id, app_secret, event_handler=handler, domain=domain,
+                                     auto_reconnect=False, log_level=lark.LogLevel.WARNING)
+        self.app_id = app_id
+        self.ping: concurrent.futures.Future[Any] | None = None
+
+    def open(self) -> None:
+        """Discover the endpoint and open the websocket.
+
+        Raises:
+            bridge.errors.LoginRefused: the platform refused the app (a wrong or rotated
+                secret, or too many connections: lark-oapi's ``ClientException``).
+            bridge.errors.RetryLater: the platform could not be reached or is busy.
+        """
+        try:
+            self.loop.run(self.client._connect(), CONNECT_TIMEOUT_S)
+        except ClientException as exc:
+            raise LoginRefused(f"Feishu/Lark refused the long connection of app "
+                               f"{self.app_id}: {exc}") from None
+        except (ServerException, OSError, TimeoutError, Exception) as exc:
+            raise RetryLater(f"long connection of app {self.app_id} not opened: "
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        if not self.alive():
+            raise RetryLater(f"long connection of app {self.app_id} not opened")
+        self.ping = self.loop.spawn(self.client._ping_loop())
+
+    def alive(self) -> bool:
+        """Whether the websocket is up (the SDK empties its connection when it drops)."""
+        return self.client._conn is not None
+
+    def close(self) -> None:
+        """Stop pinging and close the websocket; never raises."""
+        if self.ping is not None:
+            self.loop.loop.call_soon_threadsafe(self.ping.cancel)
+            self.ping = None
+        try:
+            self.loop.run(self.client._disconnect(), CLOSE_TIMEOUT_S)
+        except Exception as exc:  # closing must not stop the intake
+            log.info("lark %s: closing the long connection: %s", self.app_id, exc)
