@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from adapters.chat.lark.double.api import Call, WebApi
 from adapters.chat.lark.double.hub import REDELIVERY_S, Delivery, Hub
@@ -44,6 +44,8 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TENANT_TOKEN = "POST /open-apis/auth/v3/tenant_access_token/internal"
 APP_TOKEN = "POST /open-apis/auth/v3/app_access_token/internal"
 WS_ENDPOINT = "POST /callback/ws/endpoint"
+#: Multipart fields holding file bytes (``im/v1/files``, ``im/v1/images``).
+UPLOAD_FIELDS = ("file", "image")
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -550,11 +552,15 @@ class LarkDouble:
             files: dict[str, tuple[str, bytes]] = {}
             if request.content_type == "multipart/form-data":
                 body: dict[str, Any] = {}
-                for name, value in (await request.post()).items():
-                    if isinstance(value, web.FileField):
-                        files[name] = (value.filename, value.file.read())
+                reader = await request.multipart()
+                while (part := await reader.next()) is not None:
+                    if not isinstance(part, BodyPartReader) or not part.name:
+                        continue
+                    data = bytes(await part.read())
+                    if part.name in UPLOAD_FIELDS:  # lark-oapi sends them without a file name
+                        files[part.name] = (part.filename or "", data)
                     else:
-                        body[name] = value if isinstance(value, str) else bytes(value).decode()
+                        body[part.name] = data.decode("utf-8", "replace")
             else:
                 body = await _json_body(request)
             call = Call(app, dict(request.match_info), dict(request.query), body, files)
