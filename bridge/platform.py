@@ -85,6 +85,11 @@ class PlatformLimits:
         files: True when files can be fetched from messages and uploaded.
         session_ttl_s: Seconds a login is reused before the next one (tokens
             are refreshed well before the platform expires them).
+        idempotent_sends: True when the platform itself dedupes sends by the
+            idempotency key (a repeated key returns the first message instead of
+            a new one), so "did it land?" is answered by sending again:
+            :meth:`ChatClient.find_posted` may then always say "not found" and
+            the runtime's retry with the same key is the same message.
     """
 
     text_chars: int
@@ -95,6 +100,7 @@ class PlatformLimits:
     reactions: bool = False
     files: bool = False
     session_ttl_s: float = 480.0
+    idempotent_sends: bool = False
 
 
 class Access(Protocol):

@@ -10,7 +10,10 @@ folder then runs on it.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import attrs
@@ -19,6 +22,10 @@ from adapters.chat.fabric.config import FabricIdentity, FabricSettings
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from adapters.chat.fabric.platform import FabricPlatform
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
+from adapters.chat.lark.config import LarkIdentity, LarkSettings
+from adapters.chat.lark.double import LarkApp, LarkDouble
+from adapters.chat.lark.platform import LarkPlatform
+from adapters.chat.lark.session import TENANT
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
 from adapters.chat.memory.config import MemoryIdentity
 from adapters.chat.slack.checks import BOT_SCOPES
@@ -73,6 +80,14 @@ class Harness(Protocol):
     def member_id(self) -> str:
         """The human member's user id."""
 
+    @property
+    def file_captions(self) -> bool:
+        """Whether a message carrying an uploaded file shows its title as text."""
+
+    @property
+    def file_sizes(self) -> bool:
+        """Whether a member's file arrives with its size (else ``size_bytes`` is 0)."""
+
     def bindings(self) -> list[Binding]:
         """The agent's bindings: every channel of the space."""
 
@@ -111,6 +126,9 @@ class Harness(Protocol):
 
 class MemoryHarness:
     """The in-memory platform on a server of its own."""
+
+    file_captions = True
+    file_sizes = True
 
     KEY = "memory-key-memo"
 
@@ -165,6 +183,9 @@ class MemoryHarness:
 class FabricHarness:
     """Fabric on the seeded dev guild (loopback, OS-chosen ports): ``echo`` is the
     identity, ``alice`` the member, acting through the guild's REST API."""
+
+    file_captions = True
+    file_sizes = True
 
     space = "dev"
 
@@ -229,6 +250,9 @@ class FabricHarness:
 class SlackHarness:
     """Slack on the local Slack double (loopback, OS-chosen port), driven by the real
     slack-sdk: ``echo`` is the app, ``alice`` the member."""
+
+    file_captions = True
+    file_sizes = True
 
     space = WORKSPACE
 
@@ -298,6 +322,98 @@ class SlackHarness:
         self.double.stop()
 
 
+class LarkHarness:
+    """Feishu/Lark on the local Lark double (loopback, OS-chosen port), driven by the
+    real lark-oapi: ``echo`` is the app (it gets every group message, as an app with
+    ``im:message.group_msg`` does), ``alice`` the member."""
+
+    space = TENANT
+    # A file message has no caption, and a member's file event no size (docs
+    # im-v1/message content: ``file_key`` and ``file_name`` only).
+    file_captions = False
+    file_sizes = False
+
+    def __init__(self) -> None:
+        self.double = LarkDouble()
+        self.double.start()
+        self.state_dir = Path(tempfile.mkdtemp(prefix="lark-harness-"))
+        try:
+            self.member_id = self.double.add_user("alice")
+            self.app = self.double.add_app("echo", group_messages=True)
+            self.identity_id = self.app.bot_open_id
+            self.platform = LarkPlatform(LarkSettings(domain=self.double.domain),
+                                         catch_up_window_s=600.0, state_dir=self.state_dir,
+                                         retry_s=0.05)
+            self.agent = AgentSettings(name="echo", kind="echo", identities={"lark": LarkIdentity(
+                Secret(self.app.app_id), Secret(self.app.app_secret))})
+            self.refused = AgentSettings(name="echo", kind="echo", identities={
+                "lark": LarkIdentity(Secret(self.app.app_id), Secret("not-the-secret"))})
+        except BaseException:
+            self.close()
+            raise
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(agent=self.agent.name, space=self.space, platform="lark",
+                        scope="thread")]
+
+    def make_channel(self, name: str, *, direct: bool = False) -> str:
+        if direct:
+            return self.double.add_p2p(self.member_id, self.app)
+        return self.double.add_group(name, [self.member_id, self.app])
+
+    def post(self, channel: str, text: str, *, thread: str = "",
+             files: Mapping[str, bytes] | None = None) -> str:
+        mentions: list[LarkApp | str] = []
+        if text.startswith(self.mention()):
+            text, mentions = text[len(self.mention()):].lstrip(), [self.app]
+        return self.double.post(self.member_id, channel, text, mentions=mentions,
+                                reply_to=thread, files=files)
+
+    def shows(self, channel: str) -> list[Shown]:
+        shown = []
+        for m in self.double.history(channel):
+            files: tuple[tuple[str, bytes], ...] = ()
+            content = m.get("content") or {}
+            if m["msg_type"] in ("file", "image"):
+                key = str(content.get("file_key") or content.get("image_key"))
+                files = ((self.double.file_name(key), self.double.file_content(key)),)
+            text = str(m["text"])
+            for mark in m.get("mentions") or []:  # "@_user_1" as members see it: "@echo"
+                text = text.replace(mark["key"], f"@{mark['name']}")
+            root = m.get("root_id") or ""
+            shown.append(Shown(m["message_id"], m["sender_id"], text,
+                               root if root != m["message_id"] else "", files))
+        return shown
+
+    def reactions(self, channel: str, message_id: str) -> dict[str, frozenset[str]]:
+        names = {"GLANCE": "eyes", "DONE": "white_check_mark", "THUMBSDOWN": "x"}
+        return {names.get(emoji, emoji): frozenset(users)
+                for emoji, users in self.double.reactions(message_id).items() if users}
+
+    def click(self, channel: str, message_id: str, name: str, value: str = "") -> None:
+        # Feishu/Lark shows a button only on an app's card: a click elsewhere cannot be made.
+        try:
+            self.double.click(self.member_id, message_id, name=name)
+        except LookupError:
+            return
+
+    def mention(self) -> str:
+        return "@echo"
+
+    def drop(self) -> None:
+        assert self.double.drop_sockets(self.app) >= 1
+
+    def fail_next_post(self, *, landed: bool) -> None:
+        if landed:
+            self.double.fail_after_store("POST /open-apis/im/v1/messages")
+        else:
+            self.double.fail("POST /open-apis/im/v1/messages", code=1, status=500)
+
+    def close(self) -> None:
+        self.double.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
 #: A harness maker per platform name.
 HARNESSES: dict[str, Callable[[], Harness]] = {"memory": MemoryHarness, "fabric": FabricHarness,
-                                               "slack": SlackHarness}
+                                               "slack": SlackHarness, "lark": LarkHarness}

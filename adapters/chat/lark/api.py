@@ -58,8 +58,8 @@ SCOPE_ERRORS = frozenset({99991672, 99991679})
 #: The chat or message is gone, or the bot is not in the chat (docs im-v1 error codes).
 GONE_ERRORS = frozenset({230002, 230011, 230003, 231003, 234003, 99992402})
 #: The bot may not do this there (not its message, chat muted, no right to post).
-FORBIDDEN_ERRORS = frozenset({230006, 230013, 230017, 230018, 230027, 230028, 230049,
-                              232010})
+FORBIDDEN_ERRORS = frozenset({230006, 230013, 230017, 230018, 230026, 230027, 230028,
+                              230049, 232010})
 #: The content or card is too long.
 TOO_LONG_ERRORS = frozenset({230025, 230099, 234006, 234037})
 #: Server-side failures worth another try.

@@ -3,11 +3,11 @@ bound chats.
 
 - The app id and secret with the token endpoint, and the bot with
   ``GET bot/v3/info`` (:func:`adapters.chat.lark.session.login`).
-- The permissions the bridge uses (:data:`PERMISSIONS`), each probed by a call
-  that needs it: a refusal for a missing permission (``99991672``) carries the
-  developer console URL that grants it, which the line repeats.
-- Each binding: its space is the app's tenant, and the bot is in every chat it
-  names (``GET im/v1/chats/:chat_id``).
+- Each binding: its space is the app's tenant, and the bot reads its chats
+  (``GET im/v1/chats`` for ``"*"``, ``GET im/v1/chats/:chat_id`` for each named
+  one). A refusal for a missing permission (``99991672``) carries the developer
+  console URL that grants it, which the line repeats; an ok line lists the
+  permissions the bridge uses (:data:`PERMISSIONS`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ PERMISSIONS = ("im:message", "im:message:send_as_bot", "im:message.p2p_msg:reado
 
 def lark_checks(domain: str, agent: AgentSettings, bindings: Sequence[Binding], *,
                 timeout_s: float) -> list[PlatformCheck]:
-    """The agent's app: one line for its token and bot, one for permissions, one per binding.
+    """The agent's app: one line for its token and bot, then one per binding (its chats
+    read, or the missing permission named with the console URL that grants it).
 
     Args:
         domain: The open platform origin.
@@ -45,36 +46,20 @@ def lark_checks(domain: str, agent: AgentSettings, bindings: Sequence[Binding], 
     try:
         session = login(domain, identity)
     except LoginRefused as exc:
-        return [PlatformCheck(name, "fail", f"{exc}; copy the app id and secret from the "
+        return [PlatformCheck(name, "fail", f"agent {agent.name}: {exc}; copy the app id "
+                                            "and secret from the "
                                             "developer console's Credentials page")]
     except ChatError as exc:
         return [PlatformCheck(name, "fail", f"agent {agent.name}: Feishu/Lark at {domain} "
                                             f"not reached ({exc})")]
     access = session.access_
-    found = [PlatformCheck(name, "ok", f"agent {agent.name}: app {access.app_id}, bot "
+    found = [PlatformCheck(name, "ok", f"agent {agent.name}: bot "
                                        f"{session.user_name or access.user_id}; tenant token "
                                        "issued")]
     api = access.api()
-    found.append(_permissions(api, agent))
     for binding in bindings:
         found.append(_binding(api, agent, session, binding))
     return found
-
-
-def _permissions(api: LarkApi, agent: AgentSettings) -> PlatformCheck:
-    """Probe what reading chats needs; name a missing permission with its grant URL."""
-    name = f"lark permissions ({agent.name})"
-    try:
-        api.call("GET", "/open-apis/im/v1/chats", what="chats", query=[("page_size", "1")])
-    except Forbidden as exc:
-        url = grant_url(exc)
-        return PlatformCheck(name, "fail", f"agent {agent.name}: a permission is missing "
-                                           f"({exc}); grant it at {url or 'the console'} and "
-                                           "publish a new app version")
-    except ChatError as exc:
-        return PlatformCheck(name, "warn", f"agent {agent.name}: chats not listed ({exc})")
-    return PlatformCheck(name, "ok", f"agent {agent.name}: chats readable; the bridge also "
-                                     f"needs {', '.join(PERMISSIONS)}")
 
 
 def _binding(api: LarkApi, agent: AgentSettings, session: LarkSession,
@@ -86,11 +71,20 @@ def _binding(api: LarkApi, agent: AgentSettings, session: LarkSession,
                                            "\"tenant\")")
     absent: list[str] = []
     for chat in binding.channels:
-        if chat == "*":
-            continue
         try:
-            api.call("GET", "/open-apis/im/v1/chats/:chat_id", what=f"chat {chat}",
-                     paths={"chat_id": chat})
+            if chat == "*":
+                api.call("GET", "/open-apis/im/v1/chats", what="chats",
+                         query=[("page_size", "1")])
+            else:
+                api.call("GET", "/open-apis/im/v1/chats/:chat_id", what=f"chat {chat}",
+                         paths={"chat_id": chat})
+        except Forbidden as exc:
+            url = grant_url(exc)
+            if url:  # a missing permission: the console page that grants it
+                return PlatformCheck(name, "fail", f"agent {agent.name}: a permission is "
+                                                   f"missing ({exc}); grant it at {url} and "
+                                                   "publish a new app version")
+            absent.append(f"{chat} ({exc})")
         except ChatError as exc:
             absent.append(f"{chat} ({exc})")
     if absent:
@@ -99,4 +93,5 @@ def _binding(api: LarkApi, agent: AgentSettings, session: LarkSession,
                                            "or fix the binding")
     listed = ", ".join(binding.channels) or "none"
     return PlatformCheck(name, "ok", f"agent {agent.name}'s bot reads the bound chats "
-                                     f"({listed})")
+                                     f"({listed}); the app also needs "
+                                     f"{', '.join(PERMISSIONS)}")

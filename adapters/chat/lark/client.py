@@ -166,7 +166,8 @@ class LarkClient:
         buttons = []
         for control in controls:
             try:
-                buttons.append(render.button(control.label, self.button_value(control, target)))
+                buttons.append(render.button(control.label, self.button_value(control, target),
+                                             name=control.name))
             except ValueError as exc:  # e.g. no one named who may press it: no button
                 log.warning("lark %s: %s button not signed (%s): left out",
                             self.access.app_id, control.name, exc)
@@ -225,6 +226,9 @@ class LarkClient:
     def upload(self, target: Target, path: Path, *, title: str, idempotency_key: str) -> str:
         """Upload ``path`` (an image as an image) and send it; return the message id.
 
+        A Feishu/Lark file message shows the file's name and no caption, so ``title``
+        is not shown (docs im-v1/message content: ``file`` is ``{file_key}``).
+
         Raises:
             bridge.errors.TooLarge: the file is over :data:`MAX_UPLOAD_BYTES`.
             bridge.errors.Forbidden: the app lacks ``im:resource`` (the message names
@@ -245,7 +249,7 @@ class LarkClient:
                 content = json.dumps({"image_key": response.data.image_key})
             else:
                 request = CreateFileRequest.builder().request_body(
-                    CreateFileRequestBody.builder().file_type("stream").file_name(title)
+                    CreateFileRequestBody.builder().file_type("stream").file_name(path.name)
                     .file(handle).build()).build()
                 response = self.api.typed(self.api.client.im.v1.file.create, request,
                                           what=f"upload {path.name}")

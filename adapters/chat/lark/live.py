@@ -110,7 +110,8 @@ class LarkLiveStatus:
         control = Control("stop", "Stop", self.run_id, for_users=view.stoppers,
                           policy=view.policy)
         value = self.client.button_value
-        return [render.button(control.label, value(control, self.target))] if value else []
+        return [render.button(control.label, value(control, self.target),
+                              name=control.name)] if value else []
 
     def _open(self, text: str, view: RunView, *, final: bool = False) -> None:
         card = render.card(text, buttons=[] if final else self._buttons(view),

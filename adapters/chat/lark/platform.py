@@ -66,7 +66,8 @@ class LarkPlatform:
         # hourly; lark-oapi's cache renews it by itself in between.
         self.limits = PlatformLimits(text_chars=render.LARK_TEXT_CHARS, edit_interval_s=1.0,
                                      threads=True, buttons=True, reactions=True, files=True,
-                                     native_status=True, session_ttl_s=3600.0)
+                                     native_status=True, session_ttl_s=3600.0,
+                                     idempotent_sends=True)
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
         """The app's tenant, named as the bindings name it (``tenant`` by default)."""

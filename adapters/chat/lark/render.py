@@ -44,17 +44,16 @@ def render_answer(text: str, footer: str, limit: int = LARK_TEXT_CHARS) -> list[
 
     Returns:
         The pieces in posting order; empty only when both are empty. The footer ends
-        the last piece (in grey) when it fits there; else it is a piece of its own.
+        the last piece when it fits there; else it is a piece of its own.
     """
     pieces = split_markdown(text, limit)
     footer = footer.strip()
     if not footer:
         return pieces
-    line = f"<font color='grey'>{footer}</font>"
-    if pieces and len(pieces[-1]) + 2 + len(line) <= limit:
-        pieces[-1] = f"{pieces[-1]}\n\n{line}"
+    if pieces and len(pieces[-1]) + 2 + len(footer) <= limit:
+        pieces[-1] = f"{pieces[-1]}\n\n{footer}"
         return pieces
-    return pieces + split_message(line, limit)
+    return pieces + split_message(footer, limit)
 
 
 def summary_line(view: RunView) -> str:
@@ -100,10 +99,13 @@ def _plan_lines(items: tuple[PlanItem, ...]) -> list[str]:
     return lines
 
 
-def button(label: str, value: Mapping[str, str], *, danger: bool = True) -> dict[str, Any]:
+def button(label: str, value: Mapping[str, str], *, name: str = "",
+           danger: bool = True) -> dict[str, Any]:
     """A card 2.0 button whose click comes back as a ``card.action.trigger`` callback
-    carrying ``value`` (docs "card JSON 2.0 button": ``behaviors`` of type ``callback``)."""
-    return {"tag": "button", "text": {"tag": "plain_text", "content": label},
+    carrying ``value`` and ``name`` (docs "card JSON 2.0 button": ``behaviors`` of type
+    ``callback``; the callback's ``action.name`` is the button's ``name``)."""
+    named = {"name": name} if name else {}
+    return {"tag": "button", **named, "text": {"tag": "plain_text", "content": label},
             "type": "danger" if danger else "default",
             "behaviors": [{"type": "callback", "value": dict(value)}]}
 

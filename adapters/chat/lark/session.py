@@ -92,8 +92,9 @@ def login(domain: str, identity: LarkIdentity) -> LarkSession:
     try:
         token = TokenManager.get_self_tenant_token(api.client.config)
     except ObtainAccessTokenException as exc:
-        raise LoginRefused(f"Feishu/Lark refused app {app_id} with the secret from "
-                           f"{identity.app_secret.source} (code {exc.code}: {exc.msg})") from None
+        raise LoginRefused(f"Feishu/Lark refused the app id from {identity.app_id.source} "
+                           f"with the secret from {identity.app_secret.source} "
+                           f"(code {exc.code}: {exc.msg})") from None
     except (requests.RequestException, OSError) as exc:
         raise RetryLater(f"Feishu/Lark token endpoint at {domain} unreachable "
                          f"({type(exc).__name__})") from None
@@ -105,7 +106,8 @@ def login(domain: str, identity: LarkIdentity) -> LarkSession:
     assert isinstance(bot, dict)
     open_id = str(bot.get("open_id", ""))
     if not open_id:
-        raise LoginRefused(f"app {app_id} has no bot (enable the bot capability in the "
+        raise LoginRefused(f"the app from {identity.app_id.source} has no bot (enable the "
+                           "bot capability in the "
                            "developer console)")
     now = time.time()
     name = str(bot.get("app_name", ""))

@@ -363,6 +363,10 @@ class LarkDouble:
         """The bytes behind a file or image key; KeyError if unknown."""
         return self.tenant.file_content(key)
 
+    def file_name(self, key: str) -> str:
+        """The name behind a file or image key (as uploaded); KeyError if unknown."""
+        return self.tenant.file_name(key)
+
     def card(self, card_id: str) -> dict[str, Any]:
         """A CardKit card's current JSON plus ``streaming``; LarkError 300301 if unknown."""
         with self.tenant.lock:

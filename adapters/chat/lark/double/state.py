@@ -498,6 +498,11 @@ class Tenant:
         with self.lock:
             return self.files[key][0]
 
+    def file_name(self, key: str) -> str:
+        """The name a file or image was uploaded (or posted) with; KeyError if unknown."""
+        with self.lock:
+            return self.files[key][1]
+
     def keys_in(self, content: dict[str, Any]) -> set[str]:
         """The stored file/image keys a message content names."""
         return {str(node[name]) for node in walk(content) for name in ("image_key", "file_key")
