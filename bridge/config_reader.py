@@ -42,7 +42,7 @@ from bridge.policy import (
     WorkspaceError,
     check_workspace,
 )
-from bridge.secrets import Secret, SecretError, resolve_secret
+from bridge.secrets import Secret, SecretError, resolve_reference, resolve_secret
 
 #: Most worker threads ``[bridge] actor_threads`` may ask for.
 MAX_ACTOR_THREADS = 256
@@ -431,6 +431,15 @@ class Reader:
                                                 "this file)")
         try:
             return resolve_secret(ref, self.base)
+        except SecretError as exc:
+            raise self.fail(f"{prefix}.{name}", str(exc)) from None
+
+    def reference(self, table: Mapping[str, Any], prefix: str, name: str) -> str:
+        """A value given literally or as ``env:NAME``/``file:PATH``, resolved; not a
+        secret (it is not redacted), e.g. an app id."""
+        ref = self.get(table, prefix, name, str)
+        try:
+            return resolve_reference(ref, self.base)[0]
         except SecretError as exc:
             raise self.fail(f"{prefix}.{name}", str(exc)) from None
 

@@ -84,7 +84,7 @@ class Secret:
 
 
 def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
-    """Resolve a secret reference.
+    """Resolve a secret reference (its value is redacted from then on).
 
     Args:
         ref: ``env:NAME`` (environment variable), ``file:PATH`` (file content,
@@ -101,13 +101,31 @@ def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
     ``env:NAME`` is answered from the values handed over at the re-exec (see
     :func:`receive_handed_secrets`) first, then from :data:`os.environ`.
     """
+    value, source = resolve_reference(ref, base_dir)
+    return Secret(value, source)
+
+
+def resolve_reference(ref: str, base_dir: Path | None = None) -> tuple[str, str]:
+    """Resolve ``env:NAME``, ``file:PATH`` or a literal to its value, without taking
+    the value for a secret (an identifier such as an app id, which members may see).
+
+    Args:
+        ref: As for :func:`resolve_secret`.
+        base_dir: Folder for relative ``file:`` paths.
+
+    Returns:
+        ``(value, source)``; ``source`` is ``ref`` for a reference, ``inline`` else.
+
+    Raises:
+        SecretError: when the variable is unset or empty, or the file is unreadable or empty.
+    """
     if ref.startswith("env:"):
         name = ref[4:]
         _env_names.add(name)
         value = _handed.get(name) or os.environ.get(name, "")
         if not value:
             raise SecretError(f"environment variable {name} is not set or empty")
-        return Secret(value, ref)
+        return value, ref
     if ref.startswith("file:"):
         path = Path(ref[5:]).expanduser()
         if not path.is_absolute() and base_dir is not None:
@@ -118,8 +136,8 @@ def resolve_secret(ref: str, base_dir: Path | None = None) -> Secret:
             raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
         if not value:
             raise SecretError(f"secret file {path} is empty")
-        return Secret(value, ref)
-    return Secret(ref, "inline")
+        return value, ref
+    return ref, "inline"
 
 
 #: Short-lived secrets (access tokens) remembered for redaction; older

@@ -688,7 +688,7 @@ def test_slack_and_lark_identities_and_defaults(tmp_path: Path, platform_env: No
     assert slack_identity == SlackIdentity(Secret(SLACK_BOT), Secret(SLACK_APP))
     assert isinstance(slack_identity, SlackIdentity)
     assert slack_identity.bot_token.source == "env:TEST_SLACK_BOT"
-    assert bot.identity("lark") == LarkIdentity(Secret("cli_test_app"), Secret(LARK_SECRET))
+    assert bot.identity("lark") == LarkIdentity("cli_test_app", Secret(LARK_SECRET))
     assert bot.identities["slack"] is slack_identity and bot.identity("fabric") is None
     with pytest.raises(LookupError, match=r"\[agents\.bot\.fabric\]"):
         fabric_identity(bot)

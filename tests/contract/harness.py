@@ -345,9 +345,9 @@ class LarkHarness:
                                          catch_up_window_s=600.0, state_dir=self.state_dir,
                                          retry_s=0.05)
             self.agent = AgentSettings(name="echo", kind="echo", identities={"lark": LarkIdentity(
-                Secret(self.app.app_id), Secret(self.app.app_secret))})
+                self.app.app_id, Secret(self.app.app_secret))})
             self.refused = AgentSettings(name="echo", kind="echo", identities={
-                "lark": LarkIdentity(Secret(self.app.app_id), Secret("not-the-secret"))})
+                "lark": LarkIdentity(self.app.app_id, Secret("not-the-secret"))})
         except BaseException:
             self.close()
             raise

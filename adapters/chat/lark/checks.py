@@ -24,7 +24,7 @@ from bridge.platform import PlatformCheck
 #: The app permissions the bridge needs (docs "scope list"), as the README lists them.
 PERMISSIONS = ("im:message", "im:message:send_as_bot", "im:message.p2p_msg:readonly",
                "im:message.group_at_msg:readonly", "im:chat:readonly", "im:resource",
-               "cardkit:card:write")
+               "cardkit:card:write", "contact:user.base:readonly")
 
 
 def lark_checks(domain: str, agent: AgentSettings, bindings: Sequence[Binding], *,
@@ -53,7 +53,7 @@ def lark_checks(domain: str, agent: AgentSettings, bindings: Sequence[Binding], 
         return [PlatformCheck(name, "fail", f"agent {agent.name}: Feishu/Lark at {domain} "
                                             f"not reached ({exc})")]
     access = session.access_
-    found = [PlatformCheck(name, "ok", f"agent {agent.name}: bot "
+    found = [PlatformCheck(name, "ok", f"agent {agent.name}: app {access.app_id}, bot "
                                        f"{session.user_name or access.user_id}; tenant token "
                                        "issued")]
     api = access.api()

@@ -29,11 +29,13 @@ class LarkIdentity:
     """``[agents.NAME.lark]``: the agent's Feishu/Lark app.
 
     Attributes:
-        app_id: The app id (``cli_``...).
+        app_id: The app id (``cli_``...): an identifier, not a secret (it is in the
+            developer console's URLs, e.g. the grant URL a permission error carries,
+            which members are shown), so it is not redacted.
         app_secret: The app secret.
     """
 
-    app_id: Secret
+    app_id: str
     app_secret: Secret
 
 
@@ -61,7 +63,7 @@ class LarkSchema:
                       prefix: str) -> LarkIdentity:
         """``app_id`` (no secret: a literal is accepted) and ``app_secret`` (a reference)."""
         reader.check_keys(table, prefix, set(self.identity_keys))
-        return LarkIdentity(app_id=reader.secret(table, prefix, "app_id", literal=True),
+        return LarkIdentity(app_id=reader.reference(table, prefix, "app_id"),
                             app_secret=reader.secret(table, prefix, "app_secret", literal=False))
 
     def read_extra(self, reader: Reader, name: str, table: Mapping[str, Any]) -> object:

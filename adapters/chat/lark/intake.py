@@ -163,8 +163,9 @@ class LarkIntake:
         self.cursor: dict[str, str] = {}
         self.seen: cachetools.LRUCache[str, bool] = cachetools.LRUCache(SEEN)
         #: Thread roots the bot answered in (a later message there engages it).
-        self.answered: set[tuple[str, str]] = set()
-        self.users: dict[str, str] = {}
+        self.answered: cachetools.LRUCache[tuple[str, str], bool] = cachetools.LRUCache(SEEN)
+        #: Names by open id, an hour each (a renamed person shows the new name after it).
+        self.users: cachetools.TTLCache[str, str] = cachetools.TTLCache(4096, 3600.0)
         self.names = ResolvedNames()
         self.problems: set[str] = set()
         self.state, self.reason = "connecting", ""
@@ -469,7 +470,7 @@ class LarkIntake:
             return
         if self._own(message):
             if message.thread_root:
-                self.answered.add((message.chat_id, message.thread_root))
+                self.answered[(message.chat_id, message.thread_root)] = True
             self._save_cursor(message)
             return
         binding = self._binding(chat)
@@ -481,6 +482,8 @@ class LarkIntake:
             in_thread and self._answered_in(message))
         thread = "" if chat.direct else (root if in_thread else (
             message.message_id if addressed else ""))
+        if thread and addressed:  # the agent answers there: later messages engage it
+            self.answered[(chat.id, thread)] = True
         self.host.accept(Inbound(
             platform=self.platform, agent=self.agent.name, space=self.space,
             channel_id=chat.id, channel_name=chat.name, message_id=message.message_id,
@@ -507,8 +510,13 @@ class LarkIntake:
                                   events.position_of(message.create_ms, message.message_id))
 
     def _answered_in(self, message: LarkMessage) -> bool:
-        """Whether the bot posted in the message's thread (its topic, or the chain of
-        replies its root starts); a yes is remembered."""
+        """Whether the bot was engaged or posted in the message's thread (its topic,
+        or the replies under its root); a yes is remembered.
+
+        Not remembered (after a restart): a topic's messages are listed; for replies
+        in a plain group, the chat is listed from the root's time (bounded pages)
+        for the bot's messages under that root.
+        """
         key = (message.chat_id, message.thread_root)
         if key in self.answered:
             return True
@@ -517,11 +525,13 @@ class LarkIntake:
             if message.thread_id:
                 items = self._pages("thread", message.thread_id, 0)
             else:
-                items = [self._api().call("GET", "/open-apis/im/v1/messages/:message_id",
-                                          what=f"message {message.parent_id}",
-                                          paths={"message_id": message.parent_id})]
-                items = [i for item in items for i in item.get("items") or [item]
-                         if isinstance(i, dict)]
+                found = self._api().call("GET", "/open-apis/im/v1/messages/:message_id",
+                                         what=f"message {message.thread_root}",
+                                         paths={"message_id": message.thread_root})
+                root = next((i for i in found.get("items") or [] if isinstance(i, dict)), {})
+                start_s = int(str(root.get("create_time") or message.create_ms)) // 1000
+                items = [i for i in self._pages("chat", message.chat_id, start_s)
+                         if i.get("root_id") == message.thread_root]
         except ChatError as exc:
             if isinstance(exc, Unauthorized):
                 raise
@@ -530,7 +540,7 @@ class LarkIntake:
             return False
         senders = {str((i.get("sender") or {}).get("id", "")) for i in items}
         if senders & {me.user_id, me.app_id}:
-            self.answered.add(key)
+            self.answered[key] = True
             return True
         return False
 
@@ -538,22 +548,27 @@ class LarkIntake:
         """The author's name where the app may read contacts; else their ``open_id``."""
         if message.sender_type != "user":
             return message.sender_id
-        cached = self.users.get(message.sender_id)
+        return self._user_name(message.sender_id)
+
+    def _user_name(self, open_id: str) -> str:
+        """A person's name (``GET contact/v3/users/:id``, permission
+        ``contact:user.base:readonly``), cached; their ``open_id`` when it cannot be read."""
+        cached = self.users.get(open_id)
         if cached is None:
             try:
                 data = self._api().call(
                     "GET", "/open-apis/contact/v3/users/:user_id",
-                    what=f"user {message.sender_id}", paths={"user_id": message.sender_id},
+                    what=f"user {open_id}", paths={"user_id": open_id},
                     query=[("user_id_type", "open_id")])
                 user = data.get("user") if isinstance(data.get("user"), dict) else {}
-                cached = str((user or {}).get("name") or message.sender_id)
+                cached = str((user or {}).get("name") or open_id)
             except ChatError as exc:
                 if isinstance(exc, Unauthorized):
                     raise
                 log.debug("intake %s: user %s not looked up: %s", self.host.connection,
-                          message.sender_id, exc)
-                cached = message.sender_id
-            self.users[message.sender_id] = cached
+                          open_id, exc)
+                cached = open_id
+            self.users[open_id] = cached
         return cached
 
     # -- clicks ----------------------------------------------------------------
@@ -583,7 +598,7 @@ class LarkIntake:
             return
         self.host.act(Action(self.host.connection.scope(click.chat_id, click.thread),
                              click.operator_id, click.name, click.run_id,
-                             self.users.get(click.operator_id, "")))
+                             self._user_name(click.operator_id)))
 
     def _publish(self) -> None:
         self.host.publish(IntakeStatus(

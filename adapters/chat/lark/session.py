@@ -86,13 +86,13 @@ def login(domain: str, identity: LarkIdentity) -> LarkSession:
             rotated secret), or the app has no bot.
         bridge.errors.RetryLater: the platform could not be reached.
     """
-    app_id = identity.app_id.reveal()
+    app_id = identity.app_id
     api = LarkApi(domain, app_id, identity.app_secret.reveal())
     evict_token(app_id)  # a login always checks the secret, never a cached token
     try:
         token = TokenManager.get_self_tenant_token(api.client.config)
     except ObtainAccessTokenException as exc:
-        raise LoginRefused(f"Feishu/Lark refused the app id from {identity.app_id.source} "
+        raise LoginRefused(f"Feishu/Lark refused app {app_id} "
                            f"with the secret from {identity.app_secret.source} "
                            f"(code {exc.code}: {exc.msg})") from None
     except (requests.RequestException, OSError) as exc:
@@ -106,7 +106,7 @@ def login(domain: str, identity: LarkIdentity) -> LarkSession:
     assert isinstance(bot, dict)
     open_id = str(bot.get("open_id", ""))
     if not open_id:
-        raise LoginRefused(f"the app from {identity.app_id.source} has no bot (enable the "
+        raise LoginRefused(f"app {app_id} has no bot (enable the "
                            "bot capability in the "
                            "developer console)")
     now = time.time()

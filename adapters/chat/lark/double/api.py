@@ -54,6 +54,7 @@ SEND_SCOPES = ("im:message", "im:message:send_as_bot")
 READ_SCOPES = ("im:message", "im:message:readonly")
 REACT_SCOPES = ("im:message.reactions:write_only", "im:message.reactions:read")
 CHAT_SCOPES = ("im:chat:readonly", "im:chat")
+CONTACT_SCOPES = ("contact:user.base:readonly", "contact:contact.base:readonly")
 # The platform's Chinese half of the 99991672 message (full-width punctuation, as sent).
 _CN_DENIED = "应用尚未开通所需的应用身份权限\uff1a"
 _CN_COMMA = "\uff0c"
@@ -410,6 +411,17 @@ class WebApi:
                  if c.mode != "p2p" and call.app.app.app_id in c.apps]
         return _page(items, call.query, 20, 100)
 
+    def get_user(self, call: Call) -> dict[str, Any]:
+        """``GET /contact/v3/users/:user_id?user_id_type=open_id`` → ``{user: {open_id,
+        union_id, user_id, name}}`` (people only; 41050 "no user authority" otherwise)."""
+        if call.query.get("user_id_type", "open_id") != "open_id":
+            raise LarkError(BAD_PARAMS, "the double knows open ids only")
+        try:
+            person = self.tenant.person(call.params["user_id"])
+        except KeyError:
+            raise LarkError(41050, "no user authority error") from None
+        return {"user": {**person.ids(), "name": person.name}}
+
     def get_chat(self, call: Call) -> dict[str, Any]:
         """``GET /im/v1/chats/:chat_id`` (a topic group: ``chat_mode`` ``topic`` and
         ``group_message_type`` ``thread``)."""
@@ -465,6 +477,7 @@ WebApi.ROUTES = [
     ("POST", "/open-apis/im/v1/images", ("im:resource",), WebApi.create_image),
     ("GET", "/open-apis/im/v1/chats", CHAT_SCOPES, WebApi.list_chats),
     ("GET", "/open-apis/im/v1/chats/:chat_id", CHAT_SCOPES, WebApi.get_chat),
+    ("GET", "/open-apis/contact/v3/users/:user_id", CONTACT_SCOPES, WebApi.get_user),
     ("POST", _C, ("cardkit:card:write",), WebApi.card_create),
     ("PUT", _C + "/:card_id/elements/:element_id/content", ("cardkit:card:write",),
      WebApi.card_content),

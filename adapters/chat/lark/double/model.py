@@ -20,7 +20,7 @@ import attrs
 DEFAULT_SCOPES = (
     "im:message", "im:message:send_as_bot", "im:message.p2p_msg:readonly",
     "im:message.group_at_msg:readonly", "im:chat:readonly", "im:resource",
-    "im:message.reactions:write_only", "cardkit:card:write",
+    "im:message.reactions:write_only", "cardkit:card:write", "contact:user.base:readonly",
 )
 #: The scope that lets an app get every group message.
 GROUP_MSG_SCOPE = "im:message.group_msg"

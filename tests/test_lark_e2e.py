@@ -1,0 +1,329 @@
+"""The whole bridge on Feishu/Lark: the actor tree, lark-oapi and the Lark double over loopback.
+
+The config has only ``[platforms.lark]`` (no Fabric, no dev guild). The member
+acts through the double as a person in Feishu would; every check is on what
+the member sees in the chat.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.app import BridgeApp
+from adapters.chat.lark.double import LarkApp, LarkDouble
+from bridge.cli.compose import load_config
+from bridge.config import Config
+from tests.support import GATED_AGENT, start_bridge, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seconds within which an answer after a dropped socket must come (the issue's bound).
+RECONNECT_ANSWER_S = 20.0
+#: Seconds within which the long connection must open (the issue's bound).
+CONNECT_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # requests would send loopback calls to a proxy named in the environment.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def double() -> Iterator[LarkDouble]:
+    with LarkDouble() as made:
+        yield made
+
+
+@pytest.fixture
+def app_(double: LarkDouble, monkeypatch: pytest.MonkeyPatch) -> LarkApp:
+    # With im:message.group_msg the app gets every group message, as follow-ups in a
+    # thread the agent answered in need (without it, only messages that @mention it).
+    app = double.add_app("echo", group_messages=True)
+    monkeypatch.setenv("TEST_LARK_APP_ID", app.app_id)
+    monkeypatch.setenv("TEST_LARK_APP_SECRET", app.app_secret)
+    return app
+
+
+def lark_config(tmp_path: Path, double: LarkDouble, agent: str = "") -> Config:
+    """A config with only Feishu/Lark: the echo agent (or ``agent``'s table) on every chat."""
+    agent = agent or '[agents.echo]\nkind = "echo"\n'
+    text = textwrap.dedent(f"""
+        [bridge]
+        state_dir = "var"
+        debounce_s = 0.1
+        log_level = "debug"
+
+        [platforms.lark]
+        domain = "{double.domain}"
+    """) + agent + textwrap.dedent("""
+        [agents.echo.lark]
+        app_id = "env:TEST_LARK_APP_ID"
+        app_secret = "env:TEST_LARK_APP_SECRET"
+
+        [[bindings]]
+        agent = "echo"
+        platform = "lark"
+        channels = ["*"]
+        scope = "thread"
+    """)
+    path = tmp_path / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def apps() -> Iterator[list[BridgeApp]]:
+    made: list[BridgeApp] = []
+    yield made
+    for app in made:
+        app.stop()
+
+
+class Room:
+    """The member alice, her p2p chat with the echo app's bot, a group and a topic group."""
+
+    def __init__(self, double: LarkDouble, app: LarkApp) -> None:
+        self.double, self.app = double, app
+        self.alice = double.add_user("alice")
+        self.dm = double.add_p2p(self.alice, app)
+        self.group = double.add_group("general", [self.alice, app])
+        self.topics = double.add_group("topics", [self.alice, app], topic=True)
+
+    def post(self, chat: str, text: str, *, mention: bool = False, reply_to: str = "") -> str:
+        return self.double.post(self.alice, chat, text, mentions=[self.app] if mention else [],
+                                reply_to=reply_to)
+
+    def bot_messages(self, chat: str) -> list[dict[str, Any]]:
+        return [m for m in self.double.history(chat) if m["app_id"] == self.app.app_id]
+
+    def answers(self, chat: str, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The bot's messages that satisfy ``pred``."""
+        return [m for m in self.bot_messages(chat) if pred(m)]
+
+    def with_text(self, chat: str, text: str) -> list[dict[str, Any]]:
+        """The bot's messages whose text ends with ``text`` (answers, not status cards)."""
+        return self.answers(chat, lambda m: str(m["text"]).endswith(text))
+
+    def wait_answer(self, chat: str, text: str, *, reply_to: str = "",
+                    timeout_s: float = 10.0) -> dict[str, Any]:
+        """The bot's message whose text ends with ``text`` (a reply to ``reply_to`` when given)."""
+        found: dict[str, Any] = wait_until(
+            lambda: next((m for m in self.with_text(chat, text)
+                          if not reply_to or reply_to in (m["parent_id"], m["root_id"])), None),
+            timeout_s, what=f"the answer {text!r}")
+        return found
+
+
+@pytest.fixture
+def room(double: LarkDouble, app_: LarkApp) -> Room:
+    return Room(double, app_)
+
+
+def test_p2p_group_mention_topic_and_unaddressed(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(lark_config(tmp_path, double), apps=apps)
+    room.post(room.dm, "hello there")
+    room.wait_answer(room.dm, "hello there")
+
+    asked = room.post(room.group, "in a reply please", mention=True)
+    room.wait_answer(room.group, "in a reply please", reply_to=asked)
+    room.post(room.group, "and a follow-up", reply_to=asked)
+    room.wait_answer(room.group, "and a follow-up", reply_to=asked)
+
+    topic = room.post(room.topics, "a topic for the bot", mention=True)
+    room.wait_answer(room.topics, "a topic for the bot", reply_to=topic)
+
+    room.post(room.group, "just talking among ourselves")
+    room.post(room.dm, "last one")
+    room.wait_answer(room.dm, "last one")
+    assert len(room.with_text(room.dm, "hello there")) == 1
+    assert len(room.with_text(room.group, "in a reply please")) == 1
+    assert len(room.with_text(room.group, "and a follow-up")) == 1
+    assert room.answers(room.group, lambda m: "among ourselves" in m["text"]) == []
+    # Every answer in the topic group stays in the topic it answers.
+    assert all(m["thread_id"] for m in room.bot_messages(room.topics))
+    # Every send carried an idempotency uuid.
+    assert all(m["uuid"] for m in room.bot_messages(room.group))
+
+
+def test_a_redelivered_event_is_answered_once(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(lark_config(tmp_path, double), apps=apps)
+    room.post(room.dm, "only once")
+    room.wait_answer(room.dm, "only once")
+    [event] = [d for d in double.events(room.app)
+               if d.event_type == "im.message.receive_v1"]
+    double.redeliver(room.app, event.event_id)
+    wait_until(lambda: len([d for d in double.events(room.app)
+                            if d.event_id == event.event_id and d.code == 200]) == 2,
+               what="the redelivered event acked")
+    room.post(room.dm, "next")
+    room.wait_answer(room.dm, "next")
+    assert len(room.with_text(room.dm, "only once")) == 1
+
+
+def test_after_the_tenant_token_expires_the_next_message_is_answered(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(lark_config(tmp_path, double), apps=apps)
+    room.post(room.dm, "before expiry")
+    room.wait_answer(room.dm, "before expiry")
+    assert double.expire_tokens(room.app) >= 1
+    room.post(room.dm, "after expiry")
+    room.wait_answer(room.dm, "after expiry")
+    assert len(room.with_text(room.dm, "after expiry")) == 1
+
+
+def test_after_the_socket_drops_the_next_message_is_answered(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
+    start_bridge(lark_config(tmp_path, double), apps=apps)
+    room.post(room.dm, "before")
+    room.wait_answer(room.dm, "before")
+    assert double.drop_sockets(room.app) >= 1
+    room.post(room.dm, "after")
+    room.wait_answer(room.dm, "after", timeout_s=RECONNECT_ANSWER_S)
+    assert len(room.with_text(room.dm, "after")) == 1
+    assert len(room.with_text(room.dm, "before")) == 1
+
+
+def test_messages_posted_while_stopped_are_answered_once_after_start(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
+    config = lark_config(tmp_path, double)
+    first = start_bridge(config, apps=apps)
+    room.post(room.dm, "while up")
+    room.wait_answer(room.dm, "while up")
+    first.stop()
+    asked = room.post(room.group, "while down", mention=True)
+    room.post(room.dm, "also while down")
+    start_bridge(config, apps=apps)
+    room.wait_answer(room.group, "while down", reply_to=asked)
+    room.wait_answer(room.dm, "also while down")
+    room.post(room.dm, "live again")
+    room.wait_answer(room.dm, "live again")
+    assert len(room.with_text(room.dm, "while up")) == 1
+    assert len(room.with_text(room.dm, "also while down")) == 1
+    assert len(room.with_text(room.group, "while down")) == 1
+
+
+def _stop_value(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The callback value of the Stop button on a card message; None when it has none."""
+    card = message.get("card") or {}
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("tag") == "button" and node.get("name") == "stop":
+                found.extend(b["value"] for b in node.get("behaviors") or []
+                             if b.get("type") == "callback")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(card)
+    return found[0] if found else None
+
+
+def test_the_stop_button_stops_the_run_for_its_requester_only(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
+    script = tmp_path / "agent.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    agent = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{tmp_path / 'ws'}"
+    """)
+    start_bridge(lark_config(tmp_path, double, agent), apps=apps)
+    bob = double.add_user("bob")
+    group = double.add_group("work", [room.alice, bob, room.app])
+    asked = room.post(group, "a long job", mention=True)
+    card = wait_until(lambda: next((m for m in room.bot_messages(group)
+                                    if _stop_value(m) is not None), None),
+                      what="the run's live card with its Stop button")
+    assert asked in (card["parent_id"], card["root_id"]) and card["streaming"]
+    refused = double.click(bob, card["message_id"], name="stop")  # neither requester nor admin
+    assert "toast" in refused
+    double.click(room.alice, card["message_id"], name="stop")
+    final = wait_until(lambda: (m := double.message(card["message_id"]))
+                       and "stopped by alice" in m["text"] and m, what="the card saying alice "
+                                                                       "stopped the run")
+    assert _stop_value(final) is None and not final["streaming"]
+    assert not room.answers(group, lambda m: str(m["text"]).startswith("answer to:"))
+
+
+def test_bin_bridge_start_and_doctor_with_only_lark(
+        tmp_path: Path, double: LarkDouble, room: Room) -> None:
+    """``bin/bridge start`` as an operator runs it, from a config with only Feishu/Lark."""
+    config = lark_config(tmp_path, double)
+    assert config.path is not None
+    bridge = [sys.executable, str(ROOT / "bin" / "bridge")]
+    doctor = subprocess.run([*bridge, "doctor", "-c", str(config.path)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "tenant token issued" in doctor.stdout
+    assert room.app.app_secret not in doctor.stdout + doctor.stderr
+
+    process = subprocess.Popen([*bridge, "start", "--no-tui", "-c", str(config.path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def connected() -> bool:
+            status = subprocess.run([*bridge, "status", "--json", "-c", str(config.path)],
+                                    capture_output=True, text=True, timeout=30, check=False)
+            if status.returncode != 0:
+                return False
+            rows = json.loads(status.stdout)["connections"]
+            return bool(rows) and rows[0]["state"] == "connected"
+
+        wait_until(connected, CONNECT_S, what="the Feishu/Lark long connection up")
+        room.post(room.dm, "from a real process")
+        room.wait_answer(room.dm, "from a real process")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0, output[-2000:]
+    assert room.app.app_secret not in output
+
+
+def test_a_missing_upload_permission_names_the_grant_url_and_the_answer_still_lands(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
+    code = textwrap.dedent("""
+        import os, re, sys
+        prompt = sys.stdin.read()
+        folder = re.search(r"\\.bridge/outbox/[0-9a-f]+", prompt).group(0)
+        with open(os.path.join(folder, "report.txt"), "w") as out:
+            out.write("the report")
+        print("here is the report")
+    """)
+    script = tmp_path / "agent.py"
+    script.write_text(code, encoding="utf-8")
+    agent = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{tmp_path / 'ws'}"
+    """)
+    start_bridge(lark_config(tmp_path, double, agent), apps=apps)
+    double.deny_scope(room.app, "im:resource")
+    room.post(room.dm, "make a report")
+    room.wait_answer(room.dm, "here is the report")
+    note = wait_until(lambda: next((m for m in room.bot_messages(room.dm)
+                                    if "report.txt" in m["text"]), None),
+                      what="the message naming the file that could not go up")
+    assert f"/app/{room.app.app_id}/auth" in note["text"]
+    assert len(room.with_text(room.dm, "here is the report")) == 1
