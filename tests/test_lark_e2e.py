@@ -327,3 +327,100 @@ def test_a_missing_upload_permission_names_the_grant_url_and_the_answer_still_la
                       what="the message naming the file that could not go up")
     assert f"/app/{room.app.app_id}/auth" in note["text"]
     assert len(room.with_text(room.dm, "here is the report")) == 1
+
+
+def test_malformed_frames_unknown_events_and_types_are_harmless(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp],
+        caplog: pytest.LogCaptureFixture) -> None:
+    start_bridge(lark_config(tmp_path, double), apps=apps)
+    room.post(room.dm, "first")
+    room.wait_answer(room.dm, "first")
+    sender = {"sender_id": {"open_id": room.alice}, "sender_type": "user"}
+    assert double.send_raw(room.app, b"\x00\xffnot a protobuf frame") >= 1
+    events: list[tuple[str, dict[str, Any]]] = [
+            ("im.message.receive_v1", {}),                                   # no message
+            ("im.message.receive_v1", {"sender": sender, "message": "not an object"}),
+            ("im.message.receive_v1", {"sender": sender, "message": {"chat_id": room.dm}}),
+            ("im.message.receive_v1", {"sender": sender, "message": {         # a sticker
+                "message_id": "om_sticker", "chat_id": room.dm, "chat_type": "p2p",
+                "message_type": "sticker", "content": '{"file_key": "v2_sticker"}',
+                "create_time": "1700000000000"}}),
+            ("im.message.receive_v1", {"sender": sender, "message": {         # bad JSON content
+                "message_id": "om_badjson", "chat_id": room.dm, "chat_type": "p2p",
+                "message_type": "text", "content": "{not json", "create_time": "x"}}),
+            ("a.type.from.the_future_v9", {"anything": True})]
+    for event_type, event in events:
+        double.send_event(room.app, event_type, event)
+    room.post(room.dm, "still here")
+    room.wait_answer(room.dm, "still here")
+    # The sticker and the unreadable text are context for the next run, never runs.
+    assert room.answers(room.dm, lambda m: str(m["text"]).endswith("[sticker]")) == []
+    assert room.answers(room.dm, lambda m: str(m["text"]).endswith("unreadable content]")) == []
+    assert len(room.with_text(room.dm, "first")) == 1
+    said = " | ".join(r.getMessage() for r in caplog.records)
+    assert "dropped" in said
+
+
+def test_a_rotated_secret_stops_its_app_and_the_others_keep_answering(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    other = double.add_app("helper", group_messages=True)
+    monkeypatch.setenv("TEST_LARK_APP_ID2", other.app_id)
+    monkeypatch.setenv("TEST_LARK_APP_SECRET2", other.app_secret)
+    config = lark_config(tmp_path, double)
+    assert config.path is not None
+    config.path.write_text(config.path.read_text(encoding="utf-8") + textwrap.dedent("""
+        [agents.helper]
+        kind = "echo"
+        [agents.helper.lark]
+        app_id = "env:TEST_LARK_APP_ID2"
+        app_secret = "env:TEST_LARK_APP_SECRET2"
+        [[bindings]]
+        agent = "helper"
+        platform = "lark"
+        channels = ["*"]
+    """), encoding="utf-8")
+    app = start_bridge(load_config(config.path), apps=apps)
+    helper_dm = double.add_p2p(room.alice, other)
+
+    old_secret = room.app.app_secret
+    double.rotate_secret(room.app)
+    double.expire_tokens(room.app)
+    double.drop_sockets(room.app)
+    room.post(room.dm, "to a rotated app")
+    wait_until(lambda: (row := app.board.connection("echo", "tenant")) is not None
+               and row.state == "failed", 30.0, what="echo's connection marked failed")
+    assert any("refused" in r.getMessage() and "echo" in r.getMessage()
+               for r in caplog.records if r.levelname in ("ERROR", "WARNING"))
+    double.post(room.alice, helper_dm, "to the other app")
+    wait_until(lambda: any(str(m["text"]).endswith("to the other app")
+                           for m in double.history(helper_dm) if m["app_id"] == other.app_id),
+               what="the other app's answer")
+    for record in caplog.records:
+        assert old_secret not in record.getMessage()
+        assert other.app_secret not in record.getMessage()
+
+
+def test_a_chat_the_bot_was_removed_from_gives_up_once_and_the_rest_go_on(
+        tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp],
+        caplog: pytest.LogCaptureFixture) -> None:
+    script = tmp_path / "agent.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    agent = textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{workspace}"
+    """)
+    start_bridge(lark_config(tmp_path, double, agent), apps=apps)
+    room.post(room.group, "answer me later", mention=True)
+    wait_until(lambda: any(_stop_value(m) is not None for m in room.bot_messages(room.group)),
+               what="the run's card")
+    double.remove(room.group, room.app)
+    (workspace / "gate").touch()
+    wait_until(lambda: any("given up" in r.getMessage() for r in caplog.records),
+               what="the answer given up with its reason")
+    room.post(room.dm, "answer this one")
+    (workspace / "gate").touch()
+    room.wait_answer(room.dm, "answer to: answer this one")

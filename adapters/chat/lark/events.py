@@ -80,6 +80,7 @@ class LarkMessage:
         thread_id: Its topic thread (``omt_…``; empty: none).
         mentions: Who it mentions.
         files: Files and images on it.
+        broken: Its ``content`` was not a JSON object (its text says so).
     """
 
     message_id: str
@@ -95,6 +96,14 @@ class LarkMessage:
     thread_id: str = ""
     mentions: tuple[Mention, ...] = ()
     files: tuple[LarkFile, ...] = ()
+    broken: bool = False
+
+    @property
+    def readable(self) -> bool:
+        """Whether the bridge reads it: a type of :data:`READABLE_TYPES` whose content
+        parsed. Others (stickers, merged forwards, cards, shared chats, garbage) are
+        context at most, never a run."""
+        return self.msg_type in READABLE_TYPES and not self.broken
 
     @property
     def thread_root(self) -> str:
@@ -150,6 +159,10 @@ def mentions_of(raw: object) -> tuple[Mention, ...]:
         if key and open_id:
             found.append(Mention(key, open_id, _str(item.get("name"))))
     return tuple(found)
+
+
+#: The message types whose text or files the bridge reads (docs im-v1/message content).
+READABLE_TYPES = frozenset({"text", "post", "image", "file", "media", "audio"})
 
 
 def content_of(msg_type: str, content: str, mentions: tuple[Mention, ...],
@@ -229,14 +242,15 @@ def message_of_event(event: Mapping[str, Any]) -> LarkMessage | None:
         return None
     mentions = mentions_of(message.get("mentions"))
     msg_type = _str(message.get("message_type"))
-    text, files = content_of(msg_type, _str(message.get("content")), mentions, message_id)
+    content = _str(message.get("content"))
+    text, files = content_of(msg_type, content, mentions, message_id)
     return LarkMessage(
         message_id=message_id, chat_id=chat_id, chat_type=_str(message.get("chat_type")),
         sender_id=_str(sender_id.get("open_id")) or _str(sender_id.get("app_id")),
         sender_type=_str(sender.get("sender_type")) or "user", msg_type=msg_type, text=text,
         create_ms=_ms(message.get("create_time")), root_id=_str(message.get("root_id")),
         parent_id=_str(message.get("parent_id")), thread_id=_str(message.get("thread_id")),
-        mentions=mentions, files=files)
+        mentions=mentions, files=files, broken=not _is_object(content))
 
 
 def message_of_item(item: Mapping[str, Any], chat_type: str = "") -> LarkMessage | None:
@@ -249,14 +263,23 @@ def message_of_item(item: Mapping[str, Any], chat_type: str = "") -> LarkMessage
     sender = _dict(item.get("sender"))
     mentions = mentions_of(item.get("mentions"))
     msg_type = _str(item.get("msg_type"))
-    text, files = content_of(msg_type, _str(_dict(item.get("body")).get("content")), mentions,
-                             message_id)
+    content = _str(_dict(item.get("body")).get("content"))
+    text, files = content_of(msg_type, content, mentions, message_id)
     return LarkMessage(
         message_id=message_id, chat_id=chat_id, chat_type=chat_type,
         sender_id=_str(sender.get("id")), sender_type=_str(sender.get("sender_type")) or "user",
         msg_type=msg_type, text=text, create_ms=_ms(item.get("create_time")),
         root_id=_str(item.get("root_id")), parent_id=_str(item.get("parent_id")),
-        thread_id=_str(item.get("thread_id")), mentions=mentions, files=files)
+        thread_id=_str(item.get("thread_id")), mentions=mentions, files=files,
+        broken=not _is_object(content))
+
+
+def _is_object(content: str) -> bool:
+    """Whether ``content`` is a JSON object, as every message's content is."""
+    try:
+        return isinstance(json.loads(content), dict)
+    except ValueError:
+        return False
 
 
 def click_of(event: Mapping[str, Any]) -> CardClick | None:

@@ -478,8 +478,8 @@ class LarkIntake:
         mentioned = message.mentions_of(me.user_id)
         root = message.thread_root
         in_thread = bool(root) and root != message.message_id
-        addressed = chat.direct or mentioned or (
-            in_thread and self._answered_in(message))
+        addressed = message.readable and (chat.direct or mentioned or (
+            in_thread and self._answered_in(message)))
         thread = "" if chat.direct else (root if in_thread else (
             message.message_id if addressed else ""))
         if thread and addressed:  # the agent answers there: later messages engage it
