@@ -55,6 +55,8 @@ TOKEN_ERRORS = frozenset({99991661, 99991663, 99991664, 99991668})
 RATE_ERRORS = frozenset({99991400, 230020})
 #: The app lacks a permission; the message carries the console URL that grants it.
 SCOPE_ERRORS = frozenset({99991672, 99991679})
+#: Characters of a missing permission's message kept (its grant URL comes last).
+MAX_SCOPE_MSG_CHARS = 4000
 #: The chat or message is gone, or the bot is not in the chat (docs im-v1 error codes).
 GONE_ERRORS = frozenset({230002, 230011, 230003, 231003, 234003, 99992402})
 #: The bot may not do this there (not its message, chat muted, no right to post).
@@ -117,7 +119,10 @@ def as_chat_error(what: str, status: int, code: int, msg: str, headers: Mapping[
         headers: The response headers (``x-ogw-ratelimit-reset``).
         ambiguous: The call may have taken effect when the failure is on the server's side.
     """
-    text = f"{what}: Feishu/Lark answered code {code} (HTTP {status}): {msg[:300]}"
+    # A missing permission's msg keeps its grant URL whole (it ends the msg, and with
+    # two scopes or more it is past 300 characters): :func:`grant_url` reads it.
+    shown = msg[:MAX_SCOPE_MSG_CHARS] if code in SCOPE_ERRORS else msg[:300]
+    text = f"{what}: Feishu/Lark answered code {code} (HTTP {status}): {shown}"
     if status == 429 or code in RATE_ERRORS:
         reset = {k.lower(): v for k, v in headers.items()}.get("x-ogw-ratelimit-reset", "")
         try:
@@ -145,16 +150,18 @@ def grant_url(error: ChatError) -> str:
 
     Feishu/Lark names the permission to grant in the ``msg`` of ``99991672``:
     ``…https://open.feishu.cn/app/<app id>/auth?q=<scopes>&op_from=openapi&token_type=tenant``
-    (reported: m1heng/clawdbot-feishu#149).
+    (reported: m1heng/clawdbot-feishu#149). ``<scopes>`` is a comma-separated list, so
+    a comma ends the URL only where it ends the text.
     """
     text = str(error)
     start = text.find("http")
     if start < 0 or "/auth?" not in text[start:]:
         return ""
     end = start
-    while end < len(text) and not text[end].isspace() and text[end] not in "\"'),]":
+    while end < len(text) and not text[end].isspace() and text[end].isascii() \
+            and text[end] not in "\"'()[]<>":
         end += 1
-    return text[start:end]
+    return text[start:end].rstrip(".,;")
 
 
 class LarkApi:

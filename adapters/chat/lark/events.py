@@ -212,7 +212,8 @@ def _post_text(body: dict[str, Any]) -> tuple[str, list[LarkFile]]:
         body = next((_dict(v) for v in body.values() if isinstance(v, dict)), {})
     lines = [_str(body.get("title"))] if body.get("title") else []
     files: list[LarkFile] = []
-    for paragraph in body.get("content") or []:
+    paragraphs = body.get("content")
+    for paragraph in paragraphs if isinstance(paragraphs, list) else []:
         parts: list[str] = []
         for element in paragraph if isinstance(paragraph, list) else []:
             element = _dict(element)
@@ -221,10 +222,10 @@ def _post_text(body: dict[str, Any]) -> tuple[str, list[LarkFile]]:
                 parts.append(_str(element.get("text")))
             elif tag == "at":
                 parts.append(f"@{_str(element.get('user_name')) or _str(element.get('user_id'))}")
-            elif tag == "img" and element.get("image_key"):
+            elif tag == "img" and _str(element.get("image_key")):
                 key = _str(element.get("image_key"))
                 files.append(LarkFile(key, f"{key}.png", "image"))
-            elif tag == "media" and element.get("file_key"):
+            elif tag == "media" and _str(element.get("file_key")):
                 key = _str(element.get("file_key"))
                 files.append(LarkFile(key, _str(element.get("file_name")) or key, "file"))
         lines.append("".join(parts))
@@ -233,12 +234,13 @@ def _post_text(body: dict[str, Any]) -> tuple[str, list[LarkFile]]:
 
 def message_of_event(event: Mapping[str, Any]) -> LarkMessage | None:
     """The message of an ``im.message.receive_v1`` event's ``event`` object; None when
-    it lacks the ids a message needs."""
+    it lacks the ids a message needs (its own, its chat's, its sender's)."""
     message = _dict(event.get("message"))
     sender = _dict(event.get("sender"))
     sender_id = _dict(sender.get("sender_id"))
     message_id, chat_id = _str(message.get("message_id")), _str(message.get("chat_id"))
-    if not message_id or not chat_id:
+    author = _str(sender_id.get("open_id")) or _str(sender_id.get("app_id"))
+    if not message_id or not chat_id or not author:
         return None
     mentions = mentions_of(message.get("mentions"))
     msg_type = _str(message.get("message_type"))
@@ -246,21 +248,22 @@ def message_of_event(event: Mapping[str, Any]) -> LarkMessage | None:
     text, files = content_of(msg_type, content, mentions, message_id)
     return LarkMessage(
         message_id=message_id, chat_id=chat_id, chat_type=_str(message.get("chat_type")),
-        sender_id=_str(sender_id.get("open_id")) or _str(sender_id.get("app_id")),
-        sender_type=_str(sender.get("sender_type")) or "user", msg_type=msg_type, text=text,
+        sender_id=author, sender_type=_str(sender.get("sender_type")) or "user",
+        msg_type=msg_type, text=text,
         create_ms=_ms(message.get("create_time")), root_id=_str(message.get("root_id")),
         parent_id=_str(message.get("parent_id")), thread_id=_str(message.get("thread_id")),
         mentions=mentions, files=files, broken=not _is_object(content))
 
 
 def message_of_item(item: Mapping[str, Any], chat_type: str = "") -> LarkMessage | None:
-    """A message of a ``GET im/v1/messages`` page; None when deleted or without ids."""
+    """A message of a ``GET im/v1/messages`` page; None when deleted or without ids
+    (its own, its chat's, its sender's)."""
     if item.get("deleted"):
         return None
     message_id, chat_id = _str(item.get("message_id")), _str(item.get("chat_id"))
-    if not message_id or not chat_id:
-        return None
     sender = _dict(item.get("sender"))
+    if not message_id or not chat_id or not _str(sender.get("id")):
+        return None
     mentions = mentions_of(item.get("mentions"))
     msg_type = _str(item.get("msg_type"))
     content = _str(_dict(item.get("body")).get("content"))

@@ -15,7 +15,9 @@ acks the frame when the handler returns: the platform wants that within
   @mention of the bot, or a reply in a thread (or to a message) the bot
   answered in; a mention starts a conversation of its own, answered as a reply
   to it (in its topic where the chat has topics), and the thread's later
-  messages belong to it. The bot's own messages and edits/recalls never start runs.
+  messages belong to it. In a topic group every message is in its topic's
+  conversation (the topic's first message too, addressed or not). The bot's
+  own messages and edits/recalls never start runs.
 - **Catch-up** at connect, after every reconnect and when the bot is added to a
   chat: ``GET im/v1/messages`` per chat from its cursor (at most
   ``catch_up_window_s`` back), then the topics seen there, in at most
@@ -70,6 +72,8 @@ SEEN = 5000
 CHECK_S = 2.0
 #: Topics looked up per catch-up of one chat.
 MAX_TOPICS = 20
+#: Pages of a chat, from a reply chain's root on, searched for the bot's answer there.
+ANSWER_PAGES = 2
 
 
 @attrs.frozen
@@ -119,6 +123,12 @@ def _seen_before(seen: cachetools.LRUCache[str, bool], key: str) -> bool:
         return True
     seen[key] = True
     return False
+
+
+def _senders(items: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The sender ids of listed messages (a bot's: its app id)."""
+    senders = (i.get("sender") for i in items)
+    return {str(sender.get("id", "")) for sender in senders if isinstance(sender, dict)}
 
 
 def _payload(data: Any) -> dict[str, Any]:
@@ -419,11 +429,12 @@ class LarkIntake:
                               key=lambda m: events.position_of(m.create_ms, m.message_id)):
             self._take(message, catch_up=True, stale_before_ms=window_start_ms)
 
-    def _pages(self, kind: str, container: str, start_s: int) -> list[dict[str, Any]]:
-        """Up to :data:`MAX_PAGES` pages of a chat's or topic's messages, oldest first."""
+    def _pages(self, kind: str, container: str, start_s: int,
+               max_pages: int = MAX_PAGES) -> list[dict[str, Any]]:
+        """Up to ``max_pages`` pages of a chat's or topic's messages, oldest first."""
         items: list[dict[str, Any]] = []
         token = ""
-        for _ in range(MAX_PAGES):
+        for _ in range(max_pages):
             query = [("container_id_type", kind), ("container_id", container),
                      ("sort_type", "ByCreateTimeAsc"), ("page_size", str(PAGE))]
             if kind == "chat":
@@ -480,8 +491,8 @@ class LarkIntake:
         in_thread = bool(root) and root != message.message_id
         addressed = message.readable and (chat.direct or mentioned or (
             in_thread and self._answered_in(message)))
-        thread = "" if chat.direct else (root if in_thread else (
-            message.message_id if addressed else ""))
+        # A topic's first message is in its topic (its own id) even when not addressed.
+        thread = "" if chat.direct else (root or (message.message_id if addressed else ""))
         if thread and addressed:  # the agent answers there: later messages engage it
             self.answered[(chat.id, thread)] = True
         self.host.accept(Inbound(
@@ -510,39 +521,51 @@ class LarkIntake:
                                   events.position_of(message.create_ms, message.message_id))
 
     def _answered_in(self, message: LarkMessage) -> bool:
-        """Whether the bot was engaged or posted in the message's thread (its topic,
-        or the replies under its root); a yes is remembered.
+        """Whether the bot was engaged or posted in the message's thread (its topic, or
+        the chain of replies its root starts); a yes is remembered.
 
-        Not remembered (after a restart): a topic's messages are listed; for replies
-        in a plain group, the chat is listed from the root's time (bounded pages)
-        for the bot's messages under that root.
+        Not remembered (after a restart): a topic's messages are listed. In a chain of
+        replies (no topic) the parent is read first; when it is not the bot's, the chat
+        from the root's time on (:data:`ANSWER_PAGES` pages) is searched for the bot's
+        replies to that root: a member's reply to their own question after the bot
+        answered it is in the bot's conversation too.
         """
-        key = (message.chat_id, message.thread_root)
+        root = message.thread_root
+        key = (message.chat_id, root)
         if key in self.answered:
             return True
         me = self._me()
+        mine = {me.user_id, me.app_id}
         try:
             if message.thread_id:
                 items = self._pages("thread", message.thread_id, 0)
             else:
-                found = self._api().call("GET", "/open-apis/im/v1/messages/:message_id",
-                                         what=f"message {message.thread_root}",
-                                         paths={"message_id": message.thread_root})
-                root = next((i for i in found.get("items") or [] if isinstance(i, dict)), {})
-                start_s = int(str(root.get("create_time") or message.create_ms)) // 1000
-                items = [i for i in self._pages("chat", message.chat_id, start_s)
-                         if i.get("root_id") == message.thread_root]
+                items = self._message(message.parent_id or root)
+                if not _senders(items) & mine:
+                    first = items if (message.parent_id or root) == root \
+                        else self._message(root)
+                    roots = (events.message_of_item(i) for i in first)
+                    start_ms = min((m.create_ms for m in roots if m is not None), default=0)
+                    items = [i for i in self._pages("chat", message.chat_id, start_ms // 1000,
+                                                    ANSWER_PAGES)
+                             if i.get("root_id") == root]
         except ChatError as exc:
             if isinstance(exc, Unauthorized):
                 raise
             log.info("intake %s: thread of %s not read: %s", self.host.connection,
                      message.message_id, exc)
             return False
-        senders = {str((i.get("sender") or {}).get("id", "")) for i in items}
-        if senders & {me.user_id, me.app_id}:
+        if _senders(items) & mine:
             self.answered[key] = True
             return True
         return False
+
+    def _message(self, message_id: str) -> list[dict[str, Any]]:
+        """One message as a listing's items (``GET im/v1/messages/:id``)."""
+        found = self._api().call("GET", "/open-apis/im/v1/messages/:message_id",
+                                 what=f"message {message_id}",
+                                 paths={"message_id": message_id})
+        return [i for i in found.get("items") or [found] if isinstance(i, dict)]
 
     def _author_name(self, message: LarkMessage) -> str:
         """The author's name where the app may read contacts; else their ``open_id``."""
