@@ -1,5 +1,5 @@
-"""``bin/bridge bench``: smoke runs through the CLI (Fabric, and ``--platform slack``),
-and the token bookkeeping."""
+"""``bin/bridge bench``: smoke runs through the CLI (Fabric, ``--platform slack`` and
+``--platform lark``), and the token bookkeeping."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from adapters.chat.lark.double import Delivery as LarkDelivery
 from adapters.chat.slack.double import Delivery, SlackDouble
 from bridge.ops.bench import JSON_FIELDS, _Listener, _Tracker, agent_names, bench_seed
+from bridge.ops.bench_lark import JSON_FIELDS as LARK_JSON_FIELDS
+from bridge.ops.bench_lark import LarkTracker
+from bridge.ops.bench_lark import config_text as lark_config_text
 from bridge.ops.bench_slack import JSON_FIELDS as SLACK_JSON_FIELDS
 from bridge.ops.bench_slack import SlackTracker
 from bridge.ops.bench_slack import config_text as slack_config_text
@@ -69,6 +73,9 @@ def test_help_documents_every_json_field() -> None:
     text = " ".join(result.stdout.split())
     for name in JSON_FIELDS:
         assert f"{name}:" in text, name
+    lark = text.split("JSON fields with --platform lark:", 1)[1]
+    for name in LARK_JSON_FIELDS:
+        assert f"{name}:" in lark, name
 
 
 def test_seed_adds_agent_users_with_their_keys() -> None:
@@ -219,3 +226,110 @@ def test_slack_tracker_matches_answers_in_threads_and_counts_doubles() -> None:
     assert set(tracker.floor) == {"bn1-000000"}
     assert tracker.extra == 3 and tracker.doubled == 1
     assert tracker.posted(["bn1-000000", "bn9-000000"]) == {"bn1-000000": 10.0}
+
+
+# -- --platform lark -------------------------------------------------------------
+
+LARK_INT_FIELDS = ("channels", "agents", "messages", "sent", "answered", "lost", "doubled",
+                   "extra", "post_errors", "threads_idle", "threads_peak", "actors", "scopes",
+                   "api_calls", "bridge_log_warnings", "bridge_log_errors")
+LARK_FLOAT_FIELDS = ("rate", "ack_p50_ms", "ack_p99_ms", "bridge_p50_ms", "bridge_p99_ms",
+                     "overhead_p50_ms", "overhead_p99_ms", "throughput_per_s",
+                     "throughput_rate", "rss_mb", "posts_per_answer", "api_calls_per_answer",
+                     "reconnect_s", "duration_s")
+LARK_REPLY = "POST /open-apis/im/v1/messages/:message_id/reply"
+
+
+def test_lark_smoke_run_answers_every_message_once_and_recovers() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "bridge"), "bench", "--platform", "lark",
+         "--channels", "2", "--agents", "2", "--messages", "10", "--rate", "20", "--steps", "1",
+         "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == set(LARK_JSON_FIELDS) == {
+        *LARK_INT_FIELDS, *LARK_FLOAT_FIELDS, "steps", "platform", "api_methods"}
+    for name in LARK_INT_FIELDS:
+        assert isinstance(data[name], int) and not isinstance(data[name], bool), name
+    for name in LARK_FLOAT_FIELDS:
+        assert _number(data[name]), name
+    assert data["platform"] == "lark"
+    assert (data["channels"], data["agents"], data["messages"]) == (2, 2, 10)
+    assert (data["sent"], data["answered"], data["lost"]) == (10, 10, 0)
+    assert (data["doubled"], data["extra"], data["post_errors"]) == (0, 0, 0)
+    assert data["ack_p99_ms"] > 0 and data["bridge_p99_ms"] > 0
+    assert data["reconnect_s"] > 0  # -1: not answered after the dropped connection
+    assert data["rss_mb"] > 0 and data["threads_peak"] > 0 and data["threads_idle"] > 0
+    assert data["api_methods"][LARK_REPLY] >= 10 and data["posts_per_answer"] >= 1
+    assert data["api_calls"] == sum(data["api_methods"].values())
+    assert all(route.split(" ", 1)[1].startswith("/open-apis/")
+               for route in data["api_methods"])
+    assert len(data["steps"]) == 1
+    step = data["steps"][0]
+    assert set(step) == {*STEP_INT_FIELDS, *STEP_FLOAT_FIELDS}
+    assert (step["sent"], step["answered"], step["lost"]) == (10, 10, 0)
+    assert step["floor_p99_ms"] == data["ack_p99_ms"] and step["p99_ms"] == data["bridge_p99_ms"]
+
+
+def test_lark_config_hands_credentials_by_environment_only(tmp_path: Path) -> None:
+    text = lark_config_text("http://127.0.0.1:9", tmp_path / "var", 2)
+    assert 'app_id = "env:BRIDGE_BENCH_LARK_ID_ECHO2"' in text
+    assert 'app_secret = "env:BRIDGE_BENCH_LARK_SECRET_ECHO"' in text
+    assert "[platforms.lark]" in text and 'domain = "http://127.0.0.1:9"' in text
+    assert "[fabric]" not in text and "[platforms.slack]" not in text
+    assert text.count('platform = "lark"') == 2 and text.count('scope = "thread"') == 2
+    assert "cli_" not in text
+
+
+def _lark_ack(app_id: str, message_id: str, text: str, *, code: int = 200,
+              kind: str = "im.message.receive_v1") -> tuple[str, LarkDelivery]:
+    event = {"header": {"event_id": "e", "event_type": kind},
+             "event": {"message": {"message_id": message_id,
+                                   "content": json.dumps({"text": f"@_user_1 {text}"})}}}
+    return app_id, LarkDelivery("e", kind, "f", 0, code == 200, code, None, event)
+
+
+def _lark_message(app_id: str, message_id: str, text: str, parent: str = "") -> dict[str, Any]:
+    return {"message_id": message_id, "app_id": app_id, "text": text, "parent_id": parent,
+            "root_id": parent}
+
+
+def test_lark_tracker_matches_replies_and_acks_and_counts_doubles() -> None:
+    tracker = LarkTracker({"ou_bot1": "cli_1", "ou_bot2": "cli_2"})
+    for n in range(3):
+        tracker.expect(f"bn1-00000{n}", 10.0, "ou_bot1")
+    tracker.expect("bn1-000003", 10.0, "ou_bot2")
+    for n in range(3):
+        tracker.posted_as(f"bn1-00000{n}", f"om_{n}")
+    tracker.posted_as("bn1-000000", "om_other")  # the first id stays
+    tracker.on_ack(*_lark_ack("cli_2", "om_0", "bn1-000000"))  # not the app mentioned
+    tracker.on_ack(*_lark_ack("cli_1", "om_0", "bn1-000000", code=500))  # refused: no floor
+    tracker.on_ack(*_lark_ack("cli_1", "om_0", "bn1-000000", kind="im.message.recalled_v1"))
+    tracker.on_ack(*_lark_ack("cli_1", "om_0", "bn1-000000"))
+    tracker.on_ack(*_lark_ack("cli_2", "om_3", "bn1-000003"))  # names the post's id
+    tracker.on_message("posted", _lark_message("", "om_0", "bn1-000000"))  # a person's: ignored
+    tracker.on_message("posted", _lark_message("cli_1", "om_a", "working on bn1-000000 now",
+                                               "om_0"))  # holds it, does not end with it
+    tracker.on_message("posted", _lark_message("cli_1", "om_b", "@_user_1 bn1-000000", "om_0"))
+    tracker.on_message("changed", _lark_message("cli_1", "om_b", "@_user_1 bn1-000000",
+                                                "om_0"))  # the same message again: once
+    tracker.on_message("posted", _lark_message("cli_1", "om_c", "bn1-000001"))  # not a reply
+    tracker.on_message("posted", _lark_message("cli_2", "om_d", "bn1-000002", "om_2"))  # other
+    tracker.on_message("posted", _lark_message("cli_2", "om_e", "bn1-000003", "om_3"))
+    tracker.drain()
+    assert set(tracker.answers) == {"bn1-000000", "bn1-000003"}
+    assert set(tracker.floor) == {"bn1-000000", "bn1-000003"}
+    assert tracker.sent["bn1-000000"].ref == "om_0" and tracker.sent["bn1-000003"].ref == "om_3"
+    assert tracker.extra == 3 and tracker.doubled == 1
+    assert tracker.posted(["bn1-000000", "bn9-000000"]) == {"bn1-000000": 10.0}
+
+
+def test_lark_tracker_holds_an_answer_until_its_post_has_an_id() -> None:
+    tracker = LarkTracker({"ou_bot1": "cli_1"})
+    tracker.expect("bn1-000000", 10.0, "ou_bot1")
+    tracker.on_message("posted", _lark_message("cli_1", "om_b", "bn1-000000", "om_0"))
+    tracker.drain()
+    assert tracker.answers == {} and tracker.extra == 0
+    tracker.posted_as("bn1-000000", "om_0")
+    tracker.drain()
+    assert list(tracker.answers) == ["bn1-000000"] and tracker.extra == 0

@@ -365,6 +365,28 @@ def test_unacked_event_is_redelivered_with_the_same_event_id(
     assert deliveries[0].frame_id != deliveries[1].frame_id
 
 
+def test_ack_observers_see_every_ack_with_its_app(
+        double: LarkDouble, connect: Callable[..., LongConnection]) -> None:
+    app = double.add_app("bridge")
+    alice = double.add_user("alice")
+    dm = double.add_p2p(alice, app)
+    double.set_redelivery(0.2)
+    seen: list[tuple[str, str, int | None, bool]] = []
+    double.observe_acks(lambda app_id, d: seen.append((app_id, d.event_type, d.code, d.acked)))
+    calls: list[str] = []
+
+    def flaky(event: P2ImMessageReceiveV1) -> None:
+        calls.append(event.header.event_id)
+        if len(calls) == 1:
+            raise RuntimeError("not now")
+
+    connect(double, app, on_message=flaky)
+    double.post(alice, dm, "again")
+    wait_until(lambda: len(seen) == 2, what="two acks")
+    assert seen == [(app.app_id, "im.message.receive_v1", 500, False),
+                    (app.app_id, "im.message.receive_v1", 200, True)]
+
+
 def test_click_reaches_the_handler_and_returns_its_toast(
         double: LarkDouble, connect: Callable[..., LongConnection]) -> None:
     app = double.add_app("bridge")

@@ -112,10 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "post @mentions one agent (round robin) and is answered in its thread; "
                     "the floor is the bridge's Socket Mode ack of the mention; also measures "
                     "the time from a dropped socket, and from a disconnect envelope, to the "
-                    "next answer. Exit 0 when the run completed.")
-    bench.add_argument("--platform", choices=("fabric", "slack"), default="fabric",
-                       help="what to run against: the Fabric dev guild (default) or the "
-                            "Slack double")
+                    "next answer. With --platform lark: the Feishu/Lark double instead, one "
+                    "custom app per agent, N group chats with member alice and every agent's "
+                    "bot; each post @mentions one agent's bot (round robin) and is answered "
+                    "in a reply to it; the floor is the app's ack of the post's "
+                    "im.message.receive_v1 event on its long connection; also measures the "
+                    "time from a dropped long connection to the next answer. Exit 0 when "
+                    "the run completed.")
+    bench.add_argument("--platform", choices=("fabric", "slack", "lark"), default="fabric",
+                       help="what to run against: the Fabric dev guild (default), the "
+                            "Slack double or the Feishu/Lark double")
     bench.add_argument("--channels", type=int, default=10, metavar="N",
                        help="channels to create and post in (default 10)")
     bench.add_argument("--agents", type=int, default=1, metavar="A",
@@ -135,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "to every channel of guild dev. With --platform slack: "
                             "{api_url} and {state_dir} are replaced, and agent NAME's tokens "
                             "are env:BRIDGE_BENCH_SLACK_BOT_<NAME> and "
-                            "env:BRIDGE_BENCH_SLACK_APP_<NAME> (NAME in capitals)")
+                            "env:BRIDGE_BENCH_SLACK_APP_<NAME> (NAME in capitals). With "
+                            "--platform lark: {domain} and {state_dir} are replaced, and "
+                            "agent NAME's app id and secret are "
+                            "env:BRIDGE_BENCH_LARK_ID_<NAME> and "
+                            "env:BRIDGE_BENCH_LARK_SECRET_<NAME>")
     bench.add_argument("--json", action="store_true",
                        help="print the report as one JSON object (fields below)")
     bench.add_argument("--log", type=Path, default=None, metavar="FILE",
@@ -145,11 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "second; print its posts, edits and edits per second (JSON with "
                             "--json: run_s, tool_steps, posts, edits, edits_per_s); Fabric "
                             "only")
-    from bridge.ops import bench_slack
+    from bridge.ops import bench_lark, bench_slack
     from bridge.ops.bench import json_fields_help
 
     bench.epilog = ("JSON fields: " + json_fields_help() + ". JSON fields with --platform "
-                    "slack: " + bench_slack.json_fields_help())
+                    "slack: " + bench_slack.json_fields_help() + ". JSON fields with "
+                    "--platform lark: " + bench_lark.json_fields_help())
     keys = sub.add_parser("keys", help="Manage the keys the bridge signs its buttons with.",
                           description="Manage the keys the bridge signs its buttons with "
                                       "(control-keys.json in the state dir).")
@@ -194,15 +205,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 ok, 1 failure, 2 bad config, 3 unusable state store.
     """
     args = build_parser().parse_args(argv)
-    if args.command == "bench" and args.platform == "slack":
+    if args.command == "bench" and args.platform != "fabric":
         if args.status_run > 0:
             print("bridge bench: --status-run is for the Fabric dev guild only",
                   file=sys.stderr)
             return EXIT_CONFIG
-        from bridge.ops.bench_slack import main_slack_bench
+        if args.platform == "lark":
+            from bridge.ops.bench_lark import main_lark_bench as main_double_bench
+        else:
+            from bridge.ops.bench_slack import main_slack_bench as main_double_bench
 
-        return main_slack_bench(args.channels, args.agents, args.messages, args.rate,
-                                args.steps, args.config, args.json, args.log)
+        return main_double_bench(args.channels, args.agents, args.messages, args.rate,
+                                 args.steps, args.config, args.json, args.log)
     if args.command == "bench" and args.status_run > 0:
         from bridge.ops.bench_status import main_status_run
 

@@ -38,12 +38,9 @@ One run measures:
 
 from __future__ import annotations
 
-import collections
-import os
 import shutil
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,38 +48,22 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from bridge.cli.compose import load_config
-from bridge.ops.bench import (
-    SETTLE_S,
-    TOKEN_PREFIX,
-    StepReport,
-    _log_levels,
-    _ratio,
-    _ready,
-    _Sampler,
-    agent_names,
-    climb,
-    cpu_seconds,
-    percentile_table,
-    post_paced,
-    present,
-    step_report,
-    steps_table,
+from bridge.ops.bench import StepReport, _Sampler, agent_names, present
+from bridge.ops.loadkit import (
+    BridgeProcess,
+    DoubleBench,
+    TokenTracker,
+    check_config,
+    environ_without_proxies,
+    measure,
+    render_double,
 )
-from bridge.statefiles import read_status
 
 if TYPE_CHECKING:  # imported when a bench runs, not by ``bridge --help``
     from adapters.chat.slack.double import Delivery, SlackApp, SlackDouble
-    from bridge.ops.loadkit import BridgeProcess
 
 #: The member who posts.
 MEMBER = "alice"
-#: Threads posting in parallel (posts are in-process calls into the double).
-POSTERS = 4
-#: Seconds allowed from a socket fault to the answer of the next message.
-RECOVERY_S = 30.0
-#: Seconds to wait for an app to be back to one open socket before a fault.
-STEADY_S = 15.0
 #: The environment variables that hand an agent's tokens to the bridge
 #: (``{kind}`` is ``BOT`` or ``APP``, ``{agent}`` the agent's name in capitals).
 TOKEN_ENV = "BRIDGE_BENCH_SLACK_{kind}_{agent}"
@@ -219,11 +200,10 @@ def config_text(api_url: str, state_dir: Path, agents: int) -> str:
 
 
 def child_env(apps: Mapping[str, SlackApp]) -> dict[str, str]:
-    """This process's environment plus each agent's tokens, without proxy settings
-    (slack-sdk honours ``HTTP(S)_PROXY`` and ignores ``NO_PROXY``, so loopback
-    would go to the proxy)."""
-    env = {key: value for key, value in os.environ.items()
-           if key.lower() not in ("http_proxy", "https_proxy")}
+    """This process's environment without proxy settings (slack-sdk honours
+    ``HTTP(S)_PROXY`` and ignores ``NO_PROXY``, so loopback would go to the proxy),
+    plus each agent's tokens."""
+    env = environ_without_proxies()
     for name, app in apps.items():
         env[token_env(name, "BOT")] = app.bot_token
         env[token_env(name, "APP")] = app.app_token
@@ -233,21 +213,13 @@ def child_env(apps: Mapping[str, SlackApp]) -> dict[str, str]:
 # -- what the double saw -------------------------------------------------------
 
 
-@attrs.define
-class _Post:
-    posted_at: float
-    bot_user_id: str
-    app_id: str
-    ts: str = ""
-
-
-class SlackTracker:
-    """Matches what the double observed (messages stored, acks) to the bench's posts.
+class SlackTracker(TokenTracker):
+    """Matches what the Slack double observed (messages stored, acks) to the bench's posts.
 
     The double's observers (:meth:`on_message`, :meth:`on_ack`) only queue what
-    they see with the time they saw it; :meth:`drain` does the matching on the
-    bench's thread. One queue keeps the double's order: a post is always seen
-    before its ack and its answer.
+    they see; :meth:`drain` matches it on the bench's thread. The double's order
+    holds: a post is always seen before its ack and its answer. The right answer
+    is the mentioned app's bot's message in the post's thread.
 
     Args:
         member_id: The posting member's user id.
@@ -260,92 +232,48 @@ class SlackTracker:
     """
 
     def __init__(self, member_id: str, bot_users: Mapping[str, str]) -> None:
+        super().__init__(bot_users)
         self.member_id = member_id
-        self.bot_users = dict(bot_users)
-        self.sent: dict[str, _Post] = {}
-        self.answers: dict[str, float] = {}
-        self.floor: dict[str, float] = {}
-        self.extra = 0
-        self._holding: collections.Counter[str] = collections.Counter()
         self._by_ts: dict[str, str] = {}
-        self._seen: collections.deque[tuple[float, str, Any]] = collections.deque()
-        self._lock = threading.Lock()
-
-    @property
-    def doubled(self) -> int:
-        """Posts with more than one bot message holding their token."""
-        return sum(1 for count in self._holding.values() if count > 1)
-
-    def expect(self, token: str, posted_at: float, bot_user_id: str) -> None:
-        """Register a token about to be posted, mentioning ``bot_user_id`` (thread-safe)."""
-        with self._lock:
-            self.sent[token] = _Post(posted_at, bot_user_id, self.bot_users[bot_user_id])
-
-    def forget(self, token: str) -> None:
-        """Drop a token whose post failed (thread-safe)."""
-        with self._lock:
-            self.sent.pop(token, None)
-
-    def posted(self, tokens: list[str]) -> dict[str, float]:
-        """``{token: when it was posted}`` for those of ``tokens`` posted (thread-safe)."""
-        with self._lock:
-            return {t: self.sent[t].posted_at for t in tokens if t in self.sent}
 
     def on_message(self, change: str, message: dict[str, Any]) -> None:
         """The double's message observer: queue a new message with the time now."""
         if change == "posted":
-            self._seen.append((time.monotonic(), "message", message))
+            self.see("message", message)
 
     def on_ack(self, app_id: str, delivery: Delivery) -> None:
         """The double's ack observer: queue an ``app_mention`` ack with the time now."""
         event = delivery.payload.get("event")
         if isinstance(event, dict) and event.get("type") == "app_mention":
-            self._seen.append((time.monotonic(), "ack", (app_id, str(event.get("ts")))))
+            self.see("ack", (app_id, str(event.get("ts"))))
 
-    def drain(self) -> None:
-        """Match everything queued so far."""
-        while self._seen:
-            at, kind, data = self._seen.popleft()
-            if kind == "ack":
-                self._ack(at, *data)
-            else:
-                self._message(at, data)
-
-    def _token(self, text: str) -> tuple[str, _Post] | None:
-        for word in text.split():
-            if word.startswith(TOKEN_PREFIX):
-                with self._lock:
-                    post = self.sent.get(word)
-                if post is not None:
-                    return word, post
-        return None
+    def handle(self, at: float, kind: str, data: Any) -> None:
+        """Match a queued message or ack."""
+        if kind == "ack":
+            self._ack(at, *data)
+        else:
+            self._message(at, data)
 
     def _message(self, at: float, message: dict[str, Any]) -> None:
-        found = self._token(str(message.get("text", "")))
+        found = self.find(str(message.get("text", "")))
         if found is None:
             return
         token, post = found
         author = message.get("user")
         if author == self.member_id and not message.get("bot_id"):
-            post.ts = str(message.get("ts"))
-            self._by_ts[post.ts] = token
+            post.ref = str(message.get("ts"))
+            self._by_ts[post.ref] = token
             return
         if author not in self.bot_users:
             return
-        self._holding[token] += 1
-        right = (author == post.bot_user_id and bool(post.ts)
-                 and message.get("thread_ts") == post.ts)
-        if right and token not in self.answers:
-            self.answers[token] = at
-        else:
-            self.extra += 1
+        self.bot_message(at, token, author == post.bot_id and bool(post.ref)
+                         and message.get("thread_ts") == post.ref)
 
     def _ack(self, at: float, app_id: str, ts: str) -> None:
         token = self._by_ts.get(ts)
         if token is None or token in self.floor:
             return
-        with self._lock:
-            post = self.sent.get(token)
+        post = self.sent.get(token)
         if post is not None and post.app_id == app_id:
             self.floor[token] = at
 
@@ -353,23 +281,19 @@ class SlackTracker:
 # -- the run -------------------------------------------------------------------
 
 
-class _SlackBench:
-    """State of one Slack bench run (double, bridge, member, channels, apps)."""
+class _SlackBench(DoubleBench["SlackApp"]):
+    """One Slack bench run: member alice mentions the apps in the channels."""
 
     def __init__(self, double: SlackDouble, bridge: BridgeProcess, member_id: str,
                  channel_ids: list[str], apps: list[SlackApp], sampler: _Sampler) -> None:
+        tracker = SlackTracker(member_id, {app.bot_user_id: app.app_id for app in apps})
+        super().__init__(tracker, bridge, channel_ids, apps, sampler)
         self.double = double
-        self.bridge = bridge
         self.member_id = member_id
-        self.channel_ids = channel_ids
-        self.apps = apps
-        self.sampler = sampler
-        self.tracker = SlackTracker(member_id, {app.bot_user_id: app.app_id for app in apps})
-        self.post_errors = 0
-        double.observe(self.tracker.on_message)
-        double.observe_acks(self.tracker.on_ack)
+        double.observe(tracker.on_message)
+        double.observe_acks(tracker.on_ack)
 
-    def _post(self, token: str, channel: str, app: SlackApp) -> bool:
+    def post(self, token: str, channel: str, app: SlackApp) -> bool:
         """Post ``token`` as a mention of ``app`` in ``channel``; False when refused."""
         from adapters.chat.slack.double import SlackError
 
@@ -381,67 +305,9 @@ class _SlackBench:
             return False
         return True
 
-    def step(self, number: int, rate: float, count: int) -> StepReport:
-        """Post ``count`` messages at ``rate`` per second and wait for their answers."""
-        tokens = [f"{TOKEN_PREFIX}{number}-{i:06d}" for i in range(count)]
-        channels, apps = self.channel_ids, self.apps
-        lock = threading.Lock()
-        errors = [0]
-        self.sampler.window()
-        pid = self.bridge.pid or 0
-        cpu_before, bench_before, wall_before = (cpu_seconds(pid), time.process_time(),
-                                                 time.monotonic())
-
-        def post(i: int) -> None:
-            app = apps[(i // len(channels)) % len(apps)]
-            if not self._post(tokens[i], channels[i % len(channels)], app):
-                with lock:
-                    errors[0] += 1
-
-        tracker = self.tracker
-        post_paced(count, rate, [post] * POSTERS, tracker.drain)
-        posted = tracker.posted(tokens)
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline:
-            tracker.drain()
-            if all(t in tracker.answers and t in tracker.floor for t in posted):
-                break
-            time.sleep(0.01)
-        tracker.drain()
-        wall = time.monotonic() - wall_before
-        self.post_errors += errors[0]
-        return step_report(rate, posted, tracker.answers, tracker.floor, wall=wall,
-                           bridge_cpu=cpu_seconds(pid) - cpu_before,
-                           bench_cpu=time.process_time() - bench_before,
-                           threads_peak=self.sampler.window())
-
-    def recover(self, label: str, fault: Callable[[SlackApp], int]) -> float:
-        """Seconds from ``fault`` on the first agent's sockets to the answer of a
-        message posted right after it; -1.0 when none within :data:`RECOVERY_S`
-        (or when the app had no socket to hurt)."""
-        app = self.apps[0]
-        _wait(lambda: self.double.sockets(app) == 1, STEADY_S)
-        token = f"{TOKEN_PREFIX}{label}-000000"
-        at = time.monotonic()
-        if fault(app) < 1 or not self._post(token, self.channel_ids[0], app):
-            return -1.0
-        deadline = at + RECOVERY_S
-        while time.monotonic() < deadline:
-            self.tracker.drain()
-            if token in self.tracker.answers:
-                return round(self.tracker.answers[token] - at, 3)
-            time.sleep(0.01)
-        return -1.0
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll ``condition`` every 50 ms until it holds or ``timeout_s`` passed; its last value."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    def sockets(self, app: SlackApp) -> int:
+        """The app's open Socket Mode connections."""
+        return self.double.sockets(app)
 
 
 def run_slack_bench(channels: int = 10, agents: int = 1, messages: int = 200,
@@ -476,7 +342,6 @@ def run_slack_bench(channels: int = 10, agents: int = 1, messages: int = 200,
         raise ValueError("channels, agents, messages, rate and steps must be positive")
     from adapters.chat.slack.checks import BOT_SCOPES
     from adapters.chat.slack.double import SlackDouble
-    from bridge.ops.loadkit import BridgeProcess
 
     say = progress or (lambda line: None)
     began = time.monotonic()
@@ -496,80 +361,23 @@ def run_slack_bench(channels: int = 10, agents: int = 1, messages: int = 200,
                 "{api_url}", double.api_url).replace("{state_dir}", str(state_dir))
         config_path.write_text(text, encoding="utf-8")
         env = child_env(apps)
-        _check_config(config_path, env)
+        check_config(config_path, env)
         say(f"{channels} channels created; starting the bridge with {agents} agent(s)")
         bridge = BridgeProcess(config_path, state_dir, folder / "bridge.log", env)
-        try:
-            bridge.start(_ready(agents, channels), timeout_s=30.0 + channels * agents / 20)
-            sampler = _Sampler(bridge.pid or 0)
-            time.sleep(0.5)
-            threads_idle = sampler.sample()
-            sampler.start()
-            bench = _SlackBench(double, bridge, member_id, channel_ids, list(apps.values()),
-                                sampler)
-            warm = bench.step(0, rate, channels)  # one message per channel
-            say(f"bridge pid {bridge.pid}: {threads_idle} threads idle; warm-up "
-                f"{warm.answered}/{warm.sent} answered")
-            calls_before = double.call_counts()
-            steps = climb(lambda number, step_rate: bench.step(number, step_rate, messages),
-                          rate, max_steps, say)
-            calls_after = double.call_counts()
-            reconnect_s = bench.recover("drop", double.drop_sockets)
-            say(f"dropped socket: next answer after {reconnect_s:g} s")
-            disconnect_s = bench.recover("disc", double.disconnect)
-            say(f"disconnect envelope: next answer after {disconnect_s:g} s")
-            time.sleep(0.6)  # one more status.json write; late doubles land
-            bench.tracker.drain()
-            snapshot = read_status(state_dir)
-            sampler.stop()
-        finally:
-            bridge.stop()
-        warnings, errors = _log_levels(folder / "bridge.log")
+        run = measure(
+            bridge, lambda sampler: _SlackBench(double, bridge, member_id, channel_ids,
+                                                list(apps.values()), sampler),
+            agents=agents, channels=channels, rate=rate, messages=messages,
+            max_steps=max_steps, call_counts=double.call_counts,
+            faults=[("drop", "dropped socket", double.drop_sockets),
+                    ("disc", "disconnect envelope", double.disconnect)], say=say)
         if log_copy is not None:
             shutil.copyfile(folder / "bridge.log", log_copy)
-    first = steps[0]
-    passing = [s for s in steps if s.passed]
-    best = passing[-1] if passing else None
-    answered = sum(s.answered for s in steps)
-    methods = {method: calls - calls_before.get(method, 0)
-               for method, calls in sorted(calls_after.items())
-               if calls > calls_before.get(method, 0)}
-    api_calls = sum(methods.values())
     return SlackBenchReport(
         channels=channels, agents=agents, messages=messages, rate=rate,
-        ack_p50_ms=first.floor_p50_ms, ack_p99_ms=first.floor_p99_ms,
-        bridge_p50_ms=first.p50_ms, bridge_p99_ms=first.p99_ms,
-        overhead_p50_ms=round(first.p50_ms - first.floor_p50_ms, 2) if first.answered else 0.0,
-        overhead_p99_ms=round(first.p99_ms - first.floor_p99_ms, 2) if first.answered else 0.0,
-        throughput_per_s=best.answered_per_s if best else 0.0,
-        throughput_rate=best.rate if best else 0.0,
-        sent=sum(s.sent for s in steps), answered=answered, lost=sum(s.lost for s in steps),
-        doubled=bench.tracker.doubled, extra=bench.tracker.extra,
-        post_errors=bench.post_errors, rss_mb=round(sampler.rss_kb / 1024, 1),
-        threads_idle=threads_idle, threads_peak=sampler.peak_threads,
-        actors=len(snapshot.actors) if snapshot else 0,
-        scopes=len(snapshot.scopes) if snapshot else 0,
-        api_calls=api_calls, api_methods=methods,
-        posts_per_answer=_ratio(methods.get("chat.postMessage", 0), answered),
-        api_calls_per_answer=_ratio(api_calls, answered),
-        reconnect_s=reconnect_s, reconnect_disconnect_s=disconnect_s,
-        bridge_log_warnings=warnings, bridge_log_errors=errors,
-        duration_s=round(time.monotonic() - began, 1), steps=tuple(steps))
-
-
-def _check_config(path: Path, env: Mapping[str, str]) -> None:
-    """Load the config as the child will, with its token variables set here for the while.
-
-    Raises:
-        ConfigError: when it is not a valid bridge config.
-    """
-    added = {key: value for key, value in env.items() if key not in os.environ}
-    os.environ.update(added)
-    try:
-        load_config(path)
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
+        **run.fields(["chat.postMessage"]), reconnect_s=run.recoveries["drop"],
+        reconnect_disconnect_s=run.recoveries["disc"],
+        duration_s=round(time.monotonic() - began, 1))
 
 
 # -- output --------------------------------------------------------------------
@@ -580,46 +388,12 @@ def json_fields_help() -> str:
     return "; ".join(f"{name}: {text}" for name, text in JSON_FIELDS.items())
 
 
-def _seconds(value: float) -> str:
-    return "no answer within 30 s" if value < 0 else f"{value:.2f} s"
-
-
 def render(report: SlackBenchReport) -> Any:
     """The report as rich renderables (a summary table, totals and the steps)."""
-    from rich.console import Group
-    from rich.table import Table
-
-    summary = percentile_table(
-        f"bridge bench --platform slack: {report.channels} channels, {report.agents} "
-        f"agent(s), {report.messages} messages/step, from {report.rate:g}/s",
-        [("post -> Socket Mode ack (ms)", report.ack_p50_ms, report.ack_p99_ms),
-         ("post -> answer in thread (ms)", report.bridge_p50_ms, report.bridge_p99_ms),
-         ("bridge overhead (ms)", report.overhead_p50_ms, report.overhead_p99_ms)])
-    totals = Table(show_header=False)
-    totals.add_column("what")
-    totals.add_column("value", justify="right")
-    methods = ", ".join(f"{method} {calls / report.answered:.2f}"
-                        for method, calls in report.api_methods.items()) \
-        if report.answered else "-"
-    rows = [
-        ("sustained throughput", f"{report.throughput_per_s:g} answered/s at "
-                                 f"{report.throughput_rate:g}/s offered"),
-        ("sent / answered / lost / doubled / extra",
-         f"{report.sent} / {report.answered} / {report.lost} / {report.doubled} / "
-         f"{report.extra}"),
-        ("peak RSS of the bridge", f"{report.rss_mb:.1f} MB"),
-        ("threads idle / peak", f"{report.threads_idle} / {report.threads_peak}"),
-        ("actors / scopes at the end", f"{report.actors} / {report.scopes}"),
-        ("Web API calls per answer", f"{report.api_calls_per_answer:g} ({methods})"),
-        ("dropped socket -> next answer", _seconds(report.reconnect_s)),
-        ("disconnect envelope -> next answer", _seconds(report.reconnect_disconnect_s)),
-        ("bridge log warnings / errors",
-         f"{report.bridge_log_warnings} / {report.bridge_log_errors}"),
-        ("run time", f"{report.duration_s:g} s"),
-    ]
-    for row in rows:
-        totals.add_row(*row)
-    return Group(summary, totals, steps_table(report.steps, floor="ack99"))
+    return render_double(report, platform="slack", ack="post -> Socket Mode ack",
+                         answer="post -> answer in thread", calls="Web API",
+                         recoveries=[("dropped socket", report.reconnect_s),
+                                     ("disconnect envelope", report.reconnect_disconnect_s)])
 
 
 def main_slack_bench(channels: int, agents: int, messages: int, rate: float, max_steps: int,

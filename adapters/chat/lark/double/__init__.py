@@ -12,7 +12,8 @@ lark-oapi runs against it unmodified::
                             domain=lark_double.domain)
 
 Load tools watch it with ``observe(observer)``: called on every message an
-app sends or changes.
+app sends or changes, and ``observe_acks(observer)``: called on every event ack
+(``bridge bench --platform lark`` times answers and acks with them).
 
 Run one by hand with ``python -m adapters.chat.lark.double --port P``.
 """

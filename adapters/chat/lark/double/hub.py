@@ -36,6 +36,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -50,6 +51,8 @@ REDELIVERY_S = 15.0
 RETRIES = 3
 #: Events not redelivered when unacked.
 NO_RETRY = ("card.action.trigger",)
+#: ``observer(app_id, delivery)``: called on each ack (see :meth:`Hub.observe_acks`).
+AckObserver = Callable[[str, "Delivery"], None]
 
 
 @attrs.frozen
@@ -157,6 +160,7 @@ class Hub:
         self._by_frame: dict[str, _Sent] = {}
         self._devices: dict[str, str] = {}
         self._link_ids = itertools.count(1)
+        self._ack_observers: list[AckObserver] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Attach to the server's loop (None: detach, at stop)."""
@@ -187,6 +191,18 @@ class Hub:
         with self._lock:
             self._queues[app_id].append(_Chain(app_id, event, retry))
         self._kick(app_id)
+
+    def observe_acks(self, observer: AckObserver) -> None:
+        """Call ``observer(app_id, delivery)`` on every ack from now on, whatever its
+        code (``delivery.acked`` tells a 200; a repeated ack of one frame calls it again).
+
+        It is called on the server's loop with the hub's lock held: it must be
+        quick, must not block and must not call back into the hub. The delivery's
+        ``event`` is the hub's own dict (acks are many under load), to read and
+        never change.
+        """
+        with self._lock:
+            self._ack_observers.append(observer)
 
     def resend(self, app_id: str, event_id: str) -> None:
         """Send an event delivered before again, with the same event id.
@@ -318,6 +334,10 @@ class Hub:
                 if sent.chain.timer is not None:
                     sent.chain.timer.cancel()
                     sent.chain.timer = None
+            if self._ack_observers:
+                seen = sent.frozen()
+                for observer in self._ack_observers:
+                    observer(link.app_id, seen)
             self._acked.notify_all()
 
     def drop(self, app_id: str | None) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import BodyPartReader, WSMsgType, web
 
 from adapters.chat.lark.double.api import Call, WebApi
-from adapters.chat.lark.double.hub import REDELIVERY_S, Delivery, Hub
+from adapters.chat.lark.double.hub import REDELIVERY_S, AckObserver, Delivery, Hub
 from adapters.chat.lark.double.model import (
     BAD_PARAMS,
     DEFAULT_SCOPES,
@@ -396,6 +396,16 @@ class LarkDouble:
         (``"deleted"``); ``message`` as :meth:`history` shows it. It runs with
         the tenant locked: quick, no blocking, no calls into the double."""
         self.tenant.observe(observer)
+
+    def observe_acks(self, observer: AckObserver) -> None:
+        """Call ``observer(app_id, delivery)`` on every event ack from now on
+        (:class:`Delivery`, ``acked`` True for code 200).
+
+        It runs on the server's loop while the hub is locked: it must be quick,
+        must not block and must not call the double; the delivery's ``event`` is
+        the hub's own, to read and never change. See :meth:`Hub.observe_acks`.
+        """
+        self.hub.observe_acks(observer)
 
     def _app_id(self, app: LarkApp | str) -> str:
         return self.tenant.record(app).app.app_id
