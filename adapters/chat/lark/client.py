@@ -43,7 +43,7 @@ from adapters.chat.lark import render
 from adapters.chat.lark.api import LarkApi
 from adapters.chat.lark.events import IMAGE_TYPES
 from adapters.chat.lark.session import LarkAccess
-from bridge.errors import BadRequest, ChatError, TooLarge
+from bridge.errors import BadRequest, ChatError, NotFound, TooLarge
 from bridge.model import Attachment, Control, Target
 from bridge.platform import Unsupported
 
@@ -58,6 +58,8 @@ EMOJI = {"eyes": "GLANCE", "white_check_mark": "DONE", "heavy_check_mark": "DONE
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 #: Chats whose mode is remembered (a topic chat's replies go in the topic).
 CHAT_CACHE = 2000
+#: Reaction ids remembered (a receipt is removed minutes after it was added).
+REACTION_CACHE = 4096
 
 #: Signs a control into the callback value its button carries: (control, target) -> value.
 ButtonValue = Callable[[Control, Target], Mapping[str, str]]
@@ -79,6 +81,10 @@ class LarkClient:
 
     _chat_modes: cachetools.LRUCache[tuple[str, str], bool] = cachetools.LRUCache(CHAT_CACHE)
     _modes_lock = threading.Lock()
+    #: The reaction ids of the app's own reactions, by (app, message, emoji type), so
+    #: removing a receipt is one call, not a listing and a call.
+    _reactions: cachetools.LRUCache[tuple[str, str, str], str] = cachetools.LRUCache(
+        REACTION_CACHE)
 
     def __init__(self, access: LarkAccess, button_value: ButtonValue | None = None) -> None:
         self.access = access
@@ -204,11 +210,27 @@ class LarkClient:
         """Add or remove the app's reaction (``reaction``: a name of :data:`EMOJI` or an
         ``emoji_type``)."""
         emoji = EMOJI.get(reaction, reaction)
+        key = (self.access.app_id, message_id, emoji)
         if on:
-            self.api.call("POST", "/open-apis/im/v1/messages/:message_id/reactions",
-                          what=f"react on {message_id}", paths={"message_id": message_id},
-                          body={"reaction_type": {"emoji_type": emoji}})
+            added = self.api.call("POST", "/open-apis/im/v1/messages/:message_id/reactions",
+                                  what=f"react on {message_id}",
+                                  paths={"message_id": message_id},
+                                  body={"reaction_type": {"emoji_type": emoji}})
+            if added.get("reaction_id"):
+                with self._modes_lock:
+                    self._reactions[key] = str(added["reaction_id"])
             return
+        with self._modes_lock:
+            known = self._reactions.pop(key, None)
+        if known is not None:
+            try:
+                self.api.call(
+                    "DELETE", "/open-apis/im/v1/messages/:message_id/reactions/:reaction_id",
+                    what=f"unreact on {message_id}",
+                    paths={"message_id": message_id, "reaction_id": known})
+                return
+            except (NotFound, BadRequest):  # gone already, or another id: list them
+                pass
         data = self.api.call("GET", "/open-apis/im/v1/messages/:message_id/reactions",
                              what=f"reactions of {message_id}", paths={"message_id": message_id},
                              query=[("reaction_type", emoji)])
