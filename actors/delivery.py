@@ -63,6 +63,7 @@ from actors.runtime import PooledSupervisedActor, Runtime
 from actors.timers import IdleTimer
 from bridge.errors import ChatError, LoginRefused, RetryLater, Unauthorized
 from bridge.model import Control, ScopeKey
+from bridge.outbound import Priority
 from bridge.platform import Access, ChatClient, LiveStatus, Unsupported
 from bridge.run_view import RunView
 from bridge.secrets import redact
@@ -192,7 +193,11 @@ class Delivery(PooledSupervisedActor):
                 del self.statuses[run_id]
             return
         wait = view.last_edit + self.edit_interval_s - time.monotonic()
-        if (view.message_id is not None or view.live_started) and wait > 0:
+        if not (view.message_id is not None or view.live_started) or wait <= 0:
+            # The identity's budget serves answers first: a status waits its turn,
+            # and only its newest text is sent then (overtaken edits never are).
+            wait = self._grant(Priority.EDIT)
+        if wait > 0:
             if not view.scheduled:
                 view.generation += 1
                 view.scheduled = True
@@ -211,6 +216,8 @@ class Delivery(PooledSupervisedActor):
         except (ChatError, pykka.Timeout) as exc:  # the status is best-effort
             if isinstance(exc, RetryLater) and exc.ambiguous and view.message_id is None:
                 view.uncertain = True
+            if isinstance(exc, RetryLater) and exc.retry_after_s is not None:
+                self._slow_down(exc.retry_after_s)
             log.warning("delivery %s: status of run %s not shown: %s", self.scope_key, run_id,
                         exc)
         view.shown = view.latest
@@ -303,6 +310,13 @@ class Delivery(PooledSupervisedActor):
         self.undelivered = len(pending)
         refused = False
         for piece in pending:
+            wait = self._grant(Priority.ANSWER)
+            if wait > 0:  # the identity's budget is spent for now: ask again then
+                self.generation += 1
+                self.waiting = True
+                self.runtime.timers.schedule(wait, self.actor_ref, RetryDelivery(self.generation))
+                self._publish()
+                return
             try:
                 message_id = self._post(piece)
             except RetryLater as exc:
@@ -391,12 +405,22 @@ class Delivery(PooledSupervisedActor):
         delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self.attempts - 1))
         if retry_after_s is not None:
             delay = max(delay, retry_after_s)
+            self._slow_down(retry_after_s)
         log.warning("delivery %s: %s; retry %d in %.1fs", self.scope_key, exc, self.attempts,
                     delay)
         self.generation += 1
         self.waiting = True
         self.runtime.timers.schedule(delay, self.actor_ref, RetryDelivery(self.generation))
         self._publish()
+
+    def _grant(self, priority: Priority) -> float:
+        """Seconds to wait before this send (0: send now), from the identity's budget."""
+        return self.runtime.budgets.grant(self.key.connection, self.platform.limits, priority,
+                                          self.scope_key)
+
+    def _slow_down(self, retry_after_s: float) -> None:
+        """The platform asked the identity to slow down: every conversation of it waits."""
+        self.runtime.budgets.slow_down(self.key.connection, self.platform.limits, retry_after_s)
 
     def _client(self) -> ChatClient:
         return self.platform.client(self._access())

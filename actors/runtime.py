@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import pykka
 
+from actors.budgets import Budgets
 from actors.messages import ChildFailed, Forward, Init
 from actors.pool import PooledActor
 from actors.timers import Timers
@@ -139,6 +140,7 @@ class Runtime:
             pieces older than it were left by an earlier process.
         posting: Keys of pieces whose post began in this process and is not yet
             recorded (a delivery that died meanwhile leaves them uncertain).
+        budgets: Each identity's outbound budget, shared by its deliveries.
         stopping: Set when the bridge begins to stop: actors skip new work (it is
             in the journal or on the platform, and is picked up at the next start).
     """
@@ -156,6 +158,7 @@ class Runtime:
     stopping: threading.Event = attrs.field(factory=threading.Event)
     started_at: float = attrs.field(factory=time.time)
     posting: set[str] = attrs.field(factory=set)
+    budgets: Budgets = attrs.field(factory=Budgets)
 
 
 def send(runtime: Runtime, child_id: str, message: Any, *, fallback: Any = None,

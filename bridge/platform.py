@@ -85,6 +85,9 @@ class PlatformLimits:
         files: True when files can be fetched from messages and uploaded.
         session_ttl_s: Seconds a login is reused before the next one (tokens
             are refreshed well before the platform expires them).
+        send_per_s: Sends a second one identity may make, sustained, over all its
+            conversations (its outbound budget, :mod:`bridge.outbound`); 0: no budget.
+        send_burst: Most sends at once after a quiet spell (the budget's size).
         idempotent_sends: True when the platform itself dedupes sends by the
             idempotency key (a repeated key returns the first message instead of
             a new one), so "did it land?" is answered by sending again:
@@ -101,6 +104,8 @@ class PlatformLimits:
     files: bool = False
     session_ttl_s: float = 480.0
     idempotent_sends: bool = False
+    send_per_s: float = 0.0
+    send_burst: int = 1
 
 
 class Access(Protocol):

@@ -432,3 +432,43 @@ def test_many_live_conversations_add_no_threads(tmp_path: Path, chat: Chat,
     # The runners (a thread each while their run lasts) end; the pool has 4 workers.
     wait_until(lambda: threading.active_count() <= before + 4,
                what=f"at most {before + 4} threads (now {threading.active_count()})")
+
+
+def test_the_identity_s_budget_sends_an_answer_before_queued_status_edits(
+        tmp_path: Path, apps: list[BridgeApp], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actors.runner, "STATUS_AFTER_S", 0.1)
+    monkeypatch.setattr(actors.runner, "STATUS_TICK_S", 0.1)
+    server = MemoryServer(text_chars=16_000)
+    ann = server.add_user("ann")
+    echo = server.add_user("echo", credential=KEY, bot=True)
+    space = server.add_space("team", [ann, echo])
+    dm = server.add_channel(space, "dm-ann-echo", [ann, echo], direct=True)
+    general = server.add_channel(space, "general", [ann, echo])
+    # Two sends at once, then one every 30 s: far slower than the status ticks.
+    platform = MemoryPlatform(server, edit_interval_s=0.1, first_sight=0, retry_s=0.05,
+                              send_per_s=1 / 30, send_burst=2)
+    chat = Chat(server, platform, ann, echo, space, dm, general)
+    # The gated agent in general; the echo agent's answers are the DM's (a run each).
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT.replace("answer to: ", "gated: "), encoding="utf-8")
+    workspace = tmp_path / "ws"
+    gated = agent("command", (sys.executable, str(script)), workspace=workspace)
+    app = start(config_for(tmp_path, chat, gated), chat, apps)
+    chat.post(chat.general, f"{mention(chat.echo)} a long job")
+    status = wait_until(lambda: next(iter(chat.by_echo(chat.general)), None),
+                        what="the run's status message")
+    assert status.key.startswith("status:")  # one token spent; the other is the answers'
+    # The status keeps changing (its elapsed time) but its edits wait for a token, and
+    # the answer takes the one left first.
+    assert app.runtime is not None
+    budgets, connection = app.runtime.budgets, ConnectionKey("memory", "echo", chat.space)
+    wait_until(lambda: budgets.counts(connection)[1] >= 1, what="a status edit told to wait")
+    (workspace / "gate").touch()
+    answer = wait_until(lambda: next((m for m in chat.by_echo(chat.general)
+                                      if m.text.startswith("gated:")), None),
+                        what="the run's answer, ahead of the status edits it overtook")
+    assert answer.text.startswith("gated: ")
+    shown = chat.by_echo(chat.general)
+    assert [m.id for m in shown] == [status.id, answer.id]
+    assert not shown[0].edited  # no edit was sent before the answer
+    assert budgets.counts(connection)[0] == 2  # the status post and the answer

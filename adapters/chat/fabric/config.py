@@ -33,11 +33,17 @@ class FabricSettings:
         center_url: Center API base URL, e.g. ``http://127.0.0.1:7001/api``.
         content_limit: Maximum characters per posted message.
         resync_s: Seconds between channel list resyncs.
+        send_per_s: Posts and edits a second one agent may make over all its
+            conversations (its outbound budget); 0: no budget. Fabric publishes
+            no limit, so the operator sets the guild's.
+        send_burst: Most posts and edits at once after a quiet spell.
     """
 
     center_url: str = ""
     content_limit: int = 8000
     resync_s: float = 60.0
+    send_per_s: float = 0.0
+    send_burst: int = 20
 
 
 @attrs.frozen
@@ -129,13 +135,16 @@ def read_fabric_settings(reader: Reader, table: Mapping[str, Any], prefix: str,
     Raises:
         ConfigError: a bad or unknown key, or no ``center_url`` and no dev guild.
     """
-    reader.check_keys(table, prefix, {"center_url", "content_limit", "resync_s"})
+    reader.check_keys(table, prefix, {"center_url", "content_limit", "resync_s", "send_per_s",
+                                      "send_burst"})
     default = devguild.center_url if devguild is not None else attrs.NOTHING
     limit = reader.at_least(table, prefix, "content_limit", 8000, 100)
     return FabricSettings(
         center_url=reader.url(table, prefix, "center_url", default).rstrip("/"),
         content_limit=limit,
         resync_s=reader.positive(table, prefix, "resync_s", 60.0) or 60.0,
+        send_per_s=reader.positive(table, prefix, "send_per_s", 0.0),
+        send_burst=reader.at_least(table, prefix, "send_burst", 20, 1),
     )
 
 

@@ -36,7 +36,9 @@ class FabricPlatform:
     def __init__(self, settings: FabricSettings, catch_up_window_s: float) -> None:
         self.settings = settings
         self.catch_up_window_s = catch_up_window_s
-        self.limits = PlatformLimits(text_chars=settings.content_limit, edit_interval_s=1.0)
+        self.limits = PlatformLimits(text_chars=settings.content_limit, edit_interval_s=1.0,
+                                     send_per_s=settings.send_per_s,
+                                     send_burst=settings.send_burst)
         self.renderer = FabricRenderer(settings.content_limit)
         #: One HTTP session per calling thread (each actor posts on its own thread),
         #: so posts reuse their connection without sharing a session across threads.

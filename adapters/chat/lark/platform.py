@@ -43,6 +43,11 @@ def lark_identity(agent: AgentSettings) -> LarkIdentity:
     return identity
 
 
+#: An app's sends a second, sustained: 1,000 a minute; at most 50 in one second
+#: (docs im-v1/message/create, "frequency control": 1000 per minute, 50 per second).
+SEND_PER_S = 1000 / 60
+SEND_BURST = 50
+
 class LarkPlatform:
     """Feishu/Lark tenants through the long connection and the open platform's REST API.
 
@@ -67,7 +72,8 @@ class LarkPlatform:
         self.limits = PlatformLimits(text_chars=render.LARK_TEXT_CHARS, edit_interval_s=1.0,
                                      threads=True, buttons=True, reactions=True, files=True,
                                      native_status=True, session_ttl_s=3600.0,
-                                     idempotent_sends=True)
+                                     idempotent_sends=True, send_per_s=SEND_PER_S,
+                                     send_burst=SEND_BURST)
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
         """The app's tenant, named as the bindings name it (``tenant`` by default)."""

@@ -33,16 +33,20 @@ class MemoryPlatform:
         first_sight: Messages caught up in a channel an intake sees for the first time.
         retry_s: First delay before an intake connects again (seconds; it doubles).
         retry_max_s: Longest delay between an intake's attempts (seconds).
+        send_per_s: Each identity's sends a second (its outbound budget; 0: none).
+        send_burst: The budget's size (sends at once after a quiet spell).
     """
 
     def __init__(self, server: MemoryServer, *, name: str = "memory",
                  edit_interval_s: float = 1.0, first_sight: int = FIRST_SIGHT,
-                 retry_s: float = 1.0, retry_max_s: float = 30.0) -> None:
+                 retry_s: float = 1.0, retry_max_s: float = 30.0, send_per_s: float = 0.0,
+                 send_burst: int = 1) -> None:
         self.server = server
         self._name = name
         self._limits = PlatformLimits(text_chars=server.text_chars,
                                       edit_interval_s=edit_interval_s, threads=True,
-                                      buttons=True, reactions=True, files=True)
+                                      buttons=True, reactions=True, files=True,
+                                      send_per_s=send_per_s, send_burst=send_burst)
         self.first_sight = first_sight
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s

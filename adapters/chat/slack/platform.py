@@ -40,6 +40,12 @@ def slack_identity(agent: AgentSettings) -> SlackIdentity:
     return identity
 
 
+#: An app's posts and edits a second in one workspace, sustained: chat.postMessage
+#: allows "several hundred messages per minute" workspace-wide (docs.slack.dev
+#: apis/web-api/rate-limits, "Posting messages"); 300 a minute, with bursts.
+SEND_PER_S = 5.0
+SEND_BURST = 50
+
 class SlackPlatform:
     """Slack workspaces through Socket Mode and the Web API.
 
@@ -63,7 +69,8 @@ class SlackPlatform:
         self.limits = PlatformLimits(text_chars=render.SLACK_TEXT_CHARS, edit_interval_s=1.0,
                                      threads=True, buttons=True, reactions=True, files=True,
                                      native_status=settings.live_status == "stream",
-                                     session_ttl_s=3600.0)
+                                     session_ttl_s=3600.0, send_per_s=SEND_PER_S,
+                                     send_burst=SEND_BURST)
 
     def spaces(self, bindings: Sequence[Binding]) -> list[str]:
         """The app's workspace, named as the bindings name it (``workspace`` by default)."""
