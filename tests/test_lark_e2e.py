@@ -20,7 +20,7 @@ import pytest
 
 from actors.app import BridgeApp
 from adapters.chat.lark.double import LarkApp, LarkDouble
-from bridge.cli.compose import load_config
+from bridge.cli.compose import load_config, platforms
 from bridge.config import Config
 from tests.support import GATED_AGENT, start_bridge, wait_until
 
@@ -424,3 +424,16 @@ def test_a_chat_the_bot_was_removed_from_gives_up_once_and_the_rest_go_on(
     room.post(room.dm, "answer this one")
     (workspace / "gate").touch()
     room.wait_answer(room.dm, "answer to: answer this one")
+
+
+def test_doctor_names_a_missing_permission_with_its_grant_url(
+        tmp_path: Path, double: LarkDouble, room: Room) -> None:
+    config = lark_config(tmp_path, double)
+    platform = platforms(config)["lark"]
+    double.deny_scope(room.app, "im:chat:readonly")
+    agent = config.agents["echo"]
+    found = platform.checks(agent, list(config.bindings), timeout_s=5.0)
+    assert [c.level for c in found] == ["ok", "fail"]
+    assert f"https://open.feishu.cn/app/{room.app.app_id}/auth?q=" in found[1].message
+    assert "im:chat:readonly" in found[1].message
+    assert room.app.app_secret not in " ".join(c.message for c in found)
