@@ -220,7 +220,9 @@ def test_a_failed_scope_runs_the_messages_of_its_cut_off_run_again(
     assert pid is not None
     alice.post("general", "boom")  # the scope fails mid-run; its runner is stopped
     wait_until(lambda: not alive(pid), what="the cut-off run's agent to be killed")
-    assert run_id not in [r[0] for r in store.open_runs()]
+    # The runner kills the agent first, then closes the run in the store.
+    wait_until(lambda: run_id not in [r[0] for r in store.open_runs()],
+               what="the cut-off run closed in the store")
 
     def answered() -> bool:
         if not (workspace / "gate").exists():
