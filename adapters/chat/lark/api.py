@@ -213,6 +213,9 @@ class LarkApi:
             except (requests.RequestException, OSError) as exc:
                 raise RetryLater(f"{what}: Feishu/Lark unreachable ({type(exc).__name__})",
                                  ambiguous=ambiguous) from None
+            except ValueError:  # the SDK parses a token reply that is not JSON (a 502 page)
+                raise RetryLater(f"{what}: Feishu/Lark answered something that is not JSON",
+                                 ambiguous=ambiguous) from None
             raw = response.raw
             status = int(raw.status_code or 0) if raw is not None else 0
             headers = dict(raw.headers or {}) if raw is not None else {}

@@ -118,13 +118,6 @@ class _Click:
     run_id: str
 
 
-def _seen_before(seen: cachetools.LRUCache[str, bool], key: str) -> bool:
-    if key in seen:
-        return True
-    seen[key] = True
-    return False
-
-
 def _senders(items: Sequence[Mapping[str, Any]]) -> set[str]:
     """The sender ids of listed messages (a bot's: its app id)."""
     senders = (i.get("sender") for i in items)
@@ -197,8 +190,9 @@ class LarkIntake:
         """Take a message this intake told or scheduled to itself; False for any other."""
         if not isinstance(message, _Connect | _Check | _Event | _Click):
             return False
-        if message.generation != self.generation:
-            return True  # from a connection since replaced
+        if isinstance(message, _Connect | _Check) and message.generation != self.generation:
+            return True  # for a connection since replaced (events and clicks were acked:
+            # they are handled whatever connection brought them; the journal dedupes)
         try:
             if isinstance(message, _Connect):
                 if self.conn is None:
@@ -258,7 +252,9 @@ class LarkIntake:
             self.reconnects += 1
         self.connected_once = True
         self.attempts = 0
-        self._catch_up(list(self.chats))
+        # p2p chats are not listed by GET im/v1/chats: those with a stored cursor are
+        # caught up too (looked up on their first message).
+        self._catch_up(list(dict.fromkeys([*self.chats, *self.cursor])))
         self.state, self.reason = "connected", ""
         self._publish()
         self.host.schedule(CHECK_S, _Check(generation))
@@ -477,12 +473,13 @@ class LarkIntake:
               stale_before_ms: int | None) -> None:
         """Accept one message of a bound chat (the bot's own only mark its thread)."""
         chat = self._chat(message.chat_id, message.chat_type)
-        if chat is None or _seen_before(self.seen, message.message_id):
+        if chat is None or message.message_id in self.seen:
             return
         if self._own(message):
             if message.thread_root:
                 self.answered[(message.chat_id, message.thread_root)] = True
             self._save_cursor(message)
+            self.seen[message.message_id] = True
             return
         binding = self._binding(chat)
         me = self._me()
@@ -511,6 +508,9 @@ class LarkIntake:
                 Attachment(f.name, 0, mimetypes.guess_type(f.name)[0] or "",
                            ref_of(message.message_id, f.kind, f.key))
                 for f in message.files)))
+        # Seen only once the host took it: a lookup that failed above (a refused token)
+        # leaves it to the catch-up after the reconnect.
+        self.seen[message.message_id] = True
         if message.create_ms > int(self.cursor.get(message.chat_id) or 0):
             self.cursor[message.chat_id] = str(message.create_ms)
 
@@ -609,6 +609,10 @@ class LarkIntake:
         except Refused as exc:
             log.info("intake %s: click by %s refused: %s", self.host.connection,
                      click.operator_id, exc)
+            return _toast("error", "This button is not available.")
+        except Exception:  # e.g. the key file unreadable: refuse, never a 500 and a re-push
+            log.exception("intake %s: click by %s not checked", self.host.connection,
+                          click.operator_id)
             return _toast("error", "This button is not available.")
         self.host.tell(_Click(generation, claims.chat_id, thread_of(claims), click.operator_id,
                               claims.action, claims.run_id))

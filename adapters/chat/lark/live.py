@@ -110,8 +110,14 @@ class LarkLiveStatus:
         control = Control("stop", "Stop", self.run_id, for_users=view.stoppers,
                           policy=view.policy)
         value = self.client.button_value
-        return [render.button(control.label, value(control, self.target),
-                              name=control.name)] if value else []
+        if value is None:
+            return []
+        try:
+            return [render.button(control.label, value(control, self.target),
+                                  name=control.name)]
+        except ValueError as exc:  # e.g. no one named who may press it: no button
+            log.warning("run %s: Stop button not signed (%s): left out", self.run_id, exc)
+            return []
 
     def _open(self, text: str, view: RunView, *, final: bool = False) -> None:
         card = render.card(text, buttons=[] if final else self._buttons(view),
@@ -125,8 +131,10 @@ class LarkLiveStatus:
             raise ChatError(f"status card of run {self.run_id}: no card id in the answer")
         self.card_id = card_id
         self.streaming = not final
+        # Keyed by the card: a status opened again (a new card after a restart) is a new
+        # message, not the first card's, which the same run key would return for an hour.
         self.message_id = self.client.send_card(self.target, render.card_ref_content(card_id),
-                                                uuid=uuid_of(f"live:{self.run_id}"))
+                                                uuid=uuid_of(f"live:{self.run_id}:{card_id}"))
 
     def _replace(self, card: dict[str, object]) -> None:
         self._op("PUT", "/open-apis/cardkit/v1/cards/:card_id",

@@ -19,6 +19,7 @@ from lark_oapi.core.token.manager import TokenManager
 from adapters.chat.lark.api import LarkApi, evict_token
 from adapters.chat.lark.config import LarkIdentity
 from bridge.errors import LoginRefused, RetryLater, Unauthorized
+from bridge.secrets import register_secret
 
 #: The space name of an app's tenant in bindings (``[[bindings]] space``).
 TENANT = "tenant"
@@ -98,6 +99,10 @@ def login(domain: str, identity: LarkIdentity) -> LarkSession:
     except (requests.RequestException, OSError) as exc:
         raise RetryLater(f"Feishu/Lark token endpoint at {domain} unreachable "
                          f"({type(exc).__name__})") from None
+    except ValueError:  # not JSON: a proxy's or gateway's error page
+        raise RetryLater(f"Feishu/Lark token endpoint at {domain} answered something that "
+                         "is not JSON") from None
+    register_secret(token, token=True)  # a tenant token never reaches a log line
     try:
         answer = api.call("GET", "/open-apis/bot/v3/info", what="bot info")
     except Unauthorized as exc:

@@ -161,6 +161,10 @@ class Hub:
         self._devices: dict[str, str] = {}
         self._link_ids = itertools.count(1)
         self._ack_observers: list[AckObserver] = []
+        #: Drop events for an app with no open socket instead of queueing them.
+        self.drop_offline = False
+        #: Events dropped so, per app.
+        self.dropped: dict[str, int] = collections.defaultdict(int)
 
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Attach to the server's loop (None: detach, at stop)."""
@@ -187,8 +191,12 @@ class Hub:
             return self._devices.get(device)
 
     def submit(self, app_id: str, event: dict[str, Any], *, retry: bool = True) -> None:
-        """Queue an event envelope for an app (sent when a socket is there)."""
+        """Queue an event envelope for an app (sent when a socket is there; dropped
+        instead while it has none when :attr:`drop_offline` is set)."""
         with self._lock:
+            if self.drop_offline and not any(not link.closed for link in self._links[app_id]):
+                self.dropped[app_id] += 1
+                return
             self._queues[app_id].append(_Chain(app_id, event, retry))
         self._kick(app_id)
 

@@ -491,6 +491,11 @@ class LarkDouble:
         """Events not acked within ``after_s`` are sent again (same event id, up to 3 times)."""
         self.hub.set_redelivery(after_s)
 
+    def drop_offline_events(self, drop: bool = True) -> None:
+        """Events for an app with no open long connection are dropped, not queued for
+        its next one (a push that gave up): only a catch-up finds those messages."""
+        self.hub.drop_offline = drop
+
     def set_stream_timeout(self, seconds: float) -> None:
         """CardKit streaming closes this long after it was opened (default 600 s)."""
         with self.tenant.lock:
