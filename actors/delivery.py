@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 #: Retry backoff for failed posts: first delay and cap, in seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+#: Times one status text is tried again after a transient failure (a 429, a 5xx,
+#: a timeout) before it is given up; the final state is worth these tries.
+STATUS_RETRIES = 5
 
 
 @attrs.define
@@ -93,6 +96,7 @@ class StatusView:
     live: LiveStatus | None = None
     live_started: bool = False
     fallback: bool = False
+    failures: int = 0
 
 
 class Delivery(PooledSupervisedActor):
@@ -218,8 +222,25 @@ class Delivery(PooledSupervisedActor):
                 view.uncertain = True
             if isinstance(exc, RetryLater) and exc.retry_after_s is not None:
                 self._slow_down(exc.retry_after_s)
+            if isinstance(exc, RetryLater | pykka.Timeout) and view.failures < STATUS_RETRIES:
+                # Transient: the newest text is tried again (a final one must not be lost).
+                view.failures += 1
+                delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (view.failures - 1))
+                if isinstance(exc, RetryLater) and exc.retry_after_s is not None:
+                    delay = max(delay, exc.retry_after_s)
+                log.info("delivery %s: status of run %s not shown (%s); again in %.1fs",
+                         self.scope_key, run_id, exc, delay)
+                view.last_edit = time.monotonic()
+                if not view.scheduled:
+                    view.generation += 1
+                    view.scheduled = True
+                    self.runtime.timers.schedule(delay, self.actor_ref,
+                                                 FlushStatus(run_id, view.generation))
+                return
             log.warning("delivery %s: status of run %s not shown: %s", self.scope_key, run_id,
                         exc)
+        else:
+            view.failures = 0
         view.shown = view.latest
         view.last_edit = time.monotonic()
         if view.final:
@@ -240,6 +261,8 @@ class Delivery(PooledSupervisedActor):
                 view.live.finish(view.snapshot)
             else:
                 view.live.show(view.snapshot)
+        except RetryLater:
+            raise  # transient: the same live status is tried again (see _show_status)
         except ChatError as exc:
             log.warning("delivery %s: live status of run %s refused (%s); a status message "
                         "takes over", self.scope_key, run_id, exc)

@@ -33,6 +33,7 @@ from bridge.config import (
     BridgeSettings,
     Config,
 )
+from bridge.errors import RetryLater
 from bridge.model import ConnectionKey, ScopeKey, Target
 from bridge.policy import AccessPolicy
 from bridge.prompt import CONTEXT_HEADER, MESSAGES_HEADER
@@ -472,3 +473,33 @@ def test_the_identity_s_budget_sends_an_answer_before_queued_status_edits(
     assert [m.id for m in shown] == [status.id, answer.id]
     assert not shown[0].edited  # no edit was sent before the answer
     assert budgets.counts(connection)[0] == 2  # the status post and the answer
+
+
+def test_a_final_status_that_fails_transiently_is_shown_after_a_retry(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actors.runner, "STATUS_AFTER_S", 0.1)
+    monkeypatch.setattr(actors.runner, "STATUS_TICK_S", 0.1)
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_AGENT, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    gated = agent("command", (sys.executable, str(script)), workspace=workspace)
+    edit = chat.server.edit
+    refused: list[str] = []
+
+    def editing(channel: str, message_id: str, author: str, text: str,
+                **kwargs: Any) -> Message:
+        if text.startswith("echo · done") and len(refused) < 2:
+            refused.append(text)  # the platform is busy twice, then takes it
+            raise RetryLater("busy", retry_after_s=0.2)
+        return edit(channel, message_id, author, text, **kwargs)
+
+    monkeypatch.setattr(chat.server, "edit", editing)
+    start(config_for(tmp_path, chat, gated), chat, apps)
+    chat.post(chat.dm, "a long job")
+    wait_until(lambda: chat.by_echo(chat.dm), what="the run's status message")
+    (workspace / "gate").touch()
+    wait_until(lambda: chat.by_echo(chat.dm)[0].text.startswith("echo · done"),
+               what="the final status shown after two refusals")
+    assert len(refused) == 2
+    assert len(chat.by_echo(chat.dm)) == 2  # the status and the answer, nothing doubled

@@ -71,6 +71,8 @@ class LarkLiveStatus:
         if not self.card_id:
             self._open(text, view)
             return
+        if not self.message_id:
+            self._send()  # the card's send failed before: again, with the same uuid
         if self.streaming:
             try:
                 self._op("PUT", "/open-apis/cardkit/v1/cards/:card_id/elements/:element_id/content",
@@ -94,6 +96,8 @@ class LarkLiveStatus:
         if not self.card_id:
             self._open(text, view, final=True)
             return
+        if not self.message_id:
+            self._send()
         if self.streaming:
             try:
                 self._op("PATCH", "/open-apis/cardkit/v1/cards/:card_id/settings",
@@ -131,10 +135,15 @@ class LarkLiveStatus:
             raise ChatError(f"status card of run {self.run_id}: no card id in the answer")
         self.card_id = card_id
         self.streaming = not final
-        # Keyed by the card: a status opened again (a new card after a restart) is a new
-        # message, not the first card's, which the same run key would return for an hour.
-        self.message_id = self.client.send_card(self.target, render.card_ref_content(card_id),
-                                                uuid=uuid_of(f"live:{self.run_id}:{card_id}"))
+        self._send()
+
+    def _send(self) -> None:
+        """Send the card as a message. Keyed by the card: sent again after a failure it
+        is the same message (the platform's uuid dedupe); a new card (after a restart)
+        is a new message, not the first card's, which a run key would return for an hour."""
+        self.message_id = self.client.send_card(
+            self.target, render.card_ref_content(self.card_id),
+            uuid=uuid_of(f"live:{self.run_id}:{self.card_id}"))
 
     def _replace(self, card: dict[str, object]) -> None:
         self._op("PUT", "/open-apis/cardkit/v1/cards/:card_id",
