@@ -8,9 +8,10 @@ PR #144). So the bridge does not call ``start()``:
 
 - one daemon thread runs one loop (:class:`LongConnLoop`, shared by every app of
   the process), and the module global points at it;
-- each app's :class:`LongConnection` makes a client with ``auto_reconnect=False``
-  and runs its coroutines on that loop: ``_connect`` (endpoint discovery, then the
-  websocket), ``_ping_loop``, and ``_disconnect`` to close. These are the SDK's own
+- each app's :class:`LongConnection` makes a client with ``auto_reconnect=False``,
+  discovers the endpoint off the loop (the SDK's discovery blocks), and runs its
+  coroutines on that loop: ``_connect`` (the websocket), ``_ping_loop``, and
+  ``_disconnect`` to close. These are the SDK's own
   steps of ``start()`` (ws/client.py:184-199) without its forever-sleep;
 - a dropped socket leaves the client's connection empty: the intake's watchdog
   sees :meth:`LongConnection.alive` go False and connects a fresh client, with
@@ -42,6 +43,8 @@ _T = TypeVar("_T")
 
 #: Seconds a connect (endpoint discovery and the websocket handshake) may take.
 CONNECT_TIMEOUT_S = 30.0
+#: Threads for the endpoint discoveries (a hung one is abandoned after the timeout).
+_ENDPOINTS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="lark-endpoint")
 #: Seconds a close may take.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -124,6 +127,12 @@ class LongConnection:
             bridge.errors.RetryLater: the platform could not be reached or is busy.
         """
         try:
+            # The SDK's endpoint discovery is a blocking requests.post without a timeout
+            # inside its coroutine: done here, off the shared loop, bounded, so one app's
+            # slow discovery never stalls the other apps' acks; the loop only opens the
+            # websocket.
+            url = _ENDPOINTS.submit(self.client._get_conn_url).result(CONNECT_TIMEOUT_S)
+            self.client._get_conn_url = lambda: url
             self.loop.run(self.client._connect(), CONNECT_TIMEOUT_S)
         except ClientException as exc:
             raise LoginRefused(f"Feishu/Lark refused the long connection of app "
