@@ -360,6 +360,9 @@ def test_unacked_event_is_redelivered_with_the_same_event_id(
     double.post(alice, dm, "again")
     wait_until(lambda: len(calls) == 2, what="the redelivery")
     assert calls[0] == calls[1]
+    # The ack follows the handler's return: wait for it, not only for the call.
+    wait_until(lambda: all(d.code is not None for d in double.events(app)),
+               what="both deliveries acked")
     deliveries = double.events(app)
     assert [d.code for d in deliveries] == [500, 200]
     assert deliveries[0].frame_id != deliveries[1].frame_id
