@@ -11,10 +11,12 @@ retries nothing (no 429 retry, no token refresh), so :class:`LarkApi` adds:
   so a token that expires early (two hours, or revoked) is never visible to
   members (open.feishu.cn docs "access token" FAQ; the reports this guards
   against: multica-ai/multica#7611, chenhg5/cc-connect#401).
-- **Rate limits**: an HTTP 429 (or code ``99991400``/``230020``) is
+- **Rate limits**: an HTTP 429 (or code ``99991400``) is
   :class:`~bridge.errors.RetryLater` with the delay from
-  ``x-ogw-ratelimit-reset`` (seconds; docs "api-call-guide/frequency-control"):
-  the caller's backoff waits it out.
+  ``x-ogw-ratelimit-reset`` (seconds; docs "api-call-guide/frequency-control"),
+  which pauses the app's outbound budget; ``230020`` (one chat's limit) is a
+  :class:`~bridge.errors.RetryLater` without a delay: that conversation's
+  backoff waits, the app's other chats go on.
 
 What still fails is raised as a :mod:`bridge.errors` class by :func:`as_chat_error`
 following the error table in the protocol note (docs "server error codes").
@@ -50,9 +52,12 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 10.0
 #: The token is expired, unknown or invalid: evict it and call again once.
 TOKEN_ERRORS = frozenset({99991661, 99991663, 99991664, 99991668})
-#: Rate limited (docs "frequency control": HTTP 429 with code 99991400; 230020 is
-#: the per-chat send and per-message edit limit, docs im-v1/message/create).
-RATE_ERRORS = frozenset({99991400, 230020})
+#: Rate limited (docs "frequency control": HTTP 429 with code 99991400).
+RATE_ERRORS = frozenset({99991400})
+#: One chat's send (or one message's edit) limit, about 5 a second shared by the
+#: chat's bots (docs im-v1/message/create): a retry of that call only, without a
+#: retry-after that would pause the app.
+CHAT_RATE_ERRORS = frozenset({230020})
 #: The app lacks a permission; the message carries the console URL that grants it.
 SCOPE_ERRORS = frozenset({99991672, 99991679})
 #: Characters of a missing permission's message kept (its grant URL comes last).
@@ -123,6 +128,8 @@ def as_chat_error(what: str, status: int, code: int, msg: str, headers: Mapping[
     # two scopes or more it is past 300 characters): :func:`grant_url` reads it.
     shown = msg[:MAX_SCOPE_MSG_CHARS] if code in SCOPE_ERRORS else msg[:300]
     text = f"{what}: Feishu/Lark answered code {code} (HTTP {status}): {shown}"
+    if code in CHAT_RATE_ERRORS:
+        return RetryLater(text)
     if status == 429 or code in RATE_ERRORS:
         reset = {k.lower(): v for k, v in headers.items()}.get("x-ogw-ratelimit-reset", "")
         try:
