@@ -181,3 +181,25 @@ def _reopen_line(opening: str, limit: int) -> str:
     if _FENCE_INFO.fullmatch(info) and len(info) + 3 <= limit // 4:
         return "```" + info
     return "```"
+
+
+def with_footer(pieces: list[str], footer: str, limit: int) -> list[str]:
+    """Pieces of an answer with its footer line after them.
+
+    The footer ends the last piece after a blank line when it fits under ``limit``;
+    else it is a piece (or pieces) of its own.
+
+    Args:
+        pieces: The answer's pieces, each at most ``limit`` characters.
+        footer: One line (duration, tokens, cost), or empty for none.
+        limit: Most characters per piece.
+
+    Returns:
+        The pieces in posting order; empty only when both are empty.
+    """
+    footer = footer.strip()
+    if not footer:
+        return pieces
+    if pieces and len(pieces[-1]) + 2 + len(footer) <= limit:
+        return [*pieces[:-1], f"{pieces[-1]}\n\n{footer}"]
+    return pieces + split_message(footer, limit)

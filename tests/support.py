@@ -208,6 +208,19 @@ def gated_agent_table(tmp_path: Path, extra: str = "") -> tuple[str, Path]:
     return table, workspace
 
 
+def gated_agent(tmp_path: Path, code: str = GATED_AGENT) -> str:
+    """An ``[agents.echo]`` command agent running ``code`` (by default :data:`GATED_AGENT`)
+    in the workspace ``tmp_path/ws``, with no identity of its own (a platform's table adds it)."""
+    script = tmp_path / "agent.py"
+    script.write_text(code, encoding="utf-8")
+    return textwrap.dedent(f"""
+        [agents.echo]
+        kind = "command"
+        command = ["{sys.executable}", "{script}"]
+        workspace = "{tmp_path / 'ws'}"
+    """)
+
+
 def gated_config(tmp_path: Path, center_url: str, extra: str = "",
                  debounce_s: float = 0.1) -> tuple[Config, Path]:
     """A bridge config whose echo agent is :data:`GATED_AGENT`, and its workspace."""

@@ -22,7 +22,7 @@ from actors.app import BridgeApp
 from adapters.chat.lark.double import LarkApp, LarkDouble
 from bridge.cli.compose import load_config, platforms
 from bridge.config import Config
-from tests.support import GATED_AGENT, start_bridge, wait_until
+from tests.support import gated_agent, start_bridge, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds within which an answer after a dropped socket must come (the issue's bound).
@@ -243,15 +243,7 @@ def _stop_value(message: dict[str, Any]) -> dict[str, Any] | None:
 
 def test_the_stop_button_stops_the_run_for_its_requester_only(
         tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp]) -> None:
-    script = tmp_path / "agent.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
-    agent = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{tmp_path / 'ws'}"
-    """)
-    start_bridge(lark_config(tmp_path, double, agent), apps=apps)
+    start_bridge(lark_config(tmp_path, double, gated_agent(tmp_path)), apps=apps)
     bob = double.add_user("bob")
     group = double.add_group("work", [room.alice, bob, room.app])
     asked = room.post(group, "a long job", mention=True)
@@ -316,15 +308,7 @@ def test_a_missing_upload_permission_names_the_grant_url_and_the_answer_still_la
             out.write("the report")
         print("here is the report")
     """)
-    script = tmp_path / "agent.py"
-    script.write_text(code, encoding="utf-8")
-    agent = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{tmp_path / 'ws'}"
-    """)
-    start_bridge(lark_config(tmp_path, double, agent), apps=apps)
+    start_bridge(lark_config(tmp_path, double, gated_agent(tmp_path, code)), apps=apps)
     double.deny_scope(room.app, "im:resource")
     room.post(room.dm, "make a report")
     room.wait_answer(room.dm, "here is the report")
@@ -410,16 +394,8 @@ def test_a_rotated_secret_stops_its_app_and_the_others_keep_answering(
 def test_a_chat_the_bot_was_removed_from_gives_up_once_and_the_rest_go_on(
         tmp_path: Path, double: LarkDouble, room: Room, apps: list[BridgeApp],
         caplog: pytest.LogCaptureFixture) -> None:
-    script = tmp_path / "agent.py"
-    script.write_text(GATED_AGENT, encoding="utf-8")
     workspace = tmp_path / "ws"
-    agent = textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{workspace}"
-    """)
-    start_bridge(lark_config(tmp_path, double, agent), apps=apps)
+    start_bridge(lark_config(tmp_path, double, gated_agent(tmp_path)), apps=apps)
     room.post(room.group, "answer me later", mention=True)
     wait_until(lambda: any(_stop_value(m) is not None for m in room.bot_messages(room.group)),
                what="the run's card")

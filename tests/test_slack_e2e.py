@@ -23,7 +23,7 @@ from adapters.chat.slack.checks import BOT_SCOPES
 from adapters.chat.slack.double import SlackApp, SlackDouble
 from bridge.cli.compose import load_config
 from bridge.config import Config
-from tests.support import GATED_AGENT, start_bridge, wait_until
+from tests.support import gated_agent, start_bridge, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds within which an answer after a dropped socket must come (the issue's bound).
@@ -195,18 +195,6 @@ def test_messages_posted_while_stopped_are_answered_once_after_start(
     assert room.count(room.dm, "while up") == 1
     assert room.count(room.dm, "also while down") == 1
     assert room.count(room.general, room.mention("while down")) == 1
-
-
-def gated_agent(tmp_path: Path, code: str = GATED_AGENT) -> str:
-    """An ``[agents.echo]`` command agent running ``code`` (by default :data:`GATED_AGENT`)."""
-    script = tmp_path / "agent.py"
-    script.write_text(code, encoding="utf-8")
-    return textwrap.dedent(f"""
-        [agents.echo]
-        kind = "command"
-        command = ["{sys.executable}", "{script}"]
-        workspace = "{tmp_path / 'ws'}"
-    """)
 
 
 def test_the_stop_button_stops_the_run_for_its_requester_only(

@@ -58,10 +58,11 @@ from bridge.ops.loadkit import (
     BridgeProcess,
     DoubleBench,
     TokenTracker,
-    check_config,
+    check_sizes,
     environ_without_proxies,
     measure,
     render_double,
+    write_config,
 )
 
 if TYPE_CHECKING:  # imported when a bench runs, not by ``bridge --help``
@@ -378,8 +379,7 @@ def run_lark_bench(channels: int = 10, agents: int = 1, messages: int = 200,
         RuntimeError: when the bridge cannot be started.
         OSError: when the double cannot listen.
     """
-    if channels < 1 or agents < 1 or messages < 1 or rate <= 0 or max_steps < 1:
-        raise ValueError("channels, agents, messages, rate and steps must be positive")
+    check_sizes(channels, agents, messages, rate, max_steps)
     from adapters.chat.lark.double import LarkDouble
 
     say = progress or (lambda line: None)
@@ -393,14 +393,9 @@ def run_lark_bench(channels: int = 10, agents: int = 1, messages: int = 200,
         member_id = double.add_user(MEMBER)
         chat_ids = [double.add_group(f"bench-{i}", [member_id, *apps.values()])
                     for i in range(channels)]
-        if config is None:
-            text = config_text(double.domain, state_dir, agents)
-        else:
-            text = config.read_text(encoding="utf-8").replace(
-                "{domain}", double.domain).replace("{state_dir}", str(state_dir))
-        config_path.write_text(text, encoding="utf-8")
         env = child_env(apps)
-        check_config(config_path, env)
+        write_config(config_path, config_text(double.domain, state_dir, agents), config,
+                     {"domain": double.domain, "state_dir": str(state_dir)}, env)
         say(f"{channels} group chats created; starting the bridge with {agents} agent(s)")
         bridge = BridgeProcess(config_path, state_dir, folder / "bridge.log", env)
         run = measure(

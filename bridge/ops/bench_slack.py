@@ -53,10 +53,11 @@ from bridge.ops.loadkit import (
     BridgeProcess,
     DoubleBench,
     TokenTracker,
-    check_config,
+    check_sizes,
     environ_without_proxies,
     measure,
     render_double,
+    write_config,
 )
 
 if TYPE_CHECKING:  # imported when a bench runs, not by ``bridge --help``
@@ -338,8 +339,7 @@ def run_slack_bench(channels: int = 10, agents: int = 1, messages: int = 200,
         RuntimeError: when the bridge cannot be started.
         OSError: when the double cannot listen.
     """
-    if channels < 1 or agents < 1 or messages < 1 or rate <= 0 or max_steps < 1:
-        raise ValueError("channels, agents, messages, rate and steps must be positive")
+    check_sizes(channels, agents, messages, rate, max_steps)
     from adapters.chat.slack.checks import BOT_SCOPES
     from adapters.chat.slack.double import SlackDouble
 
@@ -354,14 +354,9 @@ def run_slack_bench(channels: int = 10, agents: int = 1, messages: int = 200,
         member_id = double.add_user(MEMBER)
         channel_ids = [double.add_channel(f"bench-{i}", [member_id, *apps.values()])
                        for i in range(channels)]
-        if config is None:
-            text = config_text(double.api_url, state_dir, agents)
-        else:
-            text = config.read_text(encoding="utf-8").replace(
-                "{api_url}", double.api_url).replace("{state_dir}", str(state_dir))
-        config_path.write_text(text, encoding="utf-8")
         env = child_env(apps)
-        check_config(config_path, env)
+        write_config(config_path, config_text(double.api_url, state_dir, agents), config,
+                     {"api_url": double.api_url, "state_dir": str(state_dir)}, env)
         say(f"{channels} channels created; starting the bridge with {agents} agent(s)")
         bridge = BridgeProcess(config_path, state_dir, folder / "bridge.log", env)
         run = measure(

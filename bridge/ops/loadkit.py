@@ -208,6 +208,40 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
+def check_sizes(channels: int, agents: int, messages: int, rate: float, max_steps: int) -> None:
+    """Refuse a bench run's sizes out of range.
+
+    Raises:
+        ValueError: when any is not positive.
+    """
+    if channels < 1 or agents < 1 or messages < 1 or rate <= 0 or max_steps < 1:
+        raise ValueError("channels, agents, messages, rate and steps must be positive")
+
+
+def write_config(path: Path, generated: str, template: Path | None,
+                 replacements: Mapping[str, str], env: Mapping[str, str]) -> None:
+    """Write a bench run's bridge config and check it loads.
+
+    Args:
+        path: Where to write it.
+        generated: The generated config text (used when ``template`` is None).
+        template: An operator's config template, its ``{name}`` placeholders
+            replaced by ``replacements``.
+        replacements: Placeholder (without braces) to value.
+        env: The child's environment (the secrets the config references).
+
+    Raises:
+        ConfigError: when it is not a valid bridge config.
+    """
+    text = generated
+    if template is not None:
+        text = template.read_text(encoding="utf-8")
+        for name, value in replacements.items():
+            text = text.replace("{" + name + "}", value)
+    path.write_text(text, encoding="utf-8")
+    check_config(path, env)
+
+
 def check_config(path: Path, env: Mapping[str, str]) -> None:
     """Load the config as the child will, with the variables of ``env`` this process
     lacks (the secrets it references) set here for the while.

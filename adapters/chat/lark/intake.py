@@ -54,6 +54,7 @@ from adapters.chat.lark.events import LarkMessage
 from adapters.chat.lark.longconn import LongConnection
 from adapters.chat.lark.session import LarkAccess
 from adapters.chat.reconnect import connect_failure
+from bridge.backoff import backoff_delay
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError, Unauthorized
 from bridge.model import Action, Attachment, Inbound
@@ -312,7 +313,7 @@ class LarkIntake:
         if self.host.stopping:
             return
         self.attempts += 1
-        delay = min(self.retry_max_s, self.retry_s * 2 ** (self.attempts - 1))
+        delay = backoff_delay(self.attempts, first_s=self.retry_s, max_s=self.retry_max_s)
         self.state, self.reason = state, reason
         log.warning("intake %s %s: %s; retry in %.1fs", self.host.connection, state, reason,
                     delay)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.agent import PlanItem
-from bridge.chunking import split_markdown, split_message
+from bridge.chunking import split_markdown, with_footer
 from bridge.run_status import footer_line, format_duration, shorten
 from bridge.run_view import RunView, plan_window
 
@@ -46,14 +46,7 @@ def render_answer(text: str, footer: str, limit: int = LARK_TEXT_CHARS) -> list[
         The pieces in posting order; empty only when both are empty. The footer ends
         the last piece when it fits there; else it is a piece of its own.
     """
-    pieces = split_markdown(text, limit)
-    footer = footer.strip()
-    if not footer:
-        return pieces
-    if pieces and len(pieces[-1]) + 2 + len(footer) <= limit:
-        pieces[-1] = f"{pieces[-1]}\n\n{footer}"
-        return pieces
-    return pieces + split_message(footer, limit)
+    return with_footer(split_markdown(text, limit), footer, limit)
 
 
 def summary_line(view: RunView) -> str:

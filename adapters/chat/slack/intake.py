@@ -45,6 +45,7 @@ from adapters.chat.slack import events
 from adapters.chat.slack.api import translated, web_client
 from adapters.chat.slack.events import ChannelInfo, SlackMessage
 from adapters.chat.slack.session import SlackAccess
+from bridge.backoff import backoff_delay
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError, NotFound, Unauthorized
 from bridge.model import Action, Attachment, Inbound
@@ -296,7 +297,7 @@ class SlackIntake:
         if self.host.stopping:
             return
         self.attempts += 1
-        delay = min(self.retry_max_s, self.retry_s * 2 ** (self.attempts - 1))
+        delay = backoff_delay(self.attempts, first_s=self.retry_s, max_s=self.retry_max_s)
         self.state, self.reason = state, reason
         log.warning("intake %s %s: %s; retry in %.1fs", self.host.connection, state, reason,
                     delay)

@@ -16,7 +16,7 @@ from typing import Any
 from markdown_to_mrkdwn import SlackMarkdownConverter
 
 from bridge.agent import PlanItem
-from bridge.chunking import split_markdown, split_message
+from bridge.chunking import split_markdown, split_message, with_footer
 from bridge.model import Control
 from bridge.run_status import footer_line, format_duration, shorten
 from bridge.run_view import RunView, plan_window
@@ -146,14 +146,7 @@ def render_answer(text: str, footer: str, limit: int = SLACK_TEXT_CHARS) -> list
     Returns:
         The pieces in posting order; empty only when both are empty.
     """
-    pieces = split_answer(to_mrkdwn(text), limit)
-    footer = footer.strip()
-    if not footer:
-        return pieces
-    if pieces and len(pieces[-1]) + 2 + len(footer) <= limit:
-        pieces[-1] = f"{pieces[-1]}\n\n{footer}"
-        return pieces
-    return pieces + split_message(footer, limit)
+    return with_footer(split_answer(to_mrkdwn(text), limit), footer, limit)
 
 
 def summary_line(view: RunView) -> str:
