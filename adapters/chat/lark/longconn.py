@@ -6,8 +6,9 @@ global (``lark_oapi.ws.client.loop``, grabbed at import), runs it forever in
 while ``start()`` sleeps on (lark_oapi/ws/client.py; oapi-sdk-python #119, #133,
 PR #144). So the bridge does not call ``start()``:
 
-- one daemon thread runs one loop (:class:`LongConnLoop`, shared by every app of
-  the process), and the module global points at it;
+- the process's one chat I/O loop (:class:`adapters.chat.ioloop.IoLoop`, shared
+  by every app and by the other platforms' asyncio clients) runs them, and the
+  module global points at it;
 - each app's :class:`LongConnection` makes a client with ``auto_reconnect=False``,
   discovers the endpoint off the loop (the SDK's discovery blocks), and runs its
   coroutines on that loop: ``_connect`` (the websocket), ``_ping_loop``, and
@@ -23,23 +24,19 @@ the ack within 3 s): the intake's handler only tells its host.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
-import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import lark_oapi as lark
 import lark_oapi.ws.client as ws_client
 from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
 from lark_oapi.ws.exception import ClientException, ServerException
 
+from adapters.chat.ioloop import IoLoop
 from bridge.errors import LoginRefused, RetryLater
 
 log = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 #: Seconds a connect (endpoint discovery and the websocket handshake) may take.
 CONNECT_TIMEOUT_S = 30.0
@@ -49,55 +46,16 @@ _ENDPOINTS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="lark-e
 CLOSE_TIMEOUT_S = 5.0
 
 
-class LongConnLoop:
-    """The process's one loop for long connections, on its own daemon thread."""
+def shared_loop() -> IoLoop:
+    """The process's chat I/O loop, with lark-oapi's module global pointing at it.
 
-    _shared: LongConnLoop | None = None
-    _lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(self._exception)
-        self.thread = threading.Thread(target=self._run, name="lark-longconn", daemon=True)
-        self.thread.start()
-
-    @classmethod
-    def shared(cls) -> LongConnLoop:
-        """The process's loop (started on first use); lark-oapi's global points at it."""
-        with cls._lock:
-            if cls._shared is None or not cls._shared.thread.is_alive():
-                cls._shared = LongConnLoop()
-            ws_client.loop = cls._shared.loop
-            return cls._shared
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    @staticmethod
-    def _exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """A client's receive task ended (the socket dropped): the watchdog handles it."""
-        exc = context.get("exception")
-        log.info("lark long connection: %s%s", context.get("message", "task ended"),
-                 f" ({type(exc).__name__}: {exc})" if exc is not None else "")
-
-    def run(self, coro: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
-        """Run ``coro`` on the loop; wait at most ``timeout_s`` seconds for its result.
-
-        Raises:
-            TimeoutError: it took longer (it is cancelled).
-            Exception: what ``coro`` raised.
-        """
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"took over {timeout_s:.0f}s") from None
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        """Start ``coro`` on the loop without waiting."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+    lark-oapi's client takes its loop from ``lark_oapi.ws.client.loop``; the
+    global is set on every call because the shared loop is started again if its
+    thread ever died.
+    """
+    io = IoLoop.shared()
+    ws_client.loop = io.loop
+    return io
 
 
 class LongConnection:
@@ -112,7 +70,7 @@ class LongConnection:
 
     def __init__(self, app_id: str, app_secret: str, domain: str,
                  handler: EventDispatcherHandler) -> None:
-        self.loop = LongConnLoop.shared()
+        self.loop = shared_loop()
         self.client = lark.ws.Client(app_id, app_secret, event_handler=handler, domain=domain,
                                      auto_reconnect=False, log_level=lark.LogLevel.WARNING)
         self.app_id = app_id
@@ -151,7 +109,7 @@ class LongConnection:
     def close(self) -> None:
         """Stop pinging and close the websocket; never raises."""
         if self.ping is not None:
-            self.loop.loop.call_soon_threadsafe(self.ping.cancel)
+            self.loop.call_soon(self.ping.cancel)
             self.ping = None
         try:
             self.loop.run(self.client._disconnect(), CLOSE_TIMEOUT_S)
