@@ -19,6 +19,7 @@ from bridge.ops.bench_lark import config_text as lark_config_text
 from bridge.ops.bench_slack import JSON_FIELDS as SLACK_JSON_FIELDS
 from bridge.ops.bench_slack import SlackTracker
 from bridge.ops.bench_slack import config_text as slack_config_text
+from bridge.ops.bench_status import STATUS_FIELDS, min_gap, most_in_window
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,9 +123,30 @@ def test_status_run_reports_posts_and_edits() -> None:
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"run_s", "tool_steps", "posts", "edits", "edits_per_s"}
+    assert set(data) == set(STATUS_FIELDS)
     assert data["posts"] == 2  # the status message and the answer
     assert data["edits"] >= 1 and data["tool_steps"] == 3
+    assert data["runs"] == 1 and data["max_channel_edits_1s"] >= 1
+
+
+def test_concurrent_status_runs_under_a_budget_answer_every_run_once() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "bridge"), "bench",
+                             "--status-run", "2", "--status-runs", "4", "--status-budget", "5",
+                             "--json"], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["runs"], data["send_per_s"], data["send_burst"]) == (4, 5.0, 5)
+    assert data["posts"] == 8  # per run: the status message and the answer
+    assert data["answer_delay_max_s"] >= data["answer_delay_p50_s"] >= 0
+
+
+def test_windows_and_gaps_of_call_times() -> None:
+    assert most_in_window([]) == 0
+    assert most_in_window([0.0, 0.5, 0.99, 1.0, 1.2, 5.0]) == 4  # [0.5, 1.5) holds 4
+    assert most_in_window([3.0, 1.0, 2.0]) == 1
+    assert min_gap([2.0, 0.5, 1.25]) == 0.75
+    assert min_gap([1.0]) is None
 
 
 # -- --platform slack ------------------------------------------------------------

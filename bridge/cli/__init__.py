@@ -153,14 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--status-run", type=float, default=0.0, metavar="S",
                        help="instead: one codex-style run of S seconds with a tool step every "
                             "second; print its posts, edits and edits per second (JSON with "
-                            "--json: run_s, tool_steps, posts, edits, edits_per_s); Fabric "
-                            "only")
+                            "--json: the fields of the status report below); Fabric only")
+    bench.add_argument("--status-runs", type=int, default=1, metavar="N",
+                       help="with --status-run: N such runs at once, one per channel "
+                            "(default 1)")
+    bench.add_argument("--status-budget", type=float, default=0.0, metavar="R",
+                       help="with --status-run: the agent's outbound budget, posts and edits "
+                            "per second with a burst of R ([platforms.fabric] send_per_s and "
+                            "send_burst; default 0: none)")
     from bridge.ops import bench_lark, bench_slack
     from bridge.ops.bench import json_fields_help
+    from bridge.ops.bench_status import status_fields_help
 
     bench.epilog = ("JSON fields: " + json_fields_help() + ". JSON fields with --platform "
                     "slack: " + bench_slack.json_fields_help() + ". JSON fields with "
-                    "--platform lark: " + bench_lark.json_fields_help())
+                    "--platform lark: " + bench_lark.json_fields_help() + ". JSON fields "
+                    "with --status-run: " + status_fields_help())
     keys = sub.add_parser("keys", help="Manage the keys the bridge signs its buttons with.",
                           description="Manage the keys the bridge signs its buttons with "
                                       "(control-keys.json in the state dir).")
@@ -220,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench" and args.status_run > 0:
         from bridge.ops.bench_status import main_status_run
 
-        return main_status_run(args.status_run, args.json)
+        return main_status_run(args.status_run, args.json, args.status_runs,
+                               args.status_budget)
     if args.command == "bench":
         from bridge.ops.bench import main_bench
 

@@ -9,14 +9,17 @@ async and emit socket.io events on that same loop. The domain lives in
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+import attrs
 import socketio
 from aiohttp import web
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
@@ -31,6 +34,8 @@ NS = rules.REALTIME_NAMESPACE
 #: Server ping interval and timeout, in seconds (dead clients noticed within ~10 s).
 PING_INTERVAL_S = 5.0
 PING_TIMEOUT_S = 5.0
+#: Most API calls :meth:`DevGuild.api_call_log` keeps (the oldest go first).
+CALL_LOG_MAX = 200_000
 _T = TypeVar("_T")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,6 +84,23 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+@attrs.frozen
+class ApiCall:
+    """One API call the guild counted (see :meth:`DevGuild.api_call_log`).
+
+    Attributes:
+        at: ``time.monotonic()`` when the guild received it, seconds.
+        kind: ``post``, ``edit``, ``presence`` or ``channels``.
+        user: The caller's seeded name (its id for users created later).
+        channel_id: The channel a post or an edit addressed; empty for the others.
+    """
+
+    at: float
+    kind: str
+    user: str
+    channel_id: str
+
+
 class DevGuild:
     """A local Fabric (Center + one Guild) for development and tests.
 
@@ -124,6 +146,7 @@ class DevGuild:
         self.center_url = ""
         self.guild_url = ""
         self._faults = threading.Lock()
+        self._call_log: collections.deque[ApiCall] = collections.deque(maxlen=CALL_LOG_MAX)
         self._delay_s = 0.0
         self._lookup_status: int | None = None
         self._lookup_held: set[str] = set()
@@ -176,10 +199,22 @@ class DevGuild:
         with self._faults:
             return dict(self._api_calls)
 
-    def _count_call(self, kind: str, caller: str) -> None:
+    def api_call_log(self) -> list[ApiCall]:
+        """The counted API calls one by one, oldest first (at most :data:`CALL_LOG_MAX`).
+
+        Returns:
+            One :class:`ApiCall` per call counted by :meth:`api_calls`, with the
+            time the guild received it (``time.monotonic()``, the same clock as
+            other processes' on this machine) and the channel it addressed.
+        """
+        with self._faults:
+            return list(self._call_log)
+
+    def _count_call(self, kind: str, caller: str, channel_id: str = "") -> None:
         key = (kind, self._user_names.get(caller, caller))
         with self._faults:
             self._api_calls[key] = self._api_calls.get(key, 0) + 1
+            self._call_log.append(ApiCall(time.monotonic(), kind, key[1], channel_id))
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -623,7 +658,7 @@ class DevGuild:
         """``POST /channels/:id/messages {content, wakeupUserId?, nonce?}``; the
         nonce (*inferred*, :data:`rules.MESSAGE_NONCE_FIELD`) is stored and returned."""
         caller = self._caller(request)
-        self._count_call("post", caller)
+        self._count_call("post", caller, request.match_info["cid"])
         failure = self._take_failure(caller)
         if failure is not None and not failure[1]:
             return failure[0]
@@ -642,7 +677,7 @@ class DevGuild:
 
     async def _edit(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
-        self._count_call("edit", caller)
+        self._count_call("edit", caller, request.match_info["cid"])
         cid, mid = request.match_info["cid"], request.match_info["mid"]
         content = _field(await _body(request), "content", str)
         message = self.state.edit(caller, cid, mid, content)
