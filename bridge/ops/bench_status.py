@@ -4,7 +4,9 @@ Runs the dev guild and the bridge in this process with one agent of kind
 ``codex`` whose binary is a small script standing in for ``codex exec --json``:
 it reports one tool step (a command) every ``tool_every_s`` seconds for
 ``run_s`` seconds, then answers. A member asks once in each of ``runs``
-channels at once (``--status-runs N``), so N runs work concurrently, optionally
+channels (``--status-runs N``), the asks spread evenly over ``run_s``, so the
+runs overlap (all N work at once in the middle) and end one after another,
+while the other runs' statuses keep the budget busy; optionally
 under an outbound budget for the agent (``--status-budget R``). From the dev
 guild's log of API calls the report gives the agent's posts and edits, the
 most edits of one status in any second (the bridge edits a status at most once
@@ -66,11 +68,13 @@ class LiveStatusReport:
     """Platform calls of concurrent runs with live status, one run per channel.
 
     Attributes:
-        run_s: Seconds from the first question to the last answer.
+        run_s: Seconds from the first question to the last answer (the asks are
+            spread over one run's length).
         tool_steps: Tool steps each run's agent reported.
         posts: Messages the agent posted (per run: the status message and the answer).
         edits: Edits of the status messages.
-        edits_per_s: Edits per second of one run (``edits / runs / run_s``).
+        edits_per_s: Edits per second of one run (``edits / runs`` over one run's
+            time: ``run_s`` less the last ask's offset).
         runs: Concurrent runs (one per channel).
         send_per_s: The agent's outbound budget, posts and edits per second (0: none).
         send_burst: The budget's burst, posts and edits.
@@ -100,7 +104,8 @@ class LiveStatusReport:
 
 #: The ``--json`` fields of a status run, documented in ``bridge bench --help``.
 STATUS_FIELDS = {
-    "run_s": "seconds from the first question to the last answer",
+    "run_s": "seconds from the first question to the last answer (the asks spread over "
+             "one run's length)",
     "tool_steps": "tool steps each run reported",
     "posts": "the agent's posts (per run: the status message and the answer)",
     "edits": "the agent's edits of status messages",
@@ -145,13 +150,13 @@ def measure_live_status(run_s: float = 60.0, tool_every_s: float = 1.0, runs: in
     """Run ``runs`` concurrent agent runs, each a tool step every ``tool_every_s`` for ``run_s``.
 
     One run per channel: with ``runs == 1`` in ``general``, else in channels
-    ``status-0`` ... created for the bench. A member asks in every channel at
-    once; the agent's outbound budget is ``send_per_s`` / ``send_burst``
-    (``[platforms.fabric]``; 0: none).
+    ``status-0`` ... created for the bench. A member asks in every channel, the
+    asks spread evenly over ``run_s``; the agent's outbound budget is
+    ``send_per_s`` / ``send_burst`` (``[platforms.fabric]``; 0: none).
 
     Raises:
         ValueError: when ``run_s``, ``tool_every_s`` or ``runs`` is not positive.
-        RuntimeError: when the answers do not arrive in ``run_s + 60`` seconds.
+        RuntimeError: when the answers do not arrive in ``2 * run_s + 60`` seconds.
     """
     if run_s <= 0 or tool_every_s <= 0 or runs < 1 or send_per_s < 0 or send_burst < 1:
         raise ValueError("run_s, tool_every_s, runs and send_burst must be positive")
@@ -213,8 +218,11 @@ def measure_live_status(run_s: float = 60.0, tool_every_s: float = 1.0, runs: in
             start_log = len(guild.api_call_log())
             asked = time.monotonic()
             for i, channel_id in enumerate(channel_ids):
+                pause = asked + i * run_s / runs - time.monotonic()
+                if pause > 0:  # the asks spread over one run: the runs end one by one
+                    time.sleep(pause)
                 member.post(channel_id, f"work for a while statusrun-{i}", echo_id)
-            deadline = asked + run_s + 60 + runs / 10
+            deadline = asked + 2 * run_s + 60 + runs / 10
             answered: dict[str, float] = {}
             while len(answered) < runs:
                 if time.monotonic() > deadline:
@@ -254,8 +262,8 @@ def _report(calls: Sequence[ApiCall], channel_ids: Sequence[str], done: Mapping[
     steps = max(1, round(run_s / tool_every_s))
     return LiveStatusReport(
         run_s=round(took, 2), tool_steps=steps, posts=len(posts), edits=len(edits),
-        edits_per_s=round(len(edits) / runs / took, 3), runs=runs, send_per_s=send_per_s,
-        send_burst=send_burst,
+        edits_per_s=round(len(edits) / runs / max(0.001, took - (runs - 1) * run_s / runs), 3),
+        runs=runs, send_per_s=send_per_s, send_burst=send_burst,
         max_channel_edits_1s=max((most_in_window(t) for t in per_channel.values()), default=0),
         min_edit_gap_s=round(min(gaps), 3) if gaps else 0.0,
         max_calls_1s=most_in_window([c.at for c in calls]),
