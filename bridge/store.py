@@ -166,6 +166,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
     """,
+    # 7: a run's messages found by index (finish_run, interrupt_run ran a scan of the
+    # whole journal, under the store's lock, at every run's end)
+    """
+    CREATE INDEX inbound_run ON inbound (run_id) WHERE run_id IS NOT NULL;
+    """,
 )
 
 #: Inbound states that still need a run (or a place in the next prompt).

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ops.profile import FrameShare, ProfileError, Profiler, summarize, summarize_file
+from bridge.ops.profile import NO_FRAMES, FrameShare, ProfileError, Profiler, summarize, summarize_file
 
 SPINNER = """
 import sys
@@ -29,6 +29,7 @@ def test_summary_counts_own_and_total_samples_per_function() -> None:
         "_bootstrap (/usr/lib/python3.11/threading.py:995);idle (/srv/repo/bridge/x.py:2) 1\n",
         "\n",
     ]
+    assert summarize([" 4"]).by_self == (FrameShare(NO_FRAMES, 100.0, 100.0),)
     summary = summarize(lines, top=2, rate_hz=100)
     assert summary.samples == 10
     assert summary.seconds == 0.1

@@ -218,3 +218,15 @@ def test_schema_4_store_migrates_without_losing_open_work(tmp_path: Path) -> Non
         assert [p.key for p in store.pending_pieces("fabric:echo:dev:c1")] == ["r1:0"]
     finally:
         store.close()
+
+
+def test_a_run_s_messages_are_found_by_index_not_by_scanning_the_journal(
+        tmp_path: Path) -> None:
+    Store(tmp_path / "bridge.db").close()
+    db = sqlite3.connect(tmp_path / "bridge.db")
+    for statement in ("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = 'running'",
+                      "SELECT payload FROM inbound WHERE run_id = ? AND state = 'running'"):
+        plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {statement}",
+                                                           ("r1",)))
+        assert "USING INDEX inbound_run" in plan, plan
+    db.close()

@@ -26,6 +26,10 @@ RATE_HZ = 100
 STOP_TIMEOUT_S = 30.0
 
 
+#: The frame a sample without Python frames is counted under (a thread in native code).
+NO_FRAMES = "(no Python frames)"
+
+
 class ProfileError(RuntimeError):
     """py-spy is missing, could not attach, or wrote no profile."""
 
@@ -162,11 +166,11 @@ def summarize(lines: Iterable[str], top: int = 15, rate_hz: int = RATE_HZ) -> Pr
         line = line.rstrip("\n")
         if not line.strip():
             continue
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
+        stack, space, count_text = line.rpartition(" ")
+        if not space or not count_text.isdigit():
             raise ValueError(f"line {number} is not 'stack COUNT': {line[:80]!r}")
         count = int(count_text)
-        frames = [_short(frame) for frame in stack.split(";")]
+        frames = [_short(frame) for frame in stack.split(";")] if stack else [NO_FRAMES]
         samples += count
         own[frames[-1]] += count
         for frame in set(frames):
