@@ -19,11 +19,23 @@ import pykka
 log = logging.getLogger(__name__)
 
 
+#: A cancelled timer's heap slot, once its ref and message are dropped.
+_CANCELLED = None
+
+
 class Timers:
-    """A single daemon thread that delivers delayed ``tell``s, in due order."""
+    """A single daemon thread that delivers delayed ``tell``s, in due order.
+
+    Scheduling and cancelling cost O(log n) for n pending timers: a cancelled
+    timer gives up its ref and message at once and leaves an empty slot in the
+    heap, skipped when due; the heap is rebuilt without those slots once they
+    are the majority.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, pykka.ActorRef[Any], Any]] = []
+        # Heap entries are [due (monotonic s), handle, ref or None, message or None].
+        self._heap: list[list[Any]] = []
+        self._pending: dict[int, list[Any]] = {}
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
@@ -38,6 +50,7 @@ class Timers:
         with self._cond:
             self._stopped = True
             self._heap.clear()
+            self._pending.clear()
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
@@ -57,8 +70,9 @@ class Timers:
         with self._cond:
             if self._stopped:
                 return handle
-            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay_s),
-                                        handle, ref, message))
+            entry = [time.monotonic() + max(0.0, delay_s), handle, ref, message]
+            self._pending[handle] = entry
+            heapq.heappush(self._heap, entry)
             self._cond.notify()
         return handle
 
@@ -73,19 +87,19 @@ class Timers:
             True when the timer was still pending.
         """
         with self._cond:
-            for index, entry in enumerate(self._heap):
-                if entry[1] == handle:
-                    last = self._heap.pop()
-                    if index < len(self._heap):
-                        self._heap[index] = last
-                        heapq.heapify(self._heap)
-                    return True
-        return False
+            entry = self._pending.pop(handle, None)
+            if entry is None:
+                return False
+            entry[2] = entry[3] = _CANCELLED
+            if len(self._heap) > 64 and len(self._pending) < len(self._heap) // 2:
+                self._heap = [e for e in self._heap if e[2] is not _CANCELLED]
+                heapq.heapify(self._heap)
+            return True
 
     def pending(self) -> int:
         """Number of timers not yet delivered."""
         with self._cond:
-            return len(self._heap)
+            return len(self._pending)
 
     def _loop(self) -> None:
         while True:
@@ -97,7 +111,10 @@ class Timers:
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
-                _, _, ref, message = heapq.heappop(self._heap)
+                _, handle, ref, message = heapq.heappop(self._heap)
+                if ref is _CANCELLED:
+                    continue
+                del self._pending[handle]
             try:
                 ref.tell(message)
             except pykka.ActorDeadError:

@@ -358,8 +358,18 @@ def running_pid(state_dir: Path, *, pid_wait_s: float = 0.5) -> int | None:
 # --------------------------------------------------------------------------- writer thread
 
 
+#: The status writer waits at least this many times as long as its last write took,
+#: so a large board (thousands of conversations) costs at most a few percent of a core.
+WRITE_COST_FACTOR = 20.0
+
+
 class StatusWriter:
     """Daemon thread that writes the board to ``status.json`` every ``interval_s``.
+
+    A write that took ``t`` seconds is followed by a pause of at least
+    ``WRITE_COST_FACTOR * t``: a snapshot of a board with thousands of actors
+    takes tens of milliseconds to build and encode, so the interval stretches
+    with the board instead of taking a core.
 
     Errors never leave the thread: an OSError is logged as a warning (once per
     distinct message, until a write succeeds again), anything else from
@@ -435,6 +445,8 @@ class StatusWriter:
 
     def _run(self) -> None:
         while True:
+            began = time.monotonic()
             self.write_once()
-            if self._stop.wait(self._interval_s):
+            took = time.monotonic() - began
+            if self._stop.wait(max(self._interval_s, WRITE_COST_FACTOR * took)):
                 return

@@ -116,3 +116,17 @@ def test_idle_timer_keeps_one_timer_and_fires_after_quiet(
     assert timers.pending() == 1
     assert inbox.get(timeout=5) == "idle?"
     assert idle.expired() is True
+
+
+def test_cancelled_timers_are_skipped_and_the_others_keep_their_order(
+        timers: Timers, recorder: tuple[pykka.ActorRef[Recorder], queue.Queue[Any]]) -> None:
+    ref, inbox = recorder
+    handles = [timers.schedule(0.05 + i / 1000, ref, i) for i in range(200)]
+    assert all(timers.cancel(h) for i, h in enumerate(handles) if i % 3)  # 133 cancelled
+    assert not timers.cancel(handles[1])  # a second cancel finds nothing
+    assert timers.pending() == 67
+    assert [inbox.get(timeout=5) for _ in range(67)] == list(range(0, 200, 3))
+    assert timers.pending() == 0
+    assert not timers.cancel(handles[0])  # delivered: nothing left to cancel
+    timers.schedule(0.3, ref, "marker")  # due after every cancelled one
+    assert inbox.get(timeout=5) == "marker"
