@@ -131,7 +131,7 @@ def test_prune_keeps_open_work(store: Store) -> None:
     store.start_run("r1", KEY, ["m1"])
     store.finish_run("r1", "done", ["answer"])
     store.mark_posted("r1:0", "x")
-    assert store.prune(older_than_s=-1) == PruneResult(inbound=1, outbox=1, runs=1)
+    assert store.prune(older_than_s=-1) == PruneResult(inbound=1, outbox=1, runs=1, messages=1)
     assert [m.message_id for m in store.open_inbound(KEY)] == ["m2"]
 
 
