@@ -248,6 +248,33 @@ def test_a_failed_group_records_nothing_and_raises(store: Store, path: Path) -> 
 
 # -- end to end ---------------------------------------------------------------------
 
+
+def test_a_state_dir_from_before_answers_its_open_message_once_after_the_upgrade(
+        tmp_path: Path, devguild: DevGuild, members: Callable[[str], Member],
+        apps: list[BridgeApp]) -> None:
+    config = write_config(tmp_path, devguild.center_url, debounce_s=0.05)
+    config.bridge.state_dir.mkdir(parents=True)
+    db = schema_6(config.bridge.state_dir / DB_FILE)
+    waiting = Inbound("fabric", "echo", "dev", devguild.channel_id("general"), "general",
+                      "before-upgrade", 1, devguild.user_id("alice"), "alice",
+                      "asked before the upgrade", addressed=True)
+    old_row(db, waiting, "received")
+    db.execute("UPDATE inbound SET received_at = strftime('%s', 'now')")
+    db.commit()
+    db.close()
+    app = start_bridge(config, apps=apps)
+    alice = members("alice")
+    alice.wait_reply("echo", "general", lambda c: c == "asked before the upgrade")
+    store = app.store
+    assert store is not None
+    wait_until(lambda: store.count_inbound(waiting.scope_key) == {"done": 1},
+               what="the migrated message done")
+    alice.post("general", "after the upgrade")
+    alice.wait_reply("echo", "general", lambda c: c == "after the upgrade")
+    assert alice.messages_from("echo", "general") == ["asked before the upgrade",
+                                                      "after the upgrade"]
+
+
 CAT = "import sys; print(sys.stdin.read())"
 
 
