@@ -2,8 +2,9 @@
 
 One supervised actor, ``upkeep``. It prunes the store (:meth:`bridge.store.Store.prune`)
 once at start and then every :func:`prune_interval_s`, removing finished
-journal rows, delivered answer pieces and ended runs older than the
-configured ``retention_days``; and it publishes the store's size and row
+journal rows (with the shared messages no journal row references any more),
+delivered answer pieces and ended runs older than the configured
+``retention_days``; and it publishes the store's size and row
 counts on the board (so the TUI, ``status`` and ``status.json`` show them)
 at start, after each prune, and every :data:`MEASURE_INTERVAL_S`.
 
@@ -110,5 +111,5 @@ class Upkeep(SupervisedActor):
 
 
 def _describe(result: PruneResult) -> str:
-    return (f"{result.inbound} journal row(s), {result.outbox} outbox piece(s), "
-            f"{result.runs} run(s)")
+    return (f"{result.inbound} journal row(s) (and {result.messages} shared message(s)), "
+            f"{result.outbox} outbox piece(s), {result.runs} run(s)")

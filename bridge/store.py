@@ -3,14 +3,25 @@
 It holds what must survive a crash, so that nothing accepted is lost and
 nothing delivered is delivered twice:
 
-- the inbound journal: each accepted message (its full normalized form) and
-  its state: ``received`` (recorded by the gateway; it stays open, engaged
-  or context alike, until a run takes it: a replay classifies it again),
-  ``context`` (an engaged message the run budget kept for later), ``running``
-  (in a run), ``done``
-  (its run ended and the answer is in the outbox), or ``dropped`` (it made
-  its scope fail, so it is never replayed); the journal doubles as the
-  persistent dedup set (one row per (scope, message id));
+- the inbound journal, in two tables. ``messages`` holds what a chat message
+  is, once per platform message (platform, space, channel, message id): its
+  seq, author, text, thread, attachments... A guild message that reaches
+  twenty agent identities is one row there. ``inbound`` holds one slim row per
+  (scope, message id): the message's state for that agent, the agent's own
+  fields (``addressed``, ``mentioned``, ``is_direct``, ``per_thread``,
+  ``catch_up``, ``stale``, ``author_known``: see :data:`OWN_FIELDS`; only
+  those that differ from their defaults, in the ``own`` column as JSON) and a
+  reference to its ``messages`` row. Where one identity's adapter saw a shared
+  field differently (a text cut at another content limit), that field is kept
+  in the row's ``own`` too, so every agent reads back exactly what it was
+  handed. The states: ``received`` (recorded by the gateway; it stays open,
+  engaged or context alike, until a run takes it: a replay classifies it
+  again), ``context`` (an engaged message the run budget kept for later),
+  ``running`` (in a run), ``done`` (its run ended and the answer is in the
+  outbox), or ``dropped`` (it made its scope fail, so it is never replayed);
+  the journal doubles as the persistent dedup set (one row per (scope,
+  message id)). A ``messages`` row goes when the last ``inbound`` row that
+  references it is deleted (a trigger, in the same transaction);
 - the intake cursor per (platform, agent, space, channel), for catch-up;
 - the session catalog: scope key -> the agent's thread/session id,
   workspace and policy fingerprint;
@@ -22,9 +33,18 @@ WAL with ``synchronous=NORMAL`` survives a killed process (``kill -9``); it
 may lose the last transactions on power loss, which is accepted here.
 Schema migrations are numbered and run at open.
 
+Journal writes that arrive together are committed together (group commit,
+:meth:`Store.record_inbound`): while one gateway's transaction commits, the
+messages other gateways hand in queue up, and the next of them to get the
+store commits the whole queue in one transaction. Each caller still returns
+only after its own message is committed; nobody waits on a timer, and a lone
+message is committed at once. The same post reaching twenty agent identities
+then costs a few transactions, not twenty.
+
 Retention (:meth:`Store.prune`, scheduled by ``actors/upkeep.py``) deletes
 finished rows older than ``retention_days``: journal rows ``done`` and
-``dropped``, outbox pieces ``posted`` and ``failed``, ended runs. Open
+``dropped`` (and with the last of them, their shared ``messages`` row),
+outbox pieces ``posted`` and ``failed``, ended runs. Open
 messages, pending pieces, running runs, sessions, scope settings and the
 channel seqs are never pruned. So that the file levels off, new databases are
 created with ``auto_vacuum = INCREMENTAL`` and a prune that deleted rows ends
@@ -53,7 +73,7 @@ from typing import Any
 
 import attrs
 
-from bridge.model import ConnectionKey, Inbound
+from bridge.model import SEPARATOR, ConnectionKey, Inbound
 
 DB_FILE = "bridge.db"
 #: Seconds to wait for a lock held by another connection before failing.
@@ -166,12 +186,94 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
     """,
-    # 7: a run's messages found by index (finish_run, interrupt_run ran a scan of the
+    # 7: a chat message is stored once: its shared content in ``messages``, one row per
+    # platform message; the journal keeps per (scope, message id) its state, the agent's
+    # own fields and a reference. A row whose shared fields differ from the first row's
+    # keeps all of its own (nothing is lost). Row numbers are kept (recovery pages by them).
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL,
+        space TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        UNIQUE (platform, space, channel_id, message_id)
+    );
+    INSERT INTO messages (platform, space, channel_id, message_id, body)
+        SELECT coalesce(json_extract(payload, '$.platform'), ''),
+               coalesce(json_extract(payload, '$.space'), ''),
+               coalesce(json_extract(payload, '$.channel_id'), ''), message_id,
+               json_remove(payload, '$.platform', '$.space', '$.channel_id', '$.message_id',
+                   '$.agent', '$.per_thread', '$.addressed', '$.is_direct', '$.mentioned',
+                   '$.catch_up', '$.stale', '$.author_known')
+        FROM inbound WHERE rowid IN (SELECT min(rowid) FROM inbound GROUP BY
+            coalesce(json_extract(payload, '$.platform'), ''),
+            coalesce(json_extract(payload, '$.space'), ''),
+            coalesce(json_extract(payload, '$.channel_id'), ''), message_id)
+        ORDER BY rowid;
+    CREATE TABLE inbound_slim (
+        scope_key TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        run_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        msg INTEGER NOT NULL REFERENCES messages (id),
+        own TEXT NOT NULL DEFAULT '{}',
+        received_at REAL NOT NULL,
+        PRIMARY KEY (scope_key, message_id)
+    );
+    INSERT INTO inbound_slim (rowid, scope_key, message_id, seq, state, run_id, attempts, msg,
+                              own, received_at)
+        SELECT i.rowid, i.scope_key, i.message_id, i.seq, i.state, i.run_id, i.attempts, m.id,
+               CASE WHEN json_remove(i.payload, '$.platform', '$.space', '$.channel_id',
+                        '$.message_id', '$.agent', '$.per_thread', '$.addressed',
+                        '$.is_direct', '$.mentioned', '$.catch_up', '$.stale',
+                        '$.author_known') = m.body
+                    THEN json_remove(i.payload, '$.platform', '$.space', '$.channel_id',
+                        '$.message_id', '$.channel_name', '$.seq', '$.author_id',
+                        '$.author_name', '$.content', '$.created_at', '$.cursor', '$.thread',
+                        '$.author_is_bot', '$.attachments')
+                    ELSE json_remove(i.payload, '$.platform', '$.space', '$.channel_id',
+                        '$.message_id') END,
+               i.received_at
+        FROM inbound AS i JOIN messages AS m
+            ON m.platform = coalesce(json_extract(i.payload, '$.platform'), '')
+            AND m.space = coalesce(json_extract(i.payload, '$.space'), '')
+            AND m.channel_id = coalesce(json_extract(i.payload, '$.channel_id'), '')
+            AND m.message_id = i.message_id
+        ORDER BY i.rowid;
+    DROP TABLE inbound;
+    ALTER TABLE inbound_slim RENAME TO inbound;
+    CREATE INDEX inbound_open ON inbound (scope_key, state);
+    CREATE INDEX inbound_msg ON inbound (msg);
+    CREATE TRIGGER inbound_forget AFTER DELETE ON inbound BEGIN
+        DELETE FROM messages WHERE id = old.msg
+            AND NOT EXISTS (SELECT 1 FROM inbound WHERE msg = old.msg);
+    END;
+    """,
+    # 8: a run's messages found by index (finish_run, interrupt_run ran a scan of the
     # whole journal, under the store's lock, at every run's end)
     """
     CREATE INDEX inbound_run ON inbound (run_id) WHERE run_id IS NOT NULL;
     """,
 )
+
+#: Fields of :class:`~bridge.model.Inbound` that name a platform message: the key
+#: of its ``messages`` row.
+IDENTITY_FIELDS = ("platform", "space", "channel_id", "message_id")
+#: Fields that belong to one agent identity's view of a message (kept per journal
+#: row, in ``own``, when they differ from their defaults); every other field is
+#: the message's shared content (kept once, in ``messages.body``).
+OWN_FIELDS = ("agent", "per_thread", "addressed", "is_direct", "mentioned", "catch_up",
+              "stale", "author_known")
+#: The defaults of :class:`~bridge.model.Inbound`'s fields (those that have one).
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in attrs.fields(Inbound)
+                             if f.default is not attrs.NOTHING}
+#: The columns that rebuild a journal row's message (see :func:`_rebuild`).
+_ROW_COLUMNS = ("i.scope_key, m.platform, m.space, m.channel_id, m.message_id, m.body, i.own "
+                "FROM inbound AS i JOIN messages AS m ON m.id = i.msg")
 
 #: Inbound states that still need a run (or a place in the next prompt).
 OPEN_STATES = ("received", "engaged", "context")
@@ -185,6 +287,7 @@ PRUNE_BATCH_ROWS = 2000
 #: Tables whose rows :meth:`Store.stats` counts, with the column grouped by.
 _STATS_QUERIES: tuple[tuple[str, str], ...] = (
     ("inbound", "SELECT state, count(*) FROM inbound GROUP BY state"),
+    ("messages", "SELECT 'rows', count(*) FROM messages"),
     ("outbox", "SELECT state, count(*) FROM outbox GROUP BY state"),
     ("runs", "SELECT CASE WHEN ended_at IS NULL THEN 'running' ELSE 'ended' END, count(*) "
              "FROM runs GROUP BY 1"),
@@ -192,6 +295,78 @@ _STATS_QUERIES: tuple[tuple[str, str], ...] = (
     ("scope_settings", "SELECT 'rows', count(*) FROM scope_settings"),
     ("cursors", "SELECT 'rows', count(*) FROM cursors"),
 )
+
+
+def _dumps(value: Mapping[str, Any]) -> str:
+    """Compact JSON (no spaces) of a journal row's fields."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _split(fields: Mapping[str, Any], scope_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A message's fields (``attrs.asdict`` of an Inbound) as (shared body, own fields).
+
+    The body is every field but the identity and :data:`OWN_FIELDS`; the own
+    fields are those of :data:`OWN_FIELDS` that differ from their defaults
+    (``agent`` only when the scope key does not already say it).
+    """
+    body = {k: v for k, v in fields.items() if k not in IDENTITY_FIELDS and k not in OWN_FIELDS}
+    own = {k: fields[k] for k in OWN_FIELDS
+           if k in fields and (k not in _DEFAULTS or fields[k] != _DEFAULTS[k])}
+    if own.get("agent") == _agent_of(scope_key):
+        del own["agent"]
+    return body, own
+
+
+def _differences(body: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``body`` that the stored body of the same message has otherwise.
+
+    A field the stored body has and ``body`` lacks is given its default, so the
+    row reads back as it was written.
+    """
+    changed = {k: v for k, v in body.items() if k not in stored or stored[k] != v}
+    for name in stored.keys() - body.keys():
+        if name in _DEFAULTS:
+            default = _DEFAULTS[name]
+            changed[name] = list(default) if isinstance(default, tuple) else default
+    return changed
+
+
+def _agent_of(scope_key: str) -> str:
+    """The agent part of a printed scope key (empty when it is not one)."""
+    parts = scope_key.split(SEPARATOR, 2)
+    return parts[1] if len(parts) > 2 else ""
+
+
+def _rebuild(row: Sequence[Any]) -> Inbound:
+    """The message of one journal row: ``(scope key, platform, space, channel id,
+    message id, shared body, own fields)`` as selected with :data:`_ROW_COLUMNS`."""
+    scope_key, platform, space, channel_id, message_id, body, own = row
+    fields: dict[str, Any] = {"platform": platform, "agent": _agent_of(str(scope_key)),
+                              "space": space, "channel_id": channel_id,
+                              "message_id": message_id}
+    fields.update(json.loads(body))
+    fields.update(json.loads(own))
+    return Inbound(**fields)
+
+
+class _Queued:
+    """One journal write waiting for a group commit (see :meth:`Store.record_inbound`)."""
+
+    __slots__ = ("advance_cursor", "done", "error", "inbound", "new")
+
+    def __init__(self, inbound: Inbound, advance_cursor: bool) -> None:
+        self.inbound = inbound
+        self.advance_cursor = advance_cursor
+        self.done = False
+        self.new = False
+        #: Why it was not recorded (an exception of its own, raised by its caller).
+        self.error: Exception | None = None
+
+    def outcome(self) -> bool:
+        """Whether the message was new; raises the error that kept it out of the journal."""
+        if self.error is not None:
+            raise self.error
+        return self.new
 
 
 class StoreError(RuntimeError):
@@ -249,16 +424,18 @@ class PruneResult:
         inbound: Journal rows (``done``, ``dropped``).
         outbox: Outbox pieces (``posted``, ``failed``).
         runs: Ended runs.
+        messages: Shared messages whose last journal row went.
     """
 
     inbound: int = 0
     outbox: int = 0
     runs: int = 0
+    messages: int = 0
 
     @property
     def total(self) -> int:
         """All rows deleted."""
-        return self.inbound + self.outbox + self.runs
+        return self.inbound + self.outbox + self.runs + self.messages
 
 
 class TotalBytes:
@@ -283,7 +460,8 @@ class StoreStats(TotalBytes):
         wal_bytes: Size of its write-ahead log (``bridge.db-wal``) in bytes (0 when absent).
         rows: Row counts per table, then per state: ``inbound`` and ``outbox`` by
             their ``state`` column, ``runs`` as ``running`` / ``ended``, and
-            ``sessions``, ``scope_settings`` and ``cursors`` as ``rows``.
+            ``messages`` (the shared content of journaled messages), ``sessions``,
+            ``scope_settings`` and ``cursors`` as ``rows``.
             A state with no rows is left out.
     """
 
@@ -298,6 +476,11 @@ class Store:
     Args:
         path: The database file (created with its folder when missing).
 
+    Attributes:
+        group_commits: Transactions that committed journal writes (see
+            :meth:`record_inbound`), since the store was opened.
+        grouped_writes: Journal writes committed in them (a write per call).
+
     Raises:
         StoreError: when the file is not a database, fails its integrity check,
             is locked by another process, or has a newer schema than this code.
@@ -306,6 +489,13 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        #: Group commit of journal writes (see :meth:`record_inbound`): the queue,
+        #: whether a caller is committing it, and the condition they wait on.
+        self._queued: list[_Queued] = []
+        self._leading = False
+        self._group = threading.Condition(threading.Lock())
+        self.group_commits = 0
+        self.grouped_writes = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
@@ -379,6 +569,15 @@ class Store:
     def record_inbound(self, inbound: Inbound, advance_cursor: bool = True) -> bool:
         """Record an accepted message (state ``received``), and the channel's cursor.
 
+        The message's shared content goes to ``messages`` once per platform
+        message; the journal row for its scope keeps the state and this agent
+        identity's own fields (see the module docstring). The write is
+        committed when this returns. Calls from several threads at once are
+        committed together (group commit): a caller that finds another's
+        transaction under way queues its message, and the next caller to get
+        the store commits everything queued in one transaction; a failed
+        transaction fails every call in it.
+
         Args:
             inbound: The normalized message.
             advance_cursor: Also advance the channel's intake cursor to
@@ -387,17 +586,97 @@ class Store:
         Returns:
             True when it is new; False for a message id already recorded for
             its scope (a duplicate: the caller drops it).
+
+        Raises:
+            StoreError: when the database fails (nothing of the group is recorded).
         """
-        payload = json.dumps(attrs.asdict(inbound))
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, payload, "
-                "received_at) VALUES (?, ?, ?, 'received', ?, ?)",
-                (inbound.scope_key, inbound.message_id, inbound.seq, payload, time.time()))
-            if advance_cursor:
-                self._set_cursor(db, inbound.connection, inbound.channel_id,
-                                 inbound.cursor or str(inbound.seq), inbound.seq)
-            return cursor.rowcount == 1
+        item = _Queued(inbound, advance_cursor)
+        batch: list[_Queued] = []
+        with self._group:
+            self._queued.append(item)
+            while not item.done and self._leading:
+                self._group.wait()
+            if not item.done:  # this caller commits the queue (its own write in it)
+                self._leading = True
+                batch, self._queued = self._queued, []
+        if batch:
+            try:
+                self._commit_group(batch)
+            finally:
+                with self._group:
+                    for queued in batch:
+                        if not queued.done:  # the commit itself raised: no outcome was set
+                            queued.done = True
+                            queued.error = StoreError("the journal write was interrupted")
+                    self._leading = False
+                    self._group.notify_all()
+        return item.outcome()
+
+    def _commit_group(self, batch: Sequence[_Queued]) -> None:
+        """Commit queued journal writes in one transaction, and set each one's outcome.
+
+        When the database fails, every write of the group fails with it. When
+        one write fails otherwise (a message that cannot be stored), the
+        others are committed one by one, so only that one fails.
+        """
+        try:
+            with self._write() as db:
+                for queued in batch:
+                    queued.new = self._journal(db, queued.inbound, queued.advance_cursor)
+        except StoreError as exc:
+            for queued in batch:
+                queued.error = StoreError(str(exc))
+        except Exception:
+            if len(batch) == 1:
+                raise
+            for queued in batch:
+                try:
+                    with self._write() as db:
+                        queued.new = self._journal(db, queued.inbound, queued.advance_cursor)
+                except Exception as exc:
+                    queued.error = exc
+                else:
+                    self._count_group(1)
+        else:
+            self._count_group(len(batch))
+        for queued in batch:
+            queued.done = True
+
+    def _count_group(self, writes: int) -> None:
+        with self._group:
+            self.group_commits += 1
+            self.grouped_writes += writes
+
+    def _journal(self, db: sqlite3.Connection, inbound: Inbound, advance_cursor: bool) -> bool:
+        """One message into the journal, in the caller's transaction; False: a duplicate."""
+        scope_key = inbound.scope_key
+        new = db.execute("SELECT 1 FROM inbound WHERE scope_key = ? AND message_id = ?",
+                         (scope_key, inbound.message_id)).fetchone() is None
+        if new:
+            fields = attrs.asdict(inbound)
+            body, own = _split(fields, scope_key)
+            text = _dumps(body)
+            identity = tuple(fields[name] for name in IDENTITY_FIELDS)
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO messages (platform, space, channel_id, message_id, body) "
+                "VALUES (?, ?, ?, ?, ?)", (*identity, text))
+            if inserted.rowcount == 1:
+                msg = int(inserted.lastrowid or 0)
+            else:
+                row = db.execute("SELECT id, body FROM messages WHERE platform = ? AND "
+                                 "space = ? AND channel_id = ? AND message_id = ?",
+                                 identity).fetchone()
+                msg = int(row[0])
+                if str(row[1]) != text:
+                    own.update(_differences(body, json.loads(row[1])))
+            db.execute(
+                "INSERT INTO inbound (scope_key, message_id, seq, state, msg, own, received_at) "
+                "VALUES (?, ?, ?, 'received', ?, ?, ?)",
+                (scope_key, inbound.message_id, inbound.seq, msg, _dumps(own), time.time()))
+        if advance_cursor:
+            self._set_cursor(db, inbound.connection, inbound.channel_id,
+                             inbound.cursor or str(inbound.seq), inbound.seq)
+        return new
 
     def set_cursor(self, connection: ConnectionKey, channel_id: str, cursor: str,
                    position: int) -> None:
@@ -470,18 +749,18 @@ class Store:
             self.close_stale(stale_before, scope_key)
         with self._tx() as db:
             rows = db.execute(
-                "SELECT payload FROM inbound WHERE scope_key = ? AND state IN "
-                "('received', 'engaged', 'context') ORDER BY seq", (scope_key,)).fetchall()
-        return [Inbound(**json.loads(r[0])) for r in rows]
+                f"SELECT {_ROW_COLUMNS} WHERE i.scope_key = ? AND i.state IN "
+                "('received', 'engaged', 'context') ORDER BY i.seq", (scope_key,)).fetchall()
+        return [_rebuild(r) for r in rows]
 
     def open_scopes(self) -> list[Inbound]:
         """One open message per scope that has work waiting (to respawn the scope)."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT payload FROM inbound WHERE rowid IN (SELECT min(rowid) FROM inbound "
-                "WHERE state IN ('received', 'engaged', 'context') GROUP BY scope_key)"
-            ).fetchall()
-        return [Inbound(**json.loads(r[0])) for r in rows]
+                f"SELECT {_ROW_COLUMNS} WHERE i.rowid IN (SELECT min(rowid) FROM inbound "
+                "WHERE state IN ('received', 'engaged', 'context') GROUP BY scope_key) "
+                "ORDER BY i.rowid").fetchall()
+        return [_rebuild(r) for r in rows]
 
     def open_rows(self, after: int = 0, limit: int = 500) -> list[tuple[int, str, Inbound]]:
         """One page of the open messages that may start a run (``received``, ``engaged``).
@@ -498,9 +777,9 @@ class Store:
         """
         with self._tx() as db:
             rows = db.execute(
-                "SELECT rowid, state, payload FROM inbound WHERE rowid > ? AND state IN "
-                "('received', 'engaged') ORDER BY rowid LIMIT ?", (after, limit)).fetchall()
-        return [(int(r[0]), str(r[1]), Inbound(**json.loads(r[2]))) for r in rows]
+                f"SELECT i.rowid, i.state, {_ROW_COLUMNS} WHERE i.rowid > ? AND i.state IN "
+                "('received', 'engaged') ORDER BY i.rowid LIMIT ?", (after, limit)).fetchall()
+        return [(int(r[0]), str(r[1]), _rebuild(r[2:])) for r in rows]
 
     def close_stale(self, before: float, scope_key: str | None = None) -> int:
         """Close (``done``) the messages no run took that were received before ``before``.
@@ -711,9 +990,9 @@ class Store:
         given_up = [str(r[0]) for r in db.execute(
             "SELECT message_id FROM inbound WHERE run_id = ? AND state = 'running' AND "
             "attempts >= ?", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
-        reopened = [Inbound(**json.loads(r[0])) for r in db.execute(
-            "SELECT payload FROM inbound WHERE run_id = ? AND state = 'running' AND "
-            "attempts < ? ORDER BY seq", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
+        reopened = [_rebuild(r) for r in db.execute(
+            f"SELECT {_ROW_COLUMNS} WHERE i.run_id = ? AND i.state = 'running' AND "
+            "i.attempts < ? ORDER BY i.seq", (run_id, MAX_RUN_ATTEMPTS)).fetchall()]
         db.execute("UPDATE inbound SET state = 'engaged', run_id = NULL WHERE run_id = ? "
                    "AND state = 'running' AND attempts < ?", (run_id, MAX_RUN_ATTEMPTS))
         db.execute("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = "
@@ -859,7 +1138,8 @@ class Store:
         """Delete finished rows older than ``older_than_s`` seconds; never open work.
 
         Deleted: journal rows ``done`` or ``dropped`` received before the
-        cutoff, outbox pieces ``posted`` or ``failed`` last updated before it,
+        cutoff (a shared message goes with the last journal row that
+        references it, never before), outbox pieces ``posted`` or ``failed`` last updated before it,
         runs that ended before it. Kept whatever their age: open messages
         (``received``, ``engaged``, ``context``, ``running``), ``pending``
         pieces, runs that have not ended, sessions, scope settings and channel
@@ -883,28 +1163,36 @@ class Store:
         """
         cutoff = (time.time() if now is None else now) - older_than_s
         limit = max(1, batch_rows)
-        inbound = self._delete_batches(
+        inbound, messages = self._delete_batches(
             "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE state IN "
             "('done', 'dropped') AND received_at < ? LIMIT ?)", cutoff, limit)
-        outbox = self._delete_batches(
+        outbox, _ = self._delete_batches(
             "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE state IN "
             "('posted', 'failed') AND updated_at < ? LIMIT ?)", cutoff, limit)
-        runs = self._delete_batches(
+        runs, _ = self._delete_batches(
             "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE ended_at IS NOT "
             "NULL AND ended_at < ? LIMIT ?)", cutoff, limit)
-        result = PruneResult(inbound, outbox, runs)
+        result = PruneResult(inbound, outbox, runs, messages)
         if result.total:
             self.compact()
         return result
 
-    def _delete_batches(self, statement: str, cutoff: float, limit: int) -> int:
-        deleted = 0
+    def _delete_batches(self, statement: str, cutoff: float, limit: int) -> tuple[int, int]:
+        """Run a ``DELETE ... LIMIT ?`` until it deletes fewer than ``limit`` rows.
+
+        Returns:
+            (rows the statement deleted, rows its triggers deleted: the shared
+            messages whose last journal row went).
+        """
+        deleted = by_triggers = 0
         while True:
             with self._write() as db:
+                before = db.total_changes
                 count = int(db.execute(statement, (cutoff, limit)).rowcount)
+                by_triggers += db.total_changes - before - count
             deleted += count
             if count < limit:
-                return deleted
+                return deleted, by_triggers
 
     def compact(self) -> None:
         """Return free pages to the file system and empty the WAL, never waiting on a reader.

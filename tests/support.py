@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.devguild.seed import Seed, SeedUser
 from adapters.chat.fabric.realtime import FabricSocket
 from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from bridge.board import Board
@@ -51,6 +53,13 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S,
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.02)
+
+
+def with_helper(seed: Seed, helper_key: str = "fak_dev_helper") -> Seed:
+    """``seed`` plus the agent user ``helper``, a member of every channel."""
+    helper = SeedUser(name="helper", kind="agent", api_key=helper_key)
+    channels = tuple(attrs.evolve(c, members=(*c.members, "helper")) for c in seed.channels)
+    return attrs.evolve(seed, users=(*seed.users, helper), channels=channels)
 
 
 def start_bridge(config: Config, *, agents: Iterable[str] | None = None,

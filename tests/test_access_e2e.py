@@ -21,12 +21,19 @@ import pytest
 
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild, load_seed
-from adapters.chat.fabric.devguild.seed import Seed, SeedUser
+from adapters.chat.fabric.devguild.seed import Seed
 from bridge.cli.compose import devguild_of, load_config
 from bridge.logs import remove_logging, setup_logging
 from bridge.model import ScopeKey
 from bridge.policy import DEFAULT_REFUSAL
-from tests.support import GATED_AGENT, Member, start_bridge, wait_until, write_config
+from tests.support import (
+    GATED_AGENT,
+    Member,
+    start_bridge,
+    wait_until,
+    with_helper,
+    write_config,
+)
 
 ECHO = textwrap.dedent("""
     [agents.echo]
@@ -39,13 +46,6 @@ BIND_ECHO = textwrap.dedent("""
     guild = "dev"
     channels = ["*"]
 """)
-
-
-def with_helper(seed: Seed, helper_key: str = "fak_dev_helper") -> Seed:
-    """``seed`` plus the agent user ``helper``, a member of every channel."""
-    helper = SeedUser(name="helper", kind="agent", api_key=helper_key)
-    channels = tuple(attrs.evolve(c, members=(*c.members, "helper")) for c in seed.channels)
-    return attrs.evolve(seed, users=(*seed.users, helper), channels=channels)
 
 
 @pytest.fixture

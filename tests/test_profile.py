@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ops.profile import NO_FRAMES, FrameShare, ProfileError, Profiler, summarize, summarize_file
+from bridge.ops.profile import (
+    NO_FRAMES,
+    FrameShare,
+    ProfileError,
+    Profiler,
+    summarize,
+    summarize_file,
+)
 
 SPINNER = """
 import sys

@@ -45,15 +45,15 @@ MESSAGE_STATES = ("received", "engaged", "context", "running", "done", "dropped"
 PIECE_STATES = ("pending", "posted", "failed")
 
 
-def inbound(message_id: str, channel: str, seq: int = 1) -> Inbound:
-    return Inbound(platform="fabric", agent="echo", space="dev", channel_id=channel,
+def inbound(message_id: str, channel: str, seq: int = 1, agent: str = "echo") -> Inbound:
+    return Inbound(platform="fabric", agent=agent, space="dev", channel_id=channel,
                    channel_name=channel, message_id=message_id, seq=seq,
                    author_id="u1", author_name="alice", content=f"text {message_id}",
                    addressed=True)
 
 
-def scope_of(channel: str) -> str:
-    return f"fabric:echo:dev:{channel}"
+def scope_of(channel: str, agent: str = "echo") -> str:
+    return f"fabric:{agent}:dev:{channel}"
 
 
 def dump(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -80,37 +80,48 @@ def kept_by_oracle(before: dict[str, list[dict[str, Any]]],
         if table == "runs":
             return row["ended_at"] is None or float(row["ended_at"]) >= cutoff
         return True
-    return {t: [r for r in rows if keep(t, r)] for t, rows in before.items()}
+    kept = {t: [r for r in rows if keep(t, r)] for t, rows in before.items()}
+    # A shared message stays while a kept journal row references it.
+    referenced = {r["msg"] for r in kept["inbound"]}
+    kept["messages"] = [r for r in kept["messages"] if r["id"] in referenced]
+    return kept
 
 
 AGES = st.one_of(
     st.floats(min_value=0.0, max_value=3 * RETENTION_S, allow_nan=False),
     st.sampled_from([0.0, RETENTION_S - 0.001, RETENTION_S, RETENTION_S + 0.001, 1e8]),
 )
-MESSAGES = st.lists(st.tuples(st.sampled_from(MESSAGE_STATES), AGES), max_size=10)
+#: A message's state and age for the echo agent, and for a second agent it reached (or None).
+MESSAGES = st.lists(st.tuples(st.sampled_from(MESSAGE_STATES), AGES, st.one_of(
+    st.none(), st.tuples(st.sampled_from(MESSAGE_STATES), AGES))), max_size=10)
 PIECES = st.lists(st.tuples(st.sampled_from(PIECE_STATES), AGES), max_size=3)
 RUNS = st.lists(st.tuples(st.booleans(), AGES, PIECES), max_size=5)
 
 
-def build(store: Store, path: Path, messages: list[tuple[str, float]],
+Reach = tuple[str, float]
+
+
+def build(store: Store, path: Path, messages: list[tuple[str, float, Reach | None]],
           runs: list[tuple[bool, float, list[tuple[str, float]]]],
           notices: list[tuple[str, float]], sessions: list[float]) -> None:
     """Make the random state through the store's API, then age each row."""
     ages: list[tuple[str, tuple[Any, ...]]] = []
-    for i, (state, age) in enumerate(messages):
+    for i, (state, age, other) in enumerate(messages):
         channel, message_id = f"m{i}", f"id{i}"
-        key = scope_of(channel)
-        store.record_inbound(inbound(message_id, channel, i + 1))
-        if state in ("engaged", "context"):
-            store.classify(key, message_id, engaged=state == "engaged")
-        elif state == "running":
-            store.start_run(f"run-of-{i}", key, [message_id])
-        elif state == "done":
-            store.mark_done(key, message_id)
-        elif state == "dropped":
-            store.drop_inbound(key, message_id)
-        ages.append(("UPDATE inbound SET received_at = ? WHERE message_id = ?",
-                     (NOW - age, message_id)))
+        reached = [("echo", state, age)] + ([("helper", *other)] if other else [])
+        for agent, agent_state, agent_age in reached:
+            key = scope_of(channel, agent)
+            store.record_inbound(inbound(message_id, channel, i + 1, agent))
+            if agent_state in ("engaged", "context"):
+                store.classify(key, message_id, engaged=agent_state == "engaged")
+            elif agent_state == "running":
+                store.start_run(f"run-of-{i}-{agent}", key, [message_id])
+            elif agent_state == "done":
+                store.mark_done(key, message_id)
+            elif agent_state == "dropped":
+                store.drop_inbound(key, message_id)
+            ages.append(("UPDATE inbound SET received_at = ? WHERE scope_key = ? AND "
+                         "message_id = ?", (NOW - agent_age, key, message_id)))
 
     def set_piece(key: str, state: str, age: float) -> None:
         if state == "posted":
@@ -152,7 +163,8 @@ def build(store: Store, path: Path, messages: list[tuple[str, float]],
 @given(messages=MESSAGES, runs=RUNS, notices=PIECES, sessions=st.lists(AGES, max_size=3),
        batch=st.integers(min_value=1, max_value=4))
 def test_prune_removes_exactly_the_finished_rows_older_than_the_cutoff(
-        messages: list[tuple[str, float]], runs: list[tuple[bool, float, list[tuple[str, float]]]],
+        messages: list[tuple[str, float, Reach | None]],
+        runs: list[tuple[bool, float, list[tuple[str, float]]]],
         notices: list[tuple[str, float]], sessions: list[float], batch: int) -> None:
     with tempfile.TemporaryDirectory(prefix="retention-") as tmp:
         path = Path(tmp) / DB_FILE
@@ -169,7 +181,8 @@ def test_prune_removes_exactly_the_finished_rows_older_than_the_cutoff(
     assert result == PruneResult(
         inbound=len(before["inbound"]) - len(after["inbound"]),
         outbox=len(before["outbox"]) - len(after["outbox"]),
-        runs=len(before["runs"]) - len(after["runs"]))
+        runs=len(before["runs"]) - len(after["runs"]),
+        messages=len(before["messages"]) - len(after["messages"]))
     # Open work, in so many words (the oracle above already implies it).
     open_ids = {r["message_id"] for r in before["inbound"]
                 if r["state"] in ("received", "engaged", "context", "running")}
@@ -213,12 +226,13 @@ def test_prune_gives_the_space_back(tmp_path: Path) -> None:
         store.compact()
         full = store.stats()
         age_all(tmp_path / DB_FILE, 86_400)
-        assert store.prune(3600).total == 900
+        assert store.prune(3600) == PruneResult(inbound=300, outbox=300, runs=300, messages=300)
         empty = store.stats()
     finally:
         store.close()
     assert full.rows["inbound"] == {"done": 300} and full.rows["outbox"] == {"posted": 300}
     assert empty.rows["inbound"] == {} and empty.rows["outbox"] == {} and empty.rows["runs"] == {}
+    assert (full.rows["messages"], empty.rows["messages"]) == ({"rows": 300}, {"rows": 0})
     assert empty.wal_bytes == 0
     assert empty.db_bytes < full.db_bytes / 4, (full, empty)
 
@@ -289,8 +303,8 @@ def test_stats_counts_rows_per_table_and_state(tmp_path: Path) -> None:
         stats = store.stats()
     finally:
         store.close()
-    assert stats.rows == {"inbound": {"running": 1, "received": 1}, "outbox": {},
-                          "runs": {"running": 1}, "sessions": {"rows": 1},
+    assert stats.rows == {"inbound": {"running": 1, "received": 1}, "messages": {"rows": 2},
+                          "outbox": {}, "runs": {"running": 1}, "sessions": {"rows": 1},
                           "scope_settings": {"rows": 0}, "cursors": {"rows": 1}}
     assert stats.db_bytes > 0 and stats.total_bytes == stats.db_bytes + stats.wal_bytes
 
@@ -415,7 +429,7 @@ def counts(path: Path) -> Callable[[], dict[str, int]]:
         db = sqlite3.connect(path, timeout=10)
         try:
             return {t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
-                    for t in ("inbound", "outbox", "runs", "sessions")}
+                    for t in ("inbound", "messages", "outbox", "runs", "sessions")}
         finally:
             db.close()
     return read
@@ -432,28 +446,29 @@ def test_the_running_bridge_prunes_at_start_and_then_on_schedule(
     store.close()
     age_all(db, 86_400)
     rows = counts(db)
-    assert rows() == {"inbound": 1, "outbox": 1, "runs": 1, "sessions": 1}
+    assert rows() == {"inbound": 1, "messages": 1, "outbox": 1, "runs": 1, "sessions": 1}
     app = bridge_app(config, Board())
     app.start()
     try:
         # Prune deletes each table in transactions of its own: wait for all of them.
-        pruned = {"inbound": 0, "outbox": 0, "runs": 0, "sessions": 1}
+        pruned = {"inbound": 0, "messages": 0, "outbox": 0, "runs": 0, "sessions": 1}
         wait_until(lambda: rows() == pruned, what="the prune at start")
         assert app.store is not None
         finished_message(app.store, "while-running")
         # Not aged yet, so no prune can take it (retention 10 s).
-        assert rows() == {"inbound": 1, "outbox": 1, "runs": 1, "sessions": 1}
+        assert rows() == {"inbound": 1, "messages": 1, "outbox": 1, "runs": 1, "sessions": 1}
         age_all(db, 86_400)
         wait_until(lambda: rows() == pruned, what="a scheduled prune")
-        row = wait_until(lambda: (s := app.board.snapshot().store) and s.pruned == 6 and s,
+        row = wait_until(lambda: (s := app.board.snapshot().store) and s.pruned == 8 and s,
                          what="the board to show the store")
         assert row.db_bytes > 0 and row.rows["sessions"] == {"rows": 1}
-        assert any("store: pruned 1 journal row(s), 1 outbox piece(s), 1 run(s)" in line
+        assert any("store: pruned 1 journal row(s) (and 1 shared message(s)), 1 outbox "
+                   "piece(s), 1 run(s)" in line
                    for line in app.board.snapshot().logs)
         # `status` reads status.json, rewritten twice a second.
         wait_until(lambda: (main(["status", "--json", "-c", str(path)]) == 0 and
                             json.loads(capsys.readouterr().out).get("store", {})
-                            .get("pruned") == 6), what="status --json to show the store")
+                            .get("pruned") == 8), what="status --json to show the store")
         assert main(["status", "-c", str(path)]) == 0
         out = capsys.readouterr().out
         assert "store:\n  size=" in out and "sessions rows=1" in out

@@ -6,7 +6,6 @@ Each test runs the whole actor tree against the dev guild on loopback.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import sqlite3
@@ -16,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pykka
 import pytest
 
@@ -121,20 +119,19 @@ def test_a_finished_run_leaves_no_state_behind(
 
 def seed_context(state_dir: Path, devguild: DevGuild, count: int, age_s: float) -> list[str]:
     """``count`` open journal rows in ``general`` that do not engage, received ``age_s`` ago."""
-    store = Store(state_dir / DB_FILE)  # creates the schema
-    store.close()
     channel_id = devguild.channel_id("general")
     texts = [f"stale-{i:05d}" for i in range(count)]
-    rows = []
-    for i, text in enumerate(texts):
-        inbound = Inbound("fabric", "echo", "dev", channel_id, "general",
-                          f"seeded-{i}", i + 1, devguild.user_id("bob"), "bob", text)
-        rows.append((inbound.scope_key, inbound.message_id, inbound.seq,
-                     json.dumps(attrs.asdict(inbound)), time.time() - age_s))
+    store = Store(state_dir / DB_FILE)
+    try:
+        for i, text in enumerate(texts):
+            store.record_inbound(Inbound("fabric", "echo", "dev", channel_id, "general",
+                                         f"seeded-{i}", i + 1, devguild.user_id("bob"), "bob",
+                                         text), advance_cursor=False)
+    finally:
+        store.close()
     db = sqlite3.connect(state_dir / DB_FILE)
     with db:
-        db.executemany("INSERT INTO inbound (scope_key, message_id, seq, state, payload, "
-                       "received_at) VALUES (?, ?, ?, 'received', ?, ?)", rows)
+        db.execute("UPDATE inbound SET received_at = ?", (time.time() - age_s,))
     db.close()
     return texts
 

@@ -131,7 +131,7 @@ def test_prune_keeps_open_work(store: Store) -> None:
     store.start_run("r1", KEY, ["m1"])
     store.finish_run("r1", "done", ["answer"])
     store.mark_posted("r1:0", "x")
-    assert store.prune(older_than_s=-1) == PruneResult(inbound=1, outbox=1, runs=1)
+    assert store.prune(older_than_s=-1) == PruneResult(inbound=1, outbox=1, runs=1, messages=1)
     assert [m.message_id for m in store.open_inbound(KEY)] == ["m2"]
 
 
@@ -225,7 +225,7 @@ def test_a_run_s_messages_are_found_by_index_not_by_scanning_the_journal(
     Store(tmp_path / "bridge.db").close()
     db = sqlite3.connect(tmp_path / "bridge.db")
     for statement in ("UPDATE inbound SET state = 'done' WHERE run_id = ? AND state = 'running'",
-                      "SELECT payload FROM inbound WHERE run_id = ? AND state = 'running'"):
+                      "SELECT msg FROM inbound WHERE run_id = ? AND state = 'running'"):
         plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {statement}",
                                                            ("r1",)))
         assert "USING INDEX inbound_run" in plan, plan
