@@ -8,12 +8,15 @@ import collections
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from adapters.chat.lark.double import Delivery as LarkDelivery
 from adapters.chat.slack.double import Delivery, SlackDouble
-from bridge.ops.aiomembers import pace
+from bridge.ops.aiomembers import Crowd, pace
 from bridge.ops.bench import JSON_FIELDS, _Tracker, agent_names, bench_seed
 from bridge.ops.bench_lark import JSON_FIELDS as LARK_JSON_FIELDS
 from bridge.ops.bench_lark import LarkTracker
@@ -244,6 +247,36 @@ def test_pace_keeps_at_most_limit_in_flight_and_catches_up() -> None:
     assert sorted(done) == list(range(10))
     # posts 1-3 waited for their time; 4-9 were due when the slots freed: no more waits
     assert clock.slept == [0.5, 0.5, 0.5]
+
+
+def test_members_post_log_in_again_on_401_and_hear_each_other() -> None:
+    with DevGuild(bench_seed(0)) as guild:
+        owner = FabricGuild(FabricCenter(guild.center_url).login(
+            guild.api_key("alice")).guilds["dev"])
+        channel = str(owner.create_channel("bench-0", "work",
+                                           members=[guild.user_id("bob")])["id"])
+
+        async def run() -> tuple[bool, bool, list[str]]:
+            crowd = await Crowd.open(guild.center_url, {n: guild.api_key(n)
+                                                        for n in ("alice", "bob")},
+                                     [channel], pool=4)
+            try:
+                alice, bob = crowd.members
+                before = alice.access
+                guild.expire_tokens()  # the next post is refused with 401 once
+                posted = await alice.post(channel, "bn1-000000 from alice")
+                relogged = alice.access is not before
+                deadline = time.monotonic() + 10
+                while not bob.events and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                return posted, relogged, [p["content"] for _, p in bob.events]
+            finally:
+                await crowd.close()
+
+        posted, relogged, heard = asyncio.run(run())
+        assert posted and relogged
+        assert heard == ["bn1-000000 from alice"]
+        assert guild.api_calls()[("post", "alice")] == 1  # the refused one is not counted
 
 
 def test_status_run_reports_posts_and_edits() -> None:
