@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from adapters.chat.fabric.devguild import DevGuild
+from adapters.chat.fabric.rest import FabricCenter, FabricGuild
 from adapters.chat.lark.double import Delivery as LarkDelivery
 from adapters.chat.slack.double import Delivery, SlackDouble
-from bridge.ops.bench import JSON_FIELDS, _Listener, _Tracker, agent_names, bench_seed
+from bridge.ops.aiomembers import Crowd, pace
+from bridge.ops.bench import JSON_FIELDS, _Tracker, agent_names, bench_seed
 from bridge.ops.bench_lark import JSON_FIELDS as LARK_JSON_FIELDS
 from bridge.ops.bench_lark import LarkTracker
 from bridge.ops.bench_lark import config_text as lark_config_text
@@ -34,6 +39,18 @@ FLOAT_FIELDS = ("rate", "floor_p50_ms", "floor_p99_ms", "bridge_p50_ms", "bridge
 STEP_INT_FIELDS = ("sent", "answered", "lost", "threads_peak")
 STEP_FLOAT_FIELDS = ("rate", "post_rate", "answered_per_s", "duration_s", "p50_ms", "p99_ms",
                      "floor_p50_ms", "floor_p99_ms", "bridge_cpu_pct", "bench_cpu_pct")
+#: Step fields of the Fabric bench only (the doubles' benches do not have them).
+GUILD_STEP_INT_FIELDS = ("delivered",)
+GUILD_STEP_FLOAT_FIELDS = ("guild_cpu_pct",)
+#: Fields about the bridge, 0 when no bridge ran (--agents 0).
+BRIDGE_FIELDS = ("bridge_p50_ms", "bridge_p99_ms", "overhead_p50_ms", "overhead_p99_ms",
+                 "throughput_per_s", "answered", "lost", "extra", "rss_mb", "threads_idle",
+                 "threads_peak", "actors", "scopes", "agent_posts", "agent_edits",
+                 "agent_presence", "posts_per_answer", "edits_per_answer",
+                 "api_calls_per_answer", "presence_per_answer", "bridge_log_warnings",
+                 "bridge_log_errors")
+BRIDGE_STEP_FIELDS = ("answered", "lost", "answered_per_s", "duration_s", "p50_ms", "p99_ms",
+                      "threads_peak", "bridge_cpu_pct")
 
 
 def _number(value: Any) -> bool:
@@ -59,12 +76,52 @@ def test_smoke_run_prints_every_documented_field() -> None:
     assert data["api_calls_per_answer"] >= 1 and data["posts_per_answer"] >= 1
     assert isinstance(data["steps"], list) and 1 <= len(data["steps"]) <= 2
     for step in data["steps"]:
-        assert set(step) == {*STEP_INT_FIELDS, *STEP_FLOAT_FIELDS}
-        for name in STEP_INT_FIELDS:
-            assert isinstance(step[name], int), name
-        for name in STEP_FLOAT_FIELDS:
-            assert _number(step[name]), name
-        assert step["p99_ms"] > 0
+        _check_guild_step(step)
+        assert step["p99_ms"] > 0 and step["bridge_cpu_pct"] > 0
+        assert step["delivered"] == step["sent"]
+
+
+def _check_guild_step(step: dict[str, Any]) -> None:
+    assert set(step) == {*STEP_INT_FIELDS, *STEP_FLOAT_FIELDS, *GUILD_STEP_INT_FIELDS,
+                         *GUILD_STEP_FLOAT_FIELDS}
+    for name in (*STEP_INT_FIELDS, *GUILD_STEP_INT_FIELDS):
+        assert isinstance(step[name], int), name
+    for name in (*STEP_FLOAT_FIELDS, *GUILD_STEP_FLOAT_FIELDS):
+        assert _number(step[name]), name
+    assert step["bench_cpu_pct"] > 0 and step["guild_cpu_pct"] > 0
+
+
+def test_smoke_run_without_agents_measures_the_floor_and_runs_no_bridge() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "bridge"), "bench", "--channels", "3", "--agents",
+         "0", "--messages", "30", "--rate", "50", "--steps", "2", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == set(JSON_FIELDS)
+    assert (data["channels"], data["agents"], data["messages"]) == (3, 0, 30)
+    assert data["post_errors"] == 0 and data["sent"] == 30 * len(data["steps"])
+    assert data["floor_p99_ms"] > 0 and data["floor_p50_ms"] > 0
+    assert data["throughput_rate"] >= 50  # the first step passed: every post reached bob
+    for name in BRIDGE_FIELDS:
+        assert data[name] == 0, name
+    assert 1 <= len(data["steps"]) <= 2
+    for step in data["steps"]:
+        _check_guild_step(step)
+        assert step["sent"] == 30 and step["delivered"] == 30
+        assert step["floor_p99_ms"] > 0 and step["post_rate"] > 0
+        for name in BRIDGE_STEP_FIELDS:
+            assert step[name] == 0, name
+
+
+def test_no_agents_refuses_a_bridge_config(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text("", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "bridge"), "bench", "--agents", "0", "-c",
+         str(config)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert result.returncode == 1
+    assert "--agents 0" in result.stderr
 
 
 def test_help_documents_every_json_field() -> None:
@@ -88,7 +145,7 @@ def test_seed_adds_agent_users_with_their_keys() -> None:
 
 
 class _Fake:
-    """Stands in for a member's listener (only ``name`` and ``events`` are used)."""
+    """Stands in for a member's inbox (``name`` and ``events``)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -110,11 +167,117 @@ def test_tracker_matches_floor_answers_and_counts_extras() -> None:
     alice.events.append((10.03, _created("a1", "bn1-000000 from alice", "m2")))  # again
     alice.events.append((10.04, _created("a2", "bn1-000001 from alice", "m3")))  # not woken
     alice.events.append((10.05, _created("a1", "bn1-000001 from alice", "m4")))  # twice
-    listeners: list[_Listener] = [alice, bob]  # type: ignore[list-item]
-    tracker.drain(listeners)
+    tracker.drain([alice, bob])
     assert tracker.floor == {"bn1-000000": 10.01}
     assert tracker.answers == {"bn1-000000": 10.02, "bn1-000001": 10.02}
     assert tracker.extra == 2
+
+
+def test_tracker_takes_the_floor_without_agents() -> None:
+    alice, bob = _Fake("alice"), _Fake("bob")
+    tracker = _Tracker([])
+    tracker.expect("bn1-000000", 10.0, "alice", "")
+    tracker.expect("bn1-000001", 10.0, "bob", "")
+    alice.events.append((10.01, _created("alice-id", "bn1-000000 from alice", "m1")))  # own
+    bob.events.append((10.02, _created("alice-id", "bn1-000000 from alice", "m1")))
+    bob.events.append((10.03, _created("bob-id", "bn1-000001 from bob", "m2")))  # own
+    tracker.drain([alice, bob])
+    assert tracker.floor == {"bn1-000000": 10.02}
+    assert tracker.answers == {} and tracker.extra == 0
+
+
+class _Clock:
+    """A fake monotonic clock that only ``sleep`` moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def test_pace_starts_each_post_once_in_order_when_due() -> None:
+    clock = _Clock()
+    started: list[tuple[int, float]] = []
+
+    async def post(i: int) -> None:
+        started.append((i, clock()))
+        await asyncio.sleep(0)
+
+    asyncio.run(pace(25, 10.0, post, 4, clock=clock, sleep=clock.sleep))
+    assert [i for i, _ in started] == list(range(25))
+    for i, at in started:
+        assert at >= i / 10.0 - 1e-9, (i, at)  # never early
+    assert started[-1][1] < 24 / 10.0 + 1e-6  # nor late: no sleep beyond the schedule
+    assert len(clock.slept) == 24  # the first post is due at once
+
+
+def test_pace_keeps_at_most_limit_in_flight_and_catches_up() -> None:
+    clock = _Clock()
+    running, peak, done = [0], [0], []
+
+    async def run() -> None:
+        gate = asyncio.Event()
+
+        async def post(i: int) -> None:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            if i < 3:
+                await gate.wait()  # the first three hold every slot
+            running[0] -= 1
+            done.append(i)
+
+        async def later() -> None:
+            while running[0] < 3:
+                await asyncio.sleep(0)
+            clock.now += 5.0  # the held posts take 5 s: posts 3..9 are all due
+            gate.set()
+
+        opener = asyncio.create_task(later())
+        await pace(10, 2.0, post, 3, clock=clock, sleep=clock.sleep)
+        await opener
+
+    asyncio.run(run())
+    assert peak[0] == 3 and running[0] == 0
+    assert sorted(done) == list(range(10))
+    # posts 1-3 waited for their time; 4-9 were due when the slots freed: no more waits
+    assert clock.slept == [0.5, 0.5, 0.5]
+
+
+def test_members_post_log_in_again_on_401_and_hear_each_other() -> None:
+    with DevGuild(bench_seed(0)) as guild:
+        owner = FabricGuild(FabricCenter(guild.center_url).login(
+            guild.api_key("alice")).guilds["dev"])
+        channel = str(owner.create_channel("bench-0", "work",
+                                           members=[guild.user_id("bob")])["id"])
+
+        async def run() -> tuple[bool, bool, list[str]]:
+            crowd = await Crowd.open(guild.center_url, {n: guild.api_key(n)
+                                                        for n in ("alice", "bob")},
+                                     [channel], pool=4)
+            try:
+                alice, bob = crowd.members
+                before = alice.access
+                guild.expire_tokens()  # the next post is refused with 401 once
+                posted = await alice.post(channel, "bn1-000000 from alice")
+                relogged = alice.access is not before
+                deadline = time.monotonic() + 10
+                while not bob.events and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                return posted, relogged, [p["content"] for _, p in bob.events]
+            finally:
+                await crowd.close()
+
+        posted, relogged, heard = asyncio.run(run())
+        assert posted and relogged
+        assert heard == ["bn1-000000 from alice"]
+        assert guild.api_calls()[("post", "alice")] == 1  # the refused one is not counted
 
 
 def test_status_run_reports_posts_and_edits() -> None:

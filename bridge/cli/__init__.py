@@ -100,14 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="Measure the bridge: latency over the transport floor, throughput, "
                       "memory, threads, API calls per answer.",
-        description="Starts the dev guild in this process and the bridge as a child process "
+        description="Starts the dev guild and the bridge as child processes, the bridge "
                     "with A echo agents bound to every channel (debounce 0), creates N "
                     "channels, and has members alice and bob post over REST and listen on "
-                    "socket.io. Each post wakes one agent (wakeupUserId, round robin). "
-                    "Measures the transport floor (post -> message.created at the other "
-                    "member) and post -> answer at rate R, then steps of M messages at R, "
-                    "2R, 4R, ... until p99 reaches 1 s, an answer is lost or answered/s "
-                    "stops growing. With --platform slack: the Slack double instead, one app "
+                    "socket.io, on one asyncio loop of the bench (the i-th post of a step "
+                    "at i/rate seconds, many in flight). Each post wakes one agent "
+                    "(wakeupUserId, round robin). Measures the transport floor (post -> "
+                    "message.created at the other member) and post -> answer at rate R, "
+                    "then steps of M messages at R, 2R, 4R, ... until p99 reaches 1 s, an "
+                    "answer is lost or answered/s stops growing; and the CPU of the bridge, "
+                    "of the bench and of the dev guild. With --agents 0 no bridge runs: the "
+                    "steps measure the transport floor only, what the bench and the dev "
+                    "guild can carry. With --platform slack: the Slack double instead, one app "
                     "per agent, N channels with member alice and every agent's bot; each "
                     "post @mentions one agent (round robin) and is answered in its thread; "
                     "the floor is the bridge's Socket Mode ack of the mention; also measures "
@@ -125,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--channels", type=int, default=10, metavar="N",
                        help="channels to create and post in (default 10)")
     bench.add_argument("--agents", type=int, default=1, metavar="A",
-                       help="echo agents (echo, echo2, ...) bound to every channel (default 1)")
+                       help="echo agents (echo, echo2, ...) bound to every channel (default "
+                            "1); 0: no bridge runs and the steps measure the transport floor "
+                            "only (a step passes when its floor p99 < 1 s and every post "
+                            "reached the other member; the bridge's fields are 0); Fabric "
+                            "only")
     bench.add_argument("--messages", type=int, default=200, metavar="M",
                        help="messages per step (default 200)")
     bench.add_argument("--rate", type=float, default=50.0, metavar="R",

@@ -1,11 +1,19 @@
 """``bridge bench``: what the bridge costs, measured against the dev guild.
 
-Starts the dev guild in this process (its seed extended by agent users
-``echo``, ``echo2``, ...) and the bridge as a child process (``bin/bridge start
---no-tui``, so its RSS and threads are its own) with those echo agents bound to
-every channel, ``debounce_s = 0`` and log level ``warning``. It creates N
-channels (xType ``work``; members alice, bob and every agent). Members alice
-and bob post over REST and listen on socket.io, joined to every channel.
+Starts the dev guild as a child process (:mod:`bridge.ops.guildproc`; its seed
+extended by agent users ``echo``, ``echo2``, ...) and the bridge as another
+(``bin/bridge start --no-tui``, so its RSS and threads are its own) with those
+echo agents bound to every channel, ``debounce_s = 0`` and log level
+``warning``. It creates N channels (xType ``work``; members alice, bob and
+every agent). Members alice and bob post over REST with aiohttp and listen on
+socket.io, joined to every channel, on one asyncio loop of this process
+(:mod:`bridge.ops.aiomembers`): the posts start at the offered rate, up to
+:data:`IN_FLIGHT` at once, so the bench can offer well over a thousand posts
+per second.
+
+With no agents (``--agents 0``) no bridge runs (a bridge without agents has no
+connection): the steps measure the transport floor alone, and pass while its
+p99 stays under 1 s and every post reaches the other member.
 
 Every post carries a unique token and ``wakeupUserId`` of one agent (round
 robin over the agents, so each (agent, channel) pair is used), which wakes that
@@ -22,7 +30,10 @@ One run measures, from a monotonic clock in this process:
   poster's socket; the bridge's overhead is the difference of the percentiles;
 - throughput: steps of M messages at R, 2R, 4R, ... messages per second,
   stopping at the first step whose p99 reaches 1 s or that loses an answer, or
-  when answered messages per second stop growing;
+  when answered messages per second stop growing (with no agents: whose floor
+  p99 reaches 1 s or that loses a post, or when posts per second stop growing);
+- CPU, as a share of one core: of the bridge, of this process (the members)
+  and of the dev guild's process;
 - the bridge process's peak RSS (``VmHWM``) and thread count (sampled every
   100 ms from ``/proc/<pid>/status``);
 - the agents' platform API calls (posts, edits; the dev guild's counters) per
@@ -31,6 +42,7 @@ One run measures, from a monotonic clock in this process:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -53,10 +65,13 @@ from bridge.errors import ChatError
 from bridge.statefiles import read_status
 
 if TYPE_CHECKING:  # the rest is imported when a bench runs, not by ``bridge --help``
-    from adapters.chat.fabric.devguild import DevGuild, Seed
-    from bridge.ops.loadkit import BridgeProcess, RestMember
+    from adapters.chat.fabric.devguild import Seed
+    from bridge.ops.aiomembers import BenchLoop, Crowd
+    from bridge.ops.guildproc import GuildProcess
+    from bridge.ops.loadkit import BridgeProcess
 
 _R = TypeVar("_R", bound="Report")
+_S = TypeVar("_S", bound="StepReport")
 
 #: Members who post and listen (seeded humans).
 MEMBERS = ("alice", "bob")
@@ -64,8 +79,8 @@ MEMBERS = ("alice", "bob")
 SLO_S = 1.0
 #: Seconds to wait for the last answers of a step after its last post.
 SETTLE_S = 15.0
-#: Threads posting in parallel (each with its own HTTP sessions).
-POSTERS = 16
+#: Most posts in flight at once (and HTTP connections open), all members together.
+IN_FLIGHT = 64
 #: A step must raise answered messages per second by this factor to go on.
 GROWTH = 1.05
 #: Offered rates stop doubling above this many messages per second.
@@ -78,7 +93,11 @@ TOKEN_PREFIX = "bn"
 #: The ``--json`` fields, documented in ``bridge bench --help``.
 JSON_FIELDS = {
     "channels": "channels created for the run (N)",
-    "agents": "echo agents, each bound to every channel (A)",
+    "agents": "echo agents, each bound to every channel (A); 0: no bridge runs, the steps "
+              "measure the transport floor only (a step passes when its floor p99 < 1 s and "
+              "every post reached the other member) and the bridge's fields (bridge_*, "
+              "overhead_*, throughput_per_s, answered, lost, extra, rss_mb, threads_*, "
+              "actors, scopes, agent_*, *_per_answer) are 0",
     "messages": "messages per step (M)",
     "rate": "offered rate of the first step, messages/s (R)",
     "floor_p50_ms": "transport floor at rate R: post -> message.created at another member, "
@@ -90,7 +109,8 @@ JSON_FIELDS = {
     "overhead_p99_ms": "bridge_p99_ms - floor_p99_ms (0 when nothing was answered)",
     "throughput_per_s": "answered messages/s at the highest step with p99 < 1 s and none "
                         "lost (0 when none)",
-    "throughput_rate": "offered rate of that step, messages/s (0 when none)",
+    "throughput_rate": "offered rate of that step, messages/s (0 when none; with --agents "
+                       "0: of the highest step that passed)",
     "sent": "messages posted over all steps",
     "answered": "of those, answered (one answer per message expected)",
     "lost": "not answered within 15 s of the step's last post",
@@ -113,7 +133,10 @@ JSON_FIELDS = {
     "duration_s": "seconds of the whole run, start to stop",
     "steps": "one object per step: rate, sent, answered, lost, post_rate, answered_per_s, "
              "duration_s, p50_ms, p99_ms, floor_p50_ms, floor_p99_ms, threads_peak, "
-             "bridge_cpu_pct, bench_cpu_pct",
+             "delivered (posts whose message.created reached the other member), and CPU "
+             "time over wall time as % of one core (200 = two cores): bridge_cpu_pct (the "
+             "bridge's process), bench_cpu_pct (the bench's own process: the members "
+             "posting and listening), guild_cpu_pct (the dev guild's process)",
 }
 
 
@@ -136,7 +159,8 @@ class StepReport:
         threads_peak: Most threads of the bridge process during the step.
         bridge_cpu_pct: CPU time of the bridge process over wall time, percent
             (200 = both cores of a 2-core machine).
-        bench_cpu_pct: The same for this process (dev guild, members, posters).
+        bench_cpu_pct: The same for the bench's process (its members and posters;
+            with a platform double, the double too).
     """
 
     rate: float
@@ -158,6 +182,64 @@ class StepReport:
     def passed(self) -> bool:
         """True when p99 stayed under :data:`SLO_S` and nothing was lost."""
         return self.sent > 0 and self.lost == 0 and self.p99_ms < SLO_S * 1000
+
+    @property
+    def progress(self) -> float:
+        """What the throughput ladder must raise to go on: answered messages per second."""
+        return self.answered_per_s
+
+    def summary(self) -> str:
+        """The step in one line (without its number)."""
+        return (f"{self.rate:g}/s offered, {self.post_rate:g}/s posted, "
+                f"{self.answered}/{self.sent} answered, {self.answered_per_s:g}/s, "
+                f"p99 {self.p99_ms:.0f} ms, {self.threads_peak} threads")
+
+
+@attrs.frozen
+class GuildStep(StepReport):
+    """A step against the dev guild, with a bridge (see :class:`FloorStep` without).
+
+    Attributes:
+        delivered: Posts whose ``message.created`` reached the other member.
+        guild_cpu_pct: CPU time of the dev guild's process over wall time, percent.
+    """
+
+    delivered: int
+    guild_cpu_pct: float
+
+    def summary(self) -> str:
+        """The step in one line (without its number), with the CPU of each process."""
+        return (StepReport.summary(self) + f"; cpu % bridge {self.bridge_cpu_pct:.0f}, "
+                f"bench {self.bench_cpu_pct:.0f}, guild {self.guild_cpu_pct:.0f}")
+
+
+@attrs.frozen
+class FloorStep(GuildStep):
+    """A step against the dev guild with no bridge: the transport floor alone.
+
+    Its bridge fields (``answered``, ``lost``, ``answered_per_s``,
+    ``duration_s``, ``p50_ms``, ``p99_ms``, ``threads_peak``,
+    ``bridge_cpu_pct``) are 0.
+    """
+
+    @property
+    def passed(self) -> bool:
+        """True when the floor's p99 stayed under :data:`SLO_S` and every post reached
+        the other member."""
+        return (self.sent > 0 and self.delivered == self.sent
+                and self.floor_p99_ms < SLO_S * 1000)
+
+    @property
+    def progress(self) -> float:
+        """What the throughput ladder must raise to go on: posts per second."""
+        return self.post_rate
+
+    def summary(self) -> str:
+        """The step in one line (without its number)."""
+        return (f"{self.rate:g}/s offered, {self.post_rate:g}/s posted, "
+                f"{self.delivered}/{self.sent} reached the other member, floor p99 "
+                f"{self.floor_p99_ms:.0f} ms; cpu % bench {self.bench_cpu_pct:.0f}, "
+                f"guild {self.guild_cpu_pct:.0f}")
 
 
 @attrs.frozen
@@ -196,7 +278,7 @@ class BenchReport:
     bridge_log_warnings: int
     bridge_log_errors: int
     duration_s: float
-    steps: tuple[StepReport, ...]
+    steps: tuple[GuildStep, ...]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with exactly the keys of :data:`JSON_FIELDS`."""
@@ -324,34 +406,15 @@ class _Sampler:
         self._thread.join(timeout=2)
 
 
-# -- members' sockets and the token bookkeeping --------------------------------
+# -- members' inboxes and the token bookkeeping --------------------------------
 
 
-class _Listener:
-    """A member's socket joined to every bench channel; queues what it receives."""
+class _Inbox(Protocol):
+    """What a member's socket received (:class:`bridge.ops.aiomembers.AsyncMember`)."""
 
-    def __init__(self, guild: DevGuild, name: str, channel_ids: list[str]) -> None:
-        from adapters.chat.fabric.realtime import FabricSocket
-        from adapters.chat.fabric.rest import FabricCenter
-
-        self.name = name
-        access = FabricCenter(guild.center_url).login(guild.api_key(name)).guilds["dev"]
-        self.user_id = access.user_id
-        self.events: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
-        self.socket = FabricSocket(access.endpoint, lambda: access.token, self._on_event,
-                                   lambda reason: None)
-        self.socket.connect()
-        for channel_id in channel_ids:
-            if not self.socket.join(channel_id):
-                raise RuntimeError(f"{name} could not join channel {channel_id}")
-
-    def _on_event(self, name: str, payload: Any) -> None:
-        if name == "message.created" and isinstance(payload, dict):
-            self.events.append((time.monotonic(), payload))
-
-    def close(self) -> None:
-        """Disconnect."""
-        self.socket.close()
+    name: str
+    #: ``(monotonic seconds, message.created payload)``, oldest first.
+    events: collections.deque[tuple[float, dict[str, Any]]]
 
 
 @attrs.define
@@ -374,7 +437,8 @@ class _Tracker:
         self._lock = threading.Lock()
 
     def expect(self, token: str, posted_at: float, poster: str, agent_id: str) -> None:
-        """Register a token about to be posted (thread-safe)."""
+        """Register a token about to be posted (thread-safe); ``agent_id`` is the agent
+        it wakes ("" for none)."""
         with self._lock:
             self.sent[token] = _Sent(posted_at, poster, agent_id)
 
@@ -383,14 +447,14 @@ class _Tracker:
         with self._lock:
             self.sent.pop(token, None)
 
-    def drain(self, listeners: Iterable[_Listener]) -> None:
-        """Process every queued event of the listeners."""
-        for listener in listeners:
-            while listener.events:
-                at, payload = listener.events.popleft()
-                self._event(listener, at, payload)
+    def drain(self, inboxes: Iterable[_Inbox]) -> None:
+        """Process every queued event of the members' inboxes."""
+        for inbox in inboxes:
+            while inbox.events:
+                at, payload = inbox.events.popleft()
+                self._event(inbox.name, at, payload)
 
-    def _event(self, listener: _Listener, at: float, payload: dict[str, Any]) -> None:
+    def _event(self, receiver: str, at: float, payload: dict[str, Any]) -> None:
         content, author = payload.get("content"), payload.get("authorUserId")
         if not isinstance(content, str) or not isinstance(author, str):
             return
@@ -402,9 +466,9 @@ class _Tracker:
             if sent is None:
                 continue
             if author in self.agent_ids:
-                if listener.name == sent.poster:
+                if receiver == sent.poster:
                     self._answer(word, sent, author, str(payload.get("messageId")), at)
-            elif listener.name != sent.poster and word not in self.floor:
+            elif receiver != sent.poster and word not in self.floor:
                 self.floor[word] = at
 
     def _answer(self, token: str, sent: _Sent, author: str, message_id: str,
@@ -421,78 +485,89 @@ class _Tracker:
 
 
 class _Bench:
-    """State of one bench run (guild, bridge, members, channels)."""
+    """State of one bench run: its loop and members, the guild, the bridge (None with no
+    agents), the channels and the token bookkeeping."""
 
-    def __init__(self, guild: DevGuild, bridge: BridgeProcess, channel_ids: list[str],
-                 agent_ids: list[str], listeners: list[_Listener], sampler: _Sampler) -> None:
-        from bridge.ops.loadkit import RestMember
-
+    def __init__(self, loop: BenchLoop, crowd: Crowd, guild: GuildProcess,
+                 bridge: BridgeProcess | None, channel_ids: list[str], agent_ids: list[str],
+                 sampler: _Sampler | None) -> None:
+        self.loop = loop
+        self.crowd = crowd
         self.guild = guild
         self.bridge = bridge
         self.channel_ids = channel_ids
         self.agent_ids = agent_ids
-        self.listeners = listeners
         self.sampler = sampler
         self.tracker = _Tracker(agent_ids)
-        self.posters = [{name: RestMember(guild, name) for name in MEMBERS}
-                        for _ in range(POSTERS)]
         self.post_errors = 0
 
-    def step(self, number: int, rate: float, count: int) -> StepReport:
-        """Post ``count`` messages at ``rate`` per second and wait for their answers."""
+    def step(self, number: int, rate: float, count: int) -> GuildStep:
+        """Post ``count`` messages at ``rate`` per second and wait up to :data:`SETTLE_S`
+        for each to reach the other member and, with a bridge, for its answer."""
         tokens = [f"{TOKEN_PREFIX}{number}-{i:06d}" for i in range(count)]
-        channels, agents = self.channel_ids, self.agent_ids
-        lock = threading.Lock()
-        errors = [0]
-        self.sampler.window()
-        pid = self.bridge.pid or 0
-        cpu_before, bench_before, wall_before = (cpu_seconds(pid), time.process_time(),
-                                                 time.monotonic())
-
-        def poster(rest: dict[str, RestMember]) -> Callable[[int], None]:
-            def post(i: int) -> None:
-                member = MEMBERS[i % len(MEMBERS)]
-                channel = channels[i % len(channels)]
-                agent = agents[(i // len(channels)) % len(agents)]
-                self.tracker.expect(tokens[i], time.monotonic(), member, agent)
-                try:
-                    rest[member].post(channel, f"{tokens[i]} from {member}", agent)
-                except ChatError:
-                    self.tracker.forget(tokens[i])
-                    with lock:
-                        errors[0] += 1
-            return post
-
-        tracker = self.tracker
-        post_paced(count, rate, [poster(rest) for rest in self.posters],
-                   lambda: tracker.drain(self.listeners))
-        posted = [t for t in tokens if t in tracker.sent]
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline:
-            tracker.drain(self.listeners)
-            if all(t in tracker.answers and t in tracker.floor for t in posted):
-                break
-            time.sleep(0.01)
-        tracker.drain(self.listeners)
+        if self.sampler is not None:
+            self.sampler.window()
+        bridge_pid = (self.bridge.pid if self.bridge is not None else None) or 0
+        guild_pid = self.guild.pid or 0
+        bridge_before, guild_before = cpu_seconds(bridge_pid), cpu_seconds(guild_pid)
+        bench_before, wall_before = time.process_time(), time.monotonic()
+        self.post_errors += self.loop.run(self._post_and_settle(tokens, rate))
         wall = time.monotonic() - wall_before
-        self.post_errors += errors[0]
-        return self._report(rate, posted, wall, cpu_seconds(pid) - cpu_before,
-                            time.process_time() - bench_before)
-
-    def _report(self, rate: float, posted: list[str], wall: float, bridge_cpu: float,
-                bench_cpu: float) -> StepReport:
         tracker = self.tracker
-        return step_report(rate, {t: tracker.sent[t].posted_at for t in posted},
-                           tracker.answers, tracker.floor, wall=wall, bridge_cpu=bridge_cpu,
-                           bench_cpu=bench_cpu, threads_peak=self.sampler.window())
+        posted = [t for t in tokens if t in tracker.sent]
+        base = step_report(rate, {t: tracker.sent[t].posted_at for t in posted},
+                           tracker.answers, tracker.floor, wall=wall,
+                           bridge_cpu=cpu_seconds(bridge_pid) - bridge_before if bridge_pid
+                           else 0.0,
+                           bench_cpu=time.process_time() - bench_before,
+                           threads_peak=self.sampler.window() if self.sampler else 0)
+        fields = attrs.asdict(base, recurse=False)
+        fields["delivered"] = sum(1 for t in posted if t in tracker.floor)
+        fields["guild_cpu_pct"] = _percent(cpu_seconds(guild_pid) - guild_before, wall)
+        if self.bridge is None:
+            fields["lost"] = 0  # no answer was expected
+            return FloorStep(**fields)
+        return GuildStep(**fields)
+
+    async def _post_and_settle(self, tokens: list[str], rate: float) -> int:
+        """On the bench's loop: post ``tokens`` at ``rate``, then wait for what they
+        bring; returns how many posts failed."""
+        members, channels, agents = self.crowd.members, self.channel_ids, self.agent_ids
+        tracker = self.tracker
+        errors = 0
+
+        async def post(i: int) -> None:
+            nonlocal errors
+            member = members[i % len(members)]
+            channel = channels[i % len(channels)]
+            agent = agents[(i // len(channels)) % len(agents)] if agents else ""
+            tracker.expect(tokens[i], time.monotonic(), member.name, agent)
+            if not await member.post(channel, f"{tokens[i]} from {member.name}", agent or None):
+                tracker.forget(tokens[i])
+                errors += 1
+
+        from bridge.ops.aiomembers import pace
+
+        await pace(len(tokens), rate, post, IN_FLIGHT)
+        waiting = {t for t in tokens if t in tracker.sent}
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            tracker.drain(members)
+            waiting = {t for t in waiting if t not in tracker.floor
+                       or (bool(agents) and t not in tracker.answers)}
+            if not waiting or time.monotonic() >= deadline:
+                return errors
+            await asyncio.sleep(0.01)
 
 
 def post_paced(count: int, rate: float, posters: Sequence[Callable[[int], None]],
                idle: Callable[[], None]) -> None:
     """Call ``post(i)`` for i in 0..count-1, the i-th at ``i / rate`` seconds from now.
 
-    Each of ``posters`` runs on its own thread and takes the next index when it
-    is free, so a slow post delays only its own thread. The calling thread calls
+    On threads, for the platform doubles' benches (the Fabric bench paces its
+    posts on asyncio: :func:`bridge.ops.aiomembers.pace`). Each of ``posters``
+    runs on its own thread and takes the next index when it is free, so a slow
+    post delays only its own thread. The calling thread calls
     ``idle()`` every 10 ms until every post returned.
 
     Args:
@@ -563,17 +638,22 @@ def step_report(rate: float, sent_at: Mapping[str, float], answers: Mapping[str,
         floor_p50_ms=_ms(percentile(floors, 0.5)),
         floor_p99_ms=_ms(percentile(floors, 0.99)),
         threads_peak=threads_peak,
-        bridge_cpu_pct=round(100 * bridge_cpu / wall, 1) if wall > 0 else 0.0,
-        bench_cpu_pct=round(100 * bench_cpu / wall, 1) if wall > 0 else 0.0)
+        bridge_cpu_pct=_percent(bridge_cpu, wall), bench_cpu_pct=_percent(bench_cpu, wall))
 
 
-def climb(step: Callable[[int, float], StepReport], rate: float, max_steps: int,
-          say: Callable[[str], None]) -> list[StepReport]:
+def _percent(cpu_s: float, wall_s: float) -> float:
+    """CPU seconds over wall seconds, percent of one core (0.0 for no wall time)."""
+    return round(100 * cpu_s / wall_s, 1) if wall_s > 0 else 0.0
+
+
+def climb(step: Callable[[int, float], _S], rate: float, max_steps: int,
+          say: Callable[[str], None]) -> list[_S]:
     """The throughput ladder: steps at ``rate``, twice that, ... (at most ``max_steps``).
 
     Stops after the first step that did not pass (:attr:`StepReport.passed`),
-    when answered messages per second grew by less than :data:`GROWTH`, or when
-    the next rate would pass :data:`MAX_RATE`.
+    when its :attr:`StepReport.progress` (answered messages per second; posts
+    per second for a :class:`FloorStep`) grew by less than :data:`GROWTH`, or
+    when the next rate would pass :data:`MAX_RATE`.
 
     Args:
         step: Runs step ``number`` (1, 2, ...) at an offered rate (messages per second).
@@ -584,17 +664,15 @@ def climb(step: Callable[[int, float], StepReport], rate: float, max_steps: int,
     Returns:
         The steps run, in order.
     """
-    steps: list[StepReport] = []
+    steps: list[_S] = []
     step_rate = rate
     for number in range(1, max_steps + 1):
         done = step(number, step_rate)
         steps.append(done)
-        say(f"step {number}: {step_rate:g}/s offered, {done.post_rate:g}/s posted, "
-            f"{done.answered}/{done.sent} answered, {done.answered_per_s:g}/s, "
-            f"p99 {done.p99_ms:.0f} ms, {done.threads_peak} threads")
+        say(f"step {number}: {done.summary()}")
         if not done.passed:
             break
-        if len(steps) > 1 and done.answered_per_s < steps[-2].answered_per_s * GROWTH:
+        if len(steps) > 1 and done.progress < steps[-2].progress * GROWTH:
             break
         step_rate *= 2
         if step_rate > MAX_RATE:
@@ -610,7 +688,7 @@ def _ratio(part: int, whole: int) -> float:
     return round(part / whole, 3) if whole else 0.0
 
 
-def _agent_calls(guild: DevGuild, names: list[str]) -> dict[str, int]:
+def _agent_calls(guild: GuildProcess, names: list[str]) -> dict[str, int]:
     """The agents' API calls so far by kind (``post``, ``edit``, ``presence``)."""
     calls = guild.api_calls()
     return {kind: sum(calls.get((kind, n), 0) for n in names)
@@ -641,7 +719,8 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
 
     Args:
         channels: Channels to create and post in (N).
-        agents: Echo agents bound to every channel (A).
+        agents: Echo agents bound to every channel (A); 0 runs no bridge and
+            measures the transport floor only.
         messages: Messages per step (M).
         rate: Offered rate of the first step, messages per second (R); each
             further step doubles it.
@@ -655,63 +734,82 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
         The :class:`BenchReport`.
 
     Raises:
-        ValueError: on a parameter out of range.
+        ValueError: on a parameter out of range, or a ``config`` or ``log_copy``
+            with no agents.
         ConfigError: when the ``config`` template is not a valid bridge config.
-        RuntimeError: when the bridge cannot be started or a member cannot join.
+        RuntimeError: when the dev guild or the bridge cannot be started or a
+            member cannot join.
     """
-    if channels < 1 or agents < 1 or messages < 1 or rate <= 0 or max_steps < 1:
-        raise ValueError("channels, agents, messages, rate and steps must be positive")
-    from adapters.chat.fabric.devguild import DevGuild
+    if channels < 1 or agents < 0 or messages < 1 or rate <= 0 or max_steps < 1:
+        raise ValueError("channels, messages, rate and steps must be positive, and agents "
+                         "not negative")
+    if agents == 0 and (config is not None or log_copy is not None):
+        raise ValueError("with --agents 0 no bridge runs: --config and --log do not apply")
     from adapters.chat.fabric.rest import FabricCenter, FabricGuild
+    from bridge.ops.aiomembers import BenchLoop, Crowd
+    from bridge.ops.guildproc import GuildProcess
     from bridge.ops.loadkit import BridgeProcess
 
     say = progress or (lambda line: None)
     began = time.monotonic()
     names = agent_names(agents)
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp, \
-            DevGuild(bench_seed(agents), center_port=0, guild_port=0) as guild:
+            GuildProcess(agents) as guild, BenchLoop() as loop:
         folder = Path(tmp)
         state_dir = folder / "var"
-        config_path = folder / "bridge.toml"
-        if config is None:
-            text = config_text(guild.center_url, state_dir, agents, guild.api_key("echo"))
-        else:
-            text = config.read_text(encoding="utf-8").replace(
-                "{center_url}", guild.center_url).replace("{state_dir}", str(state_dir))
-        config_path.write_text(text, encoding="utf-8")
-        load_config(config_path)
+        bridge: BridgeProcess | None = None
+        if agents:
+            config_path = folder / "bridge.toml"
+            if config is None:
+                text = config_text(guild.center_url, state_dir, agents, guild.api_key("echo"))
+            else:
+                text = config.read_text(encoding="utf-8").replace(
+                    "{center_url}", guild.center_url).replace("{state_dir}", str(state_dir))
+            config_path.write_text(text, encoding="utf-8")
+            load_config(config_path)
+            bridge = BridgeProcess(config_path, state_dir, folder / "bridge.log")
         owner = FabricGuild(FabricCenter(guild.center_url).login(
             guild.api_key(MEMBERS[0])).guilds["dev"])
         invited = [guild.user_id(n) for n in (*MEMBERS[1:], *names)]
         channel_ids = [str(owner.create_channel(f"bench-{i}", "work", members=invited)["id"])
                        for i in range(channels)]
-        say(f"{channels} channels created; starting the bridge with {agents} agent(s)")
-        bridge = BridgeProcess(config_path, state_dir, folder / "bridge.log")
-        listeners: list[_Listener] = []
+        say(f"{channels} channels created; " + (
+            f"starting the bridge with {agents} agent(s)" if bridge is not None
+            else "no agents: no bridge runs, the transport floor only"))
+        crowd: Crowd | None = None
+        sampler: _Sampler | None = None
+        threads_idle = 0
+        snapshot: BoardSnapshot | None = None
         try:
-            bridge.start(_ready(agents, channels), timeout_s=30.0 + channels * agents / 20)
-            sampler = _Sampler(bridge.pid or 0)
-            time.sleep(0.5)
-            threads_idle = sampler.sample()
-            sampler.start()
-            listeners = [_Listener(guild, name, channel_ids) for name in MEMBERS]
-            bench = _Bench(guild, bridge, channel_ids, [guild.user_id(n) for n in names],
-                           listeners, sampler)
+            if bridge is not None:
+                bridge.start(_ready(agents, channels),
+                             timeout_s=30.0 + channels * agents / 20)
+                sampler = _Sampler(bridge.pid or 0)
+                time.sleep(0.5)
+                threads_idle = sampler.sample()
+                sampler.start()
+            crowd = loop.run(Crowd.open(guild.center_url, {n: guild.api_key(n) for n in MEMBERS},
+                                        channel_ids, IN_FLIGHT))
+            bench = _Bench(loop, crowd, guild, bridge, channel_ids,
+                           [guild.user_id(n) for n in names], sampler)
             warm = bench.step(0, rate, channels)  # one message per channel
-            say(f"bridge pid {bridge.pid}: {threads_idle} threads idle; warm-up "
-                f"{warm.answered}/{warm.sent} answered")
+            say((f"bridge pid {bridge.pid}: {threads_idle} threads idle; warm-up "
+                 f"{warm.answered}/{warm.sent} answered") if bridge is not None else
+                f"warm-up: {warm.delivered}/{warm.sent} reached the other member")
             calls_before = _agent_calls(guild, names)
             steps = climb(lambda number, step_rate: bench.step(number, step_rate, messages),
                           rate, max_steps, say)
             calls_after = _agent_calls(guild, names)
-            time.sleep(0.6)  # one more status.json write
-            snapshot = read_status(state_dir)
-            sampler.stop()
+            if bridge is not None and sampler is not None:
+                time.sleep(0.6)  # one more status.json write
+                snapshot = read_status(state_dir)
+                sampler.stop()
         finally:
-            for listener in listeners:
-                listener.close()
-            bridge.stop()
-        warnings, errors = _log_levels(folder / "bridge.log")
+            if crowd is not None:
+                loop.run(crowd.close(), timeout_s=5.0)
+            if bridge is not None:
+                bridge.stop()
+        warnings, errors = _log_levels(folder / "bridge.log") if bridge else (0, 0)
         if log_copy is not None:
             shutil.copyfile(folder / "bridge.log", log_copy)
     first = steps[0]
@@ -730,8 +828,8 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
         throughput_rate=best.rate if best else 0.0,
         sent=sum(s.sent for s in steps), answered=answered, lost=sum(s.lost for s in steps),
         extra=bench.tracker.extra, post_errors=bench.post_errors,
-        rss_mb=round(sampler.rss_kb / 1024, 1), threads_idle=threads_idle,
-        threads_peak=sampler.peak_threads,
+        rss_mb=round(sampler.rss_kb / 1024, 1) if sampler else 0.0, threads_idle=threads_idle,
+        threads_peak=sampler.peak_threads if sampler else 0,
         actors=len(snapshot.actors) if snapshot else 0,
         scopes=len(snapshot.scopes) if snapshot else 0,
         agent_posts=posts, agent_edits=edits, agent_presence=presence,
@@ -769,10 +867,12 @@ def percentile_table(title: str, rows: Iterable[tuple[str, float, float]]) -> An
 
 
 def render(report: BenchReport) -> Any:
-    """The report as rich renderables (a summary table and the steps)."""
+    """The report as rich renderables (a summary table, totals and the steps)."""
     from rich.console import Group
     from rich.table import Table
 
+    if report.agents == 0:
+        return render_floor(report)
     summary = percentile_table(
         f"bridge bench: {report.channels} channels, {report.agents} agent(s), "
         f"{report.messages} messages/step, from {report.rate:g}/s",
@@ -800,25 +900,77 @@ def render(report: BenchReport) -> Any:
     ]
     for row in rows:
         totals.add_row(*row)
-    return Group(summary, totals, steps_table(report.steps))
+    return Group(summary, totals, steps_table(report.steps, guild=True))
 
 
-def steps_table(steps: Iterable[StepReport], floor: str = "floor99") -> Any:
-    """The throughput steps as a rich table; ``floor`` heads the floor's p99 column."""
+def render_floor(report: BenchReport) -> Any:
+    """A run with no agents as rich renderables: it says no bridge ran, then the floor."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
+    summary = percentile_table(
+        f"bridge bench: NO BRIDGE RAN (--agents 0): the transport floor only; "
+        f"{report.channels} channels, {report.messages} messages/step, from "
+        f"{report.rate:g}/s",
+        [("transport floor (ms)", report.floor_p50_ms, report.floor_p99_ms)])
+    totals = Table(show_header=False)
+    totals.add_column("what")
+    totals.add_column("value", justify="right")
+    passing = [s for s in report.steps if s.passed]
+    rows = [
+        ("bridge", "none ran: no agents, so no answers, bridge CPU, memory or threads"),
+        ("sent / reached the other member / post errors",
+         f"{report.sent} / {sum(s.delivered for s in report.steps)} / {report.post_errors}"),
+        ("most posts/s of a passing step", f"{max(s.post_rate for s in passing):g} at "
+                                           f"{report.throughput_rate:g}/s offered"
+         if passing else "none passed"),
+        ("run time", f"{report.duration_s:g} s"),
+    ]
+    for row in rows:
+        totals.add_row(*row)
+    table = Table(title="transport floor steps (no bridge): rates per second, times in ms; "
+                        "reached: posts whose message.created reached the other member; "
+                        "bench, guild: % of one core used by this process, by the dev "
+                        "guild's", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
+    for column in ("offer", "post", "reached", "floor50", "floor99", "bench", "guild",
+                   "passed"):
+        table.add_column(column, justify="right")
+    for s in report.steps:
+        table.add_row(f"{s.rate:g}", f"{s.post_rate:g}", f"{s.delivered}/{s.sent}",
+                      f"{s.floor_p50_ms:.1f}", f"{s.floor_p99_ms:.1f}",
+                      f"{s.bench_cpu_pct:.0f}", f"{s.guild_cpu_pct:.0f}",
+                      "yes" if s.passed else "no")
+    return Group(summary, totals, table)
+
+
+def steps_table(steps: Iterable[StepReport], floor: str = "floor99",
+                guild: bool = False) -> Any:
+    """The throughput steps as a rich table; ``floor`` heads the floor's p99 column.
+
+    With ``guild`` a last column holds the dev guild's CPU (of a :class:`GuildStep`).
+    """
     from rich import box
     from rich.table import Table
 
-    table = Table(title="throughput steps: rates per second, times in ms; thr: bridge "
-                        "threads; cpu, bench: % of one core used by the bridge, by this "
-                        "process", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
-    for column in ("offer", "post", "answered", "lost", "answ/s", "p50", "p99", floor,
-                   "thr", "cpu", "bench"):
+    title = ("throughput steps: rates per second, times in ms; thr: bridge threads; cpu, "
+             "bench: % of one core used by the bridge, by this process")
+    columns = ["offer", "post", "answered", "lost", "answ/s", "p50", "p99", floor, "thr",
+               "cpu", "bench"]
+    if guild:
+        title += ", guild: by the dev guild's"
+        columns.append("guild")
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
+    for column in columns:
         table.add_column(column, justify="right")
     for s in steps:
-        table.add_row(f"{s.rate:g}", f"{s.post_rate:g}", f"{s.answered}/{s.sent}",
-                      str(s.lost), f"{s.answered_per_s:g}", f"{s.p50_ms:.1f}",
-                      f"{s.p99_ms:.1f}", f"{s.floor_p99_ms:.1f}", str(s.threads_peak),
-                      f"{s.bridge_cpu_pct:.0f}", f"{s.bench_cpu_pct:.0f}")
+        row = [f"{s.rate:g}", f"{s.post_rate:g}", f"{s.answered}/{s.sent}",
+               str(s.lost), f"{s.answered_per_s:g}", f"{s.p50_ms:.1f}",
+               f"{s.p99_ms:.1f}", f"{s.floor_p99_ms:.1f}", str(s.threads_peak),
+               f"{s.bridge_cpu_pct:.0f}", f"{s.bench_cpu_pct:.0f}"]
+        if guild:
+            row.append(f"{s.guild_cpu_pct:.0f}" if isinstance(s, GuildStep) else "-")
+        table.add_row(*row)
     return table
 
 

@@ -31,6 +31,10 @@ NAMESPACE = "/realtime"
 #: Events the bridge listens to (Fabric server-to-client events).
 EVENTS = ("message.created", "message.updated", "message.deleted", "channel.joined",
           "channel.left")
+#: The transports to connect with (no long-polling).
+TRANSPORTS = ("websocket",)
+#: The call that joins a channel's room (answered ``{"ok": bool}``).
+JOIN_EVENT = "join_channel"
 
 #: Seconds a blocking call waits beyond the library's own timeout for the loop's answer.
 WAIT_MARGIN_S = 5.0
@@ -91,7 +95,7 @@ class FabricSocket:
             RetryLater: when the guild is unreachable or did not answer in time.
         """
         connect = self._client.connect(
-            self.endpoint, auth=lambda: {"token": self._token()}, transports=["websocket"],
+            self.endpoint, auth=lambda: socket_auth(self._token()), transports=list(TRANSPORTS),
             namespaces=[NAMESPACE], wait_timeout=timeout_s)
         try:
             self.io.run(connect, timeout_s + WAIT_MARGIN_S)
@@ -118,14 +122,14 @@ class FabricSocket:
             True when the server accepted the join; False when it refused,
             did not answer within ``timeout_s`` seconds, or the socket is down.
         """
-        call = self._client.call("join_channel", {"channelId": channel_id},
-                                 namespace=NAMESPACE, timeout=timeout_s)
+        call = self._client.call(JOIN_EVENT, join_payload(channel_id), namespace=NAMESPACE,
+                                 timeout=timeout_s)
         try:
             answer = self.io.run(call, timeout_s + WAIT_MARGIN_S)
         except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError,
                 TimeoutError):
             return False
-        return isinstance(answer, dict) and answer.get("ok") is True
+        return join_accepted(answer)
 
     def close(self) -> None:
         """Disconnect without calling ``on_closed``; idempotent, safe from any thread.
@@ -146,6 +150,21 @@ class FabricSocket:
             await self._client.disconnect()
         except Exception as exc:  # the library may raise on a half-closed transport
             log.debug("socket close: %r", exc)
+
+
+def socket_auth(token: str) -> dict[str, str]:
+    """The socket.io connect ``auth`` of a guild token."""
+    return {"token": token}
+
+
+def join_payload(channel_id: str) -> dict[str, str]:
+    """The payload of :data:`JOIN_EVENT` for a channel."""
+    return {"channelId": channel_id}
+
+
+def join_accepted(answer: Any) -> bool:
+    """Whether the guild's answer to :data:`JOIN_EVENT` accepted the join."""
+    return isinstance(answer, dict) and answer.get("ok") is True
 
 
 def _why(data: Any) -> str:

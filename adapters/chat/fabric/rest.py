@@ -182,6 +182,51 @@ def message_nonce(idempotency_key: str) -> str:
     return prefix + digest[:rules.MESSAGE_NONCE_MAX - len(prefix)]
 
 
+#: Where a guild's REST API starts below its endpoint.
+API_PREFIX = "/api"
+
+
+@attrs.frozen
+class GuildRequest:
+    """One call of a guild's REST API as data, for any HTTP client (no I/O here).
+
+    Attributes:
+        method: HTTP method.
+        path: Path below the guild's API (starts with ``/``).
+        what: Short description of the call for error messages (no secrets).
+        body: The JSON body.
+    """
+
+    method: str
+    path: str
+    what: str
+    body: dict[str, str]
+
+    def url(self, endpoint: str) -> str:
+        """The call's URL at a guild's endpoint (its base URL, without ``/api``)."""
+        return endpoint + API_PREFIX + self.path
+
+
+def auth_headers(token: str) -> dict[str, str]:
+    """The headers that authenticate a guild REST call with a guild token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def post_request(channel_id: str, content: str, wakeup_user_id: str | None = None, *,
+                 idempotency_key: str | None = None) -> GuildRequest:
+    """``POST /channels/:id/messages`` (see :meth:`FabricGuild.post` for the arguments).
+
+    Returns:
+        The request; send it with :func:`auth_headers` of the poster's guild token.
+    """
+    body: dict[str, str] = {"content": content}
+    if wakeup_user_id:
+        body["wakeupUserId"] = wakeup_user_id
+    if idempotency_key is not None:
+        body[rules.MESSAGE_NONCE_FIELD] = message_nonce(idempotency_key)
+    return GuildRequest("POST", f"/channels/{channel_id}/messages", "post message", body)
+
+
 class FabricCenter:
     """Client of a Fabric Center.
 
@@ -261,11 +306,11 @@ class FabricGuild:
 
     def __init__(self, access: GuildAccess, session: requests.Session | None = None) -> None:
         self.access = access
-        self.api = access.endpoint + "/api"
+        self.api = access.endpoint + API_PREFIX
         self.http = session or http_session()
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.access.token}"}
+        headers = auth_headers(self.access.token)
         try:
             response = self.http.request(method, self.api + path, headers=headers,
                                          timeout=HTTP_TIMEOUT, **kwargs)
@@ -345,12 +390,9 @@ class FabricGuild:
             ChatError: typed by status (see module docstring); a RetryLater with
                 ``ambiguous`` set when the post may have landed.
         """
-        body: dict[str, str] = {"content": content}
-        if wakeup_user_id:
-            body["wakeupUserId"] = wakeup_user_id
-        if idempotency_key is not None:
-            body[rules.MESSAGE_NONCE_FIELD] = message_nonce(idempotency_key)
-        data = self._call("POST", f"/channels/{channel_id}/messages", "post message", json=body)
+        request = post_request(channel_id, content, wakeup_user_id,
+                               idempotency_key=idempotency_key)
+        data = self._call(request.method, request.path, request.what, json=request.body)
         return data if isinstance(data, dict) else {}
 
     def find_posted(self, channel_id: str, idempotency_key: str, *, after_seq: int = 0,
