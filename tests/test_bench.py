@@ -518,3 +518,20 @@ def test_lark_tracker_holds_an_answer_until_its_post_has_an_id() -> None:
     tracker.posted_as("bn1-000000", "om_0")
     tracker.drain()
     assert list(tracker.answers) == ["bn1-000000"] and tracker.extra == 0
+
+
+def test_profile_writes_the_bridge_s_stacks_and_prints_its_top_functions(
+        tmp_path: Path) -> None:
+    stacks = tmp_path / "bridge.stacks"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "bridge"), "bench", "--channels", "2", "--agents",
+         "1", "--messages", "40", "--rate", "40", "--steps", "1", "--profile", str(stacks),
+         "--json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["answered"] > 0  # the JSON stays alone on stdout
+    assert stacks.exists()
+    assert "function (file:line)" in result.stderr and "samples" in result.stderr
+    refused = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "bridge"), "bench", "--agents", "0", "--profile",
+         str(tmp_path / "none")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert refused.returncode == 1 and "--profile" in refused.stderr

@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the report as one JSON object (fields below)")
     bench.add_argument("--log", type=Path, default=None, metavar="FILE",
                        help="copy the bridge's log (level warning) to FILE at the end")
+    bench.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                       help="sample the bridge with py-spy during the steps (after the "
+                            "warm-up), write its raw stacks (py-spy's raw format: one "
+                            "'frame;frame;... count' line per stack) to FILE, and print the "
+                            "functions that took the most samples; needs py-spy (in the dev "
+                            "extra); Fabric only")
     bench.add_argument("--status-run", type=float, default=0.0, metavar="S",
                        help="instead: one codex-style run of S seconds with a tool step every "
                             "second; print its posts, edits and edits per second (JSON with "
@@ -222,8 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     if args.command == "bench" and args.platform != "fabric":
-        if args.status_run > 0:
-            print("bridge bench: --status-run is for the Fabric dev guild only",
+        if args.status_run > 0 or args.profile is not None:
+            print("bridge bench: --status-run and --profile are for the Fabric dev guild only",
                   file=sys.stderr)
             return EXIT_CONFIG
         if args.platform == "lark":
@@ -242,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.ops.bench import main_bench
 
         return main_bench(args.channels, args.agents, args.messages, args.rate, args.steps,
-                          args.config, args.json, args.log)
+                          args.config, args.json, args.log, args.profile)
     if args.command == "devguild":  # reads [devguild] and [bridge]; needs no [fabric] or agents
         try:
             from adapters.chat.fabric.devguild.config import load_devguild_config

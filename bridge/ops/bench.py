@@ -714,7 +714,8 @@ def _ready(agents: int, channels: int) -> Callable[[BoardSnapshot], bool]:
 
 def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: float = 50.0,
               max_steps: int = 6, config: Path | None = None, log_copy: Path | None = None,
-              progress: Callable[[str], None] | None = None) -> BenchReport:
+              progress: Callable[[str], None] | None = None,
+              profile: Path | None = None) -> BenchReport:
     """Run the bench and return its report.
 
     Args:
@@ -729,13 +730,17 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
             (``{center_url}`` and ``{state_dir}`` are replaced); None: generated.
         log_copy: Where to copy the bridge's log at the end (None: not kept).
         progress: Called with one line per phase (None: silent).
+        profile: Sample the bridge with py-spy during the steps (after the
+            warm-up) and write its raw stacks here (None: no profile); see
+            :mod:`bridge.ops.profile`.
 
     Returns:
         The :class:`BenchReport`.
 
     Raises:
-        ValueError: on a parameter out of range, or a ``config`` or ``log_copy``
-            with no agents.
+        ValueError: on a parameter out of range, or a ``config``, ``log_copy``
+            or ``profile`` with no agents.
+        bridge.ops.profile.ProfileError: py-spy is missing or cannot attach.
         ConfigError: when the ``config`` template is not a valid bridge config.
         RuntimeError: when the dev guild or the bridge cannot be started or a
             member cannot join.
@@ -743,12 +748,14 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
     if channels < 1 or agents < 0 or messages < 1 or rate <= 0 or max_steps < 1:
         raise ValueError("channels, messages, rate and steps must be positive, and agents "
                          "not negative")
-    if agents == 0 and (config is not None or log_copy is not None):
-        raise ValueError("with --agents 0 no bridge runs: --config and --log do not apply")
+    if agents == 0 and (config is not None or log_copy is not None or profile is not None):
+        raise ValueError("with --agents 0 no bridge runs: --config, --log and --profile do "
+                         "not apply")
     from adapters.chat.fabric.rest import FabricCenter, FabricGuild
     from bridge.ops.aiomembers import BenchLoop, Crowd
     from bridge.ops.guildproc import GuildProcess
     from bridge.ops.loadkit import BridgeProcess
+    from bridge.ops.profile import Profiler
 
     say = progress or (lambda line: None)
     began = time.monotonic()
@@ -797,8 +804,14 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
                  f"{warm.answered}/{warm.sent} answered") if bridge is not None else
                 f"warm-up: {warm.delivered}/{warm.sent} reached the other member")
             calls_before = _agent_calls(guild, names)
+            profiler = Profiler(bridge.pid or 0, profile) if profile and bridge else None
+            if profiler is not None:
+                profiler.start()
             steps = climb(lambda number, step_rate: bench.step(number, step_rate, messages),
                           rate, max_steps, say)
+            if profiler is not None:
+                profiler.stop()
+                say(f"profile of the bridge during the steps written to {profile}")
             calls_after = _agent_calls(guild, names)
             if bridge is not None and sampler is not None:
                 time.sleep(0.6)  # one more status.json write
@@ -1017,11 +1030,31 @@ def present(run: Callable[[Callable[[str], None]], _R], render_report: Callable[
 
 
 def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps: int,
-               config: Path | None, as_json: bool, log_copy: Path | None = None) -> int:
+               config: Path | None, as_json: bool, log_copy: Path | None = None,
+               profile: Path | None = None) -> int:
     """``bridge bench``: print the report; exit 0 when the run completed.
+
+    With ``profile``, the functions that took the most samples follow the
+    report (on standard error with ``as_json``, so the JSON stays alone).
 
     Returns:
         0 when the run completed, 1 when it could not run, 2 for a bad config.
     """
-    return present(lambda show: run_bench(channels, agents, messages, rate, max_steps, config,
-                                          log_copy, show), render, as_json)
+    from bridge.ops.profile import ProfileError
+
+    def run(show: Callable[[str], None]) -> BenchReport:
+        try:
+            return run_bench(channels, agents, messages, rate, max_steps, config, log_copy,
+                             show, profile)
+        except ProfileError as exc:
+            raise RuntimeError(str(exc)) from None
+
+    code = present(run, render, as_json)
+    if code == 0 and profile is not None:
+        from rich.console import Console
+
+        from bridge.ops.profile import render_summary, summarize_file
+
+        Console(stderr=as_json).print(render_summary(
+            summarize_file(profile), f"the bridge during the steps ({profile})"))
+    return code

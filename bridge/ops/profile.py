@@ -3,9 +3,10 @@
 py-spy (https://github.com/benfred/py-spy) samples every Python thread of a
 process from outside, without changing it; ``record --format raw`` writes one
 line per distinct stack, ``frame;frame;...;frame COUNT`` (outermost first), and
-with ``--function`` a frame is ``function (file:first line)``. Idle threads
-(waiting on a lock, a socket or a queue) are left out, so the samples are where
-the CPU went.
+with ``--function`` a frame is ``function (file:first line)``. With ``--gil``
+only the thread holding the interpreter lock is sampled: threads waiting on a
+lock, a socket or a queue are left out, so the samples are where the Python CPU
+time went (``--nonblocking`` alone counted waiting threads as busy).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Profiler:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Attach py-spy (``--nonblocking``: the process is not paused to sample it).
+        """Attach py-spy (``--nonblocking``: the process is not paused to sample it;
+        ``--gil``: only the thread holding the interpreter lock is sampled).
 
         Raises:
             ProfileError: when py-spy is missing or exits at once (no permission to
@@ -74,7 +76,7 @@ class Profiler:
         """
         command = [py_spy(), "record", "--pid", str(self.pid), "--format", "raw",
                    "--output", str(self.out), "--rate", str(self.rate_hz), "--function",
-                   "--nonblocking"]
+                   "--nonblocking", "--gil"]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE)
         try:
