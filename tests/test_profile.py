@@ -82,3 +82,17 @@ def test_profiler_names_a_process_it_cannot_attach_to(tmp_path: Path) -> None:
     gone.wait()
     with pytest.raises(ProfileError, match=str(gone.pid)):
         Profiler(gone.pid, tmp_path / "none.txt").start()
+
+
+def test_the_summary_command_prints_the_top_functions_or_names_a_bad_file(
+        tmp_path: Path) -> None:
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text("main (/x/app.py:1);hot_function (/x/app.py:9) 7\n", encoding="utf-8")
+    shown = subprocess.run([sys.executable, "-m", "bridge.ops.profile", str(stacks)],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert shown.returncode == 0 and "hot_function" in shown.stdout and "7 samples" in shown.stdout
+    bad = tmp_path / "bad.txt"
+    bad.write_text("no count here\n", encoding="utf-8")
+    refused = subprocess.run([sys.executable, "-m", "bridge.ops.profile", str(bad)],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode == 1 and "line 1" in refused.stderr

@@ -233,3 +233,34 @@ def render_summary(summary: ProfileSummary, title: str) -> object:
     for share in summary.by_self:
         table.add_row(share.frame, f"{share.self_pct:.1f}", f"{share.total_pct:.1f}")
     return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bridge.ops.profile FILE [--top N]``: print the summary of a raw profile.
+
+    Returns:
+        0, or 1 when the file cannot be read or is not py-spy's raw format.
+    """
+    import argparse
+
+    from rich.console import Console
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.ops.profile",
+        description="Summarize py-spy's raw output (record --format raw --function): the "
+                    "functions with the most samples, as written by bridge bench --profile.")
+    parser.add_argument("file", type=Path, help="the raw stacks file")
+    parser.add_argument("--top", type=int, default=15, metavar="N",
+                        help="functions to show (default 15)")
+    args = parser.parse_args(argv)
+    try:
+        summary = summarize_file(args.file, args.top)
+    except (OSError, ValueError) as exc:
+        print(f"profile: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    Console().print(render_summary(summary, str(args.file)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
