@@ -29,13 +29,13 @@ from bridge.ops.bench_status import STATUS_FIELDS, min_gap, most_in_window
 ROOT = Path(__file__).resolve().parent.parent
 
 INT_FIELDS = ("channels", "agents", "messages", "sent", "answered", "lost", "extra",
-              "post_errors", "threads_idle", "threads_peak", "actors", "scopes",
+              "post_errors", "threads_idle", "threads_peak", "threads_end", "actors", "scopes",
               "agent_posts", "agent_edits", "agent_presence", "bridge_log_warnings",
               "bridge_log_errors")
 FLOAT_FIELDS = ("rate", "floor_p50_ms", "floor_p99_ms", "bridge_p50_ms", "bridge_p99_ms",
                 "overhead_p50_ms", "overhead_p99_ms", "throughput_per_s", "throughput_rate",
-                "rss_mb", "posts_per_answer", "edits_per_answer", "api_calls_per_answer",
-                "presence_per_answer", "duration_s")
+                "rss_mb", "rss_end_mb", "posts_per_answer", "edits_per_answer",
+                "api_calls_per_answer", "presence_per_answer", "duration_s")
 STEP_INT_FIELDS = ("sent", "answered", "lost", "threads_peak")
 STEP_FLOAT_FIELDS = ("rate", "post_rate", "answered_per_s", "duration_s", "p50_ms", "p99_ms",
                      "floor_p50_ms", "floor_p99_ms", "bridge_cpu_pct", "bench_cpu_pct")
@@ -45,8 +45,9 @@ GUILD_STEP_FLOAT_FIELDS = ("guild_cpu_pct",)
 #: Fields about the bridge, 0 when no bridge ran (--agents 0).
 BRIDGE_FIELDS = ("bridge_p50_ms", "bridge_p99_ms", "overhead_p50_ms", "overhead_p99_ms",
                  "throughput_per_s", "answered", "lost", "extra", "rss_mb", "threads_idle",
-                 "threads_peak", "actors", "scopes", "agent_posts", "agent_edits",
-                 "agent_presence", "posts_per_answer", "edits_per_answer",
+                 "threads_peak", "rss_end_mb", "threads_end", "actors", "scopes",
+                 "agent_posts", "agent_edits", "agent_presence", "posts_per_answer",
+                 "edits_per_answer",
                  "api_calls_per_answer", "presence_per_answer", "bridge_log_warnings",
                  "bridge_log_errors")
 BRIDGE_STEP_FIELDS = ("answered", "lost", "answered_per_s", "duration_s", "p50_ms", "p99_ms",
@@ -73,6 +74,7 @@ def test_smoke_run_prints_every_documented_field() -> None:
     assert data["answered"] > 0
     assert data["floor_p99_ms"] > 0 and data["bridge_p99_ms"] > 0
     assert data["rss_mb"] > 0 and data["threads_peak"] > 0 and data["threads_idle"] > 0
+    assert 0 < data["rss_end_mb"] <= data["rss_mb"] and data["threads_end"] > 0
     assert data["api_calls_per_answer"] >= 1 and data["posts_per_answer"] >= 1
     assert isinstance(data["steps"], list) and 1 <= len(data["steps"]) <= 2
     for step in data["steps"]:

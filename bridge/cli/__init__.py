@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "'frame;frame;... count' line per stack) to FILE, and print the "
                             "functions that took the most samples; needs py-spy (in the dev "
                             "extra); Fabric only")
+    bench.add_argument("--idle-wait", type=float, default=0.0, metavar="S",
+                       help="after the steps, wait S seconds before taking the bridge's RSS "
+                            "and threads at the end (rss_end_mb, threads_end): with a config "
+                            "whose [bridge] scope_idle_s is shorter than S, every "
+                            "conversation has been stopped as idle by then (default 0)")
     bench.add_argument("--status-run", type=float, default=0.0, metavar="S",
                        help="instead: one codex-style run of S seconds with a tool step every "
                             "second; print its posts, edits and edits per second (JSON with "
@@ -248,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.ops.bench import main_bench
 
         return main_bench(args.channels, args.agents, args.messages, args.rate, args.steps,
-                          args.config, args.json, args.log, args.profile)
+                          args.config, args.json, args.log, args.profile, args.idle_wait)
     if args.command == "devguild":  # reads [devguild] and [bridge]; needs no [fabric] or agents
         try:
             from adapters.chat.fabric.devguild.config import load_devguild_config

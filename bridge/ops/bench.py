@@ -119,6 +119,8 @@ JSON_FIELDS = {
     "rss_mb": "peak RSS of the bridge process (VmHWM), MB",
     "threads_idle": "threads of the bridge process once connected, before any message",
     "threads_peak": "most threads of the bridge process in any 100 ms sample",
+    "rss_end_mb": "RSS of the bridge process (VmRSS) at the end, after --idle-wait, MB",
+    "threads_end": "threads of the bridge process at the end, after --idle-wait",
     "actors": "actors in the bridge's supervision tree at the end",
     "scopes": "scopes in the bridge at the end",
     "agent_posts": "agents' POST .../messages calls during the steps",
@@ -266,6 +268,8 @@ class BenchReport:
     rss_mb: float
     threads_idle: int
     threads_peak: int
+    rss_end_mb: float
+    threads_end: int
     actors: int
     scopes: int
     agent_posts: int
@@ -680,6 +684,12 @@ def climb(step: Callable[[int, float], _S], rate: float, max_steps: int,
     return steps
 
 
+def _kb(field: str) -> int:
+    """``"1234 kB"`` (a /proc status size) -> 1234; 0 when absent."""
+    number = field.split()[0] if field.split() else ""
+    return int(number) if number.isdigit() else 0
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
@@ -715,7 +725,7 @@ def _ready(agents: int, channels: int) -> Callable[[BoardSnapshot], bool]:
 def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: float = 50.0,
               max_steps: int = 6, config: Path | None = None, log_copy: Path | None = None,
               progress: Callable[[str], None] | None = None,
-              profile: Path | None = None) -> BenchReport:
+              profile: Path | None = None, idle_wait_s: float = 0.0) -> BenchReport:
     """Run the bench and return its report.
 
     Args:
@@ -733,6 +743,9 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
         profile: Sample the bridge with py-spy during the steps (after the
             warm-up) and write its raw stacks here (None: no profile); see
             :mod:`bridge.ops.profile`.
+        idle_wait_s: Seconds to wait after the steps before the bridge's RSS
+            and threads at the end are taken (conversations idle longer than
+            ``[bridge] scope_idle_s`` are stopped by then).
 
     Returns:
         The :class:`BenchReport`.
@@ -813,6 +826,10 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
                 profiler.stop()
                 say(f"profile of the bridge during the steps written to {profile}")
             calls_after = _agent_calls(guild, names)
+            if bridge is not None and idle_wait_s > 0:
+                say(f"waiting {idle_wait_s:g} s with every conversation idle")
+                time.sleep(idle_wait_s)
+            end = proc_status(bridge.pid or 0) if bridge is not None else {}
             if bridge is not None and sampler is not None:
                 time.sleep(0.6)  # one more status.json write
                 snapshot = read_status(state_dir)
@@ -843,6 +860,8 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
         extra=bench.tracker.extra, post_errors=bench.post_errors,
         rss_mb=round(sampler.rss_kb / 1024, 1) if sampler else 0.0, threads_idle=threads_idle,
         threads_peak=sampler.peak_threads if sampler else 0,
+        rss_end_mb=round(_kb(end.get("VmRSS", "")) / 1024, 1),
+        threads_end=int(end.get("Threads", "0") or 0),
         actors=len(snapshot.actors) if snapshot else 0,
         scopes=len(snapshot.scopes) if snapshot else 0,
         agent_posts=posts, agent_edits=edits, agent_presence=presence,
@@ -902,6 +921,7 @@ def render(report: BenchReport) -> Any:
          f"{report.sent} / {report.answered} / {report.lost} / {report.extra}"),
         ("peak RSS of the bridge", f"{report.rss_mb:.1f} MB"),
         ("threads idle / peak", f"{report.threads_idle} / {report.threads_peak}"),
+        ("RSS / threads at the end", f"{report.rss_end_mb:.1f} MB / {report.threads_end}"),
         ("actors / scopes at the end", f"{report.actors} / {report.scopes}"),
         ("agent API calls per answer", f"{report.api_calls_per_answer:g} (posts "
                                        f"{report.posts_per_answer:g}, edits "
@@ -1031,7 +1051,7 @@ def present(run: Callable[[Callable[[str], None]], _R], render_report: Callable[
 
 def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps: int,
                config: Path | None, as_json: bool, log_copy: Path | None = None,
-               profile: Path | None = None) -> int:
+               profile: Path | None = None, idle_wait_s: float = 0.0) -> int:
     """``bridge bench``: print the report; exit 0 when the run completed.
 
     With ``profile``, the functions that took the most samples follow the
@@ -1045,7 +1065,7 @@ def main_bench(channels: int, agents: int, messages: int, rate: float, max_steps
     def run(show: Callable[[str], None]) -> BenchReport:
         try:
             return run_bench(channels, agents, messages, rate, max_steps, config, log_copy,
-                             show, profile)
+                             show, profile, idle_wait_s)
         except ProfileError as exc:
             raise RuntimeError(str(exc)) from None
 
