@@ -17,7 +17,7 @@ from actors.messages import (
     RefreshLogin,
     RunActive,
 )
-from actors.runtime import Runtime, SupervisedActor, send
+from actors.runtime import PooledSupervisedActor, Runtime, send
 from bridge.config import AgentSettings
 from bridge.errors import ChatError, NotFound, RetryLater
 from bridge.model import ConnectionKey
@@ -67,7 +67,7 @@ def invalidate(runtime: Runtime, connection: ConnectionKey, token: str) -> None:
     send(runtime, credentials_id(connection), Invalidate(token))
 
 
-class Credentials(SupervisedActor):
+class Credentials(PooledSupervisedActor):
     """One agent identity on one platform: its login session and its presence.
 
     Answers ``GetAccess(space)`` asks with the identity's access to that space,
@@ -79,6 +79,14 @@ class Credentials(SupervisedActor):
     token, filling the cache for all its spaces: a reader asks only when a
     login failed.
     Presence is ``busy`` while the identity has runs in a space and ``idle`` after.
+
+    It is a pooled actor (:mod:`actors.pool`): idle nearly always, it costs no
+    thread. A login or a presence call holds one pool worker while it runs (at
+    most the platform's HTTP timeouts). Nothing it handles asks another actor,
+    so no cycle of asks can pass through it; a pooled asker (a delivery) counts
+    as blocked while it waits, so the pool starts another worker to run this
+    actor (``tests/test_pool.py``), and a thread-based asker (a gateway, a
+    runner) waits at most :data:`ACCESS_ASK_TIMEOUT_S`.
 
     Args:
         runtime: Shared services.

@@ -34,11 +34,11 @@ pooled actor (``ask(...)``, ``stop(block=True)``, ``proxy().x.get()``) is
 counted as blocked, and the pool starts another worker while fewer than its
 size are free to run actors, so a pooled actor asking another pooled actor
 (or a chain of them deeper than the pool) cannot starve the pool. The extra
-workers retire once the waits end. A wait on a *thread-based* actor's future
-(a scope's delivery asking the credentials actor) is not counted: that actor
-answers on its own thread, so it costs one worker for the wait but cannot
-deadlock the pool. Cycles of blocking asks deadlock as they do with threads.
-Long blocking work in ``on_receive`` (an HTTP post) holds one worker: the
+workers retire once the waits end (a delivery asking its identity's pooled
+credentials actor is such a wait). A wait on a *thread-based* actor's future
+is not counted: that actor answers on its own thread, so it costs one worker
+for the wait but cannot deadlock the pool. Cycles of blocking asks deadlock as
+they do with threads. Long blocking work in ``on_receive`` (an HTTP post) holds one worker: the
 pool's size bounds how many such calls run at once.
 """
 

@@ -256,13 +256,13 @@ class Supervised(pykka.Actor):
 
 class SupervisedActor(Supervised, pykka.ThreadingActor):
     """A supervised actor on a thread of its own (it may block for long: a socket's
-    intake, a login, the store's upkeep)."""
+    intake, the store's upkeep)."""
 
     use_daemon_thread = True
 
 
 class PooledSupervisedActor(Supervised, PooledActor):
     """A supervised actor on the process's actor pool (:mod:`actors.pool`): one per
-    conversation (scopes, deliveries), so idle ones cost no thread. Its handlers
-    should not block for long: a blocking call holds one of the pool's
-    ``[bridge] actor_threads`` workers meanwhile."""
+    conversation (scopes, deliveries) or per identity (credentials), so idle ones
+    cost no thread. Its handlers should not block for long: a blocking call holds
+    one of the pool's ``[bridge] actor_threads`` workers meanwhile."""

@@ -3,7 +3,10 @@
 Fabric's messages carry the author's id only. Its name and kind (human or
 bot) come from ``GET /users/:id`` (inferred; see ``docs/DESIGN.md``), run on a
 small thread pool so a slow lookup never holds up other members' messages;
-the answer is told back to the intake as :class:`AuthorResolved`.
+the answer is told back to the intake as :class:`AuthorResolved`. The pool is
+the process's (:func:`lookup_pool`, :data:`AUTHOR_LOOKUP_THREADS` threads
+shared by every connection), so the lookup threads do not grow with the
+number of agents.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import cachetools
+import requests
 
 from adapters.chat.fabric.events import AuthorResolved
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
@@ -27,25 +31,61 @@ BOT_KINDS = frozenset({"agent", "bot"})
 #: change rarely, and a bounded cache keeps a guild of any size in bounded memory.
 AUTHOR_CACHE_SIZE = 10_000
 AUTHOR_CACHE_TTL_S = 3600.0
-#: Threads that run author lookups, per connection.
+#: Threads that run author lookups, for the whole process (every connection's).
 AUTHOR_LOOKUP_THREADS = 4
+#: Name prefix of the lookup threads.
+AUTHOR_LOOKUP_THREAD_PREFIX = "authors"
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+#: One HTTP session per lookup thread (a requests.Session is not shared between threads).
+_sessions = threading.local()
+
+
+def lookup_pool() -> ThreadPoolExecutor:
+    """The process's author-lookup pool, made on first use.
+
+    Its :data:`AUTHOR_LOOKUP_THREADS` threads start on demand and are shared
+    by every :class:`AuthorBook`; no book shuts it down (closing a book drops
+    that book's lookups only).
+    """
+    global _pool  # one pool per process
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(AUTHOR_LOOKUP_THREADS,
+                                       thread_name_prefix=AUTHOR_LOOKUP_THREAD_PREFIX)
+        return _pool
+
+
+def _thread_session() -> requests.Session:
+    """This lookup thread's HTTP session (made on its first lookup)."""
+    session: requests.Session | None = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = http_session()
+    return session
 
 
 class AuthorBook:
     """Names and kinds of the authors of one connection.
 
     Args:
-        label: Names the connection in thread names and logs.
-        tell: Hands a finished lookup back to the intake; called on a pool thread.
+        label: Names the connection in logs.
+        tell: Hands a finished lookup back to the intake; called on a pool thread,
+            never after :meth:`close` returned.
+        pool: Runs the lookups; None: the process's :func:`lookup_pool`.
     """
 
-    def __init__(self, label: str, tell: Callable[[object], None]) -> None:
+    def __init__(self, label: str, tell: Callable[[object], None],
+                 pool: ThreadPoolExecutor | None = None) -> None:
         self.label = label
         self.tell = tell
         self.cache: cachetools.TTLCache[str, tuple[str, str]] = cachetools.TTLCache(
             AUTHOR_CACHE_SIZE, AUTHOR_CACHE_TTL_S)
-        self.pool: ThreadPoolExecutor | None = None
-        self.local = threading.local()
+        self.pool = pool
+        #: Guards ``pending`` and ``closed``; held while a finished lookup is told.
+        self.lock = threading.Lock()
+        self.pending: set[Future[tuple[str, str] | None]] = set()
+        self.closed = False
 
     def __contains__(self, user_id: str) -> bool:
         return user_id in self.cache
@@ -67,6 +107,8 @@ class AuthorBook:
     def look_up(self, user_id: str, access: GuildAccess | None) -> None:
         """Start a lookup of ``user_id`` on the pool; the answer is told back.
 
+        A lookup of a closed book is dropped (not started, or its answer not told).
+
         Args:
             user_id: The author.
             access: The guild access to ask with; None (not connected) fails at once.
@@ -74,37 +116,52 @@ class AuthorBook:
         if access is None:
             self.tell(AuthorResolved(user_id, None, failed=True, error="not connected"))
             return
+        if self.closed:
+            log.debug("authors %s: lookup after close dropped", self.label)
+            return
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(AUTHOR_LOOKUP_THREADS,
-                                           thread_name_prefix=f"authors-{self.label}")
-        local = self.local
+            self.pool = lookup_pool()
 
         def look_up() -> tuple[str, str] | None:
-            # One HTTP session per lookup thread (a requests.Session is not shared).
-            guild: FabricGuild | None = getattr(local, "guild", None)
-            if guild is None:
-                guild = local.guild = FabricGuild(access, http_session())
-            guild.access = access
-            return guild.user(user_id)
+            # The thread's session, this connection's access (its token).
+            return FabricGuild(access, _thread_session()).user(user_id)
 
         def done(future: Future[tuple[str, str] | None]) -> None:
-            try:
-                found = future.result()
-            except Unauthorized as exc:
-                self.tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200],
-                                         unauthorized=True))
-                return
-            except Exception as exc:  # any failure is retried, then fails closed
-                self.tell(AuthorResolved(user_id, None, failed=True, error=str(exc)[:200]))
-                return
-            self.tell(AuthorResolved(user_id, found))
+            with self.lock:
+                self.pending.discard(future)
+                if self.closed or future.cancelled():
+                    return
+                self.tell(self._resolved(user_id, future))
 
         try:
-            self.pool.submit(look_up).add_done_callback(done)
-        except RuntimeError:  # the pool is shut down: the intake is closing
-            log.debug("authors %s: lookup after close dropped", self.label)
+            future = self.pool.submit(look_up)
+        except RuntimeError:  # the pool is shut down: the process is exiting
+            log.debug("authors %s: lookup after the pool's shutdown dropped", self.label)
+            return
+        with self.lock:
+            if self.closed:
+                future.cancel()
+                return
+            self.pending.add(future)
+        future.add_done_callback(done)
+
+    @staticmethod
+    def _resolved(user_id: str, future: Future[tuple[str, str] | None]) -> AuthorResolved:
+        """What a finished lookup tells the intake."""
+        try:
+            found = future.result()
+        except Unauthorized as exc:
+            return AuthorResolved(user_id, None, failed=True, error=str(exc)[:200],
+                                  unauthorized=True)
+        except Exception as exc:  # any failure is retried, then fails closed
+            return AuthorResolved(user_id, None, failed=True, error=str(exc)[:200])
+        return AuthorResolved(user_id, found)
 
     def close(self) -> None:
-        """Stop the pool (pending lookups are dropped)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        """Drop this book's lookups: those not started are cancelled, the answers of
+        those running are not told. The shared pool goes on for the other books."""
+        with self.lock:
+            self.closed = True
+            pending, self.pending = self.pending, set()
+        for future in pending:
+            future.cancel()
