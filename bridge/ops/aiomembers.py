@@ -47,6 +47,9 @@ _T = TypeVar("_T")
 
 #: Seconds allowed for a socket to connect, and for each channel's join.
 SOCKET_TIMEOUT_S = 5.0
+#: Channel joins a member has in flight at once (each waits at most SOCKET_TIMEOUT_S:
+#: ten thousand at once could not all be answered in time).
+JOINS_IN_FLIGHT = 100
 #: HTTP status of a refused token (the member logs in again once).
 UNAUTHORIZED = 401
 
@@ -203,10 +206,15 @@ class AsyncMember:
         except socketio.exceptions.ConnectionError as exc:
             raise RuntimeError(f"{self.name} could not connect its socket ({exc})") from None
         channels = list(channel_ids)
+        room = asyncio.Semaphore(JOINS_IN_FLIGHT)
+
+        async def join_one(channel_id: str) -> Any:
+            async with room:
+                return await self.socket.call(JOIN_EVENT, join_payload(channel_id),
+                                              namespace=NAMESPACE, timeout=SOCKET_TIMEOUT_S)
+
         try:
-            answers = await asyncio.gather(*(
-                self.socket.call(JOIN_EVENT, join_payload(channel_id), namespace=NAMESPACE,
-                                 timeout=SOCKET_TIMEOUT_S) for channel_id in channels))
+            answers = await asyncio.gather(*(join_one(channel_id) for channel_id in channels))
         except socketio.exceptions.SocketIOError as exc:
             raise RuntimeError(f"{self.name} could not join the channels ({exc!r})") from None
         refused = [c for c, answer in zip(channels, answers, strict=True)
