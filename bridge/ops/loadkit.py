@@ -52,6 +52,24 @@ if TYPE_CHECKING:  # imported where a member posts, not by ``bridge --help``
 _App = TypeVar("_App")
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Environment variable naming another checkout whose ``bin/bridge`` the benches
+#: start (to compare two commits' bridges under the same bench and dev guild).
+CHECKOUT_ENV = "BRIDGE_BENCH_CHECKOUT"
+
+
+def bridge_checkout() -> Path:
+    """The checkout whose bridge the benches start: ``$BRIDGE_BENCH_CHECKOUT`` or this one.
+
+    Raises:
+        RuntimeError: when the variable names a folder without ``bin/bridge``.
+    """
+    named = os.environ.get(CHECKOUT_ENV)
+    if not named:
+        return ROOT
+    folder = Path(named).expanduser().resolve()
+    if not (folder / "bin" / "bridge").is_file():
+        raise RuntimeError(f"{CHECKOUT_ENV}={named}: no bin/bridge there")
+    return folder
 #: Seconds allowed for the bridge to start and connect.
 START_TIMEOUT_S = 30.0
 
@@ -143,8 +161,9 @@ class BridgeProcess:
         """
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "bin" / "bridge"), "start", "--no-tui", "-c",
-                 str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+                [sys.executable, str(bridge_checkout() / "bin" / "bridge"), "start",
+                 "--no-tui", "-c", str(self.config_path)], stdout=log,
+                stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             snapshot = read_status(self.state_dir)
