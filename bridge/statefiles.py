@@ -360,7 +360,7 @@ def running_pid(state_dir: Path, *, pid_wait_s: float = 0.5) -> int | None:
 
 #: The status writer waits at least this many times as long as its last write took,
 #: so a large board (thousands of conversations) costs at most a few percent of a core.
-WRITE_COST_FACTOR = 20.0
+WRITE_COST_FACTOR = 50.0
 
 
 class StatusWriter:

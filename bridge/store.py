@@ -352,10 +352,12 @@ def _rebuild(row: Sequence[Any]) -> Inbound:
 class _Queued:
     """One journal write waiting for a group commit (see :meth:`Store.record_inbound`)."""
 
-    __slots__ = ("advance_cursor", "done", "error", "inbound", "new")
+    __slots__ = ("advance_cursor", "done", "error", "inbound", "new", "wake")
 
     def __init__(self, inbound: Inbound, advance_cursor: bool) -> None:
         self.inbound = inbound
+        #: Set when the write is done, or when its caller is to lead the next group.
+        self.wake = threading.Event()
         self.advance_cursor = advance_cursor
         self.done = False
         self.new = False
@@ -493,7 +495,7 @@ class Store:
         #: whether a caller is committing it, and the condition they wait on.
         self._queued: list[_Queued] = []
         self._leading = False
-        self._group = threading.Condition(threading.Lock())
+        self._group = threading.Lock()
         self.group_commits = 0
         self.grouped_writes = 0
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -591,25 +593,35 @@ class Store:
             StoreError: when the database fails (nothing of the group is recorded).
         """
         item = _Queued(inbound, advance_cursor)
-        batch: list[_Queued] = []
         with self._group:
             self._queued.append(item)
-            while not item.done and self._leading:
-                self._group.wait()
-            if not item.done:  # this caller commits the queue (its own write in it)
-                self._leading = True
-                batch, self._queued = self._queued, []
-        if batch:
-            try:
-                self._commit_group(batch)
-            finally:
-                with self._group:
-                    for queued in batch:
-                        if not queued.done:  # the commit itself raised: no outcome was set
-                            queued.done = True
-                            queued.error = StoreError("the journal write was interrupted")
+            leading = not self._leading
+            self._leading = True
+        if not leading:
+            # Woken once: when a leader committed it, or when handed the lead (only
+            # the waiters that have something to do wake, not every queued caller).
+            item.wake.wait()
+            if item.done:
+                return item.outcome()
+        with self._group:  # this caller commits the queue (its own write in it)
+            batch, self._queued = self._queued, []
+        successor: _Queued | None = None
+        try:
+            self._commit_group(batch)
+        finally:
+            with self._group:
+                for queued in batch:
+                    if not queued.done:  # the commit itself raised: no outcome was set
+                        queued.done = True
+                        queued.error = StoreError("the journal write was interrupted")
+                if self._queued:
+                    successor = self._queued[0]  # it leads next; _leading stays set
+                else:
                     self._leading = False
-                    self._group.notify_all()
+            for queued in batch:
+                queued.wake.set()
+            if successor is not None:
+                successor.wake.set()
         return item.outcome()
 
     def _commit_group(self, batch: Sequence[_Queued]) -> None:
