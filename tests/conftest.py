@@ -9,7 +9,7 @@ import pytest
 
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild, load_seed
-from tests.support import Member
+from tests.support import Member, member_factory
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,16 +46,7 @@ def devguild() -> Iterator[DevGuild]:
 @pytest.fixture
 def members(devguild: DevGuild) -> Iterator[Callable[[str], Member]]:
     """Factory of connected members; all are closed at the end."""
-    made: list[Member] = []
-
-    def make(name: str) -> Member:
-        member = Member(devguild, name)
-        made.append(member)
-        return member
-
-    yield make
-    for member in made:
-        member.close()
+    yield from member_factory(devguild)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +235,17 @@ def gated_config(tmp_path: Path, center_url: str, extra: str = "",
     """A bridge config whose echo agent is :data:`GATED_AGENT`, and its workspace."""
     table, workspace = gated_agent_table(tmp_path, extra)
     return write_config(tmp_path, center_url, agents=table, debounce_s=debounce_s), workspace
+
+
+def member_factory(guild: DevGuild) -> Iterator[Callable[[str], Member]]:
+    """For a fixture: yields a factory of connected members of ``guild``, closes them after."""
+    made: list[Member] = []
+
+    def make(name: str) -> Member:
+        member = Member(guild, name)
+        made.append(member)
+        return member
+
+    yield make
+    for member in made:
+        member.close()

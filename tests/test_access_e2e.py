@@ -29,6 +29,7 @@ from bridge.policy import DEFAULT_REFUSAL
 from tests.support import (
     GATED_AGENT,
     Member,
+    member_factory,
     start_bridge,
     wait_until,
     with_helper,
@@ -51,27 +52,14 @@ BIND_ECHO = textwrap.dedent("""
 @pytest.fixture
 def guild() -> Iterator[DevGuild]:
     """The dev guild with the extra agent ``helper``."""
-    devguild = DevGuild(with_helper(load_seed()), center_port=0, guild_port=0)
-    devguild.start()
-    try:
-        yield devguild
-    finally:
-        devguild.stop()
+    with DevGuild(with_helper(load_seed()), center_port=0, guild_port=0) as running:
+        yield running
 
 
 @pytest.fixture
 def people(guild: DevGuild) -> Iterator[Callable[[str], Member]]:
     """Factory of connected members of ``guild``."""
-    made: list[Member] = []
-
-    def make(name: str) -> Member:
-        member = Member(guild, name)
-        made.append(member)
-        return member
-
-    yield make
-    for member in made:
-        member.close()
+    yield from member_factory(guild)
 
 
 @pytest.fixture

@@ -21,7 +21,14 @@ from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from bridge.model import Attachment, Inbound, ScopeKey
 from bridge.store import DB_FILE, MIGRATIONS, PruneResult, Store, StoreError
-from tests.support import Member, start_bridge, wait_until, with_helper, write_config
+from tests.support import (
+    Member,
+    member_factory,
+    start_bridge,
+    wait_until,
+    with_helper,
+    write_config,
+)
 
 AGENTS = ("ada", "bob", "cyd", "dee", "eve")
 
@@ -281,26 +288,14 @@ CAT = "import sys; print(sys.stdin.read())"
 @pytest.fixture
 def guild() -> Iterator[DevGuild]:
     """The dev guild with the extra agent ``helper`` in every channel."""
-    devguild = DevGuild(with_helper(load_seed()), center_port=0, guild_port=0)
-    devguild.start()
-    try:
-        yield devguild
-    finally:
-        devguild.stop()
+    with DevGuild(with_helper(load_seed()), center_port=0, guild_port=0) as running:
+        yield running
 
 
 @pytest.fixture
 def people(guild: DevGuild) -> Iterator[Callable[[str], Member]]:
-    made: list[Member] = []
-
-    def make(name: str) -> Member:
-        member = Member(guild, name)
-        made.append(member)
-        return member
-
-    yield make
-    for member in made:
-        member.close()
+    """Factory of connected members of ``guild``."""
+    yield from member_factory(guild)
 
 
 def test_a_post_reaching_two_agents_is_stored_once_and_answered_by_the_mentioned_one(
