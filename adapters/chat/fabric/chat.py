@@ -9,6 +9,7 @@ key itself (a command line is visible to every user of the machine).
 from __future__ import annotations
 
 import getpass
+import queue
 import sys
 import threading
 import time
@@ -50,6 +51,12 @@ class ChatSession:
         self.channel = self._find_channel(channel)
         self.socket: FabricSocket | None = None
         self.closed = threading.Event()
+        # Live messages are printed off the socket's loop: printing one may look up its
+        # author's name over REST, which must not hold up the process's I/O loop.
+        self._live: queue.SimpleQueue[tuple[dict[str, Any], str] | None] = queue.SimpleQueue()
+        self._printer = threading.Thread(target=self._print_live, name="chat-printer",
+                                         daemon=True)
+        self._printer.start()
 
     def _login(self) -> GuildAccess:
         session = self.center.login(self.api_key)
@@ -90,9 +97,9 @@ class ChatSession:
             if not isinstance(payload, dict) or payload.get("channelId") != self.channel["id"]:
                 return
             if name == "message.created":
-                self.show(payload)
+                self._live.put((payload, ""))
             elif name == "message.updated":
-                self.show(payload, "(edited) ")
+                self._live.put((payload, "(edited) "))
 
         def on_closed(reason: str) -> None:
             print(f"-- disconnected ({reason}); reconnecting", file=self.out, flush=True)
@@ -117,6 +124,16 @@ class ChatSession:
                       file=self.out, flush=True)
             return
 
+    def _print_live(self) -> None:
+        """Print the live messages in the order they came, until :meth:`close`."""
+        while (item := self._live.get()) is not None:
+            message, prefix = item
+            try:
+                self.show(message, prefix)
+            except ChatError as exc:  # the author's name could not be looked up
+                print(f"-- message {terminal_safe(str(message.get('seq')))} not shown: {exc}",
+                      file=self.out, flush=True)
+
     def _reconnect(self) -> None:
         time.sleep(RECONNECT_S)
         self.connect()
@@ -131,10 +148,12 @@ class ChatSession:
             self.rest.post(self.channel["id"], text)
 
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect, then print what already arrived (waits at most 2 s for it)."""
         self.closed.set()
         if self.socket is not None:
             self.socket.close()
+        self._live.put(None)
+        self._printer.join(timeout=2.0)
 
 
 def read_api_key(ref: str, stdin: TextIO) -> Secret:
