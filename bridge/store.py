@@ -5,7 +5,7 @@ nothing delivered is delivered twice:
 
 - the inbound journal, in two tables. ``messages`` holds what a chat message
   is, once per platform message (platform, space, channel, message id): its
-  seq, author, text, thread, attachments... A guild message that reaches
+  seq, author, text, thread, attachments... A message in a space that reaches
   twenty agent identities is one row there. ``inbound`` holds one slim row per
   (scope, message id): the message's state for that agent, the agent's own
   fields (``addressed``, ``mentioned``, ``is_direct``, ``per_thread``,

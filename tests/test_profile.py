@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,9 @@ SPINNER = """
 import sys
 def spin_in_a_named_function():
     while True:
-        sum(range(1000))
+        for _ in range(2000):
+            sum(range(1000))
+        print("tick", flush=True)
 print("ready", flush=True)
 spin_in_a_named_function()
 """
@@ -65,7 +66,8 @@ def test_profiler_samples_a_running_process_by_pid(tmp_path: Path) -> None:
         for _ in range(10):  # sample until py-spy has caught the spinning thread
             profiler = Profiler(child.pid, out)
             profiler.start()
-            time.sleep(0.5)
+            for _tick in range(5):  # the child's progress while py-spy samples it
+                assert child.stdout.readline().strip() == b"tick"
             profiler.stop()
             summary = summarize_file(out)
             if summary.samples:
