@@ -53,10 +53,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from bridge.ops.bench import StepReport, _Sampler, agent_names, present
+from bridge.ops.bench import _Sampler, agent_names, present
 from bridge.ops.loadkit import (
     BridgeProcess,
     DoubleBench,
+    DoubleBenchReport,
     TokenTracker,
     check_sizes,
     environ_without_proxies,
@@ -128,49 +129,11 @@ JSON_FIELDS = {
 }
 
 
-@attrs.frozen
-class LarkBenchReport:
+@attrs.frozen(kw_only=True)
+class LarkBenchReport(DoubleBenchReport):
     """What a Feishu/Lark bench run measured; the fields are described in :data:`JSON_FIELDS`."""
 
-    channels: int
-    agents: int
-    messages: int
-    rate: float
-    ack_p50_ms: float
-    ack_p99_ms: float
-    bridge_p50_ms: float
-    bridge_p99_ms: float
-    overhead_p50_ms: float
-    overhead_p99_ms: float
-    throughput_per_s: float
-    throughput_rate: float
-    sent: int
-    answered: int
-    lost: int
-    doubled: int
-    extra: int
-    post_errors: int
-    rss_mb: float
-    threads_idle: int
-    threads_peak: int
-    actors: int
-    scopes: int
-    api_calls: int
-    api_methods: dict[str, int]
-    posts_per_answer: float
-    api_calls_per_answer: float
-    reconnect_s: float
-    bridge_log_warnings: int
-    bridge_log_errors: int
-    duration_s: float
-    steps: tuple[StepReport, ...]
     platform: str = "lark"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with exactly the keys of :data:`JSON_FIELDS`."""
-        data = attrs.asdict(self, recurse=True)
-        data["steps"] = [attrs.asdict(step) for step in self.steps]
-        return data
 
 
 def credential_env(agent: str, kind: str) -> str:

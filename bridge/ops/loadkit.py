@@ -474,6 +474,53 @@ class DoubleBench(Generic[_App]):
         return -1.0
 
 
+@attrs.frozen(kw_only=True)
+class DoubleBenchReport:
+    """What a bench run against a platform double measured (the fields every double
+    bench shares; ``bench_slack.JSON_FIELDS`` describes them). A platform's report
+    subclasses it, names its ``platform`` and adds its own recoveries."""
+
+    channels: int
+    agents: int
+    messages: int
+    rate: float
+    ack_p50_ms: float
+    ack_p99_ms: float
+    bridge_p50_ms: float
+    bridge_p99_ms: float
+    overhead_p50_ms: float
+    overhead_p99_ms: float
+    throughput_per_s: float
+    throughput_rate: float
+    sent: int
+    answered: int
+    lost: int
+    doubled: int
+    extra: int
+    post_errors: int
+    rss_mb: float
+    threads_idle: int
+    threads_peak: int
+    actors: int
+    scopes: int
+    api_calls: int
+    api_methods: dict[str, int]
+    posts_per_answer: float
+    api_calls_per_answer: float
+    reconnect_s: float
+    bridge_log_warnings: int
+    bridge_log_errors: int
+    duration_s: float
+    steps: tuple[StepReport, ...]
+    platform: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with exactly the keys of the platform's ``JSON_FIELDS``."""
+        data = attrs.asdict(self, recurse=True)
+        data["steps"] = [attrs.asdict(step) for step in self.steps]
+        return data
+
+
 @attrs.frozen
 class Measured:
     """What :func:`measure` saw in one run.
