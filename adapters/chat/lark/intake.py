@@ -53,8 +53,7 @@ from adapters.chat.lark.client import ref_of
 from adapters.chat.lark.events import LarkMessage
 from adapters.chat.lark.longconn import LongConnection
 from adapters.chat.lark.session import LarkAccess
-from adapters.chat.reconnect import connect_failure
-from bridge.backoff import backoff_delay
+from adapters.chat.reconnect import Connect, ReconnectingIntake, connect_failure
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError, Unauthorized
 from bridge.model import Action, Attachment, Inbound
@@ -93,11 +92,6 @@ class ChatInfo:
 
 
 @attrs.frozen
-class _Connect:
-    generation: int
-
-
-@attrs.frozen
 class _Check:
     generation: int
 
@@ -131,7 +125,7 @@ def _payload(data: Any) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-class LarkIntake:
+class LarkIntake(ReconnectingIntake):
     """One Feishu/Lark app's intake (:class:`bridge.platform.Intake`; see the module docstring).
 
     Args:
@@ -189,13 +183,13 @@ class LarkIntake:
 
     def handle(self, message: object) -> bool:
         """Take a message this intake told or scheduled to itself; False for any other."""
-        if not isinstance(message, _Connect | _Check | _Event | _Click):
+        if not isinstance(message, Connect | _Check | _Event | _Click):
             return False
-        if isinstance(message, _Connect | _Check) and message.generation != self.generation:
+        if isinstance(message, Connect | _Check) and message.generation != self.generation:
             return True  # for a connection since replaced (events and clicks were acked:
             # they are handled whatever connection brought them; the journal dedupes)
         try:
-            if isinstance(message, _Connect):
+            if isinstance(message, Connect):
                 if self.conn is None:
                     self._connect()
             elif isinstance(message, _Check):
@@ -214,16 +208,6 @@ class LarkIntake:
         except ChatError as exc:
             log.warning("intake %s: Feishu/Lark call failed: %s", self.host.connection, exc)
         return True
-
-    def close(self) -> None:
-        """Disconnect; events still queued are ignored."""
-        self.generation += 1
-        self._disconnect()
-        self.state, self.reason = "stopped", ""
-        try:
-            self._publish()
-        except Exception:  # close must not raise
-            log.exception("intake %s: publishing the stop failed", self.host.connection)
 
     # -- connecting ------------------------------------------------------------
 
@@ -309,17 +293,6 @@ class LarkIntake:
         if conn is not None:
             conn.close()
 
-    def _retry(self, state: str, reason: str) -> None:
-        if self.host.stopping:
-            return
-        self.attempts += 1
-        delay = backoff_delay(self.attempts, first_s=self.retry_s, max_s=self.retry_max_s)
-        self.state, self.reason = state, reason
-        log.warning("intake %s %s: %s; retry in %.1fs", self.host.connection, state, reason,
-                    delay)
-        self._publish()
-        self.host.schedule(delay, _Connect(self.generation))
-
     # -- chats -----------------------------------------------------------------
 
     def _api(self) -> LarkApi:
@@ -329,10 +302,6 @@ class LarkIntake:
     def _me(self) -> LarkAccess:
         assert self.access is not None
         return self.access
-
-    def _binding(self, chat: ChatInfo) -> Binding | None:
-        return next((b for b in self.bindings
-                     if b.matches(chat.id, chat.name, self.names.channels)), None)
 
     def _load_chats(self) -> list[str]:
         """Refresh the chats the bot is in; return the ids of those not read before."""

@@ -35,7 +35,7 @@ from adapters.chat.memory.server import (
     Message,
     Posted,
 )
-from adapters.chat.reconnect import connect_failure
+from adapters.chat.reconnect import Connect, ReconnectingIntake, connect_failure
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError
 from bridge.model import Action, Attachment, Inbound
@@ -54,11 +54,6 @@ def mention(user_id: str) -> str:
 
 
 @attrs.frozen
-class _Connect:
-    generation: int
-
-
-@attrs.frozen
 class _Event:
     generation: int
     event: Event
@@ -70,7 +65,7 @@ class _Closed:
     reason: str
 
 
-class MemoryIntake:
+class MemoryIntake(ReconnectingIntake):
     """One connection's intake (:class:`bridge.platform.Intake`; see the module docstring).
 
     Args:
@@ -130,7 +125,7 @@ class MemoryIntake:
 
     def handle(self, message: object) -> bool:
         """Take a message this intake told or scheduled to itself; False for any other."""
-        if isinstance(message, _Connect):
+        if isinstance(message, Connect):
             if message.generation == self.generation and self.connection is None:
                 self._connect()
         elif isinstance(message, _Event):
@@ -146,18 +141,6 @@ class MemoryIntake:
         else:
             return False
         return True
-
-    def close(self) -> None:
-        """Disconnect; events still queued are ignored."""
-        self.generation += 1
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-        self.state, self.reason = "stopped", ""
-        try:
-            self._publish()
-        except Exception:  # close must not raise
-            log.exception("intake %s: publishing the stop failed", self.host.connection)
 
     # -- connecting ------------------------------------------------------------
 
@@ -195,16 +178,9 @@ class MemoryIntake:
             self.connection.close()
             self.connection = None
 
-    def _retry(self, state: str, reason: str) -> None:
-        if self.host.stopping:
-            return
-        self.attempts += 1
-        delay = min(self.retry_max_s, self.retry_s * 2 ** (self.attempts - 1))
-        self.state, self.reason = state, reason
-        log.warning("intake %s %s: %s; retry in %.1fs", self.host.connection, state, reason,
-                    delay)
-        self._publish()
-        self.host.schedule(delay, _Connect(self.generation))
+    def _retry_delay(self) -> float:
+        """``retry_s`` doubling to ``retry_max_s``, without jitter (deterministic retries)."""
+        return float(min(self.retry_max_s, self.retry_s * 2 ** (self.attempts - 1)))
 
     def _dropped(self, reason: str) -> None:
         self._disconnect()
@@ -216,10 +192,6 @@ class MemoryIntake:
     def _user_id(self) -> str:
         assert self.access is not None
         return self.access.user_id
-
-    def _binding(self, channel: Channel) -> Binding | None:
-        return next((b for b in self.bindings
-                     if b.matches(channel.id, channel.name, self.names.channels)), None)
 
     def _load_channels(self) -> list[str]:
         """Refresh the channels read; return the ids of those not read before."""

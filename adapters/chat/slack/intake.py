@@ -40,12 +40,11 @@ from slack_sdk import WebClient
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.socket_mode.websocket_client import SocketModeClient
 
-from adapters.chat.reconnect import connect_failure
+from adapters.chat.reconnect import Connect, ReconnectingIntake, connect_failure
 from adapters.chat.slack import events
 from adapters.chat.slack.api import translated, web_client
 from adapters.chat.slack.events import ChannelInfo, SlackMessage
 from adapters.chat.slack.session import SlackAccess
-from bridge.backoff import backoff_delay
 from bridge.config import AgentSettings, Binding
 from bridge.errors import ChatError, NotFound, Unauthorized
 from bridge.model import Action, Attachment, Inbound
@@ -64,11 +63,6 @@ SEEN = 5000
 CHECK_S = 5.0
 #: Checks in a row that find the socket down before the intake reconnects itself.
 DOWN_CHECKS = 6
-
-
-@attrs.frozen
-class _Connect:
-    generation: int
 
 
 @attrs.frozen
@@ -100,7 +94,7 @@ def _seen_before(seen: cachetools.LRUCache[object, bool], key: object) -> bool:
     return False
 
 
-class SlackIntake:
+class SlackIntake(ReconnectingIntake):
     """One Slack app's intake (:class:`bridge.platform.Intake`; see the module docstring).
 
     Args:
@@ -164,12 +158,12 @@ class SlackIntake:
 
     def handle(self, message: object) -> bool:
         """Take a message this intake told or scheduled to itself; False for any other."""
-        if not isinstance(message, _Connect | _Envelope | _Hello | _Closed | _Check):
+        if not isinstance(message, Connect | _Envelope | _Hello | _Closed | _Check):
             return False
         if message.generation != self.generation:
             return True  # from a socket since replaced
         try:
-            if isinstance(message, _Connect):
+            if isinstance(message, Connect):
                 if self.socket is None:
                     self._connect()
             elif isinstance(message, _Envelope):
@@ -194,16 +188,6 @@ class SlackIntake:
         except ChatError as exc:
             log.warning("intake %s: Slack call failed: %s", self.host.connection, exc)
         return True
-
-    def close(self) -> None:
-        """Disconnect; events still queued are ignored."""
-        self.generation += 1
-        self._disconnect()
-        self.state, self.reason = "stopped", ""
-        try:
-            self._publish()
-        except Exception:  # close must not raise
-            log.exception("intake %s: publishing the stop failed", self.host.connection)
 
     # -- connecting ------------------------------------------------------------
 
@@ -293,17 +277,6 @@ class SlackIntake:
             except Exception as exc:  # closing must not stop the intake
                 log.warning("intake %s: closing the socket: %s", self.host.connection, exc)
 
-    def _retry(self, state: str, reason: str) -> None:
-        if self.host.stopping:
-            return
-        self.attempts += 1
-        delay = backoff_delay(self.attempts, first_s=self.retry_s, max_s=self.retry_max_s)
-        self.state, self.reason = state, reason
-        log.warning("intake %s %s: %s; retry in %.1fs", self.host.connection, state, reason,
-                    delay)
-        self._publish()
-        self.host.schedule(delay, _Connect(self.generation))
-
     # -- channels --------------------------------------------------------------
 
     def _web(self) -> WebClient:
@@ -313,10 +286,6 @@ class SlackIntake:
     def _me(self) -> SlackAccess:
         assert self.access is not None
         return self.access
-
-    def _binding(self, channel: ChannelInfo) -> Binding | None:
-        return next((b for b in self.bindings
-                     if b.matches(channel.id, channel.name, self.names.channels)), None)
 
     def _load_channels(self) -> list[str]:
         """Refresh the channels the bot is in; return the ids of those not read before."""
