@@ -5,7 +5,10 @@ connecting, ordering, gap fill, catch-up from the stored cursors, reconnects.
 It runs on this actor's thread, one message at a time, and calls back through
 the :class:`~bridge.platform.IntakeHost` methods here: ``accept`` journals a
 message (the journal is the dedup set) and tells its scope directly, through
-the runtime's directory of live refs; only a scope that is not running is
+the runtime's directory of live refs. The messages accepted while the intake
+handles one message (a burst of socket events, a page of history) are
+journaled in one write when it returns, or before a cursor is stored or a
+click handed on, so the journal keeps the intake's order; only a scope that is not running is
 reached through the supervisor, which spawns it once. ``act`` hands a member's
 click on a control (a run's Stop) to its scope the same way; a click for a
 scope that is not running is dropped by the supervisor (it has no run to stop).
@@ -31,6 +34,10 @@ from bridge.platform import Access, ChatPlatform, Intake, IntakeStatus
 
 log = logging.getLogger(__name__)
 
+#: Most accepted messages held for one journal write (a long history page
+#: is written in parts of this size).
+ACCEPT_BATCH_MAX = 500
+
 
 class Gateway(SupervisedActor):
     """The connection of one agent identity to one space of one platform.
@@ -53,15 +60,25 @@ class Gateway(SupervisedActor):
         self.agent = agent
         self.bindings = tuple(bindings)
         self.intake: Intake | None = None
+        #: Messages accepted during the current handle, not yet journaled.
+        self._accepted: list[tuple[Inbound, bool]] = []
 
     # -- the actor -------------------------------------------------------
 
     def on_receive(self, message: Any) -> None:
         """Start the intake on ``Init``; hand every other message to it."""
         if isinstance(message, Init):
-            self.intake = self.platform.open(self, self.agent, self.bindings)
-            self.intake.start()
-        elif self.intake is None or not self.intake.handle(message):
+            try:
+                self.intake = self.platform.open(self, self.agent, self.bindings)
+                self.intake.start()
+            finally:
+                self._journal()
+            return
+        try:
+            handled = self.intake is not None and self.intake.handle(message)
+        finally:
+            self._journal()
+        if not handled:
             super().on_receive(message)
 
     def cleanup(self) -> None:
@@ -92,23 +109,50 @@ class Gateway(SupervisedActor):
         """Queue ``message`` for the intake after ``delay_s`` seconds."""
         self.runtime.timers.schedule(delay_s, self.actor_ref, message)
 
-    def accept(self, inbound: Inbound, *, advance_cursor: bool = True) -> bool:
-        """Journal ``inbound`` (committed before it is routed), then tell its scope.
+    def accept(self, inbound: Inbound, *, advance_cursor: bool = True) -> None:
+        """Queue ``inbound`` for the journal; it is routed once its write commits.
 
-        Returns:
-            False for a message already journaled (dropped as a duplicate).
+        The write happens when the intake's current handle returns (see the
+        module docstring), or at once when :data:`ACCEPT_BATCH_MAX` messages wait.
         """
-        if not self.runtime.store.record_inbound(inbound, advance_cursor=advance_cursor):
-            return False
-        send(self.runtime, f"scope:{inbound.scope}", inbound, fallback=Route(inbound))
-        return True
+        self._accepted.append((inbound, advance_cursor))
+        if len(self._accepted) >= ACCEPT_BATCH_MAX:
+            self._journal()
+
+    def _journal(self) -> None:
+        """Journal the accepted messages in one write, then tell each new one to its scope.
+
+        A duplicate (already journaled) is dropped. Messages the store could
+        not take are not routed (their cursor did not move); the first such
+        error is raised once the others are routed, and the gateway restarts.
+
+        Raises:
+            StoreError: the database failed (or another error of one message).
+        """
+        if not self._accepted:
+            return
+        batch, self._accepted = self._accepted, []
+        outcomes = self.runtime.store.record_inbound_many(batch)
+        failure: Exception | None = None
+        for (inbound, _), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                failure = failure or outcome
+            elif outcome:
+                send(self.runtime, f"scope:{inbound.scope}", inbound, fallback=Route(inbound))
+            else:
+                log.debug("gateway %s: duplicate %s dropped", self._connection,
+                          inbound.message_id)
+        if failure is not None:
+            raise failure
 
     def cursors(self) -> Mapping[str, str]:
         """The stored intake cursor per channel id of this connection."""
+        self._journal()
         return self.runtime.store.cursors(self._connection)
 
     def save_cursor(self, channel_id: str, cursor: str, position: int) -> None:
-        """Store a channel's cursor (it never moves back)."""
+        """Store a channel's cursor (it never moves back), after the messages accepted before."""
+        self._journal()
         self.runtime.store.set_cursor(self._connection, channel_id, cursor, position)
 
     def access(self) -> Access:
@@ -146,6 +190,7 @@ class Gateway(SupervisedActor):
         An action for a conversation of another connection, or of one that is
         not running (so it has no run to stop), is logged and dropped.
         """
+        self._journal()  # the messages accepted before the click reach the scope first
         if action.scope.connection != self._connection:
             log.warning("gateway %s: %r click for %s dropped (another connection)",
                         self._connection, action.name, action.scope)

@@ -179,6 +179,11 @@ class PruneTick:
 
 
 @attrs.frozen
+class CheckpointTick:
+    """Upkeep timer: checkpoint the store's WAL now, then schedule the next."""
+
+
+@attrs.frozen
 class MeasureTick:
     """Upkeep timer: publish the store's size and row counts, then schedule the next."""
 

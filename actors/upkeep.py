@@ -6,7 +6,10 @@ journal rows (with the shared messages no journal row references any more),
 delivered answer pieces and ended runs older than the configured
 ``retention_days``; and it publishes the store's size and row
 counts on the board (so the TUI, ``status`` and ``status.json`` show them)
-at start, after each prune, and every :data:`MEASURE_INTERVAL_S`.
+at start, after each prune, and every :data:`MEASURE_INTERVAL_S`. Every
+:data:`~bridge.store.CHECKPOINT_INTERVAL_S` it checkpoints the store's WAL
+(:meth:`bridge.store.Store.checkpoint`) on a connection of its own, so the
+file sync of a checkpoint never runs on a writer that holds the store's lock.
 
 The work runs on this actor's own thread, not the supervisor's, so routing
 never waits for a prune; each prune batch holds the store's lock briefly.
@@ -21,10 +24,10 @@ import logging
 import time
 from typing import Any
 
-from actors.messages import Init, MeasureTick, PruneTick
+from actors.messages import CheckpointTick, Init, MeasureTick, PruneTick
 from actors.runtime import Runtime, SupervisedActor
 from bridge.board import StoreRow
-from bridge.store import PruneResult, StoreError
+from bridge.store import CHECKPOINT_INTERVAL_S, PruneResult, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,20 @@ class Upkeep(SupervisedActor):
         self.pruned_at: float | None = None
 
     def on_receive(self, message: Any) -> Any:
-        """Handle ``Init`` (prune and measure now), ``PruneTick`` and ``MeasureTick``."""
+        """Handle ``Init`` (prune and measure now), ``PruneTick``, ``MeasureTick`` and
+        ``CheckpointTick``."""
         if isinstance(message, Init):
             self._prune()
             self._measure()
             self.runtime.timers.schedule(self.interval_s, self.actor_ref, PruneTick())
             self.runtime.timers.schedule(MEASURE_INTERVAL_S, self.actor_ref, MeasureTick())
+            self.runtime.timers.schedule(CHECKPOINT_INTERVAL_S, self.actor_ref,
+                                         CheckpointTick())
+        elif isinstance(message, CheckpointTick):
+            if not self.runtime.stopping.is_set():
+                self._checkpoint()
+            self.runtime.timers.schedule(CHECKPOINT_INTERVAL_S, self.actor_ref,
+                                         CheckpointTick())
         elif isinstance(message, PruneTick):
             if not self.runtime.stopping.is_set():
                 self._prune()
@@ -98,6 +109,13 @@ class Upkeep(SupervisedActor):
                      self.retention_days)
         else:
             log.debug("store: nothing to prune (retention %g days)", self.retention_days)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.runtime.store.checkpoint()
+        except StoreError as exc:
+            log.warning("store checkpoint failed (tried again in %.0f s): %s",
+                        CHECKPOINT_INTERVAL_S, exc)
 
     def _measure(self) -> None:
         try:

@@ -302,15 +302,17 @@ class IntakeHost(Protocol):
     def schedule(self, delay_s: float, message: object) -> None:
         """Queue ``message`` for :meth:`Intake.handle` after ``delay_s`` seconds."""
 
-    def accept(self, inbound: Inbound, *, advance_cursor: bool = True) -> bool:
+    def accept(self, inbound: Inbound, *, advance_cursor: bool = True) -> None:
         """Journal an accepted message and route it to its conversation.
+
+        The host may hold the write until the intake's current :meth:`Intake.handle`
+        returns (or until it next stores a cursor or hands on a click), so that
+        the messages of one burst are journaled in one write, in the order
+        accepted. A message already journaled is a duplicate: the host drops it.
 
         Args:
             inbound: The normalized message (the identity's own messages never come here).
             advance_cursor: Also store ``inbound.cursor`` as its channel's cursor.
-
-        Returns:
-            False for a message already journaled (a duplicate, dropped).
         """
 
     def cursors(self) -> Mapping[str, str]:

@@ -271,6 +271,8 @@ OWN_FIELDS = ("agent", "per_thread", "addressed", "is_direct", "mentioned", "cat
 #: The defaults of :class:`~bridge.model.Inbound`'s fields (those that have one).
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in attrs.fields(Inbound)
                              if f.default is not attrs.NOTHING}
+#: The fields of :class:`~bridge.model.Inbound`, in declaration order.
+_FIELD_NAMES = tuple(f.name for f in attrs.fields(Inbound))
 #: The columns that rebuild a journal row's message (see :func:`_rebuild`).
 _ROW_COLUMNS = ("i.scope_key, m.platform, m.space, m.channel_id, m.message_id, m.body, i.own "
                 "FROM inbound AS i JOIN messages AS m ON m.id = i.msg")
@@ -281,6 +283,15 @@ OPEN_STATES = ("received", "engaged", "context")
 FINISHED_STATES = ("done", "dropped")
 #: Outbox states that are finished (in the channel, or given up): pruned likewise.
 DELIVERED_STATES = ("posted", "failed")
+#: WAL pages (4 KiB each) after which a commit checkpoints inline, on the
+#: committing writer: only a backstop, for when :meth:`Store.checkpoint` is not
+#: run often enough (SQLite's default is 1000 pages).
+INLINE_CHECKPOINT_PAGES = 10_000
+#: Seconds between two :meth:`Store.checkpoint` calls of a running bridge.
+CHECKPOINT_INTERVAL_S = 1.0
+#: Shared messages whose ``messages`` row id the store remembers, so that the
+#: same post journaled for the next agent identities needs no lookup.
+RECENT_MESSAGES = 4096
 #: Rows deleted per transaction by :meth:`Store.prune`, so other writers wait
 #: at most one batch for the store's lock.
 PRUNE_BATCH_ROWS = 2000
@@ -300,6 +311,14 @@ _STATS_QUERIES: tuple[tuple[str, str], ...] = (
 def _dumps(value: Mapping[str, Any]) -> str:
     """Compact JSON (no spaces) of a journal row's fields."""
     return json.dumps(value, separators=(",", ":"))
+
+
+def _fields(inbound: Inbound) -> dict[str, Any]:
+    """``attrs.asdict(inbound)`` without its generic recursion: every field by name
+    (in declaration order), the attachments as a list of dicts."""
+    fields = {name: getattr(inbound, name) for name in _FIELD_NAMES}
+    fields["attachments"] = [attrs.asdict(item) for item in inbound.attachments]
+    return fields
 
 
 def _split(fields: Mapping[str, Any], scope_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -350,25 +369,21 @@ def _rebuild(row: Sequence[Any]) -> Inbound:
 
 
 class _Queued:
-    """One journal write waiting for a group commit (see :meth:`Store.record_inbound`)."""
+    """One caller's journal writes waiting for a group commit.
 
-    __slots__ = ("advance_cursor", "done", "error", "inbound", "new", "wake")
+    See :meth:`Store.record_inbound_many`.
+    """
 
-    def __init__(self, inbound: Inbound, advance_cursor: bool) -> None:
-        self.inbound = inbound
-        #: Set when the write is done, or when its caller is to lead the next group.
+    __slots__ = ("done", "items", "outcomes", "wake")
+
+    def __init__(self, items: Sequence[tuple[Inbound, bool]]) -> None:
+        #: (message, advance the cursor) pairs, in the caller's order.
+        self.items = items
+        #: Set when the writes are done, or when the caller is to lead the next group.
         self.wake = threading.Event()
-        self.advance_cursor = advance_cursor
         self.done = False
-        self.new = False
-        #: Why it was not recorded (an exception of its own, raised by its caller).
-        self.error: Exception | None = None
-
-    def outcome(self) -> bool:
-        """Whether the message was new; raises the error that kept it out of the journal."""
-        if self.error is not None:
-            raise self.error
-        return self.new
+        #: Per item: True (new), False (a duplicate) or the exception that kept it out.
+        self.outcomes: list[bool | Exception] = []
 
 
 class StoreError(RuntimeError):
@@ -498,6 +513,13 @@ class Store:
         self._group = threading.Lock()
         self.group_commits = 0
         self.grouped_writes = 0
+        #: The connection :meth:`checkpoint` uses (opened on first use), and its lock.
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
+        #: The ``messages`` rows of the last :data:`RECENT_MESSAGES` messages
+        #: journaled: (platform, space, channel id, message id) -> (row id,
+        #: shared body). Emptied by :meth:`prune`, the only deleter of such rows.
+        self._recent: dict[tuple[str, ...], tuple[int, dict[str, Any]]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
@@ -506,6 +528,7 @@ class Store:
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
             self._check()
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -562,37 +585,87 @@ class Store:
             db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and the checkpoint connection, when open)."""
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         with self._lock:
             self._db.close()
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL's committed pages into the database file, beside the writers.
+
+        ``PRAGMA wal_checkpoint(PASSIVE)`` on a second connection of its own:
+        it takes neither the store's lock nor a writer's place, so the journal
+        writes go on while it copies and syncs the file (the checkpoint's
+        ``fsync`` is what made a commit slow when SQLite ran it inline, on the
+        committing writer, with every other writer waiting on the store's
+        lock). Run it often (``actors/upkeep.py``: every
+        :data:`CHECKPOINT_INTERVAL_S`); SQLite's own inline checkpoint stays as
+        a backstop at :data:`INLINE_CHECKPOINT_PAGES` WAL pages.
+
+        Returns:
+            (pages in the WAL, pages copied into the database so far), as
+            SQLite reports them.
+
+        Raises:
+            StoreError: when the database fails.
+        """
+        with self._checkpoint_lock:
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = sqlite3.connect(
+                        self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
+                        isolation_level=None)
+                row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(self._explain(exc)) from None
+        return int(row[1]), int(row[2])
 
     # -- inbound journal --------------------------------------------------
 
     def record_inbound(self, inbound: Inbound, advance_cursor: bool = True) -> bool:
-        """Record an accepted message (state ``received``), and the channel's cursor.
-
-        The message's shared content goes to ``messages`` once per platform
-        message; the journal row for its scope keeps the state and this agent
-        identity's own fields (see the module docstring). The write is
-        committed when this returns. Calls from several threads at once are
-        committed together (group commit): a caller that finds another's
-        transaction under way queues its message, and the next caller to get
-        the store commits everything queued in one transaction; a failed
-        transaction fails every call in it.
-
-        Args:
-            inbound: The normalized message.
-            advance_cursor: Also advance the channel's intake cursor to
-                ``inbound.cursor`` (at position ``inbound.seq``).
+        """Record one accepted message: :meth:`record_inbound_many` of one item.
 
         Returns:
             True when it is new; False for a message id already recorded for
             its scope (a duplicate: the caller drops it).
 
         Raises:
-            StoreError: when the database fails (nothing of the group is recorded).
+            StoreError: when the database fails (nothing is recorded).
         """
-        item = _Queued(inbound, advance_cursor)
+        outcome = self.record_inbound_many(((inbound, advance_cursor),))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def record_inbound_many(self, items: Sequence[tuple[Inbound, bool]]
+                            ) -> list[bool | Exception]:
+        """Record accepted messages (state ``received``), and their channels' cursors.
+
+        Each message's shared content goes to ``messages`` once per platform
+        message; the journal row for its scope keeps the state and this agent
+        identity's own fields (see the module docstring). The writes are
+        committed when this returns, in the order given. Calls from several
+        threads at once are committed together (group commit): a caller that
+        finds another's transaction under way queues its messages, and the next
+        caller to get the store commits everything queued in one transaction.
+
+        Args:
+            items: (normalized message, advance the channel's intake cursor to
+                ``inbound.cursor`` at position ``inbound.seq``) pairs.
+
+        Returns:
+            One outcome per item, in order: True when it is new; False for a
+            message id already recorded for its scope (a duplicate: the caller
+            drops it); or the exception that kept it out of the journal (a
+            :class:`StoreError` for every item when the database fails; a
+            message that cannot be stored fails alone).
+        """
+        if not items:
+            return []
+        item = _Queued(items)
         with self._group:
             self._queued.append(item)
             leading = not self._leading
@@ -602,8 +675,8 @@ class Store:
             # the waiters that have something to do wake, not every queued caller).
             item.wake.wait()
             if item.done:
-                return item.outcome()
-        with self._group:  # this caller commits the queue (its own write in it)
+                return item.outcomes
+        with self._group:  # this caller commits the queue (its own writes in it)
             batch, self._queued = self._queued, []
         successor: _Queued | None = None
         try:
@@ -613,7 +686,8 @@ class Store:
                 for queued in batch:
                     if not queued.done:  # the commit itself raised: no outcome was set
                         queued.done = True
-                        queued.error = StoreError("the journal write was interrupted")
+                        queued.outcomes = [StoreError("the journal write was interrupted")
+                                           for _ in queued.items]
                 if self._queued:
                     successor = self._queued[0]  # it leads next; _leading stays set
                 else:
@@ -622,7 +696,7 @@ class Store:
                 queued.wake.set()
             if successor is not None:
                 successor.wake.set()
-        return item.outcome()
+        return item.outcomes
 
     def _commit_group(self, batch: Sequence[_Queued]) -> None:
         """Commit queued journal writes in one transaction, and set each one's outcome.
@@ -631,49 +705,69 @@ class Store:
         one write fails otherwise (a message that cannot be stored), the
         others are committed one by one, so only that one fails.
         """
+        writes = sum(len(queued.items) for queued in batch)
+        fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]] = {}
         try:
             with self._write() as db:
                 for queued in batch:
-                    queued.new = self._journal(db, queued.inbound, queued.advance_cursor)
+                    queued.outcomes = [self._journal(db, inbound, advance, fresh)
+                                       for inbound, advance in queued.items]
         except StoreError as exc:
             for queued in batch:
-                queued.error = StoreError(str(exc))
+                queued.outcomes = [StoreError(str(exc)) for _ in queued.items]
         except Exception:
-            if len(batch) == 1:
+            if writes == 1:
                 raise
             for queued in batch:
-                try:
-                    with self._write() as db:
-                        queued.new = self._journal(db, queued.inbound, queued.advance_cursor)
-                except Exception as exc:
-                    queued.error = exc
-                else:
-                    self._count_group(1)
+                queued.outcomes = [self._journal_alone(inbound, advance)
+                                   for inbound, advance in queued.items]
         else:
-            self._count_group(len(batch))
+            self._remember(fresh)
+            self._count_group(writes)
         for queued in batch:
             queued.done = True
+
+    def _journal_alone(self, inbound: Inbound, advance_cursor: bool) -> bool | Exception:
+        """One journal write in its own transaction; the exception when it fails."""
+        fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]] = {}
+        try:
+            with self._write() as db:
+                new = self._journal(db, inbound, advance_cursor, fresh)
+        except Exception as exc:
+            return exc
+        self._remember(fresh)
+        self._count_group(1)
+        return new
 
     def _count_group(self, writes: int) -> None:
         with self._group:
             self.group_commits += 1
             self.grouped_writes += writes
 
-    def _journal(self, db: sqlite3.Connection, inbound: Inbound, advance_cursor: bool) -> bool:
-        """One message into the journal, in the caller's transaction; False: a duplicate."""
+    def _journal(self, db: sqlite3.Connection, inbound: Inbound, advance_cursor: bool,
+                 fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]]) -> bool:
+        """One message into the journal, in the caller's transaction; False: a duplicate.
+
+        The shared ``messages`` row of a message journaled moments ago for
+        another agent identity is taken from :attr:`_recent` (no lookup, no
+        JSON) when its content is the same; a row this call inserts goes into
+        ``fresh``, which the caller adds to :attr:`_recent` once committed.
+        """
         scope_key = inbound.scope_key
-        new = db.execute("SELECT 1 FROM inbound WHERE scope_key = ? AND message_id = ?",
-                         (scope_key, inbound.message_id)).fetchone() is None
-        if new:
-            fields = attrs.asdict(inbound)
-            body, own = _split(fields, scope_key)
+        fields = _fields(inbound)
+        body, own = _split(fields, scope_key)
+        identity = (inbound.platform, inbound.space, inbound.channel_id, inbound.message_id)
+        known = self._recent.get(identity) or fresh.get(identity)
+        if known is not None and known[1] == body:
+            msg = known[0]
+        else:
             text = _dumps(body)
-            identity = tuple(fields[name] for name in IDENTITY_FIELDS)
             inserted = db.execute(
                 "INSERT OR IGNORE INTO messages (platform, space, channel_id, message_id, body) "
                 "VALUES (?, ?, ?, ?, ?)", (*identity, text))
             if inserted.rowcount == 1:
                 msg = int(inserted.lastrowid or 0)
+                fresh[identity] = (msg, body)
             else:
                 row = db.execute("SELECT id, body FROM messages WHERE platform = ? AND "
                                  "space = ? AND channel_id = ? AND message_id = ?",
@@ -681,14 +775,24 @@ class Store:
                 msg = int(row[0])
                 if str(row[1]) != text:
                     own.update(_differences(body, json.loads(row[1])))
-            db.execute(
-                "INSERT INTO inbound (scope_key, message_id, seq, state, msg, own, received_at) "
-                "VALUES (?, ?, ?, 'received', ?, ?, ?)",
-                (scope_key, inbound.message_id, inbound.seq, msg, _dumps(own), time.time()))
+        new = db.execute(
+            "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, msg, own, "
+            "received_at) VALUES (?, ?, ?, 'received', ?, ?, ?)",
+            (scope_key, inbound.message_id, inbound.seq, msg, _dumps(own) if own else "{}",
+             time.time())).rowcount == 1
         if advance_cursor:
             self._set_cursor(db, inbound.connection, inbound.channel_id,
                              inbound.cursor or str(inbound.seq), inbound.seq)
         return new
+
+    def _remember(self, fresh: Mapping[tuple[str, ...], tuple[int, dict[str, Any]]]) -> None:
+        """Keep the ``messages`` rows just committed in :attr:`_recent` (bounded, oldest out)."""
+        if not fresh:
+            return
+        with self._lock:
+            self._recent.update(fresh)
+            while len(self._recent) > RECENT_MESSAGES:
+                del self._recent[next(iter(self._recent))]
 
     def set_cursor(self, connection: ConnectionKey, channel_id: str, cursor: str,
                    position: int) -> None:
@@ -1201,7 +1305,10 @@ class Store:
             with self._write() as db:
                 before = db.total_changes
                 count = int(db.execute(statement, (cutoff, limit)).rowcount)
-                by_triggers += db.total_changes - before - count
+                forgotten = db.total_changes - before - count
+                if forgotten:
+                    self._recent.clear()  # a remembered messages row may be gone
+                by_triggers += forgotten
             deleted += count
             if count < limit:
                 return deleted, by_triggers

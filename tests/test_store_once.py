@@ -239,6 +239,38 @@ def test_a_write_that_cannot_be_stored_fails_alone(store: Store) -> None:
     assert (store.group_commits, store.grouped_writes) == (2, 2)
 
 
+def test_a_batch_is_recorded_in_order_in_one_transaction(store: Store, path: Path) -> None:
+    """One caller's batch (a gateway's burst of events): one commit, one outcome per
+    message in order; a duplicate inside it and a message that cannot be stored
+    fail alone, and the others are committed."""
+    bad = attrs.evolve(post("m3", agent="ada", seq=3), content=object())  # type: ignore[arg-type]
+    batch = [post("m1", seq=1), post("m2", seq=2), post("m1", seq=1), bad, post("m4", seq=4)]
+    outcomes = store.record_inbound_many([(message, True) for message in batch])
+    assert outcomes[:3] == [True, True, False]
+    assert isinstance(outcomes[3], TypeError)
+    assert outcomes[4] is True
+    scope = batch[0].scope_key
+    assert [m.message_id for m in store.open_inbound(scope)] == ["m1", "m2", "m4"]
+    assert store.cursors(batch[0].connection) == {"c1": "4"}
+    assert rows(path, "SELECT count(*) FROM messages") == [(3,)]
+
+
+def test_the_next_agents_rows_reference_the_shared_message(store: Store, path: Path) -> None:
+    """The second agent's row of a post takes the shared row journaled a moment
+    before; a row rolled back with its transaction is never taken."""
+    bad = attrs.evolve(post("m2", agent="ada"), content=object())  # type: ignore[arg-type]
+    # m1 goes in with a message that cannot be stored: the group's transaction is
+    # rolled back, then each is retried alone (m1 commits then).
+    outcomes = store.record_inbound_many([(post("m1", agent="ada"), True), (bad, True)])
+    assert outcomes[0] is True
+    for agent in AGENTS[1:]:
+        assert store.record_inbound(post("m1", agent=agent)) is True
+    assert rows(path, "SELECT count(*) FROM messages") == [(1,)]
+    assert rows(path, "SELECT count(DISTINCT msg) FROM inbound") == [(1,)]
+    for agent in AGENTS:
+        assert store.open_inbound(post("m1", agent=agent).scope_key) == [post("m1", agent=agent)]
+
+
 def test_a_failed_group_records_nothing_and_raises(store: Store, path: Path) -> None:
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another writer holds the database

@@ -153,16 +153,15 @@ class TestHost:
             self._timers.append(timer)
         timer.start()
 
-    def accept(self, inbound: Inbound, *, advance_cursor: bool = True) -> bool:
+    def accept(self, inbound: Inbound, *, advance_cursor: bool = True) -> None:
         assert inbound.author_id != self._session_user(), "the identity's own message"
         with self._lock:
             self.calls.append(inbound)
             if any(seen.message_id == inbound.message_id for seen in self.accepted):
-                return False
+                return
             self.accepted.append(inbound)
         if advance_cursor:
             self.save_cursor(inbound.channel_id, inbound.cursor, inbound.seq)
-        return True
 
     def cursors(self) -> Mapping[str, str]:
         with self._lock:

@@ -16,11 +16,17 @@ class Connect:
 
 @attrs.frozen
 class SocketEvent:
-    """Socket thread: one server event on connection ``generation``."""
+    """Socket thread: one server event on connection ``generation`` (it waits in
+    the intake's :class:`~adapters.chat.inflow.Inflow`)."""
 
     generation: int
     name: str
     payload: Any
+
+
+@attrs.frozen
+class EventsWaiting:
+    """Socket thread: socket events wait in the intake's inflow (its doorbell)."""
 
 
 @attrs.frozen

@@ -28,9 +28,10 @@ runs on a small thread pool, and is released when the answer comes. When the
 lookup keeps failing the message goes on with its author's kind unknown, and
 such a message never engages an agent (fail closed; it is kept as context).
 
-Socket callbacks run on library threads; they only ``tell`` the host,
-tagged with the connection generation so events of an old connection are
-ignored.
+Socket callbacks run on the I/O loop's thread; they only queue, tagged with
+the connection generation so events of an old connection are ignored: events
+go into an :class:`~adapters.chat.inflow.Inflow` whose doorbell tells the
+host once per burst, so a burst is handled (and journaled) in one go.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from adapters.chat.fabric.events import (
     AuthorResolved,
     AuthorRetry,
     Connect,
+    EventsWaiting,
     Resync,
     SocketClosed,
     SocketEvent,
@@ -56,6 +58,7 @@ from adapters.chat.fabric.inbound import ChannelInfo, channel_info, normalize_me
 from adapters.chat.fabric.realtime import FabricSocket
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
 from adapters.chat.fabric.rules import HISTORY_LIMIT_MAX
+from adapters.chat.inflow import Inflow
 from bridge.backoff import backoff_delay
 from bridge.config import AgentSettings, Binding
 from bridge.errors import BadEvent, ChatError, LoginRefused, Unauthorized
@@ -113,6 +116,8 @@ class FabricIntake:
         self.http = http_session()
         self.generation = 0
         self.socket: FabricSocket | None = None
+        #: Socket events waiting for this intake (put on the I/O loop's thread).
+        self.inflow: Inflow[SocketEvent] = Inflow(lambda: self._tell(EventsWaiting()))
         self.access: GuildAccess | None = None
         self.rest: FabricGuild | None = None
         self.channels: dict[str, ChannelInfo] = {}
@@ -161,10 +166,11 @@ class FabricIntake:
         if isinstance(message, Connect):
             if message.generation == self.generation and self.socket is None:
                 self._connect()
-        elif isinstance(message, SocketEvent):
-            if message.generation == self.generation and not self.host.stopping:
-                self._saw_event()
-                self._event(message.name, message.payload)
+        elif isinstance(message, EventsWaiting):
+            for event in self.inflow.take():
+                if event.generation == self.generation and not self.host.stopping:
+                    self._saw_event()
+                    self._event(event.name, event.payload)
         elif isinstance(message, SocketClosed):
             if message.generation == self.generation and self.socket is not None:
                 self._dropped(message.reason)
@@ -205,7 +211,8 @@ class FabricIntake:
             self._load_channels()
             socket = FabricSocket(
                 access.endpoint, self._socket_token,
-                on_event=lambda name, payload: self._tell(SocketEvent(generation, name, payload)),
+                on_event=lambda name, payload: self.inflow.put(
+                    SocketEvent(generation, name, payload)),
                 on_closed=lambda reason: self._tell(SocketClosed(generation, reason)),
             )
             socket.connect()
@@ -574,15 +581,13 @@ class FabricIntake:
         """Hand the message to the host, which journals and routes it.
 
         The journal write commits before the message is routed; a message id
-        already in the journal is a duplicate and is dropped here. The
+        already in the journal is a duplicate and is dropped there. The
         channel's persisted last seq moves with it unless an earlier message
         of the channel is still held.
         """
         held = any(m.channel_id == inbound.channel_id and m.seq < inbound.seq
                    for waiting in self.held.values() for m in waiting)
-        if not self.host.accept(inbound, advance_cursor=not held):
-            log.debug("gateway %s@%s: duplicate %s dropped", self.agent.name, self.guild,
-                      inbound.message_id)
+        self.host.accept(inbound, advance_cursor=not held)
 
     def _persist_seq(self, channel_id: str) -> None:
         """Store the channel's last seen seq, but never past a message still held."""
