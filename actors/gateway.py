@@ -25,12 +25,13 @@ import pykka
 
 from actors.credentials import access_of, invalidate
 from actors.messages import Init, NamesReady, Route
-from actors.runtime import Runtime, SupervisedActor, send
+from actors.runtime import Runtime, SupervisedActor, may_engage, send
 from bridge.board import ConnectionRow
 from bridge.config import AgentSettings, Binding
 from bridge.model import Action, ConnectionKey, Inbound
 from bridge.names import ResolvedNames
 from bridge.platform import Access, ChatPlatform, Intake, IntakeStatus
+from bridge.store import JournalWrite
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Gateway(SupervisedActor):
         self.bindings = tuple(bindings)
         self.intake: Intake | None = None
         #: Messages accepted during the current handle, not yet journaled.
-        self._accepted: list[tuple[Inbound, bool]] = []
+        self._accepted: list[JournalWrite] = []
 
     # -- the actor -------------------------------------------------------
 
@@ -115,16 +116,23 @@ class Gateway(SupervisedActor):
         The write happens when the intake's current handle returns (see the
         module docstring), or at once when :data:`ACCEPT_BATCH_MAX` messages wait.
         """
-        self._accepted.append((inbound, advance_cursor))
+        row = may_engage(self.runtime, inbound)
+        self._accepted.append(JournalWrite(inbound, advance_cursor, row))
         if len(self._accepted) >= ACCEPT_BATCH_MAX:
             self._journal()
 
     def _journal(self) -> None:
         """Journal the accepted messages in one write, then tell each new one to its scope.
 
-        A duplicate (already journaled) is dropped. Messages the store could
-        not take are not routed (their cursor did not move); the first such
-        error is raised once the others are routed, and the gateway restarts.
+        A message that may engage its agent (:func:`actors.runtime.may_engage`)
+        gets a journal row and goes to its scope, which the supervisor spawns
+        when it is not running. One that cannot is stored once, as the
+        space's message, without a row for this agent: it goes to its scope
+        only when that runs (a scope that starts later reads it back as
+        context, :meth:`bridge.store.Store.context`). A duplicate (already
+        journaled) is dropped. Messages the store could not take are not
+        routed (their cursor did not move); the first such error is raised
+        once the others are routed, and the gateway restarts.
 
         Raises:
             StoreError: the database failed (or another error of one message).
@@ -134,11 +142,13 @@ class Gateway(SupervisedActor):
         batch, self._accepted = self._accepted, []
         outcomes = self.runtime.store.record_inbound_many(batch)
         failure: Exception | None = None
-        for (inbound, _), outcome in zip(batch, outcomes, strict=True):
+        for write, outcome in zip(batch, outcomes, strict=True):
+            inbound = write.inbound
             if isinstance(outcome, Exception):
                 failure = failure or outcome
             elif outcome:
-                send(self.runtime, f"scope:{inbound.scope}", inbound, fallback=Route(inbound))
+                send(self.runtime, f"scope:{inbound.scope}", inbound, fallback=Route(inbound),
+                     live_only=not write.row)
             else:
                 log.debug("gateway %s: duplicate %s dropped", self._connection,
                           inbound.message_id)

@@ -20,8 +20,10 @@ from actors.pool import PooledActor
 from actors.timers import Timers
 from bridge.agent import Agent
 from bridge.board import Board
+from bridge.commands import parse_command
 from bridge.config import AgentSettings, Config
-from bridge.model import ConnectionKey
+from bridge.engage import EngageGate, EngageRule
+from bridge.model import ConnectionKey, Inbound
 from bridge.names import ResolvedNames
 from bridge.platform import Access, ChatPlatform
 from bridge.store import Store
@@ -159,6 +161,32 @@ class Runtime:
     started_at: float = attrs.field(factory=time.time)
     posting: set[str] = attrs.field(factory=set)
     budgets: Budgets = attrs.field(factory=Budgets)
+
+
+def may_engage(runtime: Runtime, inbound: Inbound) -> bool:
+    """Whether ``inbound`` could engage its agent whatever its scope's state (or is a command).
+
+    Exact for the stateless engage modes (``addressed``, ``mention``); True for
+    ``mention-sticky`` (the sticky window is the scope's state) and ``pattern``
+    (a search of a member's text against the operator's regex, with its time
+    limit, belongs on the scope, not on a gateway or the supervisor). A
+    message for which this is False is context only: the gateway stores it
+    without a journal row, and the supervisor spawns no scope for it.
+
+    Args:
+        runtime: Shared services (the config's bindings, the resolved names).
+        inbound: The accepted message.
+    """
+    if parse_command(inbound.content) is not None:
+        return True
+    names = runtime.names.get(inbound.connection)
+    binding = runtime.config.binding_for(inbound.agent, inbound.space, inbound.channel_id,
+                                         inbound.channel_name, names.channels,
+                                         platform=inbound.platform)
+    rule = binding.engage if binding is not None else EngageRule()
+    if rule.mode in ("mention-sticky", "pattern"):
+        return True
+    return EngageGate(rule).decide(inbound, time.monotonic()).engage
 
 
 def send(runtime: Runtime, child_id: str, message: Any, *, fallback: Any = None,

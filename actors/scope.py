@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 import pykka
 
+from actors.credentials import access_of
 from actors.messages import (
     ChildIdle,
     DebounceElapsed,
@@ -52,6 +53,7 @@ from bridge.commands import (
 from bridge.config import AgentSettings
 from bridge.config_reader import default_workspace
 from bridge.engage import EngageRule
+from bridge.errors import ChatError
 from bridge.model import Action as Click
 from bridge.model import Inbound
 from bridge.policy import WorkspaceError, check_workspace
@@ -78,6 +80,8 @@ class Scope(PooledSupervisedActor):
         super().__init__(runtime, child_id)
         self.key = first.scope_key
         self.scope = first.scope
+        #: The binding keeps a conversation per thread (its context is its thread's).
+        self.per_thread = first.per_thread
         self.agent = agent
         self.channel_id = first.channel_id
         config = runtime.config
@@ -178,10 +182,24 @@ class Scope(PooledSupervisedActor):
         # not loaded: too old to run, or to be context for a later prompt.
         stale_before = time.time() - self.runtime.config.bridge.catch_up_window_s
         waiting = self.runtime.store.open_inbound(self.key, stale_before=stale_before)
-        if waiting:
-            log.info("scope %s: %d message(s) from the journal", self.key, len(waiting))
-        for message in waiting:
+        context = self._stored_context(stale_before)
+        if waiting or context:
+            log.info("scope %s: %d message(s) from the journal, %d of context", self.key,
+                     len(waiting), len(context))
+        for message in sorted([*waiting, *context], key=lambda m: m.seq):
             self._accept(message)
+
+    def _stored_context(self, since: float) -> list[Inbound]:
+        """The channel's messages stored without a row for this agent since the last run
+        (they could not engage it: context), its own left out; none when the agent's
+        user id cannot be learned (its own answers must not come back as context)."""
+        try:
+            own_id = access_of(self.runtime, self.scope.connection).user_id
+        except ChatError as exc:
+            log.warning("scope %s: earlier messages not read as context: %s", self.key, exc)
+            return []
+        return self.runtime.store.context(self.scope, since=since, exclude_author=own_id,
+                                          per_thread=self.per_thread)
 
     def _accept(self, message: Inbound) -> None:
         command = parse_command(message.content)

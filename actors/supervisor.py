@@ -41,12 +41,10 @@ from actors.messages import (
     StopRun,
     StopScopeRun,
 )
-from actors.runtime import Runtime
+from actors.runtime import Runtime, may_engage
 from actors.scope import Scope
 from actors.upkeep import Upkeep
 from bridge.board import ActorRow
-from bridge.commands import parse_command
-from bridge.engage import EngageGate, EngageRule
 from bridge.model import ConnectionKey, Inbound, ScopeKey
 from bridge.names import channel_entries, user_entries
 from bridge.procs import OpenRun, kill_leftovers
@@ -247,7 +245,7 @@ class Supervisor(pykka.ThreadingActor):
                 log.warning("no agent %r for scope %s; message dropped", inbound.agent,
                             inbound.scope_key)
                 return
-            if not spawn and not self._may_engage(inbound):
+            if not spawn and not may_engage(self.runtime, inbound):
                 log.debug("scope %s not running; %s kept in the journal as context",
                           inbound.scope_key, inbound.message_id)
                 return
@@ -261,7 +259,7 @@ class Supervisor(pykka.ThreadingActor):
         """One open message per scope that has work a run could take, read page by page.
 
         A scope has work when a message of a cut-off run waits (``engaged``),
-        or an open message could engage it (:meth:`_may_engage`). Scopes with
+        or an open message could engage it (:func:`actors.runtime.may_engage`). Scopes with
         context alone are not spawned, and their messages are not loaded: they
         become context when the scope next runs (within the catch-up window).
         A scope whose engage rules wait for its connection's names is picked
@@ -278,7 +276,7 @@ class Supervisor(pykka.ThreadingActor):
                 key = inbound.scope_key
                 if key in chosen:
                     continue
-                if state == "engaged" or self._names_pending(inbound) or self._may_engage(
+                if state == "engaged" or self._names_pending(inbound) or may_engage(self.runtime,
                         inbound):
                     chosen.add(key)
                     yield inbound
@@ -295,22 +293,6 @@ class Supervisor(pykka.ThreadingActor):
         bindings = self.runtime.config.bindings_of(connection.platform, connection.agent,
                                                    connection.space)
         return bool(channel_entries(bindings, agent.access) or user_entries(agent.access))
-
-    def _may_engage(self, inbound: Inbound) -> bool:
-        """Whether a message could engage a scope that has no state (or is a command)."""
-        if parse_command(inbound.content) is not None:
-            return True
-        names = self.runtime.names.get(inbound.connection)
-        binding = self.runtime.config.binding_for(inbound.agent, inbound.space,
-                                                  inbound.channel_id, inbound.channel_name,
-                                                  names.channels, platform=inbound.platform)
-        rule = binding.engage if binding is not None else EngageRule()
-        if rule.mode in ("mention-sticky", "pattern"):
-            # Sticky state lives in the scope; a pattern search (a member's text
-            # against the operator's regex, up to its time limit) must not run on
-            # the root actor, where it would hold up routing for every agent.
-            return True
-        return EngageGate(rule).decide(inbound, time.monotonic()).engage
 
     def _forward(self, child_id: str, message: Any) -> None:
         if self.shutting_down and not child_id.startswith("delivery:"):

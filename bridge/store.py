@@ -6,22 +6,27 @@ nothing delivered is delivered twice:
 - the inbound journal, in two tables. ``messages`` holds what a chat message
   is, once per platform message (platform, space, channel, message id): its
   seq, author, text, thread, attachments... A message in a space that reaches
-  twenty agent identities is one row there. ``inbound`` holds one slim row per
-  (scope, message id): the message's state for that agent, the agent's own
-  fields (``addressed``, ``mentioned``, ``is_direct``, ``per_thread``,
-  ``catch_up``, ``stale``, ``author_known``: see :data:`OWN_FIELDS`; only
-  those that differ from their defaults, in the ``own`` column as JSON) and a
-  reference to its ``messages`` row. Where one identity's adapter saw a shared
-  field differently (a text cut at another content limit), that field is kept
-  in the row's ``own`` too, so every agent reads back exactly what it was
-  handed. The states: ``received`` (recorded by the gateway; it stays open,
-  engaged or context alike, until a run takes it: a replay classifies it
+  twenty agent identities is one row there. ``inbound`` holds a slim row per
+  (scope, message id) only for the agents the message may engage (a mention,
+  a command, a DM...: see :class:`JournalWrite`): the message's state for that
+  agent, the agent's own fields (``addressed``, ``mentioned``, ``is_direct``,
+  ``per_thread``, ``catch_up``, ``stale``, ``author_known``: see
+  :data:`OWN_FIELDS`; only those that differ from their defaults, in the
+  ``own`` column as JSON) and a reference to its ``messages`` row. Where one
+  identity's adapter saw a shared field differently (a text cut at another
+  content limit), that field is kept in the row's ``own`` too, so every agent
+  reads back exactly what it was handed. The states: ``received`` (recorded
+  by the gateway; it stays open until a run takes it: a replay classifies it
   again), ``context`` (an engaged message the run budget kept for later),
   ``running`` (in a run), ``done`` (its run ended and the answer is in the
   outbox), or ``dropped`` (it made its scope fail, so it is never replayed);
-  the journal doubles as the persistent dedup set (one row per (scope,
-  message id)). A ``messages`` row goes when the last ``inbound`` row that
-  references it is deleted (a trigger, in the same transaction);
+  the journal doubles as the persistent dedup set of what may engage (one
+  row per (scope, message id)). For every other agent that saw it the
+  message is context: the scope reads it back from ``messages`` by channel
+  (and thread) and seq when it starts (:meth:`Store.context`). A
+  ``messages`` row goes when the last ``inbound`` row that references it is
+  deleted (a trigger, in the same transaction), or, when no row ever
+  referenced it, once it is older than the retention;
 - the intake cursor per (platform, agent, space, channel), for catch-up;
 - the session catalog: scope key -> the agent's thread/session id,
   workspace and policy fingerprint;
@@ -73,7 +78,7 @@ from typing import Any
 
 import attrs
 
-from bridge.model import SEPARATOR, ConnectionKey, Inbound
+from bridge.model import SEPARATOR, ConnectionKey, Inbound, ScopeKey
 
 DB_FILE = "bridge.db"
 #: Seconds to wait for a lock held by another connection before failing.
@@ -258,6 +263,23 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX inbound_run ON inbound (run_id) WHERE run_id IS NOT NULL;
     """,
+    # 9: journal rows only for the agents a message may engage; the others read it as
+    # context from ``messages`` by channel (and thread) and seq, so a message keeps its
+    # seq, author, thread and arrival time in columns, and one that no row references
+    # is pruned by age.
+    """
+    ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN author_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN thread TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN received_at REAL NOT NULL DEFAULT 0;
+    UPDATE messages SET seq = coalesce(json_extract(body, '$.seq'), 0),
+        author_id = coalesce(json_extract(body, '$.author_id'), ''),
+        thread = coalesce(json_extract(body, '$.thread'), ''),
+        received_at = coalesce((SELECT min(received_at) FROM inbound WHERE msg = messages.id),
+                               0);
+    CREATE INDEX messages_channel ON messages (platform, space, channel_id, seq);
+    CREATE INDEX messages_received ON messages (received_at);
+    """,
 )
 
 #: Fields of :class:`~bridge.model.Inbound` that name a platform message: the key
@@ -283,6 +305,9 @@ OPEN_STATES = ("received", "engaged", "context")
 FINISHED_STATES = ("done", "dropped")
 #: Outbox states that are finished (in the channel, or given up): pruned likewise.
 DELIVERED_STATES = ("posted", "failed")
+#: Most context messages :meth:`Store.context` reads back for one scope (the
+#: prompt keeps fewer: ``bridge.scope_logic.CONTEXT_MESSAGES``).
+CONTEXT_ROWS = 200
 #: WAL pages (4 KiB each) after which a commit checkpoints inline, on the
 #: committing writer: only a backstop, for when :meth:`Store.checkpoint` is not
 #: run often enough (SQLite's default is 1000 pages).
@@ -368,6 +393,25 @@ def _rebuild(row: Sequence[Any]) -> Inbound:
     return Inbound(**fields)
 
 
+@attrs.frozen
+class JournalWrite:
+    """One accepted message for :meth:`Store.record_inbound_many`.
+
+    Attributes:
+        inbound: The normalized message.
+        advance_cursor: Also advance the channel's intake cursor to
+            ``inbound.cursor`` (at position ``inbound.seq``).
+        row: Keep a journal row for the message's scope. False for a message
+            that cannot engage its agent: only its shared content (and the
+            cursor) is stored, and the scope reads it back as context
+            (:meth:`Store.context`).
+    """
+
+    inbound: Inbound
+    advance_cursor: bool = True
+    row: bool = True
+
+
 class _Queued:
     """One caller's journal writes waiting for a group commit.
 
@@ -376,8 +420,8 @@ class _Queued:
 
     __slots__ = ("done", "items", "outcomes", "wake")
 
-    def __init__(self, items: Sequence[tuple[Inbound, bool]]) -> None:
-        #: (message, advance the cursor) pairs, in the caller's order.
+    def __init__(self, items: Sequence[JournalWrite]) -> None:
+        #: The writes, in the caller's order.
         self.items = items
         #: Set when the writes are done, or when the caller is to lead the next group.
         self.wake = threading.Event()
@@ -441,7 +485,8 @@ class PruneResult:
         inbound: Journal rows (``done``, ``dropped``).
         outbox: Outbox pieces (``posted``, ``failed``).
         runs: Ended runs.
-        messages: Shared messages whose last journal row went.
+        messages: Shared messages whose last journal row went, and old ones that never
+            had a row (context).
     """
 
     inbound: int = 0
@@ -635,13 +680,12 @@ class Store:
         Raises:
             StoreError: when the database fails (nothing is recorded).
         """
-        outcome = self.record_inbound_many(((inbound, advance_cursor),))[0]
+        outcome = self.record_inbound_many((JournalWrite(inbound, advance_cursor),))[0]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    def record_inbound_many(self, items: Sequence[tuple[Inbound, bool]]
-                            ) -> list[bool | Exception]:
+    def record_inbound_many(self, items: Sequence[JournalWrite]) -> list[bool | Exception]:
         """Record accepted messages (state ``received``), and their channels' cursors.
 
         Each message's shared content goes to ``messages`` once per platform
@@ -653,15 +697,16 @@ class Store:
         caller to get the store commits everything queued in one transaction.
 
         Args:
-            items: (normalized message, advance the channel's intake cursor to
-                ``inbound.cursor`` at position ``inbound.seq``) pairs.
+            items: The messages (and whether each gets a journal row).
 
         Returns:
-            One outcome per item, in order: True when it is new; False for a
-            message id already recorded for its scope (a duplicate: the caller
-            drops it); or the exception that kept it out of the journal (a
-            :class:`StoreError` for every item when the database fails; a
-            message that cannot be stored fails alone).
+            One outcome per item, in order: True when it is new (a write
+            without a row is always taken as new: its scope drops a message it
+            already has); False for a message id already recorded for its
+            scope (a duplicate: the caller drops it); or the exception that
+            kept it out of the journal (a :class:`StoreError` for every item
+            when the database fails; a message that cannot be stored fails
+            alone).
         """
         if not items:
             return []
@@ -710,8 +755,8 @@ class Store:
         try:
             with self._write() as db:
                 for queued in batch:
-                    queued.outcomes = [self._journal(db, inbound, advance, fresh)
-                                       for inbound, advance in queued.items]
+                    queued.outcomes = [self._journal(db, write, fresh)
+                                       for write in queued.items]
         except StoreError as exc:
             for queued in batch:
                 queued.outcomes = [StoreError(str(exc)) for _ in queued.items]
@@ -719,20 +764,19 @@ class Store:
             if writes == 1:
                 raise
             for queued in batch:
-                queued.outcomes = [self._journal_alone(inbound, advance)
-                                   for inbound, advance in queued.items]
+                queued.outcomes = [self._journal_alone(write) for write in queued.items]
         else:
             self._remember(fresh)
             self._count_group(writes)
         for queued in batch:
             queued.done = True
 
-    def _journal_alone(self, inbound: Inbound, advance_cursor: bool) -> bool | Exception:
+    def _journal_alone(self, write: JournalWrite) -> bool | Exception:
         """One journal write in its own transaction; the exception when it fails."""
         fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]] = {}
         try:
             with self._write() as db:
-                new = self._journal(db, inbound, advance_cursor, fresh)
+                new = self._journal(db, write, fresh)
         except Exception as exc:
             return exc
         self._remember(fresh)
@@ -744,7 +788,7 @@ class Store:
             self.group_commits += 1
             self.grouped_writes += writes
 
-    def _journal(self, db: sqlite3.Connection, inbound: Inbound, advance_cursor: bool,
+    def _journal(self, db: sqlite3.Connection, write: JournalWrite,
                  fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]]) -> bool:
         """One message into the journal, in the caller's transaction; False: a duplicate.
 
@@ -753,6 +797,7 @@ class Store:
         JSON) when its content is the same; a row this call inserts goes into
         ``fresh``, which the caller adds to :attr:`_recent` once committed.
         """
+        inbound = write.inbound
         scope_key = inbound.scope_key
         fields = _fields(inbound)
         body, own = _split(fields, scope_key)
@@ -763,8 +808,9 @@ class Store:
         else:
             text = _dumps(body)
             inserted = db.execute(
-                "INSERT OR IGNORE INTO messages (platform, space, channel_id, message_id, body) "
-                "VALUES (?, ?, ?, ?, ?)", (*identity, text))
+                "INSERT OR IGNORE INTO messages (platform, space, channel_id, message_id, body, "
+                "seq, author_id, thread, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*identity, text, inbound.seq, inbound.author_id, inbound.thread, time.time()))
             if inserted.rowcount == 1:
                 msg = int(inserted.lastrowid or 0)
                 fresh[identity] = (msg, body)
@@ -775,12 +821,14 @@ class Store:
                 msg = int(row[0])
                 if str(row[1]) != text:
                     own.update(_differences(body, json.loads(row[1])))
-        new = db.execute(
-            "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, msg, own, "
-            "received_at) VALUES (?, ?, ?, 'received', ?, ?, ?)",
-            (scope_key, inbound.message_id, inbound.seq, msg, _dumps(own) if own else "{}",
-             time.time())).rowcount == 1
-        if advance_cursor:
+        new = True
+        if write.row:
+            new = db.execute(
+                "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, msg, own, "
+                "received_at) VALUES (?, ?, ?, 'received', ?, ?, ?)",
+                (scope_key, inbound.message_id, inbound.seq, msg, _dumps(own) if own else "{}",
+                 time.time())).rowcount == 1
+        if write.advance_cursor:
             self._set_cursor(db, inbound.connection, inbound.channel_id,
                              inbound.cursor or str(inbound.seq), inbound.seq)
         return new
@@ -868,6 +916,58 @@ class Store:
                 f"SELECT {_ROW_COLUMNS} WHERE i.scope_key = ? AND i.state IN "
                 "('received', 'engaged', 'context') ORDER BY i.seq", (scope_key,)).fetchall()
         return [_rebuild(r) for r in rows]
+
+    def context(self, scope: ScopeKey, *, since: float, exclude_author: str,
+                per_thread: bool = False, limit: int = CONTEXT_ROWS) -> list[Inbound]:
+        """The messages of a scope's channel (or thread) stored without a row for it.
+
+        Those are the messages that could not engage its agent (see
+        :class:`JournalWrite`): its context. Only those after the last message
+        a run of the scope took (the highest seq of its rows that are
+        ``running``, ``done`` or ``dropped``), received since ``since``, not
+        written by ``exclude_author`` (the agent's own), and without a row of
+        this scope; the last ``limit`` of them, by seq. Each reads back as the
+        scope's agent would have been handed it, with its own fields at their
+        defaults (nothing engaged it).
+
+        Args:
+            scope: The conversation.
+            since: Epoch seconds; older messages are too old to be context.
+            exclude_author: The agent's own user id on the platform.
+            per_thread: The scope is one of a binding with a conversation per
+                thread: it reads its thread only (its first message and the
+                replies; for the channel's own conversation, the messages in
+                no thread and those that start one). Otherwise the whole channel.
+            limit: Most messages returned.
+        """
+        key = str(scope)
+        thread_args: tuple[str, ...] = ()
+        if not per_thread:
+            threads = ""
+        elif scope.thread:
+            threads, thread_args = "AND (m.thread = ? OR m.message_id = ?) ", (scope.thread,) * 2
+        else:
+            threads = "AND (m.thread = '' OR m.thread = m.message_id) "
+        with self._tx() as db:
+            taken = db.execute(
+                "SELECT coalesce(max(seq), 0) FROM inbound WHERE scope_key = ? AND state IN "
+                "('running', 'done', 'dropped')", (key,)).fetchone()[0]
+            rows = db.execute(
+                "SELECT m.message_id, m.body FROM messages AS m WHERE m.platform = ? AND "
+                "m.space = ? AND m.channel_id = ? AND m.seq > ? AND m.received_at >= ? AND "
+                f"m.author_id != ? {threads}AND NOT EXISTS (SELECT 1 FROM inbound WHERE "
+                "scope_key = ? AND message_id = m.message_id) ORDER BY m.seq DESC LIMIT ?",
+                (scope.platform, scope.space, scope.channel, int(taken), since, exclude_author,
+                 *thread_args, key, limit)).fetchall()
+        found = []
+        for message_id, body in reversed(rows):
+            fields: dict[str, Any] = {"platform": scope.platform, "agent": scope.agent,
+                                      "space": scope.space, "channel_id": scope.channel,
+                                      "message_id": message_id}
+            fields.update(json.loads(body))
+            fields["per_thread"] = per_thread
+            found.append(Inbound(**fields))
+        return found
 
     def open_scopes(self) -> list[Inbound]:
         """One open message per scope that has work waiting (to respawn the scope)."""
@@ -1255,8 +1355,10 @@ class Store:
 
         Deleted: journal rows ``done`` or ``dropped`` received before the
         cutoff (a shared message goes with the last journal row that
-        references it, never before), outbox pieces ``posted`` or ``failed`` last updated before it,
-        runs that ended before it. Kept whatever their age: open messages
+        references it, never before), shared messages stored without a row
+        (context, see :class:`JournalWrite`) received before it, outbox pieces
+        ``posted`` or ``failed`` last updated before it, runs that ended
+        before it. Kept whatever their age: open messages
         (``received``, ``engaged``, ``context``, ``running``), ``pending``
         pieces, runs that have not ended, sessions, scope settings and channel
         seqs (the catch-up position). Rows go in batches of ``batch_rows``, one
@@ -1288,7 +1390,14 @@ class Store:
         runs, _ = self._delete_batches(
             "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE ended_at IS NOT "
             "NULL AND ended_at < ? LIMIT ?)", cutoff, limit)
-        result = PruneResult(inbound, outbox, runs, messages)
+        context, _ = self._delete_batches(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages AS m WHERE "
+            "received_at < ? AND NOT EXISTS (SELECT 1 FROM inbound WHERE msg = m.id) LIMIT ?)",
+            cutoff, limit)
+        if context:
+            with self._lock:
+                self._recent.clear()  # a remembered messages row may be gone
+        result = PruneResult(inbound, outbox, runs, messages + context)
         if result.total:
             self.compact()
         return result

@@ -13,7 +13,7 @@ from actors.app import BridgeApp
 from actors.scope import Scope
 from adapters.chat.fabric.devguild import DevGuild
 from bridge.cli.compose import load_config
-from bridge.model import Inbound
+from bridge.model import Inbound, ScopeKey
 from tests.support import (
     Member,
     gated_config,
@@ -50,12 +50,14 @@ def test_context_messages_do_not_engage(bridge: BridgeApp, devguild: DevGuild,
     alice.post("dm-alice-echo", "ping")         # a dm always engages
     alice.wait_reply("echo", "dm-alice-echo", lambda c: c == "ping")
     assert alice.messages_from("echo", "report") == []
-    # No scope (no thread) for a conversation that never engaged: the message
-    # waits in the journal as context for the next run there.
+    # No scope (no thread) for a conversation that never engaged: the message is
+    # stored, without a journal row (it cannot engage), as context for the next run.
     assert not any(s.channel == "report" for s in bridge.board.snapshot().scopes)
     assert bridge.store is not None
-    report_key = f"fabric:echo:dev:{devguild.channel_id('report')}"
-    assert bridge.store.count_inbound(report_key) == {"received": 1}
+    report = ScopeKey("fabric", "echo", "dev", devguild.channel_id("report"))
+    assert bridge.store.count_inbound(str(report)) == {}
+    assert [m.content for m in bridge.store.context(report, since=0.0, exclude_author="")] == [
+        "numbers for today"]
 
 
 def test_context_from_before_the_scope_existed_reaches_the_prompt(

@@ -11,6 +11,7 @@ import sqlite3
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from bridge.model import Attachment, Inbound, ScopeKey
-from bridge.store import DB_FILE, MIGRATIONS, PruneResult, Store, StoreError
+from bridge.store import DB_FILE, MIGRATIONS, JournalWrite, PruneResult, Store, StoreError
 from tests.support import (
     Member,
     member_factory,
@@ -169,7 +170,7 @@ def test_schema_6_journal_migrates_with_open_work_and_row_order(path: Path) -> N
 
     store = Store(path)
     try:
-        assert store.schema_version == len(MIGRATIONS) == 8
+        assert store.schema_version == len(MIGRATIONS) == 9
         columns = [str(r[1]) for r in rows(path, "PRAGMA table_info(inbound)")]
         assert "payload" not in columns and {"msg", "own"} <= set(columns)
         assert rows(path, "SELECT message_id FROM messages ORDER BY id") == [
@@ -245,7 +246,7 @@ def test_a_batch_is_recorded_in_order_in_one_transaction(store: Store, path: Pat
     fail alone, and the others are committed."""
     bad = attrs.evolve(post("m3", agent="ada", seq=3), content=object())  # type: ignore[arg-type]
     batch = [post("m1", seq=1), post("m2", seq=2), post("m1", seq=1), bad, post("m4", seq=4)]
-    outcomes = store.record_inbound_many([(message, True) for message in batch])
+    outcomes = store.record_inbound_many([JournalWrite(message) for message in batch])
     assert outcomes[:3] == [True, True, False]
     assert isinstance(outcomes[3], TypeError)
     assert outcomes[4] is True
@@ -261,7 +262,8 @@ def test_the_next_agents_rows_reference_the_shared_message(store: Store, path: P
     bad = attrs.evolve(post("m2", agent="ada"), content=object())  # type: ignore[arg-type]
     # m1 goes in with a message that cannot be stored: the group's transaction is
     # rolled back, then each is retried alone (m1 commits then).
-    outcomes = store.record_inbound_many([(post("m1", agent="ada"), True), (bad, True)])
+    outcomes = store.record_inbound_many([JournalWrite(post("m1", agent="ada")),
+                                          JournalWrite(bad)])
     assert outcomes[0] is True
     for agent in AGENTS[1:]:
         assert store.record_inbound(post("m1", agent=agent)) is True
@@ -269,6 +271,61 @@ def test_the_next_agents_rows_reference_the_shared_message(store: Store, path: P
     assert rows(path, "SELECT count(DISTINCT msg) FROM inbound") == [(1,)]
     for agent in AGENTS:
         assert store.open_inbound(post("m1", agent=agent).scope_key) == [post("m1", agent=agent)]
+
+
+def test_a_message_that_cannot_engage_is_stored_without_a_row(store: Store, path: Path) -> None:
+    """Stored once as the space's message, with the agent's cursor; no journal row."""
+    context = post("m1", agent="bob", seq=7)
+    assert store.record_inbound_many([JournalWrite(context, row=False)]) == [True]
+    assert store.count_inbound() == {}
+    assert rows(path, "SELECT message_id, seq, author_id, thread FROM messages") == [
+        ("m1", 7, "u1", "m1")]
+    assert store.cursors(context.connection) == {"c1": "7"}
+    # The agent it engages gets its row, on the same shared message.
+    assert store.record_inbound(post("m1", agent="ada", seq=7)) is True
+    assert rows(path, "SELECT count(*) FROM messages") == [(1,)]
+    assert rows(path, "SELECT scope_key FROM inbound") == [(post(agent="ada").scope_key,)]
+
+
+def test_context_is_read_back_after_the_last_run_without_the_agents_own(store: Store) -> None:
+    """A scope reads back, as context, its channel's messages stored without its row:
+    only those after the last message a run took, not its own, not those it has a
+    row for, not older than ``since``, and only its thread's for a thread scope."""
+    def bob(message_id: str, seq: int, author_id: str = "u1", thread: str = "") -> Inbound:
+        return attrs.evolve(post(message_id, agent="bob", seq=seq), author_id=author_id,
+                            thread=thread or message_id)
+
+    scope = ScopeKey("fabric", "bob", "dev", "c1")
+    store.record_inbound(bob("m1", 1))  # a row: engaged, then taken by a run
+    store.start_run("r1", str(scope), ["m1"])
+    store.finish_run("r1", "ok", [])
+    writes = [bob("m0", 0), bob("m2", 2), bob("m3", 3, author_id="bob-user"),
+              bob("m4", 4, thread="t9"), bob("m5", 5)]
+    store.record_inbound_many([JournalWrite(w, row=False) for w in writes])
+    store.record_inbound(bob("m6", 6))  # engaged, open: read by open_inbound, not here
+    found = store.context(scope, since=0.0, exclude_author="bob-user")
+    assert [m.message_id for m in found] == ["m2", "m4", "m5"]
+    assert found[0] == bob("m2", 2)  # as bob's adapter handed it over
+    thread = store.context(ScopeKey("fabric", "bob", "dev", "c1", "t9"), since=0.0,
+                           exclude_author="bob-user", per_thread=True)
+    assert [(m.message_id, m.per_thread) for m in thread] == [("m4", True)]
+    # The channel's own conversation of a binding per thread: messages in no thread
+    # or starting one (their thread is their own id), not the replies in t9.
+    top = store.context(scope, since=0.0, exclude_author="bob-user", per_thread=True)
+    assert [m.message_id for m in top] == ["m2", "m5"]
+    assert store.context(scope, since=time.time() + 1, exclude_author="bob-user") == []
+    assert [m.message_id for m in store.context(scope, since=0.0, exclude_author="",
+                                                limit=2)] == ["m4", "m5"]
+
+
+def test_prune_deletes_old_messages_no_row_references(store: Store, path: Path) -> None:
+    store.record_inbound_many([JournalWrite(post("m1", agent="bob"), row=False)])
+    assert store.prune(older_than_s=3600) == PruneResult()
+    assert store.prune(older_than_s=-1) == PruneResult(messages=1)
+    assert rows(path, "SELECT count(*) FROM messages") == [(0,)]
+    # Not remembered any more: the next write stores it again.
+    store.record_inbound(post("m1", agent="ada"))
+    assert store.open_inbound(post(agent="ada").scope_key) == [post("m1", agent="ada")]
 
 
 def test_a_failed_group_records_nothing_and_raises(store: Store, path: Path) -> None:
@@ -330,7 +387,7 @@ def people(guild: DevGuild) -> Iterator[Callable[[str], Member]]:
     yield from member_factory(guild)
 
 
-def test_a_post_reaching_two_agents_is_stored_once_and_answered_by_the_mentioned_one(
+def test_a_post_reaching_two_agents_is_stored_once_with_a_row_for_the_mentioned_one(
         tmp_path: Path, guild: DevGuild, people: Callable[[str], Member],
         apps: list[BridgeApp]) -> None:
     cat = tmp_path / "cat.py"
@@ -371,15 +428,18 @@ def test_a_post_reaching_two_agents_is_stored_once_and_answered_by_the_mentioned
 
     keys = [(str(ScopeKey("fabric", a, "dev", guild.channel_id("work"))),)
             for a in ("echo", "helper")]
-    wait_until(lambda: journaled(first["messageId"]) == keys, what="a row for each agent")
+    # A journal row for echo, the agent it engages; none for helper, which it cannot.
+    wait_until(lambda: journaled(first["messageId"]) == keys[:1], what="echo's row")
     assert rows(db, "SELECT count(*) FROM messages WHERE message_id = ?",
                 first["messageId"]) == [(1,)]
-    # helper, not mentioned, keeps it as context; a mention of helper then runs with it.
+    # helper, not mentioned, reads it back as context when a mention of helper runs
+    # (its conversation was not running: the context comes from the stored message).
     second = alice.post("work", f"{helper} what about you?")
     prompt = alice.wait_reply("helper", "work", lambda c: "Messages to answer:" in c)
     context, asked = prompt.split("</bridge-context>\n", 1)[1].split("Messages to answer:")
     assert "the build is red" in context and "what about you?" in asked
-    wait_until(lambda: journaled(second["messageId"]) == keys, what="the second post journaled")
+    wait_until(lambda: journaled(second["messageId"]) == keys[1:],
+               what="the second post journaled for helper alone")
     assert rows(db, "SELECT count(*) FROM messages WHERE message_id = ?",
                 second["messageId"]) == [(1,)]
     # Each post answered once, by the agent it was for.
