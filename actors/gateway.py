@@ -7,8 +7,9 @@ the :class:`~bridge.platform.IntakeHost` methods here: ``accept`` journals a
 message (the journal is the dedup set) and tells its scope directly, through
 the runtime's directory of live refs. The messages accepted while the intake
 handles one message (a burst of socket events, a page of history) are
-journaled in one write when it returns, or before a cursor is stored or a
-click handed on, so the journal keeps the intake's order; only a scope that is not running is
+journaled in one write when it returns (with the cursors it stored meanwhile,
+so a cursor never passes a message not yet journaled), or before a click is
+handed on, so the journal keeps the intake's order; only a scope that is not running is
 reached through the supervisor, which spawns it once. ``act`` hands a member's
 click on a control (a run's Stop) to its scope the same way; a click for a
 scope that is not running is dropped by the supervisor (it has no run to stop).
@@ -31,7 +32,7 @@ from bridge.config import AgentSettings, Binding
 from bridge.model import Action, ConnectionKey, Inbound
 from bridge.names import ResolvedNames
 from bridge.platform import Access, ChatPlatform, Intake, IntakeStatus
-from bridge.store import JournalWrite
+from bridge.store import CursorWrite, JournalWrite
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Gateway(SupervisedActor):
         self.bindings = tuple(bindings)
         self.intake: Intake | None = None
         #: Messages accepted during the current handle, not yet journaled.
-        self._accepted: list[JournalWrite] = []
+        self._accepted: list[JournalWrite | CursorWrite] = []
 
     # -- the actor -------------------------------------------------------
 
@@ -143,6 +144,9 @@ class Gateway(SupervisedActor):
         outcomes = self.runtime.store.record_inbound_many(batch)
         failure: Exception | None = None
         for write, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(write, CursorWrite):
+                failure = failure or (outcome if isinstance(outcome, Exception) else None)
+                continue
             inbound = write.inbound
             if isinstance(outcome, Exception):
                 failure = failure or outcome
@@ -161,9 +165,9 @@ class Gateway(SupervisedActor):
         return self.runtime.store.cursors(self._connection)
 
     def save_cursor(self, channel_id: str, cursor: str, position: int) -> None:
-        """Store a channel's cursor (it never moves back), after the messages accepted before."""
-        self._journal()
-        self.runtime.store.set_cursor(self._connection, channel_id, cursor, position)
+        """Store a channel's cursor (it never moves back) with the messages accepted before
+        it, in the same write (see :meth:`accept`)."""
+        self._accepted.append(CursorWrite(self._connection, channel_id, cursor, position))
 
     def access(self) -> Access:
         """The identity's access to this space (see :func:`actors.credentials.access_of`)."""

@@ -412,6 +412,23 @@ class JournalWrite:
     row: bool = True
 
 
+@attrs.frozen
+class CursorWrite:
+    """A channel's intake cursor for :meth:`Store.record_inbound_many` (never moves back).
+
+    Attributes:
+        connection: The (platform, agent, space) whose intake read the channel.
+        channel_id: The channel.
+        cursor: The platform's opaque position of the last message taken.
+        position: Its place in the channel (orders cursors: a lower one is ignored).
+    """
+
+    connection: ConnectionKey
+    channel_id: str
+    cursor: str
+    position: int
+
+
 class _Queued:
     """One caller's journal writes waiting for a group commit.
 
@@ -420,7 +437,7 @@ class _Queued:
 
     __slots__ = ("done", "items", "outcomes", "wake")
 
-    def __init__(self, items: Sequence[JournalWrite]) -> None:
+    def __init__(self, items: Sequence[JournalWrite | CursorWrite]) -> None:
         #: The writes, in the caller's order.
         self.items = items
         #: Set when the writes are done, or when the caller is to lead the next group.
@@ -685,7 +702,8 @@ class Store:
             raise outcome
         return outcome
 
-    def record_inbound_many(self, items: Sequence[JournalWrite]) -> list[bool | Exception]:
+    def record_inbound_many(self, items: Sequence[JournalWrite | CursorWrite]
+                            ) -> list[bool | Exception]:
         """Record accepted messages (state ``received``), and their channels' cursors.
 
         Each message's shared content goes to ``messages`` once per platform
@@ -697,10 +715,12 @@ class Store:
         caller to get the store commits everything queued in one transaction.
 
         Args:
-            items: The messages (and whether each gets a journal row).
+            items: The messages (and whether each gets a journal row), and
+                cursors to store with them (a cursor after the messages it
+                passes commits with them, never before).
 
         Returns:
-            One outcome per item, in order: True when it is new (a write
+            One outcome per item, in order: True when it is new (a cursor, and a write
             without a row is always taken as new: its scope drops a message it
             already has); False for a message id already recorded for its
             scope (a duplicate: the caller drops it); or the exception that
@@ -771,7 +791,7 @@ class Store:
         for queued in batch:
             queued.done = True
 
-    def _journal_alone(self, write: JournalWrite) -> bool | Exception:
+    def _journal_alone(self, write: JournalWrite | CursorWrite) -> bool | Exception:
         """One journal write in its own transaction; the exception when it fails."""
         fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]] = {}
         try:
@@ -788,15 +808,21 @@ class Store:
             self.group_commits += 1
             self.grouped_writes += writes
 
-    def _journal(self, db: sqlite3.Connection, write: JournalWrite,
+    def _journal(self, db: sqlite3.Connection, write: JournalWrite | CursorWrite,
                  fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]]) -> bool:
         """One message into the journal, in the caller's transaction; False: a duplicate.
+
+        A :class:`CursorWrite` stores its cursor only (always True).
 
         The shared ``messages`` row of a message journaled moments ago for
         another agent identity is taken from :attr:`_recent` (no lookup, no
         JSON) when its content is the same; a row this call inserts goes into
         ``fresh``, which the caller adds to :attr:`_recent` once committed.
         """
+        if isinstance(write, CursorWrite):
+            self._set_cursor(db, write.connection, write.channel_id, write.cursor,
+                             write.position)
+            return True
         inbound = write.inbound
         scope_key = inbound.scope_key
         fields = _fields(inbound)

@@ -21,7 +21,15 @@ import pytest
 from actors.app import BridgeApp
 from adapters.chat.fabric.devguild import DevGuild, load_seed
 from bridge.model import Attachment, Inbound, ScopeKey
-from bridge.store import DB_FILE, MIGRATIONS, JournalWrite, PruneResult, Store, StoreError
+from bridge.store import (
+    DB_FILE,
+    MIGRATIONS,
+    CursorWrite,
+    JournalWrite,
+    PruneResult,
+    Store,
+    StoreError,
+)
 from tests.support import (
     Member,
     member_factory,
@@ -326,6 +334,29 @@ def test_prune_deletes_old_messages_no_row_references(store: Store, path: Path) 
     # Not remembered any more: the next write stores it again.
     store.record_inbound(post("m1", agent="ada"))
     assert store.open_inbound(post(agent="ada").scope_key) == [post("m1", agent="ada")]
+
+
+def test_a_cursor_in_a_batch_commits_with_the_messages_before_it(
+        store: Store, path: Path) -> None:
+    """A cursor the intake stored after accepting messages goes in their write: when
+    the write fails, neither the messages nor the cursor are stored."""
+    first = post("m1", seq=1)
+    cursor = CursorWrite(first.connection, "c1", "2", 2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    store._db.execute("PRAGMA busy_timeout = 50")
+    try:
+        outcomes = store.record_inbound_many([JournalWrite(first, advance_cursor=False), cursor])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert all(isinstance(o, StoreError) for o in outcomes)
+    assert store.cursors(first.connection) == {}
+    assert store.count_inbound() == {}
+    assert store.record_inbound_many([JournalWrite(first, advance_cursor=False), cursor]) == [
+        True, True]
+    assert store.cursors(first.connection) == {"c1": "2"}
+    assert [m.message_id for m in store.open_inbound(first.scope_key)] == ["m1"]
 
 
 def test_a_failed_group_records_nothing_and_raises(store: Store, path: Path) -> None:
