@@ -824,11 +824,25 @@ class Store:
                              write.position)
             return True
         inbound = write.inbound
-        scope_key = inbound.scope_key
-        fields = _fields(inbound)
-        body, own = _split(fields, scope_key)
         identity = (inbound.platform, inbound.space, inbound.channel_id, inbound.message_id)
         known = self._recent.get(identity) or fresh.get(identity)
+        new = True
+        # A message stored already needs nothing more for an agent without a row.
+        if known is None or write.row:
+            new = self._store_message(db, write, identity, known, fresh)
+        if write.advance_cursor:
+            self._set_cursor(db, inbound.connection, inbound.channel_id,
+                             inbound.cursor or str(inbound.seq), inbound.seq)
+        return new
+
+    def _store_message(self, db: sqlite3.Connection, write: JournalWrite,
+                       identity: tuple[str, ...], known: tuple[int, dict[str, Any]] | None,
+                       fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]]) -> bool:
+        """The shared ``messages`` row of ``write`` (found or inserted) and, when it
+        asks for one, its journal row; False when that row was there already."""
+        inbound = write.inbound
+        scope_key = inbound.scope_key
+        body, own = _split(_fields(inbound), scope_key)
         if known is not None and known[1] == body:
             msg = known[0]
         else:
@@ -847,17 +861,13 @@ class Store:
                 msg = int(row[0])
                 if str(row[1]) != text:
                     own.update(_differences(body, json.loads(row[1])))
-        new = True
-        if write.row:
-            new = db.execute(
-                "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, msg, own, "
-                "received_at) VALUES (?, ?, ?, 'received', ?, ?, ?)",
-                (scope_key, inbound.message_id, inbound.seq, msg, _dumps(own) if own else "{}",
-                 time.time())).rowcount == 1
-        if write.advance_cursor:
-            self._set_cursor(db, inbound.connection, inbound.channel_id,
-                             inbound.cursor or str(inbound.seq), inbound.seq)
-        return new
+        if not write.row:
+            return True
+        return bool(db.execute(
+            "INSERT OR IGNORE INTO inbound (scope_key, message_id, seq, state, msg, own, "
+            "received_at) VALUES (?, ?, ?, 'received', ?, ?, ?)",
+            (scope_key, inbound.message_id, inbound.seq, msg, _dumps(own) if own else "{}",
+             time.time())).rowcount == 1)
 
     def _remember(self, fresh: Mapping[tuple[str, ...], tuple[int, dict[str, Any]]]) -> None:
         """Keep the ``messages`` rows just committed in :attr:`_recent` (bounded, oldest out)."""
