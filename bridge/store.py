@@ -878,19 +878,6 @@ class Store:
             while len(self._recent) > RECENT_MESSAGES:
                 del self._recent[next(iter(self._recent))]
 
-    def set_cursor(self, connection: ConnectionKey, channel_id: str, cursor: str,
-                   position: int) -> None:
-        """Advance a channel's intake cursor (never moves it back).
-
-        Args:
-            connection: The (platform, agent, space) whose intake read the channel.
-            channel_id: The channel.
-            cursor: The platform's opaque position of the last message taken.
-            position: Its place in the channel (orders cursors: a lower one is ignored).
-        """
-        with self._write() as db:
-            self._set_cursor(db, connection, channel_id, cursor, position)
-
     @staticmethod
     def _set_cursor(db: sqlite3.Connection, connection: ConnectionKey, channel_id: str,
                     cursor: str, position: int) -> None:

@@ -32,7 +32,7 @@ from bridge.config import ConfigError
 from bridge.model import ConnectionKey, Inbound
 from bridge.ops.doctor import run_checks
 from bridge.ops.tui import plain_status, render
-from bridge.store import DB_FILE, PruneResult, SessionRecord, Store
+from bridge.store import DB_FILE, CursorWrite, PruneResult, SessionRecord, Store
 from tests.support import wait_until, write_config
 
 FABRIC_DEV = ConnectionKey("fabric", "echo", "dev")
@@ -149,7 +149,7 @@ def build(store: Store, path: Path, messages: list[tuple[str, float, Reach | Non
         key = scope_of(f"s{i}")
         store.save_session(SessionRecord(key, f"thread-{i}", "/ws", "fp"))
         store.set_scope_timeout(key, 60.0)
-        store.set_cursor(FABRIC_DEV, f"s{i}", "7", 7)
+        store.record_inbound_many([CursorWrite(FABRIC_DEV, f"s{i}", "7", 7)])
         ages.append(("UPDATE sessions SET updated_at = ? WHERE scope_key = ?", (NOW - age, key)))
     db = sqlite3.connect(path, isolation_level=None)
     try:

@@ -13,6 +13,7 @@ from bridge.store import (
     INLINE_CHECKPOINT_PAGES,
     MAX_RUN_ATTEMPTS,
     MIGRATIONS,
+    CursorWrite,
     PruneResult,
     SessionRecord,
     Store,
@@ -59,7 +60,7 @@ def test_record_is_idempotent_and_tracks_last_seq(store: Store) -> None:
     assert store.record_inbound(inbound("m1", 1)) is True
     assert store.record_inbound(inbound("m1", 1)) is False
     assert store.record_inbound(inbound("m2", 2)) is True
-    store.set_cursor(FABRIC_DEV, "c1", "1", 1)  # never moves back
+    store.record_inbound_many([CursorWrite(FABRIC_DEV, "c1", "1", 1)])  # never moves back
     assert store.cursors(FABRIC_DEV) == {"c1": "2"}
     assert store.count_inbound() == {"received": 2}
 
