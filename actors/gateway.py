@@ -117,7 +117,10 @@ class Gateway(SupervisedActor):
         The write happens when the intake's current handle returns (see the
         module docstring), or at once when :data:`ACCEPT_BATCH_MAX` messages wait.
         """
-        row = may_engage(self.runtime, inbound)
+        # Before the connection's names are resolved a binding by channel name does
+        # not match yet: keep a row, as if the message may engage (a replay judges it).
+        row = not self.runtime.names.ready(self._connection) or may_engage(self.runtime,
+                                                                             inbound)
         self._accepted.append(JournalWrite(inbound, advance_cursor, row))
         if len(self._accepted) >= ACCEPT_BATCH_MAX:
             self._journal()
