@@ -27,7 +27,7 @@ What holds, as for a thread per actor (``tests/test_pool.py``):
   in an ``ask`` goes to the asker and the actor lives on. The worker is not
   harmed either way.
 - Idle actors cost no thread: the pool starts its workers on demand, up to its
-  size, and keeps them.
+  size, and a worker with no turn to run for ``retire_s`` seconds ends.
 
 **Blocking asks grow the pool.** A worker that waits on the future of a
 pooled actor (``ask(...)``, ``stop(block=True)``, ``proxy().x.get()``) is
@@ -61,6 +61,8 @@ pykka_log = logging.getLogger("pykka")
 
 #: Worker threads of the shared pool unless configured (``[bridge] actor_threads``).
 DEFAULT_POOL_SIZE = 8
+#: Seconds a worker waits without work before it ends (started again on demand).
+DEFAULT_RETIRE_S = 10.0
 
 _local = threading.local()
 _pool_counter = itertools.count(1)
@@ -70,26 +72,37 @@ class ActorPool:
     """A fixed number of worker threads that run pooled actors' turns, in arrival order.
 
     Workers start on demand (the first actors to have work), up to ``size``,
-    and stay; more start only while workers wait on pooled futures (see the
-    module docstring), and those retire when the waits are over.
+    and retire after ``retire_s`` seconds without a turn, so a pool whose
+    actors are all idle holds no thread. More start only while workers wait on
+    pooled futures (see the module docstring), and those retire when the waits
+    are over. An idle worker woken for work is the one that went idle last
+    (a stack, not a line): under light load the same few workers run, and the
+    others reach their retirement instead of taking turns.
 
     Args:
         size: Workers that run actors at once (at least 1).
         name: Prefix of the workers' thread names.
+        retire_s: Seconds a worker waits without work before it ends.
 
     Raises:
-        ValueError: ``size`` is below 1.
+        ValueError: ``size`` is below 1, or ``retire_s`` is not positive.
     """
 
-    def __init__(self, size: int = DEFAULT_POOL_SIZE, name: str = "actor-pool") -> None:
+    def __init__(self, size: int = DEFAULT_POOL_SIZE, name: str = "actor-pool",
+                 retire_s: float = DEFAULT_RETIRE_S) -> None:
         if size < 1:
             raise ValueError(f"an actor pool needs at least 1 thread, got {size}")
-        self._cond = threading.Condition(threading.Lock())
+        if retire_s <= 0:
+            raise ValueError(f"idle workers retire after a positive time, got {retire_s} s")
+        self._lock = threading.Lock()
         self._ready: collections.deque[PooledActor] = collections.deque()
         self._size = size
+        self._retire_s = retire_s
         self._name = f"{name}-{next(_pool_counter)}"
         self._workers = 0
-        self._idle = 0
+        # Idle workers, the most recently idle last: a submit wakes that one, so
+        # under light load the same few workers run and the others time out.
+        self._idlers: list[threading.Condition] = []
         self._blocked = 0
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -98,7 +111,7 @@ class ActorPool:
     @property
     def size(self) -> int:
         """Workers that run actors at once."""
-        with self._cond:
+        with self._lock:
             return self._size
 
     def resize(self, size: int) -> None:
@@ -109,31 +122,27 @@ class ActorPool:
         """
         if size < 1:
             raise ValueError(f"an actor pool needs at least 1 thread, got {size}")
-        with self._cond:
+        with self._lock:
             self._size = size
-            self._cond.notify_all()
+            self._wake_all()
 
     def workers(self) -> int:
         """Worker threads alive now (blocked ones included)."""
-        with self._cond:
+        with self._lock:
             return self._workers
 
     def blocked(self) -> int:
         """Workers waiting on a pooled actor's future now."""
-        with self._cond:
+        with self._lock:
             return self._blocked
 
     def submit(self, actor: PooledActor) -> None:
         """Put ``actor`` in line for a turn (its inbox calls this; never twice at once)."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._ready.append(actor)
-            # A woken worker counts as idle until it takes its actor: compare the line.
-            if len(self._ready) <= self._idle:
-                self._cond.notify()
-            elif self._workers - self._blocked < self._size:
-                self._spawn()
+            self._wake_or_spawn()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop the workers once the actors in line have had their turn (tests use it;
@@ -142,9 +151,9 @@ class ActorPool:
         Args:
             timeout_s: Seconds to wait for each worker.
         """
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            self._wake_all()
             threads = list(self._threads)
         for thread in threads:
             if thread is not threading.current_thread():
@@ -159,23 +168,45 @@ class ActorPool:
         self._threads.append(thread)
         thread.start()
 
+    def _wake_all(self) -> None:
+        """Wake every idle worker to look at the pool again (the caller holds the lock)."""
+        while self._idlers:
+            self._idlers.pop().notify()
+
+    def _wake_or_spawn(self) -> None:
+        """Give the newest actor in line a worker: wake the idle worker that went idle
+        last, else start one while fewer than ``size`` are free (the caller holds the
+        lock). A woken worker leaves the idle stack at once, so each idler is woken for
+        one actor; an actor that finds neither waits for a busy worker's next turn."""
+        if self._idlers:
+            self._idlers.pop().notify()
+        elif self._workers - self._blocked < self._size:
+            self._spawn()
+
     def _work(self) -> None:
         _local.pool = self
+        idle = threading.Condition(self._lock)
         while True:
-            with self._cond:
+            with self._lock:
+                timed_out = False
                 while True:
-                    if self._workers - self._blocked > self._size or (
-                            self._closed and not self._ready):
+                    if self._workers - self._blocked > self._size:
                         self._workers -= 1
                         if self._ready:
-                            self._cond.notify()  # the actor this worker was woken for
+                            self._wake_or_spawn()  # it may have been woken for that actor
+                        return
+                    if not self._ready and (self._closed or timed_out):
+                        self._workers -= 1
                         return
                     if self._ready:
                         actor = self._ready.popleft()
                         break
-                    self._idle += 1
-                    self._cond.wait()
-                    self._idle -= 1
+                    self._idlers.append(idle)
+                    idle.wait(self._retire_s)
+                    # Still on the stack: no submit woke this worker (it timed out).
+                    timed_out = idle in self._idlers
+                    if timed_out:
+                        self._idlers.remove(idle)
             _local.actor = actor
             try:
                 actor._pool_turn()  # the pool is the actor's runtime
@@ -186,13 +217,13 @@ class ActorPool:
 
     def _block(self) -> None:
         """A worker starts waiting on a pooled future: keep ``size`` workers free."""
-        with self._cond:
+        with self._lock:
             self._blocked += 1
-            if len(self._ready) > self._idle and self._workers - self._blocked < self._size:
-                self._spawn()
+            if self._ready:
+                self._wake_or_spawn()
 
     def _unblock(self) -> None:
-        with self._cond:
+        with self._lock:
             self._blocked -= 1
 
 

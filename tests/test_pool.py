@@ -457,6 +457,47 @@ def test_the_pool_resizes_and_rejects_a_size_below_one() -> None:
         pool.shutdown()
 
 
+def busy_workers(pool: ActorPool, count: int) -> list[pykka.ActorRef[Any]]:
+    """Start ``count`` workers of ``pool`` at once (gates that meet at a barrier)."""
+    barrier = threading.Barrier(count, timeout=WAIT_S)
+    refs = [on(pool, Gate).start(barrier) for _ in range(count)]
+    answers = [f.get(timeout=WAIT_S) for f in [r.ask("go", block=False) for r in refs]]
+    assert sorted(answers) == list(range(count))
+    assert pool.workers() == count
+    return refs
+
+
+def test_idle_workers_retire_and_work_starts_one_again() -> None:
+    pool = ActorPool(3, name="retire-pool", retire_s=0.2)
+    try:
+        busy_workers(pool, 3)
+        wait_until(lambda: pool.workers() == 0, WAIT_S, "idle workers to retire")
+        recorder = on(pool, Recorder).start()
+        assert recorder.ask("again", timeout=WAIT_S) == "again"
+        assert actor_of(recorder).threads  # it ran on a worker started for it
+        with pytest.raises(ValueError, match="positive"):
+            ActorPool(1, retire_s=0)
+    finally:
+        pool.shutdown()
+
+
+def test_under_light_load_one_worker_runs_and_the_others_retire() -> None:
+    # Asks one at a time, more often than a worker retires: were idle workers woken
+    # in turn, each would be woken before its 0.5 s ran out and all four would stay.
+    pool = ActorPool(4, name="stack-pool", retire_s=0.5)
+    try:
+        busy_workers(pool, 4)
+        recorder = on(pool, Recorder).start()
+
+        def asked_and_shrunk() -> bool:
+            assert recorder.ask("ping", timeout=WAIT_S) == "ping"
+            return pool.workers() <= 2
+
+        wait_until(asked_and_shrunk, WAIT_S, "surplus workers to retire under light load")
+    finally:
+        pool.shutdown()
+
+
 def test_current_actor_names_the_pooled_actor_of_this_turn(pool: ActorPool) -> None:
     class Who(PooledActor):
         def on_receive(self, message: Any) -> Any:
