@@ -143,3 +143,15 @@ def test_books_without_a_pool_share_the_process_pool(monkeypatch: pytest.MonkeyP
     books[1].look_up("u2", access_for("agent-b"))  # closing a book left the pool up
     wait_until(lambda: len(told) == 3, what="the lookup after the other book closed")
     books[1].close()
+
+
+def test_idle_lookup_threads_end_and_a_new_lookup_starts_them_again() -> None:
+    prefix = "test-idle-authors"
+    pool = authors.LookupPool(2, prefix, idle_s=0.2)
+    first = pool.submit(lambda: "first")
+    assert first.result(WAIT_S) == "first"
+    assert names_with(prefix)
+    wait_until(lambda: not names_with(prefix), WAIT_S, "the idle lookup threads to end")
+    assert not pool.alive()
+    assert pool.submit(lambda: "again").result(WAIT_S) == "again"
+    assert pool.alive() and names_with(prefix)

@@ -6,7 +6,8 @@ small thread pool so a slow lookup never holds up other members' messages;
 the answer is told back to the intake as :class:`AuthorResolved`. The pool is
 the process's (:func:`lookup_pool`, :data:`AUTHOR_LOOKUP_THREADS` threads
 shared by every connection), so the lookup threads do not grow with the
-number of agents.
+number of agents, and its threads end after :data:`AUTHOR_LOOKUP_IDLE_S`
+without a lookup, so an idle bridge holds none.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import cachetools
 import requests
 
 from adapters.chat.fabric.events import AuthorResolved
 from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
+from adapters.chat.ioloop import IoLoop
 from bridge.errors import Unauthorized
 
 log = logging.getLogger(__name__)
@@ -35,25 +38,100 @@ AUTHOR_CACHE_TTL_S = 3600.0
 AUTHOR_LOOKUP_THREADS = 4
 #: Name prefix of the lookup threads.
 AUTHOR_LOOKUP_THREAD_PREFIX = "authors"
+#: Seconds without a lookup after which the lookup threads end (started again on demand).
+AUTHOR_LOOKUP_IDLE_S = 10.0
+
+_T = TypeVar("_T")
+
+
+class LookupPool:
+    """Runs blocking lookups on up to ``threads`` threads that end when idle.
+
+    A :class:`concurrent.futures.ThreadPoolExecutor` keeps its threads for the
+    life of the process. This pool runs each lookup on one, and shuts that
+    executor down (its threads end) once no lookup has run for ``idle_s``
+    seconds; the next lookup makes a new one. The idle time is kept on the
+    process's chat :class:`IoLoop` (``call_later``), so it costs no thread.
+
+    Args:
+        threads: Lookups that run at once (at least 1).
+        prefix: Name prefix of the threads.
+        idle_s: Seconds without a lookup before the threads end.
+        loop: Keeps the idle time; None: :meth:`IoLoop.shared`.
+    """
+
+    def __init__(self, threads: int, prefix: str, idle_s: float = AUTHOR_LOOKUP_IDLE_S,
+                 loop: IoLoop | None = None) -> None:
+        self.threads = threads
+        self.prefix = prefix
+        self.idle_s = idle_s
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._running = 0  # lookups submitted and not finished
+        self._submitted = 0  # lookups ever submitted: a retirement checks none came since
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
+        """Run ``fn`` on a lookup thread.
+
+        Raises:
+            RuntimeError: the executor refused it (the interpreter is exiting).
+        """
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.threads,
+                                                    thread_name_prefix=self.prefix)
+            future = self._executor.submit(fn)
+            self._running += 1
+            self._submitted += 1
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: Future[Any]) -> None:
+        """A lookup ended (or was cancelled): the last one starts the idle time."""
+        with self._lock:
+            self._running -= 1
+            if self._running:
+                return
+            submitted = self._submitted
+        loop = (self._loop or IoLoop.shared()).loop
+        try:
+            loop.call_soon_threadsafe(loop.call_later, self.idle_s, self._retire, submitted)
+        except RuntimeError:  # the loop is closed: the process is exiting
+            return
+
+    def _retire(self, submitted: int) -> None:
+        """End the threads if no lookup was submitted since the idle time began."""
+        with self._lock:
+            if self._running or submitted != self._submitted or self._executor is None:
+                return
+            executor, self._executor = self._executor, None
+        executor.shutdown(wait=False)
+
+    def alive(self) -> bool:
+        """Whether the pool holds an executor (threads may be running) now."""
+        with self._lock:
+            return self._executor is not None
+
 
 _pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pool: LookupPool | None = None
 #: One HTTP session per lookup thread (a requests.Session is not shared between threads).
 _sessions = threading.local()
 
 
-def lookup_pool() -> ThreadPoolExecutor:
+def lookup_pool() -> LookupPool:
     """The process's author-lookup pool, made on first use.
 
-    Its :data:`AUTHOR_LOOKUP_THREADS` threads start on demand and are shared
-    by every :class:`AuthorBook`; no book shuts it down (closing a book drops
-    that book's lookups only).
+    Its :data:`AUTHOR_LOOKUP_THREADS` threads start on demand, end after
+    :data:`AUTHOR_LOOKUP_IDLE_S` without a lookup, and are shared by every
+    :class:`AuthorBook`; no book shuts it down (closing a book drops that
+    book's lookups only).
     """
     global _pool  # one pool per process
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(AUTHOR_LOOKUP_THREADS,
-                                       thread_name_prefix=AUTHOR_LOOKUP_THREAD_PREFIX)
+            _pool = LookupPool(AUTHOR_LOOKUP_THREADS, AUTHOR_LOOKUP_THREAD_PREFIX)
         return _pool
 
 
@@ -76,7 +154,7 @@ class AuthorBook:
     """
 
     def __init__(self, label: str, tell: Callable[[object], None],
-                 pool: ThreadPoolExecutor | None = None) -> None:
+                 pool: LookupPool | ThreadPoolExecutor | None = None) -> None:
         self.label = label
         self.tell = tell
         self.cache: cachetools.TTLCache[str, tuple[str, str]] = cachetools.TTLCache(
