@@ -10,6 +10,9 @@ at start, after each prune, and every :data:`MEASURE_INTERVAL_S`. Every
 :data:`~bridge.store.CHECKPOINT_INTERVAL_S` it checkpoints the store's WAL
 (:meth:`bridge.store.Store.checkpoint`) on a connection of its own, so the
 file sync of a checkpoint never runs on a writer that holds the store's lock.
+With each measurement it also returns the C heap's free pages to the
+operating system (:func:`actors.heap.release_free_heap`), so the RSS of a
+bridge whose conversations went idle falls back from its peak.
 
 The work runs on this actor's own thread, not the supervisor's, so routing
 never waits for a prune; each prune batch holds the store's lock briefly.
@@ -24,6 +27,7 @@ import logging
 import time
 from typing import Any
 
+from actors.heap import release_free_heap
 from actors.messages import CheckpointTick, Init, MeasureTick, PruneTick
 from actors.runtime import Runtime, SupervisedActor
 from bridge.board import StoreRow
@@ -85,6 +89,7 @@ class Upkeep(SupervisedActor):
         elif isinstance(message, MeasureTick):
             if not self.runtime.stopping.is_set():
                 self._measure()
+                release_free_heap()
             self.runtime.timers.schedule(MEASURE_INTERVAL_S, self.actor_ref, MeasureTick())
         return None
 
