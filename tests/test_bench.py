@@ -34,7 +34,7 @@ INT_FIELDS = ("channels", "agents", "messages", "sent", "answered", "lost", "ext
               "bridge_log_errors")
 FLOAT_FIELDS = ("rate", "floor_p50_ms", "floor_p99_ms", "bridge_p50_ms", "bridge_p99_ms",
                 "overhead_p50_ms", "overhead_p99_ms", "throughput_per_s", "throughput_rate",
-                "rss_mb", "rss_end_mb", "posts_per_answer", "edits_per_answer",
+                "rss_mb", "rss_idle_mb", "rss_end_mb", "posts_per_answer", "edits_per_answer",
                 "api_calls_per_answer", "presence_per_answer", "duration_s")
 STEP_INT_FIELDS = ("sent", "answered", "lost", "threads_peak")
 STEP_FLOAT_FIELDS = ("rate", "post_rate", "answered_per_s", "duration_s", "p50_ms", "p99_ms",
@@ -45,7 +45,7 @@ GUILD_STEP_FLOAT_FIELDS = ("guild_cpu_pct",)
 #: Fields about the bridge, 0 when no bridge ran (--agents 0).
 BRIDGE_FIELDS = ("bridge_p50_ms", "bridge_p99_ms", "overhead_p50_ms", "overhead_p99_ms",
                  "throughput_per_s", "answered", "lost", "extra", "rss_mb", "threads_idle",
-                 "threads_peak", "rss_end_mb", "threads_end", "actors", "scopes",
+                 "rss_idle_mb", "threads_peak", "rss_end_mb", "threads_end", "actors", "scopes",
                  "agent_posts", "agent_edits", "agent_presence", "posts_per_answer",
                  "edits_per_answer",
                  "api_calls_per_answer", "presence_per_answer", "bridge_log_warnings",
@@ -75,6 +75,7 @@ def test_smoke_run_prints_every_documented_field() -> None:
     assert data["floor_p99_ms"] > 0 and data["bridge_p99_ms"] > 0
     assert data["rss_mb"] > 0 and data["threads_peak"] > 0 and data["threads_idle"] > 0
     assert 0 < data["rss_end_mb"] <= data["rss_mb"] and data["threads_end"] > 0
+    assert 0 < data["rss_idle_mb"] <= data["rss_mb"]
     assert data["api_calls_per_answer"] >= 1 and data["posts_per_answer"] >= 1
     assert isinstance(data["steps"], list) and 1 <= len(data["steps"]) <= 2
     for step in data["steps"]:

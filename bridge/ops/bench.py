@@ -118,6 +118,7 @@ JSON_FIELDS = {
     "post_errors": "member posts that failed (not counted as sent)",
     "rss_mb": "peak RSS of the bridge process (VmHWM), MB",
     "threads_idle": "threads of the bridge process once connected, before any message",
+    "rss_idle_mb": "RSS of the bridge process (VmRSS) once connected, before any message, MB",
     "threads_peak": "most threads of the bridge process in any 100 ms sample",
     "rss_end_mb": "RSS of the bridge process (VmRSS) at the end, after --idle-wait, MB",
     "threads_end": "threads of the bridge process at the end, after --idle-wait",
@@ -267,6 +268,7 @@ class BenchReport:
     post_errors: int
     rss_mb: float
     threads_idle: int
+    rss_idle_mb: float
     threads_peak: int
     rss_end_mb: float
     threads_end: int
@@ -799,6 +801,7 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
         crowd: Crowd | None = None
         sampler: _Sampler | None = None
         threads_idle = 0
+        rss_idle_mb = 0.0
         snapshot: BoardSnapshot | None = None
         try:
             if bridge is not None:
@@ -807,6 +810,7 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
                 sampler = _Sampler(bridge.pid or 0)
                 time.sleep(0.5)
                 threads_idle = sampler.sample()
+                rss_idle_mb = round(_kb(proc_status(bridge.pid or 0).get("VmRSS", "")) / 1024, 1)
                 sampler.start()
             crowd = loop.run(Crowd.open(guild.center_url, {n: guild.api_key(n) for n in MEMBERS},
                                         channel_ids, IN_FLIGHT))
@@ -859,7 +863,7 @@ def run_bench(channels: int = 10, agents: int = 1, messages: int = 200, rate: fl
         sent=sum(s.sent for s in steps), answered=answered, lost=sum(s.lost for s in steps),
         extra=bench.tracker.extra, post_errors=bench.post_errors,
         rss_mb=round(sampler.rss_kb / 1024, 1) if sampler else 0.0, threads_idle=threads_idle,
-        threads_peak=sampler.peak_threads if sampler else 0,
+        rss_idle_mb=rss_idle_mb, threads_peak=sampler.peak_threads if sampler else 0,
         rss_end_mb=round(_kb(end.get("VmRSS", "")) / 1024, 1),
         threads_end=int(end.get("Threads", "0") or 0),
         actors=len(snapshot.actors) if snapshot else 0,
@@ -921,7 +925,8 @@ def render(report: BenchReport) -> Any:
          f"{report.sent} / {report.answered} / {report.lost} / {report.extra}"),
         ("peak RSS of the bridge", f"{report.rss_mb:.1f} MB"),
         ("threads idle / peak", f"{report.threads_idle} / {report.threads_peak}"),
-        ("RSS / threads at the end", f"{report.rss_end_mb:.1f} MB / {report.threads_end}"),
+        ("RSS idle / at the end", f"{report.rss_idle_mb:.1f} / {report.rss_end_mb:.1f} MB"),
+        ("threads at the end", f"{report.threads_end}"),
         ("actors / scopes at the end", f"{report.actors} / {report.scopes}"),
         ("agent API calls per answer", f"{report.api_calls_per_answer:g} (posts "
                                        f"{report.posts_per_answer:g}, edits "
