@@ -106,7 +106,7 @@ class ActorPool:
         self._blocked = 0
         self._closed = False
         self._threads: list[threading.Thread] = []
-        self._spawned = itertools.count(1)
+        self._spawns = 0
 
     @property
     def size(self) -> int:
@@ -130,6 +130,12 @@ class ActorPool:
         """Worker threads alive now (blocked ones included)."""
         with self._lock:
             return self._workers
+
+    def spawns(self) -> int:
+        """Workers started since the pool was made (it grows when work comes after
+        the workers retired)."""
+        with self._lock:
+            return self._spawns
 
     def blocked(self) -> int:
         """Workers waiting on a pooled actor's future now."""
@@ -162,7 +168,8 @@ class ActorPool:
     def _spawn(self) -> None:
         """Start one worker (the caller holds the lock)."""
         self._workers += 1
-        thread = threading.Thread(target=self._work, name=f"{self._name}-{next(self._spawned)}",
+        self._spawns += 1
+        thread = threading.Thread(target=self._work, name=f"{self._name}-{self._spawns}",
                                   daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)

@@ -10,9 +10,13 @@ at start, after each prune, and every :data:`MEASURE_INTERVAL_S`. Every
 :data:`~bridge.store.CHECKPOINT_INTERVAL_S` it checkpoints the store's WAL
 (:meth:`bridge.store.Store.checkpoint`) on a connection of its own, so the
 file sync of a checkpoint never runs on a writer that holds the store's lock.
-With each measurement it also returns the C heap's free pages to the
-operating system (:func:`actors.heap.release_free_heap`), so the RSS of a
-bridge whose conversations went idle falls back from its peak.
+Once the actor pool's workers have all retired (no scope or delivery ran for
+their retirement time) after work, the next measurement also returns the C
+heap's free pages to the operating system
+(:func:`actors.heap.release_free_heap`), so the RSS of a bridge whose
+conversations went idle falls back from its peak. It is not done under load:
+trimming every 15 s in a busy bridge cost a fifth of its throughput
+(``README.md``, "Idle conversations give back their threads and memory").
 
 The work runs on this actor's own thread, not the supervisor's, so routing
 never waits for a prune; each prune batch holds the store's lock briefly.
@@ -29,6 +33,7 @@ from typing import Any
 
 from actors.heap import release_free_heap
 from actors.messages import CheckpointTick, Init, MeasureTick, PruneTick
+from actors.pool import shared_pool
 from actors.runtime import Runtime, SupervisedActor
 from bridge.board import StoreRow
 from bridge.store import CHECKPOINT_INTERVAL_S, PruneResult, StoreError
@@ -65,6 +70,8 @@ class Upkeep(SupervisedActor):
         self.interval_s = prune_interval_s(self.retention_s)
         self.pruned = 0
         self.pruned_at: float | None = None
+        #: The pool's worker starts at the last heap trim: no trim again before new work.
+        self.trimmed_at_spawns = 0
 
     def on_receive(self, message: Any) -> Any:
         """Handle ``Init`` (prune and measure now), ``PruneTick``, ``MeasureTick`` and
@@ -89,7 +96,7 @@ class Upkeep(SupervisedActor):
         elif isinstance(message, MeasureTick):
             if not self.runtime.stopping.is_set():
                 self._measure()
-                release_free_heap()
+                self._trim_when_idle()
             self.runtime.timers.schedule(MEASURE_INTERVAL_S, self.actor_ref, MeasureTick())
         return None
 
@@ -114,6 +121,15 @@ class Upkeep(SupervisedActor):
                      self.retention_days)
         else:
             log.debug("store: nothing to prune (retention %g days)", self.retention_days)
+
+    def _trim_when_idle(self) -> None:
+        """Return free heap pages once per idle spell: the pool has no worker left,
+        and workers started since the last trim (there was work)."""
+        pool = shared_pool()
+        spawns = pool.spawns()
+        if pool.workers() == 0 and spawns != self.trimmed_at_spawns:
+            self.trimmed_at_spawns = spawns
+            release_free_heap()
 
     def _checkpoint(self) -> None:
         try:
