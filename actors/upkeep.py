@@ -14,9 +14,9 @@ Once the actor pool's workers have all retired (no scope or delivery ran for
 their retirement time) after work, the next measurement also returns the C
 heap's free pages to the operating system
 (:func:`actors.heap.release_free_heap`), so the RSS of a bridge whose
-conversations went idle falls back from its peak. It is not done under load:
-trimming every 15 s in a busy bridge cost a fifth of its throughput
-(``README.md``, "Idle conversations give back their threads and memory").
+conversations went idle falls back from its peak. It is not done under load,
+where the pages would soon be taken again (``README.md``, "Idle conversations
+give back their threads and memory").
 
 The work runs on this actor's own thread, not the supervisor's, so routing
 never waits for a prune; each prune batch holds the store's lock briefly.
