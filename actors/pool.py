@@ -125,6 +125,9 @@ class ActorPool:
         with self._lock:
             self._size = size
             self._wake_all()
+            # Actors already in line get the new free workers now, not at the next submit.
+            for _ in range(min(len(self._ready), self._size - (self._workers - self._blocked))):
+                self._spawn()
 
     def workers(self) -> int:
         """Worker threads alive now (blocked ones included)."""

@@ -498,6 +498,35 @@ def test_under_light_load_one_worker_runs_and_the_others_retire() -> None:
         pool.shutdown()
 
 
+class Holder(PooledActor):
+    """Holds its worker until ``release`` is set."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    def on_receive(self, message: Any) -> Any:
+        assert self.release.wait(WAIT_S)
+        return message
+
+
+def test_a_pool_grown_runs_the_actors_already_in_line() -> None:
+    pool = ActorPool(1, name="grow-pool")
+    release = threading.Event()
+    try:
+        held = on(pool, Holder).start(release).ask("hold", block=False)
+        wait_until(lambda: pool.workers() == 1, WAIT_S, "the one worker to be held")
+        waiting = on(pool, Recorder).start().ask("waiting", block=False)
+        pool.resize(2)  # no new submit: the actor in line needs the second worker now
+        assert waiting.get(timeout=WAIT_S) == "waiting"
+        assert not release.is_set()
+        release.set()
+        assert held.get(timeout=WAIT_S) == "hold"
+    finally:
+        release.set()
+        pool.shutdown()
+
+
 def test_current_actor_names_the_pooled_actor_of_this_turn(pool: ActorPool) -> None:
     class Who(PooledActor):
         def on_receive(self, message: Any) -> Any:
