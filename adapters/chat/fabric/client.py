@@ -8,7 +8,8 @@ from typing import NoReturn
 
 import requests
 
-from adapters.chat.fabric.rest import FabricGuild, GuildAccess
+from adapters.chat.fabric.aiopost import send_on_loop
+from adapters.chat.fabric.rest import FabricGuild, GuildAccess, post_request
 from bridge.model import Attachment, Control, Target
 from bridge.platform import Unsupported
 
@@ -19,7 +20,8 @@ class FabricClient:
     Fabric has no threads: a target's thread is ignored (the platform declares
     ``threads = False``, so the runtime never makes one). It has no reactions
     and takes no files: those calls raise :class:`bridge.platform.Unsupported`
-    (its limits say so).
+    (its limits say so). Posts go through the chat loop's aiohttp session
+    (:mod:`adapters.chat.fabric.aiopost`); the other calls through ``requests``.
 
     Args:
         access: The identity's access to the guild.
@@ -38,8 +40,9 @@ class FabricClient:
             bridge.errors.ChatError: typed by status (see :mod:`adapters.chat.fabric.rest`).
         """
         _no_controls(controls)
-        posted = self.guild.post(target.channel, text, idempotency_key=idempotency_key)
-        found = posted.get("messageId")
+        posted = send_on_loop(self.guild.access, post_request(
+            target.channel, text, idempotency_key=idempotency_key))
+        found = posted.get("messageId") if isinstance(posted, dict) else None
         return found if isinstance(found, str) else ""
 
     def update(self, target: Target, message_id: str, text: str, *,

@@ -117,10 +117,30 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     Raises:
         ChatError: a subclass chosen by status code (see the module docstring).
     """
-    code = response.status_code
+    if response.status_code < 300:
+        return
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    raise_for_answer(response.status_code, body, response.headers.get("Retry-After"), what)
+
+
+def raise_for_answer(code: int, body: Any, retry_after: str | None, what: str) -> None:
+    """Raise the typed error for a non-2xx answer, from its parts (any HTTP client).
+
+    Args:
+        code: The HTTP status code.
+        body: The answer's parsed JSON body, or None when it had none.
+        retry_after: The ``Retry-After`` header, or None.
+        what: Short description of the call for the message (no secrets).
+
+    Raises:
+        ChatError: a subclass chosen by status code (see the module docstring).
+    """
     if code < 300:
         return
-    detail = _error_text(response)
+    detail = _error_text(body)
     message = f"{what}: HTTP {code}" + (f" ({detail})" if detail else "")
     if code == 401:
         raise Unauthorized(message)
@@ -133,15 +153,11 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     if code == 413:
         raise TooLarge(message)
     if code == 429 or code >= 500:
-        raise RetryLater(message, _retry_after(response), ambiguous=code >= 500)
+        raise RetryLater(message, _retry_after(retry_after), ambiguous=code >= 500)
     raise BadRequest(message)
 
 
-def _error_text(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
+def _error_text(body: Any) -> str:
     if isinstance(body, dict):
         for key in ("error", "message"):
             if isinstance(body.get(key), str):
@@ -149,8 +165,7 @@ def _error_text(response: requests.Response) -> str:
     return ""
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
