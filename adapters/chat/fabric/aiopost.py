@@ -25,9 +25,8 @@ import asyncio
 import functools
 import json
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import requests.utils
 
 from adapters.chat.fabric.rest import (
@@ -40,9 +39,9 @@ from adapters.chat.fabric.rest import (
 from adapters.chat.ioloop import IoLoop
 from bridge.errors import ChatError, RetryLater
 
-#: Seconds to connect and to wait for the answer's bytes (as the ``requests`` calls).
-TIMEOUT = aiohttp.ClientTimeout(total=None, connect=HTTP_TIMEOUT[0],
-                                sock_read=HTTP_TIMEOUT[1])
+if TYPE_CHECKING:
+    import aiohttp
+
 #: Seconds the calling thread waits for the loop at most (connect + read + margin).
 WAIT_S = HTTP_TIMEOUT[0] + HTTP_TIMEOUT[1] + 5.0
 
@@ -51,11 +50,21 @@ _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
 
 def _session() -> aiohttp.ClientSession:
-    """The running loop's client session (called on the loop, so no lock is needed)."""
+    """The running loop's client session (called on the loop, so no lock is needed).
+
+    aiohttp is imported here, not with the module: the bridge and its config
+    checks load this module where only the dev guild's need for aiohttp is
+    reported (``bridge.cli.compose.DevGuildMissing``).
+    """
+    import aiohttp
+
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
-        session = _sessions[loop] = aiohttp.ClientSession(timeout=TIMEOUT)
+        # Seconds to connect and to wait for the answer's bytes, as the requests calls.
+        timeout = aiohttp.ClientTimeout(total=None, connect=HTTP_TIMEOUT[0],
+                                        sock_read=HTTP_TIMEOUT[1])
+        session = _sessions[loop] = aiohttp.ClientSession(timeout=timeout)
     return session
 
 
@@ -76,6 +85,8 @@ async def _send(access: GuildAccess, request: GuildRequest) -> Any:
         ChatError: another non-2xx answer (typed by status), or a body that is
             not JSON.
     """
+    import aiohttp
+
     try:
         async with _session().request(request.method, request.url(access.endpoint),
                                       json=request.body, proxy=proxy_for(access.endpoint),
