@@ -175,8 +175,13 @@ class ActorPool:
         thread = threading.Thread(target=self._work, name=f"{self._name}-{self._spawns}",
                                   daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()]
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (a process limit): the line waits
+            self._workers -= 1
+            log.exception("actor pool: could not start a worker (%d running)", self._workers)
+            return
         self._threads.append(thread)
-        thread.start()
 
     def _wake_all(self) -> None:
         """Wake every idle worker to look at the pool again (the caller holds the lock)."""

@@ -527,6 +527,29 @@ def test_a_pool_grown_runs_the_actors_already_in_line() -> None:
         pool.shutdown()
 
 
+def test_a_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = ActorPool(2, name="nothread-pool")
+    real_start = threading.Thread.start
+    refused: list[str] = []
+
+    def refuse_once(thread: threading.Thread) -> None:
+        if not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    try:
+        monkeypatch.setattr(threading.Thread, "start", refuse_once)
+        first = on(pool, Recorder).start()  # its worker cannot start: it waits in line
+        assert refused and pool.workers() == 0
+        second = on(pool, Recorder).start()  # the next submit starts a worker
+        assert first.ask("one", timeout=WAIT_S) == "one"
+        assert second.ask("two", timeout=WAIT_S) == "two"
+    finally:
+        monkeypatch.undo()
+        pool.shutdown()
+
+
 def test_current_actor_names_the_pooled_actor_of_this_turn(pool: ActorPool) -> None:
     class Who(PooledActor):
         def on_receive(self, message: Any) -> Any:
