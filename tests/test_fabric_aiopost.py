@@ -19,7 +19,7 @@ from adapters.chat.fabric.aiopost import proxy_for, send_on_loop
 from adapters.chat.fabric.client import FabricClient
 from adapters.chat.fabric.rest import GuildAccess, message_nonce, post_request
 from adapters.chat.ioloop import IoLoop
-from bridge.errors import BadRequest, ChatError, RetryLater, Unauthorized
+from bridge.errors import BadRequest, ChatError, Conflict, RetryLater, Unauthorized
 from bridge.model import Target
 
 TOKEN = "guild-token-for-tests"
@@ -48,6 +48,13 @@ class Guild:
             return web.Response(text="hello")
         return web.json_response({"error": "no such channel"}, status=400)
 
+    async def edit(self, request: web.Request) -> web.StreamResponse:
+        self.received.append((f"{request.match_info['channel']}/{request.match_info['id']}",
+                              request.headers.get("Authorization", ""), await request.json()))
+        if request.match_info["id"] == "gone":
+            return web.json_response({"error": "deleted"}, status=409)
+        return web.json_response({"messageId": request.match_info["id"]})
+
 
 @pytest.fixture
 def guild() -> Iterator[tuple[Guild, GuildAccess, IoLoop]]:
@@ -55,6 +62,7 @@ def guild() -> Iterator[tuple[Guild, GuildAccess, IoLoop]]:
     state = Guild()
     app = web.Application()
     app.router.add_post("/api/channels/{channel}/messages", state.post)
+    app.router.add_patch("/api/channels/{channel}/messages/{id}", state.edit)
     runner = web.AppRunner(app)
 
     async def start() -> int:
@@ -85,6 +93,14 @@ def test_the_client_posts_through_the_loop(guild: tuple[Guild, GuildAccess, IoLo
     state, access, _io = guild
     assert FabricClient(access).post(Target("ok"), "hi", idempotency_key="k-2") == "m-1"
     assert state.received[-1][2]["content"] == "hi"
+
+
+def test_the_client_edits_through_the_loop(guild: tuple[Guild, GuildAccess, IoLoop]) -> None:
+    state, access, _io = guild
+    FabricClient(access).update(Target("c1"), "m-9", "new text")
+    assert state.received[-1] == ("c1/m-9", f"Bearer {TOKEN}", {"content": "new text"})
+    with pytest.raises(Conflict):
+        FabricClient(access).update(Target("c1"), "gone", "too late")
 
 
 @pytest.mark.parametrize(("channel", "error", "ambiguous", "retry_after_s"), [

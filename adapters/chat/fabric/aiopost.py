@@ -1,4 +1,4 @@
-"""Fabric message posts on the process's chat loop, with aiohttp.
+"""Fabric message posts and edits on the process's chat loop, with aiohttp.
 
 A delivery posts an answer from a pool worker. With a ``requests`` session
 each post cost about a millisecond of the interpreter's time (building the

@@ -9,7 +9,7 @@ from typing import NoReturn
 import requests
 
 from adapters.chat.fabric.aiopost import send_on_loop
-from adapters.chat.fabric.rest import FabricGuild, GuildAccess, post_request
+from adapters.chat.fabric.rest import FabricGuild, GuildAccess, edit_request, post_request
 from bridge.model import Attachment, Control, Target
 from bridge.platform import Unsupported
 
@@ -20,8 +20,9 @@ class FabricClient:
     Fabric has no threads: a target's thread is ignored (the platform declares
     ``threads = False``, so the runtime never makes one). It has no reactions
     and takes no files: those calls raise :class:`bridge.platform.Unsupported`
-    (its limits say so). Posts go through the chat loop's aiohttp session
-    (:mod:`adapters.chat.fabric.aiopost`); the other calls through ``requests``.
+    (its limits say so). Posts and edits go through the chat loop's aiohttp
+    session (:mod:`adapters.chat.fabric.aiopost`); the other calls through
+    ``requests``.
 
     Args:
         access: The identity's access to the guild.
@@ -53,7 +54,7 @@ class FabricClient:
             Unsupported: ``controls`` given (Fabric has no buttons).
         """
         _no_controls(controls)
-        self.guild.edit(target.channel, message_id, text)
+        send_on_loop(self.guild.access, edit_request(target.channel, message_id, text))
 
     def delete(self, target: Target, message_id: str) -> None:
         """Delete one of the identity's messages.

@@ -242,6 +242,16 @@ def post_request(channel_id: str, content: str, wakeup_user_id: str | None = Non
     return GuildRequest("POST", f"/channels/{channel_id}/messages", "post message", body)
 
 
+def edit_request(channel_id: str, message_id: str, content: str) -> GuildRequest:
+    """``PATCH /channels/:id/messages/:messageId`` (see :meth:`FabricGuild.edit`).
+
+    Returns:
+        The request; send it with :func:`auth_headers` of the author's guild token.
+    """
+    return GuildRequest("PATCH", f"/channels/{channel_id}/messages/{message_id}",
+                        "edit message", {"content": content})
+
+
 class FabricCenter:
     """Client of a Fabric Center.
 
@@ -471,8 +481,8 @@ class FabricGuild:
 
     def edit(self, channel_id: str, message_id: str, content: str) -> dict[str, Any]:
         """``PATCH /channels/:id/messages/:messageId`` (inferred path); returns the Message."""
-        data = self._call("PATCH", f"/channels/{channel_id}/messages/{message_id}",
-                          "edit message", json={"content": content})
+        request = edit_request(channel_id, message_id, content)
+        data = self._call(request.method, request.path, request.what, json=request.body)
         return data if isinstance(data, dict) else {}
 
     def delete(self, channel_id: str, message_id: str) -> None:
