@@ -5,8 +5,8 @@ gives it back only from the top of a heap, so after many conversations ran
 and stopped, the bridge's RSS stays near its peak though little of it is in
 use. ``malloc_trim(0)`` returns every whole free page of every heap
 (``man 3 malloc_trim``: since glibc 2.8 it also releases free pages inside a
-heap, not only at its top). Upkeep calls :func:`release_free_heap` on its
-measuring schedule.
+heap, not only at its top). Upkeep calls :func:`release_free_heap` once per
+idle spell (:mod:`actors.upkeep`).
 
 Measured with the bench's idle-conversations run (``README.md``, "Idle
 conversations"): ``malloc_trim(0)`` took the bridge's RSS from 143.6 to
