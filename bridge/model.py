@@ -3,8 +3,8 @@
 Keys are typed values, parsed and printed here and nowhere else. A key's
 printed form (``platform:agent:space:channel[:thread]``) is what the state
 store keeps; the parts are ids, which carry no ``:`` on any platform the
-bridge speaks (Fabric node ids, Slack ``C…``/``T…`` ids and ``ts`` values,
-Feishu/Lark ``oc_…``/``om_…`` ids), and agent names are checked at config load.
+bridge speaks (each adapter's ``rules`` module says what its ids look like),
+and agent names are checked at config load.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ class Inbound:
             platform without threads.
         per_thread: True when the binding keeps one conversation per thread.
         addressed: True when the platform says this message is for the agent
-            (a wakeup, a mention or DM, an @bot), by the platform's own rules.
+            (a direct address, a mention or DM, an @bot), by the platform's own rules.
         is_direct: True in a direct conversation with the agent (a DM).
         mentioned: True when the content mentions the agent.
         catch_up: True when fetched from history after a gap or reconnect.
