@@ -3,7 +3,7 @@
 Keys are typed values, parsed and printed here and nowhere else. A key's
 printed form (``platform:agent:space:channel[:thread]``) is what the state
 store keeps; the parts are ids, which carry no ``:`` on any platform the
-bridge speaks (each adapter's ``rules`` module says what its ids look like),
+bridge speaks (each chat adapter under ``adapters/chat`` documents its ids),
 and agent names are checked at config load.
 """
 
