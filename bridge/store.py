@@ -39,7 +39,7 @@ may lose the last transactions on power loss, which is accepted here.
 Schema migrations are numbered and run at open.
 
 Journal writes that arrive together are committed together (group commit,
-:meth:`Store.record_inbound`): while one gateway's transaction commits, the
+:meth:`Store.record_inbound_many`): while one gateway's transaction commits, the
 messages other gateways hand in queue up, and the next of them to get the
 store commits the whole queue in one transaction. Each caller still returns
 only after its own message is committed; nobody waits on a timer, and a lone
@@ -557,7 +557,7 @@ class Store:
 
     Attributes:
         group_commits: Transactions that committed journal writes (see
-            :meth:`record_inbound`), since the store was opened.
+            :meth:`record_inbound_many`), since the store was opened.
         grouped_writes: Journal writes committed in them (a write per call).
 
     Raises:
@@ -568,7 +568,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
-        #: Group commit of journal writes (see :meth:`record_inbound`): the queue,
+        #: Group commit of journal writes (see :meth:`record_inbound_many`): the queue,
         #: whether a caller is committing it, and the condition they wait on.
         self._queued: list[_Queued] = []
         self._leading = False
@@ -854,6 +854,8 @@ class Store:
             if inserted.rowcount == 1:
                 msg = int(inserted.lastrowid or 0)
                 fresh[identity] = (msg, body)
+            elif not write.row:
+                return True  # stored already; no journal row needs its id or differences
             else:
                 row = db.execute("SELECT id, body FROM messages WHERE platform = ? AND "
                                  "space = ? AND channel_id = ? AND message_id = ?",
@@ -982,15 +984,9 @@ class Store:
                 "scope_key = ? AND message_id = m.message_id) ORDER BY m.seq DESC LIMIT ?",
                 (scope.platform, scope.space, scope.channel, int(taken), since, exclude_author,
                  *thread_args, key, limit)).fetchall()
-        found = []
-        for message_id, body in reversed(rows):
-            fields: dict[str, Any] = {"platform": scope.platform, "agent": scope.agent,
-                                      "space": scope.space, "channel_id": scope.channel,
-                                      "message_id": message_id}
-            fields.update(json.loads(body))
-            fields["per_thread"] = per_thread
-            found.append(Inbound(**fields))
-        return found
+        own = _dumps({"per_thread": per_thread})
+        return [_rebuild((key, scope.platform, scope.space, scope.channel, message_id, body, own))
+                for message_id, body in reversed(rows)]
 
     def open_scopes(self) -> list[Inbound]:
         """One open message per scope that has work waiting (to respawn the scope)."""
@@ -1416,17 +1412,19 @@ class Store:
         context, _ = self._delete_batches(
             "DELETE FROM messages WHERE id IN (SELECT id FROM messages AS m WHERE "
             "received_at < ? AND NOT EXISTS (SELECT 1 FROM inbound WHERE msg = m.id) LIMIT ?)",
-            cutoff, limit)
-        if context:
-            with self._lock:
-                self._recent.clear()  # a remembered messages row may be gone
+            cutoff, limit, deletes_messages=True)
         result = PruneResult(inbound, outbox, runs, messages + context)
         if result.total:
             self.compact()
         return result
 
-    def _delete_batches(self, statement: str, cutoff: float, limit: int) -> tuple[int, int]:
+    def _delete_batches(self, statement: str, cutoff: float, limit: int, *,
+                        deletes_messages: bool = False) -> tuple[int, int]:
         """Run a ``DELETE ... LIMIT ?`` until it deletes fewer than ``limit`` rows.
+
+        A batch that deletes ``messages`` rows (``deletes_messages``, or through the
+        triggers) empties :attr:`_recent` in its own transaction, so no later write
+        takes the id of a deleted row from it.
 
         Returns:
             (rows the statement deleted, rows its triggers deleted: the shared
@@ -1438,7 +1436,7 @@ class Store:
                 before = db.total_changes
                 count = int(db.execute(statement, (cutoff, limit)).rowcount)
                 forgotten = db.total_changes - before - count
-                if forgotten:
+                if forgotten or (deletes_messages and count):
                     self._recent.clear()  # a remembered messages row may be gone
                 by_triggers += forgotten
             deleted += count
