@@ -147,13 +147,13 @@ class Gateway(SupervisedActor):
         outcomes = self.runtime.store.record_inbound_many(batch)
         failure: Exception | None = None
         for write, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(write, CursorWrite):
-                failure = failure or (outcome if isinstance(outcome, Exception) else None)
-                continue
-            inbound = write.inbound
             if isinstance(outcome, Exception):
                 failure = failure or outcome
-            elif outcome:
+                continue
+            if isinstance(write, CursorWrite):
+                continue
+            inbound = write.inbound
+            if outcome:
                 send(self.runtime, f"scope:{inbound.scope}", inbound, fallback=Route(inbound),
                      live_only=not write.row)
             else:
