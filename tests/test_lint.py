@@ -90,7 +90,6 @@ COMPOSITION = ("bridge/ops/", "bridge/cli/")
 #: when one of them no longer needs its place here).
 NAMING_PLATFORMS = {
     "bridge/board.py": "reads a status.json of an older version (its 'guild' field)",
-    "bridge/model.py": "docstrings naming the platforms' ids and rules as examples",
     "bridge/store.py": "its migrations name the old schema's columns and fields",
 }
 
