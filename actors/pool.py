@@ -40,6 +40,12 @@ is not counted: that actor answers on its own thread, so it costs one worker
 for the wait but cannot deadlock the pool. Cycles of blocking asks deadlock as
 they do with threads. Long blocking work in ``on_receive`` (an HTTP post) holds one worker: the
 pool's size bounds how many such calls run at once.
+
+**Blocking calls borrow a worker.** :meth:`ActorPool.run_blocking` runs work
+that blocks for long (a runner reading its agent's output) on a worker that
+counts as blocked while it runs, so the actors keep ``size`` workers; it then
+goes back to the pool. Such work costs no thread start while an idle worker is
+at hand, and no thread once it is over.
 """
 
 from __future__ import annotations
@@ -49,8 +55,10 @@ import itertools
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
+import attrs
 import pykka
 from pykka import ActorDeadError, ActorRegistry, messages
 from pykka._envelope import Envelope
@@ -95,7 +103,7 @@ class ActorPool:
         if retire_s <= 0:
             raise ValueError(f"idle workers retire after a positive time, got {retire_s} s")
         self._lock = threading.Lock()
-        self._ready: collections.deque[PooledActor] = collections.deque()
+        self._ready: collections.deque[PooledActor | _BlockingCall] = collections.deque()
         self._size = size
         self._retire_s = retire_s
         self._name = f"{name}-{next(_pool_counter)}"
@@ -151,6 +159,26 @@ class ActorPool:
             if self._closed:
                 return
             self._ready.append(actor)
+            self._wake_or_spawn()
+
+    def run_blocking(self, fn: Callable[[], object]) -> None:
+        """Run ``fn``, long blocking work (reading an agent's output until it ends), on
+        one of the pool's threads, in line with the actors' turns.
+
+        The worker that runs it counts as blocked for as long as it runs (as one
+        waiting on a pooled future), so ``size`` workers stay free for the
+        actors; afterwards it goes back to the pool and takes turns or retires
+        like any other. So such work costs a thread only while it runs, and no
+        thread start when an idle worker is at hand. An exception ``fn`` raises
+        is logged and goes no further.
+
+        Raises:
+            RuntimeError: the pool is shut down.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self._name} is shut down")
+            self._ready.append(_BlockingCall(fn))
             self._wake_or_spawn()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
@@ -222,13 +250,35 @@ class ActorPool:
                     timed_out = idle in self._idlers
                     if timed_out:
                         self._idlers.remove(idle)
-            _local.actor = actor
-            try:
-                actor._pool_turn()  # the pool is the actor's runtime
-            except BaseException:  # a worker outlives any actor
-                log.exception("actor pool: a turn of %s broke off", actor)
-            finally:
-                _local.actor = None
+            if isinstance(actor, _BlockingCall):
+                self._call(actor)
+            else:
+                self._turn(actor)
+            # An idle worker holds nothing of what it ran (a stopped actor is freed).
+            del actor
+
+    @staticmethod
+    def _turn(actor: PooledActor) -> None:
+        """Run one turn of ``actor`` on this worker."""
+        _local.actor = actor
+        try:
+            actor._pool_turn()  # the pool is the actor's runtime
+        except BaseException:  # a worker outlives any actor
+            log.exception("actor pool: a turn of %s broke off", actor)
+        finally:
+            _local.actor = None
+
+    def _call(self, call: _BlockingCall) -> None:
+        """Run one blocking call, the worker counted as blocked meanwhile."""
+        _local.blocking = True
+        self._block()
+        try:
+            call.fn()
+        except BaseException:  # a worker outlives any call
+            log.exception("actor pool: a blocking call broke off")
+        finally:
+            self._unblock()
+            _local.blocking = False
 
     def _block(self) -> None:
         """A worker starts waiting on a pooled future: keep ``size`` workers free."""
@@ -240,6 +290,13 @@ class ActorPool:
     def _unblock(self) -> None:
         with self._lock:
             self._blocked -= 1
+
+
+@attrs.frozen
+class _BlockingCall:
+    """Work handed to :meth:`ActorPool.run_blocking`."""
+
+    fn: Callable[[], object]
 
 
 _shared_lock = threading.Lock()

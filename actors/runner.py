@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from actors.messages import (
     StatusTick,
     StopRun,
 )
+from actors.pool import DEFAULT_POOL_SIZE, ActorPool, PooledActor
 from actors.runtime import Runtime, send
 from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarted, ToolStarted
 from bridge.board import RunRow
@@ -60,10 +60,19 @@ ANSWER_FILE = "answer.md"
 NOTICE_CHARS = 1500
 
 
-class Runner(pykka.ThreadingActor):
+#: The workers that run the runners' turns (started on demand, retired when idle).
+RUNNER_POOL = ActorPool(DEFAULT_POOL_SIZE, name="runner-pool")
+
+
+class Runner(PooledActor):
     """Runs one prompt through the agent; supervised by its scope, not restarted.
 
-    The agent's events are read on a reader thread that only tells this actor.
+    A pooled actor (:mod:`actors.pool`) on a pool of its own
+    (:data:`RUNNER_POOL`): a run starts no thread. The blocking parts of a run
+    (fetching the members' files, starting the agent's process) hold a runner
+    worker, never one that scopes and deliveries need. The agent's events are
+    read on a worker of that pool lent for the run's length
+    (:meth:`actors.pool.ActorPool.run_blocking`), which only tells this actor.
     Progress goes to the channel's delivery actor as :class:`bridge.run_view.RunView`
     snapshots (which it renders for the platform and throttles to one edit a
     second). On the terminal event the runner puts the answer (split into
@@ -102,7 +111,7 @@ class Runner(pykka.ThreadingActor):
         stoppers: Member ids who may stop the run from its status (requesters, admins).
     """
 
-    use_daemon_thread = True
+    actor_pool = RUNNER_POOL
 
     def __init__(self, runtime: Runtime, scope: pykka.ActorRef[Any], scope_key: str,
                  delivery_id: str, run_id: str, prompt: Prompt, agent: AgentSettings,
@@ -140,7 +149,8 @@ class Runner(pykka.ThreadingActor):
         self.timer_handles: dict[str, int] = {}
 
     def on_start(self) -> None:
-        """Start the agent and its reader thread; arm the timeout and the status ticks."""
+        """Start the agent and the reading of its events; arm the timeout and the status
+        ticks."""
         self._identity(RunActive(self.space, +1))
         images: tuple[Path, ...] = ()
         if self.files_on:
@@ -158,8 +168,8 @@ class Runner(pykka.ThreadingActor):
             return
         if self.run.pid is not None and not self.pid_recorded:
             self._spawned(self.run.pid)
-        threading.Thread(target=self._read, args=(self.run,), daemon=True,
-                         name=f"run-{self.run_id}").start()
+        run = self.run
+        RUNNER_POOL.run_blocking(lambda: self._read(run))
         self._schedule("timeout", self.agent.timeout_s,
                        StopRun(f"timed out after {self.agent.timeout_s:.0f} s"))
         self._schedule("status", STATUS_AFTER_S, StatusTick())

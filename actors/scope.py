@@ -443,8 +443,12 @@ class Scope(PooledSupervisedActor):
     def _workspace(self) -> Path:
         """This scope's workspace: the one chosen with ``/cd`` (saved in the session
         catalog) while it is still a configured alias, else the agent's workspace."""
+        return self._workspace_of(self.runtime.store.session(self.key))
+
+    def _workspace_of(self, record: SessionRecord | None) -> Path:
+        """The workspace that the scope's session entry ``record`` names (see
+        :meth:`_workspace`)."""
         default = self._default_workspace()
-        record = self.runtime.store.session(self.key)
         if record is None or not record.workspace:
             return default
         for _, path in self.agent.workspaces:
@@ -452,8 +456,9 @@ class Scope(PooledSupervisedActor):
                 return path
         return default
 
-    def _run_agent(self) -> AgentSettings:
-        """The agent's settings for a run of this scope (workspace, ``/timeout``).
+    def _run_agent(self, record: SessionRecord | None) -> AgentSettings:
+        """The agent's settings for a run of this scope (workspace, ``/timeout``), given
+        its session entry ``record``.
 
         The workspace is resolved once, its real path is checked, and that real
         path is what the run gets: an alias (or a link on its way) swapped after
@@ -462,7 +467,7 @@ class Scope(PooledSupervisedActor):
         """
         default = self._default_workspace()
         workspace = Path(os.path.realpath(default))
-        chosen = self._workspace()
+        chosen = self._workspace_of(record)
         if chosen != default:
             try:
                 workspace = check_workspace(chosen, self.agent.workspace_roots)
@@ -471,11 +476,12 @@ class Scope(PooledSupervisedActor):
                             "agent's workspace", self.key, chosen, exc)
         return attrs.evolve(self.agent, workspace=workspace, timeout_s=self._timeout_s())
 
-    def _session_for_run(self, run_id: str,
-                         agent: AgentSettings) -> tuple[SessionRecord | None, str]:
-        """The session to resume and the policy fingerprint of this run."""
-        fingerprint = policy_fingerprint(self.key, agent, agent.workspace or self._workspace())
-        record = self.runtime.store.session(self.key)
+    def _session_for_run(self, run_id: str, agent: AgentSettings,
+                         record: SessionRecord | None) -> tuple[SessionRecord | None, str]:
+        """The session to resume (of the scope's entry ``record``) and the policy
+        fingerprint of this run."""
+        fingerprint = policy_fingerprint(self.key, agent,
+                                         agent.workspace or self._workspace_of(record))
         if record is not None and record.session_id and record.fingerprint != fingerprint:
             log.warning("scope %s: policy changed since session %s; starting a new one",
                         self.key, record.session_id)
@@ -515,10 +521,10 @@ class Scope(PooledSupervisedActor):
                      remove=bridge.receipt_accepted))
 
     def _start(self, action: StartRun) -> None:
-        self.runtime.store.start_run(action.run_id, self.key,
-                                     action.message_ids + action.context_ids)
-        agent = self._run_agent()
-        session, fingerprint = self._session_for_run(action.run_id, agent)
+        record = self.runtime.store.start_run(action.run_id, self.key,
+                                              action.message_ids + action.context_ids)
+        agent = self._run_agent(record)
+        session, fingerprint = self._session_for_run(action.run_id, agent, record)
         self.requesters = frozenset(line.author_id for line in action.prompt.messages)
         log.info("scope %s: run %s starts with %d message(s) in %s", self.key, action.run_id,
                  len(action.prompt.messages), agent.workspace)

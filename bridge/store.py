@@ -635,6 +635,20 @@ class Store:
                     self._db.execute("ROLLBACK")
                 raise StoreError(self._explain(exc)) from None
 
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        """Run one writing statement as its own transaction (SQLite's autocommit: the
+        connection has ``isolation_level=None``), atomic as any statement is.
+
+        One call into SQLite instead of three (``BEGIN IMMEDIATE``, the statement,
+        ``COMMIT``), each of which lets go of the GIL and waits to get it back while
+        the store's lock is held.
+
+        Raises:
+            StoreError: the database refused it.
+        """
+        with self._tx() as db:
+            db.execute(sql, params)
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._tx() as db:
@@ -908,22 +922,19 @@ class Store:
 
     def classify(self, scope_key: str, message_id: str, engaged: bool) -> None:
         """Mark a received message ``engaged`` or ``context`` (open states only)."""
-        with self._write() as db:
-            db.execute("UPDATE inbound SET state = ? WHERE scope_key = ? AND message_id = ? "
-                       "AND state IN ('received', 'engaged', 'context')",
-                       ("engaged" if engaged else "context", scope_key, message_id))
+        self._write_one("UPDATE inbound SET state = ? WHERE scope_key = ? AND message_id = ? "
+                        "AND state IN ('received', 'engaged', 'context')",
+                        ("engaged" if engaged else "context", scope_key, message_id))
 
     def mark_done(self, scope_key: str, message_id: str) -> None:
         """Mark a message ``done`` without a run (e.g. a chat command, answered directly)."""
-        with self._write() as db:
-            db.execute("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
-                       "message_id = ?", (scope_key, message_id))
+        self._write_one("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
+                        "message_id = ?", (scope_key, message_id))
 
     def drop_inbound(self, scope_key: str, message_id: str) -> None:
         """Mark a message ``dropped``: it made its scope fail and is never replayed."""
-        with self._write() as db:
-            db.execute("UPDATE inbound SET state = 'dropped' WHERE scope_key = ? AND "
-                       "message_id = ?", (scope_key, message_id))
+        self._write_one("UPDATE inbound SET state = 'dropped' WHERE scope_key = ? AND "
+                        "message_id = ?", (scope_key, message_id))
 
     def open_inbound(self, scope_key: str, stale_before: float | None = None) -> list[Inbound]:
         """Messages of a scope that still wait for a run, by seq.
@@ -1075,11 +1086,17 @@ class Store:
 
     # -- runs --------------------------------------------------------------
 
-    def start_run(self, run_id: str, scope_key: str, message_ids: Sequence[str]) -> None:
+    def start_run(self, run_id: str, scope_key: str,
+                  message_ids: Sequence[str]) -> SessionRecord | None:
         """Record a run and move its messages (engaged and context) to ``running``.
 
         Other context messages of the scope (the ones the prompt's bounds left
         out) become ``done``, so they are not replayed.
+
+        Returns:
+            The scope's session entry (as :meth:`session`), read in the same
+            transaction: the run needs it next, and one hold of the store's lock
+            is cheaper than two.
         """
         with self._write() as db:
             db.execute("INSERT INTO runs (run_id, scope_key, started_at) VALUES (?, ?, ?)",
@@ -1091,6 +1108,7 @@ class Store:
             # Context the prompt did not take (trimmed by the bounds) is done too.
             db.execute("UPDATE inbound SET state = 'done' WHERE scope_key = ? AND "
                        "state = 'context'", (scope_key,))
+            return self._session_row(db, scope_key)
 
     def finish_run(self, run_id: str, outcome: str, pieces: Sequence[str],
                    usage: dict[str, Any] | None = None, after_seq: int = 0,
@@ -1138,9 +1156,8 @@ class Store:
 
     def set_run_process(self, run_id: str, pid: int, ticks: str | None) -> None:
         """Record the agent process group of a run (see :mod:`bridge.procs`)."""
-        with self._write() as db:
-            db.execute("UPDATE runs SET pid = ?, pid_ticks = ? WHERE run_id = ?",
-                       (pid, ticks, run_id))
+        self._write_one("UPDATE runs SET pid = ?, pid_ticks = ? WHERE run_id = ?",
+                        (pid, ticks, run_id))
 
     def open_run_processes(self) -> list[tuple[int, str | None]]:
         """``(pid, start ticks)`` of the agent processes of runs that never ended."""
@@ -1247,11 +1264,10 @@ class Store:
         """
         now = time.time()
         piece = Piece(key, scope_key, key, 0, content, 0, after_seq, now)
-        with self._write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
-                "created_at, updated_at, after_seq) VALUES (?, ?, ?, 0, ?, 'pending', ?, ?, ?)",
-                (key, scope_key, key, content, now, now, after_seq))
+        self._write_one(
+            "INSERT OR IGNORE INTO outbox (key, scope_key, run_id, idx, content, state, "
+            "created_at, updated_at, after_seq) VALUES (?, ?, ?, 0, ?, 'pending', ?, ?, ?)",
+            (key, scope_key, key, content, now, now, after_seq))
         return piece
 
     def answer_command(self, scope_key: str, message_id: str, key: str, content: str,
@@ -1304,21 +1320,18 @@ class Store:
 
     def mark_posted(self, key: str, message_id: str | None) -> None:
         """Record that a piece is in the channel (it is never posted again)."""
-        with self._write() as db:
-            db.execute("UPDATE outbox SET state = 'posted', message_id = ?, updated_at = ? "
-                       "WHERE key = ?", (message_id, time.time(), key))
+        self._write_one("UPDATE outbox SET state = 'posted', message_id = ?, updated_at = ? "
+                        "WHERE key = ?", (message_id, time.time(), key))
 
     def mark_failed(self, key: str, reason: str) -> None:
         """Record that a piece was given up (a permanent error); it is not retried."""
-        with self._write() as db:
-            db.execute("UPDATE outbox SET state = 'failed', message_id = ?, updated_at = ? "
-                       "WHERE key = ?", (reason[:200], time.time(), key))
+        self._write_one("UPDATE outbox SET state = 'failed', message_id = ?, updated_at = ? "
+                        "WHERE key = ?", (reason[:200], time.time(), key))
 
     def count_attempt(self, key: str) -> None:
         """Count one failed delivery attempt of a piece."""
-        with self._write() as db:
-            db.execute("UPDATE outbox SET attempts = attempts + 1, updated_at = ? WHERE key = ?",
-                       (time.time(), key))
+        self._write_one("UPDATE outbox SET attempts = attempts + 1, updated_at = ? WHERE key = ?",
+                        (time.time(), key))
 
     def outbox_counts(self, scope_key: str | None = None) -> dict[str, int]:
         """Outbox rows per state (of one scope, or of all)."""
@@ -1329,8 +1342,12 @@ class Store:
     def session(self, scope_key: str) -> SessionRecord | None:
         """The session catalog entry of a scope, if any."""
         with self._tx() as db:
-            row = db.execute("SELECT scope_key, session_id, workspace, fingerprint FROM "
-                             "sessions WHERE scope_key = ?", (scope_key,)).fetchone()
+            return self._session_row(db, scope_key)
+
+    @staticmethod
+    def _session_row(db: sqlite3.Connection, scope_key: str) -> SessionRecord | None:
+        row = db.execute("SELECT scope_key, session_id, workspace, fingerprint FROM "
+                         "sessions WHERE scope_key = ?", (scope_key,)).fetchone()
         if row is None:
             return None
         return SessionRecord(str(row[0]), row[1], str(row[2]), str(row[3]))
@@ -1348,9 +1365,8 @@ class Store:
 
     def clear_session(self, scope_key: str) -> None:
         """Forget a scope's agent session (``/new``)."""
-        with self._write() as db:
-            db.execute("UPDATE sessions SET session_id = NULL, updated_at = ? WHERE "
-                       "scope_key = ?", (time.time(), scope_key))
+        self._write_one("UPDATE sessions SET session_id = NULL, updated_at = ? WHERE "
+                        "scope_key = ?", (time.time(), scope_key))
 
     def scope_timeout(self, scope_key: str) -> float | None:
         """The run timeout set with ``/timeout`` for a scope (seconds), or None."""

@@ -550,6 +550,55 @@ def test_a_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPat
         pool.shutdown()
 
 
+def test_a_blocking_call_lends_a_worker_and_leaves_the_pool_its_size() -> None:
+    # One worker: the call holds it, so the actor's turn needs a worker started for it.
+    pool = ActorPool(1, name="blocking-pool")
+    try:
+        release = threading.Event()
+        ran_on: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            ran_on.put(threading.current_thread().name)
+            assert release.wait(WAIT_S)
+
+        pool.run_blocking(read)
+        first = ran_on.get(timeout=WAIT_S)
+        recorder = on(pool, Recorder).start()
+        assert recorder.ask("while it blocks", timeout=WAIT_S) == "while it blocks"
+        assert actor_of(recorder).threads != {first}
+        assert pool.blocked() == 1
+        release.set()
+        wait_until(lambda: pool.blocked() == 0, WAIT_S, "the call to end")
+        # The call's worker went back to the pool: the next call needs no new thread.
+        spawns = pool.spawns()
+        pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
+        assert ran_on.get(timeout=WAIT_S).startswith("blocking-pool")
+        assert pool.spawns() == spawns
+        recorder.stop(timeout=WAIT_S)
+    finally:
+        pool.shutdown()
+
+
+def test_a_blocking_call_that_raises_is_logged_and_the_pool_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    pool = ActorPool(1, name="raising-pool")
+    try:
+        def broken() -> None:
+            raise RuntimeError("reader broke")
+
+        pool.run_blocking(broken)
+        recorder = on(pool, Recorder).start()
+        assert recorder.ask("after", timeout=WAIT_S) == "after"
+        wait_until(lambda: "blocking call broke off" in caplog.text, WAIT_S, "the log line")
+        assert pool.blocked() == 0
+        recorder.stop(timeout=WAIT_S)
+        pool.shutdown()
+        with pytest.raises(RuntimeError, match="shut down"):
+            pool.run_blocking(broken)
+    finally:
+        pool.shutdown()
+
+
 def test_current_actor_names_the_pooled_actor_of_this_turn(pool: ActorPool) -> None:
     class Who(PooledActor):
         def on_receive(self, message: Any) -> Any:
