@@ -71,7 +71,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -650,7 +650,14 @@ class Store:
             db.execute(sql, params)
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, on_commit: Callable[[], object] | None = None
+               ) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) under the store's lock.
+
+        Args:
+            on_commit: Called after the commit, the lock still held (state kept
+                beside the database changes with it, in the same hold).
+        """
         with self._tx() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -659,6 +666,8 @@ class Store:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            if on_commit is not None:
+                on_commit()
 
     def close(self) -> None:
         """Close the database (and the checkpoint connection, when open)."""
@@ -787,7 +796,7 @@ class Store:
         writes = sum(len(queued.items) for queued in batch)
         fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]] = {}
         try:
-            with self._write() as db:
+            with self._write(on_commit=lambda: self._remember(fresh)) as db:
                 for queued in batch:
                     queued.outcomes = [self._journal(db, write, fresh)
                                        for write in queued.items]
@@ -800,7 +809,6 @@ class Store:
             for queued in batch:
                 queued.outcomes = [self._journal_alone(write) for write in queued.items]
         else:
-            self._remember(fresh)
             self._count_group(writes)
         for queued in batch:
             queued.done = True
@@ -809,11 +817,10 @@ class Store:
         """One journal write in its own transaction; the exception when it fails."""
         fresh: dict[tuple[str, ...], tuple[int, dict[str, Any]]] = {}
         try:
-            with self._write() as db:
+            with self._write(on_commit=lambda: self._remember(fresh)) as db:
                 new = self._journal(db, write, fresh)
         except Exception as exc:
             return exc
-        self._remember(fresh)
         self._count_group(1)
         return new
 
@@ -886,13 +893,11 @@ class Store:
              time.time())).rowcount == 1)
 
     def _remember(self, fresh: Mapping[tuple[str, ...], tuple[int, dict[str, Any]]]) -> None:
-        """Keep the ``messages`` rows just committed in :attr:`_recent` (bounded, oldest out)."""
-        if not fresh:
-            return
-        with self._lock:
-            self._recent.update(fresh)
-            while len(self._recent) > RECENT_MESSAGES:
-                del self._recent[next(iter(self._recent))]
+        """Keep the ``messages`` rows just committed in :attr:`_recent` (bounded, oldest
+        out); the caller holds the store's lock (``_write``'s ``on_commit``)."""
+        self._recent.update(fresh)
+        while len(self._recent) > RECENT_MESSAGES:
+            del self._recent[next(iter(self._recent))]
 
     @staticmethod
     def _set_cursor(db: sqlite3.Connection, connection: ConnectionKey, channel_id: str,
