@@ -44,8 +44,9 @@ pool's size bounds how many such calls run at once.
 **Blocking calls borrow a worker.** :meth:`ActorPool.run_blocking` runs work
 that blocks for long (a runner reading its agent's output) on a worker that
 counts as blocked while it runs, so the actors keep ``size`` workers; it then
-goes back to the pool. Such work costs no thread start while an idle worker is
-at hand, and no thread once it is over.
+goes back to the pool. A call goes first in line and wakes or starts a worker
+of its own, so it never waits behind the actors' turns. Such work costs no
+thread start while an idle worker is at hand, and no thread once it is over.
 """
 
 from __future__ import annotations
@@ -148,6 +149,11 @@ class ActorPool:
         with self._lock:
             return self._spawns
 
+    def idle(self) -> int:
+        """Workers waiting for a turn now."""
+        with self._lock:
+            return len(self._idlers)
+
     def blocked(self) -> int:
         """Workers waiting on a pooled actor's future now."""
         with self._lock:
@@ -178,8 +184,14 @@ class ActorPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self._name} is shut down")
-            self._ready.append(_BlockingCall(fn))
-            self._wake_or_spawn()
+            # First in line, with a worker of its own (woken, else started even when
+            # ``size`` are busy): it is about to count as blocked, so it never waits
+            # behind the actors' turns.
+            self._ready.appendleft(_BlockingCall(fn))
+            if self._idlers:
+                self._idlers.pop().notify()
+            else:
+                self._spawn()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop the workers once the actors in line have had their turn (tests use it;

@@ -70,7 +70,8 @@ class Runner(PooledActor):
     A pooled actor (:mod:`actors.pool`) on a pool of its own
     (:data:`RUNNER_POOL`): a run starts no thread. The blocking parts of a run
     (fetching the members' files, starting the agent's process) hold a runner
-    worker, never one that scopes and deliveries need. The agent's events are
+    worker, never one that scopes and deliveries need (while 8 runs fetch files
+    at once, the other runs' events wait for a worker). The agent's events are
     read on a worker of that pool lent for the run's length
     (:meth:`actors.pool.ActorPool.run_blocking`), which only tells this actor.
     Progress goes to the channel's delivery actor as :class:`bridge.run_view.RunView`
@@ -169,7 +170,11 @@ class Runner(PooledActor):
         if self.run.pid is not None and not self.pid_recorded:
             self._spawned(self.run.pid)
         run = self.run
-        RUNNER_POOL.run_blocking(lambda: self._read(run))
+        try:
+            (type(self).actor_pool or RUNNER_POOL).run_blocking(lambda: self._read(run))
+        except RuntimeError:  # the pool is shut down: no agent may run unread
+            run.stop()
+            raise
         self._schedule("timeout", self.agent.timeout_s,
                        StopRun(f"timed out after {self.agent.timeout_s:.0f} s"))
         self._schedule("status", STATUS_AFTER_S, StatusTick())

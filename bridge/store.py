@@ -656,7 +656,9 @@ class Store:
 
         Args:
             on_commit: Called after the commit, the lock still held (state kept
-                beside the database changes with it, in the same hold).
+                beside the database changes with it, in the same hold). It must
+                not raise: the changes are committed, and the caller would take
+                the error for a failed write.
         """
         with self._tx() as db:
             db.execute("BEGIN IMMEDIATE")

@@ -569,13 +569,43 @@ def test_a_blocking_call_lends_a_worker_and_leaves_the_pool_its_size() -> None:
         assert pool.blocked() == 1
         release.set()
         wait_until(lambda: pool.blocked() == 0, WAIT_S, "the call to end")
-        # The call's worker went back to the pool: the next call needs no new thread.
-        spawns = pool.spawns()
-        pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
-        assert ran_on.get(timeout=WAIT_S).startswith("blocking-pool")
-        assert pool.spawns() == spawns
         recorder.stop(timeout=WAIT_S)
     finally:
+        pool.shutdown()
+
+
+def test_a_blocking_call_s_worker_goes_back_to_the_pool() -> None:
+    pool = ActorPool(1, name="lending-pool")
+    try:
+        ran_on: queue.Queue[str] = queue.Queue()
+        pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
+        first = ran_on.get(timeout=WAIT_S)
+        wait_until(lambda: pool.idle() == 1, WAIT_S, "the worker to wait for work")
+        spawns = pool.spawns()
+        pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
+        assert ran_on.get(timeout=WAIT_S) == first
+        assert pool.spawns() == spawns
+    finally:
+        pool.shutdown()
+
+
+def test_a_blocking_call_does_not_wait_behind_a_busy_turn() -> None:
+    pool = ActorPool(1, name="busy-pool")
+    try:
+        release = threading.Event()
+        holder = on(pool, Holder).start(release)
+        held = holder.ask("hold", block=False)
+        wait_until(lambda: pool.idle() == 0 and pool.workers() == 1, WAIT_S,
+                   "the turn to hold the only worker")
+        ran: queue.Queue[str] = queue.Queue()
+        pool.run_blocking(lambda: ran.put("ran"))
+        assert ran.get(timeout=WAIT_S) == "ran"
+        assert not release.is_set()  # it ran while the turn still held its worker
+        release.set()
+        assert held.get(timeout=WAIT_S) == "hold"
+        holder.stop(timeout=WAIT_S)
+    finally:
+        release.set()
         pool.shutdown()
 
 
