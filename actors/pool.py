@@ -184,14 +184,11 @@ class ActorPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self._name} is shut down")
-            # First in line, with a worker of its own (woken, else started even when
-            # ``size`` are busy): it is about to count as blocked, so it never waits
-            # behind the actors' turns.
+            # Blocked from the moment it is in line (first), so the pool gives it a
+            # worker beside the ``size`` that run turns: it never waits behind them.
+            self._blocked += 1
             self._ready.appendleft(_BlockingCall(fn))
-            if self._idlers:
-                self._idlers.pop().notify()
-            else:
-                self._spawn()
+            self._wake_or_spawn()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop the workers once the actors in line have had their turn (tests use it;
@@ -281,9 +278,8 @@ class ActorPool:
             _local.actor = None
 
     def _call(self, call: _BlockingCall) -> None:
-        """Run one blocking call, the worker counted as blocked meanwhile."""
+        """Run one blocking call (counted as blocked since :meth:`run_blocking`)."""
         _local.blocking = True
-        self._block()
         try:
             call.fn()
         except BaseException:  # a worker outlives any call
@@ -482,8 +478,13 @@ class PooledActor(pykka.Actor):
     def _create_future() -> pykka.Future[Any]:
         return PooledFuture()
 
+    @property
+    def turn_pool(self) -> ActorPool:
+        """The pool this actor's turns run on (:attr:`actor_pool`, else the shared one)."""
+        return type(self).actor_pool or shared_pool()
+
     def _start_actor_loop(self) -> None:
-        self._pooled_inbox.open(self, type(self).actor_pool or shared_pool())
+        self._pooled_inbox.open(self, self.turn_pool)
 
     def _pool_turn(self) -> None:
         """One turn on a worker: ``on_start`` first, then up to ``turn_messages`` messages."""

@@ -171,7 +171,7 @@ class Runner(PooledActor):
             self._spawned(self.run.pid)
         run = self.run
         try:
-            (type(self).actor_pool or RUNNER_POOL).run_blocking(lambda: self._read(run))
+            self.turn_pool.run_blocking(lambda: self._read(run))
         except RuntimeError:  # the pool is shut down: no agent may run unread
             run.stop()
             raise

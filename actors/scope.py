@@ -479,9 +479,9 @@ class Scope(PooledSupervisedActor):
     def _session_for_run(self, run_id: str, agent: AgentSettings,
                          record: SessionRecord | None) -> tuple[SessionRecord | None, str]:
         """The session to resume (of the scope's entry ``record``) and the policy
-        fingerprint of this run."""
-        fingerprint = policy_fingerprint(self.key, agent,
-                                         agent.workspace or self._workspace_of(record))
+        fingerprint of this run (``agent`` as :meth:`_run_agent` made it)."""
+        assert agent.workspace is not None  # _run_agent resolved it
+        fingerprint = policy_fingerprint(self.key, agent, agent.workspace)
         if record is not None and record.session_id and record.fingerprint != fingerprint:
             log.warning("scope %s: policy changed since session %s; starting a new one",
                         self.key, record.session_id)

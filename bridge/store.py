@@ -635,7 +635,7 @@ class Store:
                     self._db.execute("ROLLBACK")
                 raise StoreError(self._explain(exc)) from None
 
-    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+    def _write_one(self, sql: str, params: Sequence[Any]) -> int:
         """Run one writing statement as its own transaction (SQLite's autocommit: the
         connection has ``isolation_level=None``), atomic as any statement is.
 
@@ -643,11 +643,14 @@ class Store:
         ``COMMIT``), each of which lets go of the GIL and waits to get it back while
         the store's lock is held.
 
+        Returns:
+            The rows it changed.
+
         Raises:
             StoreError: the database refused it.
         """
         with self._tx() as db:
-            db.execute(sql, params)
+            return int(db.execute(sql, params).rowcount)
 
     @contextmanager
     def _write(self, on_commit: Callable[[], object] | None = None
@@ -1054,8 +1057,7 @@ class Store:
         if scope_key is not None:
             query += " AND scope_key = ?"
             args = (before, scope_key)
-        with self._write() as db:
-            return int(db.execute(query, args).rowcount)
+        return self._write_one(query, args)
 
     def close_context(self, scope_key: str, message_ids: Sequence[str]) -> None:
         """Close (``done``) context messages that no prompt will take (beyond its bounds).
@@ -1361,14 +1363,13 @@ class Store:
 
     def save_session(self, record: SessionRecord) -> None:
         """Insert or replace a scope's session entry."""
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO sessions (scope_key, session_id, workspace, fingerprint, "
-                "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope_key) DO UPDATE SET "
-                "session_id = excluded.session_id, workspace = excluded.workspace, "
-                "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
-                (record.scope_key, record.session_id, record.workspace, record.fingerprint,
-                 time.time()))
+        self._write_one(
+            "INSERT INTO sessions (scope_key, session_id, workspace, fingerprint, "
+            "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope_key) DO UPDATE SET "
+            "session_id = excluded.session_id, workspace = excluded.workspace, "
+            "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+            (record.scope_key, record.session_id, record.workspace, record.fingerprint,
+             time.time()))
 
     def clear_session(self, scope_key: str) -> None:
         """Forget a scope's agent session (``/new``)."""
@@ -1384,10 +1385,9 @@ class Store:
 
     def set_scope_timeout(self, scope_key: str, timeout_s: float | None) -> None:
         """Remember a scope's ``/timeout`` (None: back to the agent's default)."""
-        with self._write() as db:
-            db.execute("INSERT INTO scope_settings (scope_key, timeout_s) VALUES (?, ?) "
-                       "ON CONFLICT (scope_key) DO UPDATE SET timeout_s = excluded.timeout_s",
-                       (scope_key, timeout_s))
+        self._write_one("INSERT INTO scope_settings (scope_key, timeout_s) VALUES (?, ?) "
+                        "ON CONFLICT (scope_key) DO UPDATE SET timeout_s = excluded.timeout_s",
+                        (scope_key, timeout_s))
 
     # -- upkeep --------------------------------------------------------------
 

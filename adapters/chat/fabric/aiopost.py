@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +33,10 @@ from adapters.chat.fabric.rest import (
     GuildAccess,
     GuildRequest,
     auth_headers,
-    raise_for_answer,
+    read_answer,
 )
 from adapters.chat.ioloop import IoLoop
-from bridge.errors import ChatError, RetryLater
+from bridge.errors import RetryLater
 
 if TYPE_CHECKING:
     import aiohttp
@@ -96,14 +95,7 @@ async def _send(access: GuildAccess, request: GuildRequest) -> Any:
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise RetryLater(f"{request.what}: guild unreachable ({type(exc).__name__})",
                          ambiguous=True) from None
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        if code < 300:
-            raise ChatError(f"{request.what}: guild answered with a non-JSON body") from None
-        body = None
-    raise_for_answer(code, body, retry_after, request.what)
-    return body
+    return read_answer(code, raw, retry_after, request.what)
 
 
 def send_on_loop(access: GuildAccess, request: GuildRequest, io: IoLoop | None = None) -> Any:

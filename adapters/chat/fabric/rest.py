@@ -18,6 +18,7 @@ Other platforms implement the same two calls with their own key (Slack's
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from typing import Any
@@ -124,6 +125,32 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     except ValueError:
         body = None
     raise_for_answer(response.status_code, body, response.headers.get("Retry-After"), what)
+
+
+def read_answer(code: int, raw: bytes, retry_after: str | None, what: str) -> Any:
+    """A guild's answer, from its parts (any HTTP client): its JSON body, or the typed error.
+
+    Args:
+        code: The HTTP status code.
+        raw: The answer's body as received (bytes; empty when it had none).
+        retry_after: The ``Retry-After`` header, or None.
+        what: Short description of the call for the message (no secrets).
+
+    Returns:
+        The parsed JSON body; None for 204 or an empty body.
+
+    Raises:
+        ChatError: a non-2xx answer (typed as :func:`raise_for_answer`), or a 2xx
+            answer whose body is not JSON.
+    """
+    try:
+        body = json.loads(raw) if raw and code != 204 else None
+    except ValueError:
+        if code < 300:
+            raise ChatError(f"{what}: guild answered with a non-JSON body") from None
+        body = None
+    raise_for_answer(code, body, retry_after, what)
+    return body
 
 
 def raise_for_answer(code: int, body: Any, retry_after: str | None, what: str) -> None:
@@ -342,13 +369,8 @@ class FabricGuild:
         except requests.RequestException as exc:
             raise RetryLater(f"{what}: guild unreachable ({type(exc).__name__})",
                              ambiguous=method != "GET") from None
-        raise_for_status(response, what)
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise ChatError(f"{what}: guild answered with a non-JSON body") from None
+        return read_answer(response.status_code, response.content,
+                           response.headers.get("Retry-After"), what)
 
     def channels(self) -> list[dict[str, Any]]:
         """``GET /channels?guildId=``: channels this identity can see.
