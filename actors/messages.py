@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from bridge.agent import AgentEvent
+from bridge.agent import AgentEvent, AgentRun
 from bridge.model import ConnectionKey, Inbound, Target
 from bridge.run_view import RunView
 
@@ -96,6 +96,13 @@ class AgentEventMsg:
     """Reader thread to runner: one event from the agent."""
 
     event: AgentEvent
+
+
+@attrs.frozen
+class AgentStarted:
+    """Lent worker to runner: the agent is started (its events follow)."""
+
+    run: AgentRun
 
 
 @attrs.frozen

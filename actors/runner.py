@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import pykka
 from actors.credentials import access_of, credentials_id
 from actors.messages import (
     AgentEventMsg,
+    AgentStarted,
     Deliver,
     Progress,
     Route,
@@ -69,11 +71,13 @@ class Runner(PooledActor):
 
     A pooled actor (:mod:`actors.pool`) on a pool of its own
     (:data:`RUNNER_POOL`): a run starts no thread. The blocking parts of a run
-    (fetching the members' files, starting the agent's process) hold a runner
-    worker, never one that scopes and deliveries need (while 8 runs fetch files
-    at once, the other runs' events wait for a worker). The agent's events are
-    read on a worker of that pool lent for the run's length
-    (:meth:`actors.pool.ActorPool.run_blocking`), which only tells this actor.
+    (fetching the members' files, starting the agent's process, then reading
+    its events) run on a worker of that pool lent for the run's length
+    (:meth:`actors.pool.ActorPool.run_blocking`), so the runners' turns never
+    wait behind them; that worker only tells this actor (``AgentStarted``, then
+    each event). The timeout counts from the agent's start. A ``StopRun`` that
+    comes while the agent starts keeps it from starting when it can, else
+    stops it as soon as it is started.
     Progress goes to the channel's delivery actor as :class:`bridge.run_view.RunView`
     snapshots (which it renders for the platform and throttles to one edit a
     second). On the terminal event the runner puts the answer (split into
@@ -148,42 +152,91 @@ class Runner(PooledActor):
         self.pid_recorded = False
         #: Pending timer handles (the timeout, the next status tick).
         self.timer_handles: dict[str, int] = {}
+        #: Set on a turn when the run is to stop before its agent started; read by the
+        #: lent worker before it starts the agent.
+        self.stop_asked = threading.Event()
+        #: Guards the hand-over of the started agent between the lent worker and the
+        #: actor's stop (``started``, ``cut_off``), so no agent outlives its runner.
+        self.start_lock = threading.Lock()
+        self.started: AgentRun | None = None
+        self.cut_off = False
 
     def on_start(self) -> None:
-        """Start the agent and the reading of its events; arm the timeout and the status
-        ticks."""
+        """Start the run on a lent worker: the files, the agent, the reading of its events.
+
+        Raises:
+            RuntimeError: the runner pool is shut down (the run fails; no agent started).
+        """
         self._identity(RunActive(self.space, +1))
+        self.turn_pool.run_blocking(self._start_and_read)
+
+    def _start_and_read(self) -> None:
+        """On the lent worker: fetch the files, start the agent, hand it to the actor,
+        then read its events until they end."""
+        prompt = self.prompt
         images: tuple[Path, ...] = ()
         if self.files_on:
-            images = self._prepare_files()
+            prompt, images = self._prepare_files(prompt)
+        if self.stop_asked.is_set():
+            self._tell(AgentEventMsg(RunFailed("stopped before the agent started")))
+            return
         context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
                              images=images, on_spawn=self._spawned)
         try:
             assert self.runtime.agents is not None
-            self.run = self.runtime.agents(self.agent).start(self.prompt, context)
+            run = self.runtime.agents(self.agent).start(prompt, context)
         except Exception as exc:  # any start-up error must end the run, not hang the scope
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.warning("run %s: could not start agent %s: %s", self.run_id, self.agent.name, why)
-            self.actor_ref.tell(AgentEventMsg(RunFailed(
-                f"could not start agent {self.agent.name}: {why}")))
+            self._tell(AgentEventMsg(RunFailed(f"could not start agent {self.agent.name}: {why}")))
             return
-        if self.run.pid is not None and not self.pid_recorded:
-            self._spawned(self.run.pid)
-        run = self.run
+        if run.pid is not None and not self.pid_recorded:
+            self._spawned(run.pid)
+        with self.start_lock:
+            cut_off = self.cut_off
+            if not cut_off:
+                self.started = run
+        if cut_off or not self._tell(AgentStarted(run)):
+            run.stop()  # the runner stopped meanwhile: no agent may run unwatched
+            return
+        self._read(run)
+
+    def _tell(self, message: Any) -> bool:
+        """Tell this runner ``message`` (from the lent worker); False when it is gone."""
         try:
-            self.turn_pool.run_blocking(lambda: self._read(run))
-        except RuntimeError:  # the pool is shut down: no agent may run unread
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+    def _started(self, run: AgentRun) -> None:
+        """The agent is running: keep it, stop it if asked meanwhile, arm the timers."""
+        self.run = run
+        if self.finished:
+            return
+        if self.stop_reason:
+            log.info("run %s: stopping (%s)", self.run_id, self.stop_reason)
             run.stop()
-            raise
+            return
         self._schedule("timeout", self.agent.timeout_s,
                        StopRun(f"timed out after {self.agent.timeout_s:.0f} s"))
         self._schedule("status", STATUS_AFTER_S, StatusTick())
 
-    def _prepare_files(self) -> tuple[Path, ...]:
-        """Fetch the members' files, make the outbox folder, name both in the prompt.
+    def _stop_agent(self) -> None:
+        """Stop the agent, started or starting (a start still under way stops it itself)."""
+        with self.start_lock:
+            self.cut_off = True
+            run = self.started
+        if run is not None:
+            run.stop()
+
+    def _prepare_files(self, prompt: Prompt) -> tuple[Prompt, tuple[Path, ...]]:
+        """Fetch the members' files, make the outbox folder, name both in ``prompt``
+        (on the lent worker).
 
         Returns:
-            The fetched pictures (absolute paths), for agents that take images.
+            The prompt that names them, and the fetched pictures (absolute paths), for
+            agents that take images.
         """
         limit = self.runtime.config.bridge.max_file_bytes
         files = self._fetch_files(limit) if self.attachments else ()
@@ -193,8 +246,8 @@ class Runner(PooledActor):
             outbox = Outbox(str(folder.relative_to(self.workspace)), MAX_UPLOADS, limit)
         except OSError as exc:
             log.warning("run %s: no outbox folder for files (%s)", self.run_id, exc)
-        self.prompt = attrs.evolve(self.prompt, files=files, outbox=outbox)
-        return tuple(self.workspace / file.path for file in files if file.image)
+        prompt = attrs.evolve(prompt, files=files, outbox=outbox)
+        return prompt, tuple(self.workspace / file.path for file in files if file.image)
 
     def _fetch_files(self, limit: int) -> tuple[PromptFile, ...]:
         """Fetch the members' files into the run's inbox folder; a notice names those left out."""
@@ -276,10 +329,18 @@ class Runner(PooledActor):
     def on_receive(self, message: Any) -> None:
         """Handle ``AgentEventMsg``, ``StatusTick`` and ``StopRun``."""
         if isinstance(message, StopRun):
-            if self.run is not None and not self.finished:
+            if self.finished:
+                return
+            self.stop_reason = message.reason
+            if self.run is not None:
                 log.info("run %s: stopping (%s)", self.run_id, message.reason)
-                self.stop_reason = message.reason
                 self.run.stop()
+            else:
+                log.info("run %s: to stop once its agent is started (%s)", self.run_id,
+                         message.reason)
+                self.stop_asked.set()
+        elif isinstance(message, AgentStarted):
+            self._started(message.run)
         elif isinstance(message, AgentEventMsg):
             self._event(message.event)
         elif isinstance(message, StatusTick):
@@ -457,8 +518,7 @@ class Runner(PooledActor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """Kill the agent and report the run as failed (in the channel and to the scope)."""
-        if self.run is not None:
-            self.run.stop()
+        self._stop_agent()
         if not self.finished:
             try:
                 self._finish(f"⚠ {self.agent.name}: run failed: internal error", ok=False,
@@ -482,8 +542,7 @@ class Runner(PooledActor):
         if self.finished:
             return
         self.finished = True
-        if self.run is not None:
-            self.run.stop()
+        self._stop_agent()
         self._identity(RunActive(self.space, -1))
         try:
             reopened, given_up = self.runtime.store.interrupt_run(self.run_id)

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from adapters.chat.memory.client import MemoryClient
 from adapters.chat.memory.server import Message
 from bridge.config import Config
 from bridge.errors import Forbidden
+from bridge.model import Attachment
 from bridge.prompt import (
     BLOCK_END,
     FILES_HEADER,
@@ -200,6 +202,42 @@ def test_a_file_over_the_limit_gets_a_notice_and_the_run_still_answers(
 
 
 # -- files out --------------------------------------------------------------------------
+
+#: A command agent that leaves the file ``ran`` in its workspace at once and answers "ran".
+MARKING_AGENT = ("/bin/sh", "-c", "touch ran; echo ran")
+
+
+def test_a_stop_while_the_files_are_fetched_keeps_the_agent_from_starting(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fetching, go_on = threading.Event(), threading.Event()
+    fetch = MemoryClient.fetch
+
+    def held(self: MemoryClient, attachment: Attachment, dest: Path, *,
+             max_bytes: int) -> Path:
+        fetching.set()
+        go_on.wait(60.0)
+        return fetch(self, attachment, dest, max_bytes=max_bytes)
+
+    monkeypatch.setattr(MemoryClient, "fetch", held)
+    workspace = tmp_path / "ws"
+    start(config_for(tmp_path, chat, agent("command", MARKING_AGENT, workspace=workspace)),
+          chat, apps)
+    chat.server.post(chat.dm, chat.ann, "read this", files={"a.txt": b"a file"})
+    wait_until(fetching.is_set, what="the member's file being fetched")
+    chat.post(chat.dm, "/stop")
+    wait_until(lambda: "stopping the current run of echo" in chat.answers(chat.dm),
+               what="the answer to /stop")
+    go_on.set()
+    failed = wait_until(lambda: next((t for t in chat.answers(chat.dm) if "run failed" in t),
+                                     None), what="the run stopped")
+    assert failed.startswith("⚠ echo: run failed: stopped by ann")
+    assert not (workspace / "ran").exists()
+    # The scope is free: the next message runs the agent.
+    chat.post(chat.dm, "now run")
+    wait_until(lambda: "ran" in chat.answers(chat.dm), what="the next run's answer")
+    assert (workspace / "ran").exists()
+
 
 def test_files_the_agent_leaves_in_its_outbox_are_uploaded_after_the_answer(
         tmp_path: Path, chat: Chat, apps: list[BridgeApp]) -> None:
