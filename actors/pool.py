@@ -159,13 +159,18 @@ class ActorPool:
         with self._lock:
             return self._blocked
 
-    def submit(self, actor: PooledActor) -> None:
-        """Put ``actor`` in line for a turn (its inbox calls this; never twice at once)."""
+    def submit(self, actor: PooledActor) -> bool:
+        """Put ``actor`` in line for a turn (its inbox calls this; never twice at once).
+
+        Returns:
+            False when the pool is shut down (the actor gets no turn).
+        """
         with self._lock:
             if self._closed:
-                return
+                return False
             self._ready.append(actor)
             self._wake_or_spawn()
+        return True
 
     def run_blocking(self, fn: Callable[[], object]) -> None:
         """Run ``fn``, long blocking work (reading an agent's output until it ends), on
@@ -382,7 +387,7 @@ class PooledInbox:
         with self._lock:
             self._actor, self._pool = actor, pool
             self._scheduled = True
-        pool.submit(actor)
+        self._submit(pool, actor)
 
     def put(self, envelope: Envelope[Any], /) -> None:
         """Queue a message; put the actor in line unless it is in line or running."""
@@ -397,7 +402,7 @@ class PooledInbox:
         if closed:
             _refuse(envelope, "stopped before handling the message")
             return
-        pool.submit(actor)
+        self._submit(pool, actor)
 
     def get(self) -> Envelope[Any]:
         """The oldest message (pykka's inbox API; callers check :meth:`empty` first).
@@ -425,7 +430,16 @@ class PooledInbox:
                 self._scheduled = False
                 return
             pool, actor = self._pool, self._actor
-        pool.submit(actor)
+        self._submit(pool, actor)
+
+    def _submit(self, pool: ActorPool, actor: PooledActor) -> None:
+        """Put the actor in line; when its pool is shut down, close the inbox and answer
+        what waits (asks with ActorDeadError), so no ask waits for a turn that never
+        comes."""
+        if pool.submit(actor):
+            return
+        for envelope in self.close():
+            _refuse(envelope, f"{actor} cannot run: its pool is shut down")
 
     def close(self) -> list[Envelope[Any]]:
         """Mark the actor stopped; return what still waited (pykka's teardown answers it)."""

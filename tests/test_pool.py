@@ -236,6 +236,20 @@ def test_an_ask_that_reaches_a_closed_inbox_is_answered_with_actor_dead() -> Non
     assert inbox.empty()
 
 
+def test_an_ask_to_an_actor_whose_pool_is_shut_down_is_answered_with_actor_dead() -> None:
+    own = ActorPool(1, name="test-shut")
+    ref = on(own, Recorder).start()
+    actor = actor_of(ref)
+    assert ref.ask("before", timeout=WAIT_S) == "before"
+    own.shutdown()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask("after", timeout=WAIT_S)
+    # Its inbox is closed: later messages are answered at once, none waits in it.
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask("later", timeout=WAIT_S)
+    assert actor.seen == ["before"]
+
+
 # -- failures, as pykka's ThreadingActor ---------------------------------------
 
 
