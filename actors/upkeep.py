@@ -10,8 +10,8 @@ at start, after each prune, and every :data:`MEASURE_INTERVAL_S`. Every
 :data:`~bridge.store.CHECKPOINT_INTERVAL_S` it checkpoints the store's WAL
 (:meth:`bridge.store.Store.checkpoint`) on a connection of its own, so the
 file sync of a checkpoint never runs on a writer that holds the store's lock.
-Once the actor pool's workers have all retired (no scope or delivery ran for
-their retirement time) after work, the next measurement also returns the C
+Once the actor pools' workers have all retired (no scope, delivery or run
+worked for their retirement time) after work, the next measurement also returns the C
 heap's free pages to the operating system
 (:func:`actors.heap.release_free_heap`), so the RSS of a bridge whose
 conversations went idle falls back from its peak. It is not done under load,
@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from actors.heap import release_free_heap
 from actors.messages import CheckpointTick, Init, MeasureTick, PruneTick
-from actors.pool import shared_pool
+from actors.pool import ActorPool, shared_pool
+from actors.runner import RUNNER_POOL
 from actors.runtime import Runtime, SupervisedActor
 from bridge.board import StoreRow
 from bridge.store import CHECKPOINT_INTERVAL_S, PruneResult, StoreError
@@ -70,8 +72,8 @@ class Upkeep(SupervisedActor):
         self.interval_s = prune_interval_s(self.retention_s)
         self.pruned = 0
         self.pruned_at: float | None = None
-        #: The pool's worker starts at the last heap trim: no trim again before new work.
-        self.trimmed_at_spawns = 0
+        #: The pools' worker starts at the last heap trim: no trim again before new work.
+        self.trimmed_at_spawns: tuple[int, ...] = ()
 
     def on_receive(self, message: Any) -> Any:
         """Handle ``Init`` (prune and measure now), ``PruneTick``, ``MeasureTick`` and
@@ -123,11 +125,11 @@ class Upkeep(SupervisedActor):
             log.debug("store: nothing to prune (retention %g days)", self.retention_days)
 
     def _trim_when_idle(self) -> None:
-        """Return free heap pages once per idle spell: the pool has no worker left,
-        and workers started since the last trim (there was work)."""
-        pool = shared_pool()
-        spawns = pool.spawns()
-        if pool.workers() == 0 and spawns != self.trimmed_at_spawns:
+        """Return free heap pages once per idle spell: neither the shared pool (scopes,
+        deliveries) nor the runners' pool (runs, their agents' output) has a worker
+        left, and workers started since the last trim (there was work)."""
+        spawns = trim_due((shared_pool(), RUNNER_POOL), self.trimmed_at_spawns)
+        if spawns is not None:
             self.trimmed_at_spawns = spawns
             release_free_heap()
 
@@ -147,6 +149,24 @@ class Upkeep(SupervisedActor):
         self.runtime.board.put_store(StoreRow(
             stats.db_bytes, stats.wal_bytes, {t: dict(c) for t, c in stats.rows.items()},
             time.time(), self.retention_days, self.pruned_at, self.pruned))
+
+
+def trim_due(pools: Sequence[ActorPool], trimmed_at: tuple[int, ...]
+             ) -> tuple[int, ...] | None:
+    """Whether an idle spell began that no heap trim has followed yet.
+
+    Args:
+        pools: The pools whose workers do the bridge's work.
+        trimmed_at: Their worker starts (:meth:`ActorPool.spawns`) at the last trim.
+
+    Returns:
+        Their worker starts now when a trim is due (none of them has a worker left,
+        and some started a worker since ``trimmed_at``: there was work), else None.
+    """
+    spawns = tuple(pool.spawns() for pool in pools)
+    if spawns == trimmed_at or any(pool.workers() for pool in pools):
+        return None
+    return spawns
 
 
 def _describe(result: PruneResult) -> str:
