@@ -164,34 +164,32 @@ class Runner(PooledActor):
     def on_start(self) -> None:
         """Start the run on a lent worker: the files, the agent, the reading of its events.
 
-        Raises:
-            RuntimeError: the runner pool is shut down (the run fails; no agent started).
+        When no worker can be lent (the runner pool is shut down: the process
+        stops), the run fails at once and its scope is told.
         """
         self._identity(RunActive(self.space, +1))
-        self.turn_pool.run_blocking(self._start_and_read)
+        try:
+            self.turn_pool.run_blocking(self._start_and_read)
+        except RuntimeError as exc:
+            self._finish(f"⚠ {self.agent.name}: run failed: {exc}", ok=False, reason=str(exc))
 
     def _start_and_read(self) -> None:
         """On the lent worker: fetch the files, start the agent, hand it to the actor,
-        then read its events until they end."""
-        prompt = self.prompt
-        images: tuple[Path, ...] = ()
-        if self.files_on:
-            prompt, images = self._prepare_files(prompt)
-        if self.stop_asked.is_set():
-            self._tell(AgentEventMsg(RunFailed("stopped before the agent started")))
-            return
-        context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
-                             images=images, on_spawn=self._spawned)
+        then read its events until they end.
+
+        Any error before the hand-over ends the run as failed (an agent already
+        started is stopped first, in :meth:`_start_agent`), so no run is left
+        without an end.
+        """
         try:
-            assert self.runtime.agents is not None
-            run = self.runtime.agents(self.agent).start(prompt, context)
+            run = self._start_agent()
         except Exception as exc:  # any start-up error must end the run, not hang the scope
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.warning("run %s: could not start agent %s: %s", self.run_id, self.agent.name, why)
             self._tell(AgentEventMsg(RunFailed(f"could not start agent {self.agent.name}: {why}")))
             return
-        if run.pid is not None and not self.pid_recorded:
-            self._spawned(run.pid)
+        if run is None:
+            return
         with self.start_lock:
             cut_off = self.cut_off
             if not cut_off:
@@ -200,6 +198,36 @@ class Runner(PooledActor):
             run.stop()  # the runner stopped meanwhile: no agent may run unwatched
             return
         self._read(run)
+
+    def _start_agent(self) -> AgentRun | None:
+        """Fetch the members' files and start the agent (on the lent worker); None when
+        the run was stopped first (a ``StopRun`` is answered with a failed run, a
+        stopped runner needs nothing).
+
+        Raises:
+            Exception: whatever the fetch, the agent's start or the pid's record raised.
+        """
+        prompt = self.prompt
+        images: tuple[Path, ...] = ()
+        if self.files_on:
+            prompt, images = self._prepare_files(prompt)
+        with self.start_lock:
+            if self.cut_off:
+                return None
+        if self.stop_asked.is_set():
+            self._tell(AgentEventMsg(RunFailed("stopped before the agent started")))
+            return None
+        context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
+                             images=images, on_spawn=self._spawned)
+        assert self.runtime.agents is not None
+        run = self.runtime.agents(self.agent).start(prompt, context)
+        try:
+            if run.pid is not None and not self.pid_recorded:
+                self._spawned(run.pid)
+        except BaseException:
+            run.stop()
+            raise
+        return run
 
     def _tell(self, message: Any) -> bool:
         """Tell this runner ``message`` (from the lent worker); False when it is gone."""
@@ -213,6 +241,7 @@ class Runner(PooledActor):
         """The agent is running: keep it, stop it if asked meanwhile, arm the timers."""
         self.run = run
         if self.finished:
+            run.stop()
             return
         if self.stop_reason:
             log.info("run %s: stopping (%s)", self.run_id, self.stop_reason)

@@ -7,6 +7,7 @@ The fixtures and helpers are those of :mod:`tests.test_actors_memory`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -209,7 +210,7 @@ MARKING_AGENT = ("/bin/sh", "-c", "touch ran; echo ran")
 
 def test_a_stop_while_the_files_are_fetched_keeps_the_agent_from_starting(
         tmp_path: Path, chat: Chat, apps: list[BridgeApp],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     fetching, go_on = threading.Event(), threading.Event()
     fetch = MemoryClient.fetch
 
@@ -225,9 +226,10 @@ def test_a_stop_while_the_files_are_fetched_keeps_the_agent_from_starting(
           chat, apps)
     chat.server.post(chat.dm, chat.ann, "read this", files={"a.txt": b"a file"})
     wait_until(fetching.is_set, what="the member's file being fetched")
-    chat.post(chat.dm, "/stop")
-    wait_until(lambda: "stopping the current run of echo" in chat.answers(chat.dm),
-               what="the answer to /stop")
+    with caplog.at_level(logging.INFO, logger="actors.runner"):
+        chat.post(chat.dm, "/stop")
+        wait_until(lambda: "to stop once its agent is started" in caplog.text,
+                   what="the runner told to stop")
     go_on.set()
     failed = wait_until(lambda: next((t for t in chat.answers(chat.dm) if "run failed" in t),
                                      None), what="the run stopped")
@@ -237,6 +239,26 @@ def test_a_stop_while_the_files_are_fetched_keeps_the_agent_from_starting(
     chat.post(chat.dm, "now run")
     wait_until(lambda: "ran" in chat.answers(chat.dm), what="the next run's answer")
     assert (workspace / "ran").exists()
+
+
+def test_a_fetch_that_breaks_fails_the_run_and_frees_the_scope(
+        tmp_path: Path, chat: Chat, apps: list[BridgeApp],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: MemoryClient, attachment: Attachment, dest: Path, *,
+               max_bytes: int) -> Path:
+        raise ValueError("a client bug")
+
+    monkeypatch.setattr(MemoryClient, "fetch", broken)
+    workspace = tmp_path / "ws"
+    start(config_for(tmp_path, chat, agent("command", MARKING_AGENT, workspace=workspace)),
+          chat, apps)
+    chat.server.post(chat.dm, chat.ann, "read this", files={"a.txt": b"a file"})
+    failed = wait_until(lambda: next((t for t in chat.answers(chat.dm) if "run failed" in t),
+                                     None), what="the run failed")
+    assert failed.startswith("⚠ echo: run failed: could not start agent echo: a client bug")
+    assert not (workspace / "ran").exists()
+    chat.post(chat.dm, "no file this time")
+    wait_until(lambda: "ran" in chat.answers(chat.dm), what="the next run's answer")
 
 
 def test_files_the_agent_leaves_in_its_outbox_are_uploaded_after_the_answer(
