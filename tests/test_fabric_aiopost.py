@@ -1,4 +1,5 @@
-"""Fabric posts on the chat loop with aiohttp (adapters.chat.fabric.aiopost).
+"""Fabric posts and author lookups on the chat loop with aiohttp
+(adapters.chat.fabric.aiopost).
 
 A small aiohttp server on 127.0.0.1 answers as a guild would (a created
 message, 429 with Retry-After, 503, 401, 400, a body that is not JSON); the
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from adapters.chat.fabric.aiopost import proxy_for, send_on_loop
+from adapters.chat.fabric.aiopost import fetch_user, proxy_for, send_on_loop
 from adapters.chat.fabric.client import FabricClient
 from adapters.chat.fabric.rest import GuildAccess, message_nonce, post_request
 from adapters.chat.ioloop import IoLoop
@@ -48,6 +49,16 @@ class Guild:
             return web.Response(text="hello")
         return web.json_response({"error": "no such channel"}, status=400)
 
+    async def user(self, request: web.Request) -> web.StreamResponse:
+        self.received.append((f"users/{request.match_info['id']}",
+                              request.headers.get("Authorization", ""), {}))
+        user_id = request.match_info["id"]
+        if user_id == "u-ann":
+            return web.json_response({"id": user_id, "name": "ann", "kind": "human"})
+        if user_id == "u-denied":
+            return web.json_response({"error": "bad token"}, status=401)
+        return web.json_response({"error": "no such user"}, status=404)
+
     async def edit(self, request: web.Request) -> web.StreamResponse:
         self.received.append((f"{request.match_info['channel']}/{request.match_info['id']}",
                               request.headers.get("Authorization", ""), await request.json()))
@@ -63,6 +74,7 @@ def guild() -> Iterator[tuple[Guild, GuildAccess, IoLoop]]:
     app = web.Application()
     app.router.add_post("/api/channels/{channel}/messages", state.post)
     app.router.add_patch("/api/channels/{channel}/messages/{id}", state.edit)
+    app.router.add_get("/api/users/{id}", state.user)
     runner = web.AppRunner(app)
 
     async def start() -> int:
@@ -128,6 +140,16 @@ def test_a_body_that_is_not_json_is_an_error(guild: tuple[Guild, GuildAccess, Io
         send_on_loop(access, post_request("notjson", "x", idempotency_key="k"), io)
 
 
+def test_an_author_is_looked_up_on_the_loop(guild: tuple[Guild, GuildAccess, IoLoop]) -> None:
+    state, access, io = guild
+    assert io.run(fetch_user(access, "u-ann"), 10.0) == ("ann", "human")
+    assert io.run(fetch_user(access, "u-nobody"), 10.0) is None  # 404: unknown
+    with pytest.raises(Unauthorized):
+        io.run(fetch_user(access, "u-denied"), 10.0)
+    assert [(path, auth) for path, auth, _ in state.received] == [
+        (f"users/{u}", f"Bearer {TOKEN}") for u in ("u-ann", "u-nobody", "u-denied")]
+
+
 def test_an_unreachable_guild_may_have_got_the_post() -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -137,6 +159,10 @@ def test_an_unreachable_guild_may_have_got_the_post() -> None:
     with pytest.raises(RetryLater, match="unreachable") as raised:
         send_on_loop(access, post_request("ok", "x", idempotency_key="k"))
     assert raised.value.ambiguous is True
+    # A lookup changes nothing: unreachable is plainly "try again".
+    with pytest.raises(RetryLater, match="unreachable") as looked_up:
+        IoLoop.shared().run(fetch_user(access, "u-ann"), 30.0)
+    assert looked_up.value.ambiguous is False
 
 
 def test_proxies_come_from_the_environment_once_per_endpoint(

@@ -1,34 +1,34 @@
 """Threads do not grow with the number of agent identities.
 
-Author lookups of every Fabric connection share one process-wide pool, and the
-credentials actors (one per identity) run on the shared actor pool: ten
-identities cost no lookup threads beyond that pool's size and no credentials
-thread. Closing one connection's author book drops its lookups only.
+Author lookups of every Fabric connection run as coroutines on the process's
+chat loop, and the credentials actors (one per identity) run on the shared
+actor pool: ten identities cost no lookup thread and no credentials thread.
+Closing one connection's author book drops its lookups only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pykka
 import pytest
 
 from actors.app import BridgeApp
 from actors.credentials import Credentials
-from adapters.chat.fabric import authors
-from adapters.chat.fabric.authors import AUTHOR_LOOKUP_THREADS, AuthorBook
+from adapters.chat.fabric import aiopost, authors
+from adapters.chat.fabric.authors import AuthorBook
 from adapters.chat.fabric.devguild import DevGuild
 from adapters.chat.fabric.events import AuthorResolved
 from adapters.chat.fabric.rest import GuildAccess
+from adapters.chat.ioloop import IoLoop
 from bridge.cli.compose import load_config
 from bridge.ops.bench import agent_names, bench_seed, config_text
 from tests.support import WAIT_S, Member, start_bridge, wait_until
 
-#: Agent identities of the bridge under test (more than the lookup pool's threads).
+#: Agent identities of the bridge under test.
 AGENTS = 10
 
 
@@ -44,8 +44,16 @@ def guild() -> Iterator[DevGuild]:
         yield running
 
 
-def test_ten_identities_add_no_lookup_or_credentials_threads(tmp_path: Path,
-                                                             guild: DevGuild) -> None:
+def test_ten_identities_add_no_lookup_or_credentials_threads(
+        tmp_path: Path, guild: DevGuild, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran_on: list[str] = []
+    real_fetch = aiopost.fetch_user
+
+    async def fetch(access: GuildAccess, user_id: str) -> tuple[str, str] | None:
+        ran_on.append(threading.current_thread().name)
+        return await real_fetch(access, user_id)
+
+    monkeypatch.setattr(authors, "fetch_user", fetch)
     echo_key = guild.api_key("echo")
     path = tmp_path / "bridge.toml"
     path.write_text(config_text(guild.center_url, tmp_path / "var", AGENTS, echo_key),
@@ -59,8 +67,10 @@ def test_ten_identities_add_no_lookup_or_credentials_threads(tmp_path: Path,
         # Each answer needs alice looked up by that agent's own connection first.
         for name in agent_names(AGENTS):
             alice.wait_reply(name, "general", lambda c: "hello" in c, WAIT_S * 2)
-        lookup_threads = names_with(authors.AUTHOR_LOOKUP_THREAD_PREFIX)
-        assert 1 <= len(lookup_threads) <= AUTHOR_LOOKUP_THREADS, lookup_threads
+        # Each connection looked up alice (and the other agents, whose answers it
+        # saw), every lookup on the chat loop's thread.
+        assert len(ran_on) >= AGENTS
+        assert set(ran_on) == {IoLoop.shared().thread.name}
         running = [ref for ref in pykka.ActorRegistry.get_by_class(Credentials)
                    if ref.is_alive()]
         assert len(running) == AGENTS
@@ -71,20 +81,33 @@ def test_ten_identities_add_no_lookup_or_credentials_threads(tmp_path: Path,
             app.stop()
 
 
-# -- one book closed, the shared pool goes on ------------------------------------
+# -- one book closed, the others go on --------------------------------------------
 
 
-class FakeGuild:
-    """Stands in for :class:`FabricGuild`: answers ``user`` once ``gate`` is set."""
+class GatedUsers:
+    """Stands in for :func:`adapters.chat.fabric.aiopost.fetch_user` on a test loop:
+    answers once :meth:`open` is called; records where each lookup ran and ends."""
 
-    gate = threading.Event()
+    def __init__(self, io: IoLoop) -> None:
+        self.io = io
+        self.gate = io.run(self._event(), WAIT_S)
+        self.threads: set[str] = set()
+        self.ended = 0
 
-    def __init__(self, access: GuildAccess, session: Any) -> None:
-        self.access = access
+    @staticmethod
+    async def _event() -> asyncio.Event:
+        return asyncio.Event()
 
-    def user(self, user_id: str) -> tuple[str, str]:
-        assert FakeGuild.gate.wait(WAIT_S)
-        return (f"name of {user_id} for {self.access.user_id}", "human")
+    async def fetch(self, access: GuildAccess, user_id: str) -> tuple[str, str]:
+        self.threads.add(threading.current_thread().name)
+        try:
+            await self.gate.wait()
+            return (f"name of {user_id} for {access.user_id}", "human")
+        finally:
+            self.ended += 1
+
+    def open(self) -> None:
+        self.io.call_soon(self.gate.set)
 
 
 def access_for(user_id: str) -> GuildAccess:
@@ -93,65 +116,60 @@ def access_for(user_id: str) -> GuildAccess:
 
 
 @pytest.fixture
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadPoolExecutor]:
-    """A one-thread lookup pool with :class:`FakeGuild` behind it (gate closed)."""
-    monkeypatch.setattr(authors, "FabricGuild", FakeGuild)
-    FakeGuild.gate.clear()
-    pool = ThreadPoolExecutor(1, thread_name_prefix="test-authors")
+def users(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedUsers]:
+    """Lookups on a loop of the test's own, answered by :class:`GatedUsers` (gate shut)."""
+    io = IoLoop(name="test-authors-loop")
+    gated = GatedUsers(io)
+    monkeypatch.setattr(authors, "fetch_user", gated.fetch)
     try:
-        yield pool
+        yield gated
     finally:
-        FakeGuild.gate.set()
-        pool.shutdown(wait=True)
+        gated.open()
+        io.loop.call_soon_threadsafe(io.loop.stop)
+        io.thread.join(WAIT_S)
 
 
-def test_closing_one_book_drops_its_lookups_and_keeps_the_shared_pool(
-        one_thread: ThreadPoolExecutor) -> None:
+def test_closing_one_book_drops_its_lookups_and_keeps_the_others(users: GatedUsers) -> None:
     told_a: list[object] = []
     told_b: list[object] = []
-    book_a = AuthorBook("a@dev", told_a.append, pool=one_thread)
-    book_b = AuthorBook("b@dev", told_b.append, pool=one_thread)
-    book_a.look_up("u1", access_for("agent-a"))  # runs, waits at the gate
-    book_a.look_up("u2", access_for("agent-a"))  # waits in line
-    book_b.look_up("u1", access_for("agent-b"))  # waits in line
+    book_a = AuthorBook("a@dev", told_a.append, io=users.io)
+    book_b = AuthorBook("b@dev", told_b.append, io=users.io)
+    book_a.look_up("u1", access_for("agent-a"))  # each waits at the gate
+    book_a.look_up("u2", access_for("agent-a"))
+    book_b.look_up("u1", access_for("agent-b"))
     book_a.close()
-    FakeGuild.gate.set()
+    users.open()
     wait_until(lambda: told_b, what="book b's lookup told")
-    one_thread.submit(lambda: None).result(WAIT_S)  # every earlier lookup is over
+    wait_until(lambda: users.ended == 3, what="every lookup over (book a's cancelled)")
     assert told_a == []
     assert told_b == [AuthorResolved("u1", ("name of u1 for agent-b", "human"))]
-    book_b.look_up("u3", access_for("agent-b"))  # the pool was not shut down
+    book_b.look_up("u3", access_for("agent-b"))  # the loop goes on for book b
     wait_until(lambda: len(told_b) == 2, what="book b's second lookup told")
     book_a.look_up("u4", access_for("agent-a"))  # a closed book starts nothing
-    one_thread.submit(lambda: None).result(WAIT_S)
-    assert told_a == []
+    assert users.ended == 4 and told_a == []
+    # Every lookup ran on the loop's own thread: none started a thread.
+    assert users.threads == {users.io.thread.name}
 
 
-def test_books_without_a_pool_share_the_process_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(authors, "FabricGuild", FakeGuild)
-    FakeGuild.gate.set()
+def test_books_without_a_loop_look_up_on_the_process_s_chat_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ran_on: list[str] = []
+
+    async def fetch(access: GuildAccess, user_id: str) -> tuple[str, str]:
+        ran_on.append(threading.current_thread().name)
+        return (f"name of {user_id} for {access.user_id}", "human")
+
+    monkeypatch.setattr(authors, "fetch_user", fetch)
     told: list[object] = []
     books = [AuthorBook(f"{n}@dev", told.append) for n in ("a", "b")]
     for n, book in zip(("a", "b"), books, strict=True):
         book.look_up("u1", access_for(f"agent-{n}"))
     wait_until(lambda: len(told) == 2, what="both lookups told")
-    assert books[0].pool is books[1].pool is authors.lookup_pool()
+    assert ran_on == [IoLoop.shared().thread.name] * 2
     assert sorted(told, key=repr) == [  # each with its own connection's access
         AuthorResolved("u1", ("name of u1 for agent-a", "human")),
         AuthorResolved("u1", ("name of u1 for agent-b", "human"))]
     books[0].close()
-    books[1].look_up("u2", access_for("agent-b"))  # closing a book left the pool up
+    books[1].look_up("u2", access_for("agent-b"))  # closing a book left the loop up
     wait_until(lambda: len(told) == 3, what="the lookup after the other book closed")
     books[1].close()
-
-
-def test_idle_lookup_threads_end_and_a_new_lookup_starts_them_again() -> None:
-    prefix = "test-idle-authors"
-    pool = authors.LookupPool(2, prefix, idle_s=0.2)
-    first = pool.submit(lambda: "first")
-    assert first.result(WAIT_S) == "first"
-    assert names_with(prefix)
-    wait_until(lambda: not names_with(prefix), WAIT_S, "the idle lookup threads to end")
-    assert not pool.alive()
-    assert pool.submit(lambda: "again").result(WAIT_S) == "again"
-    assert pool.alive() and names_with(prefix)

@@ -1,4 +1,4 @@
-"""Fabric message posts and edits on the process's chat loop, with aiohttp.
+"""Fabric message posts, edits and author lookups on the process's chat loop, with aiohttp.
 
 A delivery posts an answer from a pool worker. With a ``requests`` session
 each post cost about a millisecond of the interpreter's time (building the
@@ -17,6 +17,10 @@ Proxies come from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``,
 ``trust_env=True`` reads them, and ``~/.netrc``, again on a worker thread for
 every request (8 % of the samples at 260 posts a second). Netrc is not read:
 every call carries its guild token.
+
+Author lookups (``GET /users/:id``, :func:`fetch_user`) run the same way, as
+coroutines the intake's :class:`~adapters.chat.fabric.authors.AuthorBook`
+starts without waiting: no thread of their own.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from adapters.chat.fabric.rest import (
     GuildRequest,
     auth_headers,
     read_answer,
+    read_user,
+    user_request,
 )
 from adapters.chat.ioloop import IoLoop
-from bridge.errors import RetryLater
+from bridge.errors import BadRequest, NotFound, RetryLater
 
 if TYPE_CHECKING:
     import aiohttp
@@ -79,8 +85,8 @@ async def _send(access: GuildAccess, request: GuildRequest) -> Any:
     """Send ``request`` as ``access``; the answer's JSON body (None when empty).
 
     Raises:
-        RetryLater: the guild was unreachable or slow (``ambiguous``: it may have
-            landed), or answered 429 / 5xx.
+        RetryLater: the guild was unreachable or slow (``ambiguous`` unless a
+            ``GET``: it may have landed), or answered 429 / 5xx.
         ChatError: another non-2xx answer (typed by status), or a body that is
             not JSON.
     """
@@ -94,8 +100,27 @@ async def _send(access: GuildAccess, request: GuildRequest) -> Any:
             code, retry_after = response.status, response.headers.get("Retry-After")
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise RetryLater(f"{request.what}: guild unreachable ({type(exc).__name__})",
-                         ambiguous=True) from None
+                         ambiguous=request.method != "GET") from None
     return read_answer(code, raw, retry_after, request.what)
+
+
+async def fetch_user(access: GuildAccess, user_id: str) -> tuple[str, str] | None:
+    """``GET /users/:id`` as ``access``, on the running loop.
+
+    Returns:
+        ``(display name, kind)`` (see :func:`adapters.chat.fabric.rest.read_user`);
+        None for an unknown user.
+
+    Raises:
+        RetryLater: unreachable, slow, 429 or 5xx.
+        ChatError: another non-2xx answer (401 as ``Unauthorized``), or a body
+            that is not JSON.
+    """
+    try:
+        data = await _send(access, user_request(user_id))
+    except (NotFound, BadRequest):
+        return None
+    return read_user(data)
 
 
 def send_on_loop(access: GuildAccess, request: GuildRequest, io: IoLoop | None = None) -> Any:

@@ -1,13 +1,11 @@
 """The authors one Fabric connection has seen: a bounded cache, and lookups off the intake.
 
 Fabric's messages carry the author's id only. Its name and kind (human or
-bot) come from ``GET /users/:id`` (inferred; see ``docs/DESIGN.md``), run on a
-small thread pool so a slow lookup never holds up other members' messages;
-the answer is told back to the intake as :class:`AuthorResolved`. The pool is
-the process's (:func:`lookup_pool`, :data:`AUTHOR_LOOKUP_THREADS` threads
-shared by every connection), so the lookup threads do not grow with the
-number of agents, and its threads end after :data:`AUTHOR_LOOKUP_IDLE_S`
-without a lookup, so an idle bridge holds none.
+bot) come from ``GET /users/:id`` (inferred; see ``docs/DESIGN.md``), run as
+a coroutine on the process's chat loop
+(:func:`adapters.chat.fabric.aiopost.fetch_user`), so a slow lookup never
+holds up other members' messages and no lookup costs a thread; the answer is
+told back to the intake as :class:`AuthorResolved`.
 """
 
 from __future__ import annotations
@@ -15,14 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import Future
 
 import cachetools
-import requests
 
+from adapters.chat.fabric.aiopost import fetch_user
 from adapters.chat.fabric.events import AuthorResolved
-from adapters.chat.fabric.rest import FabricGuild, GuildAccess, http_session
+from adapters.chat.fabric.rest import GuildAccess
 from adapters.chat.ioloop import IoLoop
 from bridge.errors import Unauthorized
 
@@ -34,113 +31,6 @@ BOT_KINDS = frozenset({"agent", "bot"})
 #: change rarely, and a bounded cache keeps a guild of any size in bounded memory.
 AUTHOR_CACHE_SIZE = 10_000
 AUTHOR_CACHE_TTL_S = 3600.0
-#: Threads that run author lookups, for the whole process (every connection's).
-AUTHOR_LOOKUP_THREADS = 4
-#: Name prefix of the lookup threads.
-AUTHOR_LOOKUP_THREAD_PREFIX = "authors"
-#: Seconds without a lookup after which the lookup threads end (started again on demand).
-AUTHOR_LOOKUP_IDLE_S = 10.0
-
-_T = TypeVar("_T")
-
-
-class LookupPool:
-    """Runs blocking lookups on up to ``threads`` threads that end when idle.
-
-    A :class:`concurrent.futures.ThreadPoolExecutor` keeps its threads for the
-    life of the process. This pool runs each lookup on one, and shuts that
-    executor down (its threads end) once no lookup has run for ``idle_s``
-    seconds; the next lookup makes a new one. The idle time is kept on the
-    process's chat :class:`IoLoop` (``call_later``), so it costs no thread.
-
-    Args:
-        threads: Lookups that run at once (at least 1).
-        prefix: Name prefix of the threads.
-        idle_s: Seconds without a lookup before the threads end.
-        loop: Keeps the idle time; None: :meth:`IoLoop.shared`.
-    """
-
-    def __init__(self, threads: int, prefix: str, idle_s: float = AUTHOR_LOOKUP_IDLE_S,
-                 loop: IoLoop | None = None) -> None:
-        self.threads = threads
-        self.prefix = prefix
-        self.idle_s = idle_s
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._running = 0  # lookups submitted and not finished
-        self._submitted = 0  # lookups ever submitted: a retirement checks none came since
-
-    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
-        """Run ``fn`` on a lookup thread.
-
-        Raises:
-            RuntimeError: the executor refused it (the interpreter is exiting).
-        """
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.threads,
-                                                    thread_name_prefix=self.prefix)
-            future = self._executor.submit(fn)
-            self._running += 1
-            self._submitted += 1
-        future.add_done_callback(self._finished)
-        return future
-
-    def _finished(self, _future: Future[Any]) -> None:
-        """A lookup ended (or was cancelled): the last one starts the idle time."""
-        with self._lock:
-            self._running -= 1
-            if self._running:
-                return
-            submitted = self._submitted
-        loop = (self._loop or IoLoop.shared()).loop
-        try:
-            loop.call_soon_threadsafe(loop.call_later, self.idle_s, self._retire, submitted)
-        except RuntimeError:  # the loop is closed: the process is exiting
-            return
-
-    def _retire(self, submitted: int) -> None:
-        """End the threads if no lookup was submitted since the idle time began."""
-        with self._lock:
-            if self._running or submitted != self._submitted or self._executor is None:
-                return
-            executor, self._executor = self._executor, None
-        executor.shutdown(wait=False)
-
-    def alive(self) -> bool:
-        """Whether the pool holds an executor (threads may be running) now."""
-        with self._lock:
-            return self._executor is not None
-
-
-_pool_lock = threading.Lock()
-_pool: LookupPool | None = None
-#: One HTTP session per lookup thread (a requests.Session is not shared between threads).
-_sessions = threading.local()
-
-
-def lookup_pool() -> LookupPool:
-    """The process's author-lookup pool, made on first use.
-
-    Its :data:`AUTHOR_LOOKUP_THREADS` threads start on demand, end after
-    :data:`AUTHOR_LOOKUP_IDLE_S` without a lookup, and are shared by every
-    :class:`AuthorBook`; no book shuts it down (closing a book drops that
-    book's lookups only).
-    """
-    global _pool  # one pool per process
-    with _pool_lock:
-        if _pool is None:
-            _pool = LookupPool(AUTHOR_LOOKUP_THREADS, AUTHOR_LOOKUP_THREAD_PREFIX)
-        return _pool
-
-
-def _thread_session() -> requests.Session:
-    """This lookup thread's HTTP session (made on its first lookup)."""
-    session: requests.Session | None = getattr(_sessions, "session", None)
-    if session is None:
-        session = _sessions.session = http_session()
-    return session
 
 
 class AuthorBook:
@@ -148,18 +38,18 @@ class AuthorBook:
 
     Args:
         label: Names the connection in logs.
-        tell: Hands a finished lookup back to the intake; called on a pool thread,
-            never after :meth:`close` returned.
-        pool: Runs the lookups; None: the process's :func:`lookup_pool`.
+        tell: Hands a finished lookup back to the intake; called on the loop's
+            thread (it must not block), never after :meth:`close` returned.
+        io: Runs the lookups; None: the process's chat loop (:meth:`IoLoop.shared`).
     """
 
     def __init__(self, label: str, tell: Callable[[object], None],
-                 pool: LookupPool | ThreadPoolExecutor | None = None) -> None:
+                 io: IoLoop | None = None) -> None:
         self.label = label
         self.tell = tell
         self.cache: cachetools.TTLCache[str, tuple[str, str]] = cachetools.TTLCache(
             AUTHOR_CACHE_SIZE, AUTHOR_CACHE_TTL_S)
-        self.pool = pool
+        self.io = io
         #: Guards ``pending`` and ``closed``; held while a finished lookup is told.
         self.lock = threading.Lock()
         self.pending: set[Future[tuple[str, str] | None]] = set()
@@ -183,7 +73,7 @@ class AuthorBook:
         return found is not None and found[1] in BOT_KINDS
 
     def look_up(self, user_id: str, access: GuildAccess | None) -> None:
-        """Start a lookup of ``user_id`` on the pool; the answer is told back.
+        """Start a lookup of ``user_id`` on the chat loop; the answer is told back.
 
         A lookup of a closed book is dropped (not started, or its answer not told).
 
@@ -197,12 +87,6 @@ class AuthorBook:
         if self.closed:
             log.debug("authors %s: lookup after close dropped", self.label)
             return
-        if self.pool is None:
-            self.pool = lookup_pool()
-
-        def look_up() -> tuple[str, str] | None:
-            # The thread's session, this connection's access (its token).
-            return FabricGuild(access, _thread_session()).user(user_id)
 
         def done(future: Future[tuple[str, str] | None]) -> None:
             with self.lock:
@@ -211,10 +95,12 @@ class AuthorBook:
                     return
                 self.tell(self._resolved(user_id, future))
 
+        lookup = fetch_user(access, user_id)  # this connection's access (its token)
         try:
-            future = self.pool.submit(look_up)
-        except RuntimeError:  # the pool is shut down: the process is exiting
-            log.debug("authors %s: lookup after the pool's shutdown dropped", self.label)
+            future = (self.io or IoLoop.shared()).spawn(lookup)
+        except RuntimeError:  # the loop is closed: the process is exiting
+            lookup.close()
+            log.debug("authors %s: lookup after the loop closed dropped", self.label)
             return
         with self.lock:
             if self.closed:
@@ -236,8 +122,8 @@ class AuthorBook:
         return AuthorResolved(user_id, found)
 
     def close(self) -> None:
-        """Drop this book's lookups: those not started are cancelled, the answers of
-        those running are not told. The shared pool goes on for the other books."""
+        """Drop this book's lookups: they are cancelled, and the answer of one that
+        finishes meanwhile is not told. The loop goes on for the other books."""
         with self.lock:
             self.closed = True
             pending, self.pending = self.pending, set()

@@ -236,17 +236,37 @@ class GuildRequest:
         method: HTTP method.
         path: Path below the guild's API (starts with ``/``).
         what: Short description of the call for error messages (no secrets).
-        body: The JSON body.
+        body: The JSON body (None: the call has none, as a ``GET``).
     """
 
     method: str
     path: str
     what: str
-    body: dict[str, str]
+    body: dict[str, str] | None = None
 
     def url(self, endpoint: str) -> str:
         """The call's URL at a guild's endpoint (its base URL, without ``/api``)."""
         return endpoint + API_PREFIX + self.path
+
+
+def user_request(user_id: str) -> GuildRequest:
+    """``GET /users/:id`` (inferred; the dev guild serves it): read with :func:`read_user`."""
+    return GuildRequest("GET", f"/users/{user_id}", "user")
+
+
+def read_user(data: Any) -> tuple[str, str] | None:
+    """A user from the JSON body of ``GET /users/:id``.
+
+    Returns:
+        ``(display name, kind)`` with kind ``human``, ``agent`` or ``""`` when not
+        given; None when the body names no user.
+    """
+    if not isinstance(data, dict):
+        return None
+    name, kind = data.get("name"), data.get("kind")
+    if not isinstance(name, str) or not name:
+        return None
+    return name, kind if isinstance(kind, str) else ""
 
 
 def auth_headers(token: str) -> dict[str, str]:
@@ -539,16 +559,12 @@ class FabricGuild:
             ``(display name, kind)`` with kind ``human``, ``agent`` or ``""`` when
             not given; None for an unknown user.
         """
+        request = user_request(user_id)
         try:
-            data = self._call("GET", f"/users/{user_id}", "user")
+            data = self._call(request.method, request.path, request.what)
         except (NotFound, BadRequest):
             return None
-        if not isinstance(data, dict):
-            return None
-        name, kind = data.get("name"), data.get("kind")
-        if not isinstance(name, str) or not name:
-            return None
-        return name, kind if isinstance(kind, str) else ""
+        return read_user(data)
 
     def user_name(self, user_id: str) -> str | None:
         """A user's display name (see :meth:`user`), or None."""
