@@ -208,6 +208,21 @@ def test_a_file_over_the_limit_gets_a_notice_and_the_run_still_answers(
 MARKING_AGENT = ("/bin/sh", "-c", "touch ran; echo ran")
 
 
+def start_marking(tmp_path: Path, chat: Chat, apps: list[BridgeApp]) -> Path:
+    """Start echo as :data:`MARKING_AGENT`; returns its workspace."""
+    workspace = tmp_path / "ws"
+    start(config_for(tmp_path, chat, agent("command", MARKING_AGENT, workspace=workspace)),
+          chat, apps)
+    return workspace
+
+
+def failed_run(chat: Chat) -> str:
+    """The first "run failed" answer in the DM (waits for it)."""
+    failed: str = wait_until(lambda: next((t for t in chat.answers(chat.dm) if "run failed" in t),
+                                          None), what="a failed run")
+    return failed
+
+
 def test_a_stop_while_the_files_are_fetched_keeps_the_agent_from_starting(
         tmp_path: Path, chat: Chat, apps: list[BridgeApp],
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -221,9 +236,7 @@ def test_a_stop_while_the_files_are_fetched_keeps_the_agent_from_starting(
         return fetch(self, attachment, dest, max_bytes=max_bytes)
 
     monkeypatch.setattr(MemoryClient, "fetch", held)
-    workspace = tmp_path / "ws"
-    start(config_for(tmp_path, chat, agent("command", MARKING_AGENT, workspace=workspace)),
-          chat, apps)
+    workspace = start_marking(tmp_path, chat, apps)
     chat.server.post(chat.dm, chat.ann, "read this", files={"a.txt": b"a file"})
     wait_until(fetching.is_set, what="the member's file being fetched")
     with caplog.at_level(logging.INFO, logger="actors.runner"):
@@ -231,8 +244,7 @@ def test_a_stop_while_the_files_are_fetched_keeps_the_agent_from_starting(
         wait_until(lambda: "to stop once its agent is started" in caplog.text,
                    what="the runner told to stop")
     go_on.set()
-    failed = wait_until(lambda: next((t for t in chat.answers(chat.dm) if "run failed" in t),
-                                     None), what="the run stopped")
+    failed = failed_run(chat)
     assert failed.startswith("⚠ echo: run failed: stopped by ann")
     assert not (workspace / "ran").exists()
     # The scope is free: the next message runs the agent.
@@ -249,12 +261,9 @@ def test_a_fetch_that_breaks_fails_the_run_and_frees_the_scope(
         raise ValueError("a client bug")
 
     monkeypatch.setattr(MemoryClient, "fetch", broken)
-    workspace = tmp_path / "ws"
-    start(config_for(tmp_path, chat, agent("command", MARKING_AGENT, workspace=workspace)),
-          chat, apps)
+    workspace = start_marking(tmp_path, chat, apps)
     chat.server.post(chat.dm, chat.ann, "read this", files={"a.txt": b"a file"})
-    failed = wait_until(lambda: next((t for t in chat.answers(chat.dm) if "run failed" in t),
-                                     None), what="the run failed")
+    failed = failed_run(chat)
     assert failed.startswith("⚠ echo: run failed: could not start agent echo: a client bug")
     assert not (workspace / "ran").exists()
     chat.post(chat.dm, "no file this time")
