@@ -9,6 +9,7 @@ answer must come back as the typed result or error a ``requests`` call gave.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from adapters.chat.fabric import aiopost
 from adapters.chat.fabric.aiopost import fetch_user, proxy_for, send_on_loop
 from adapters.chat.fabric.client import FabricClient
 from adapters.chat.fabric.rest import GuildAccess, message_nonce, post_request
@@ -57,6 +59,14 @@ class Guild:
             return web.json_response({"id": user_id, "name": "ann", "kind": "human"})
         if user_id == "u-denied":
             return web.json_response({"error": "bad token"}, status=401)
+        if user_id == "u-dribble":  # a byte at a time, each well within the read timeout
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            for byte in b'{"name": "slow", "kind": "human"}':
+                await response.write(bytes([byte]))
+                await asyncio.sleep(0.1)
+            await response.write_eof()
+            return response
         return web.json_response({"error": "no such user"}, status=404)
 
     async def edit(self, request: web.Request) -> web.StreamResponse:
@@ -148,6 +158,14 @@ def test_an_author_is_looked_up_on_the_loop(guild: tuple[Guild, GuildAccess, IoL
         io.run(fetch_user(access, "u-denied"), 10.0)
     assert [(path, auth) for path, auth, _ in state.received] == [
         (f"users/{u}", f"Bearer {TOKEN}") for u in ("u-ann", "u-nobody", "u-denied")]
+
+
+def test_a_lookup_that_dribbles_ends_within_its_whole_time_limit(
+        guild: tuple[Guild, GuildAccess, IoLoop], monkeypatch: pytest.MonkeyPatch) -> None:
+    _state, access, io = guild
+    monkeypatch.setattr(aiopost, "WAIT_S", 0.5)  # the body takes 3.4 s, 0.1 s a byte
+    with pytest.raises(TimeoutError):
+        io.run(fetch_user(access, "u-dribble"), 10.0)
 
 
 def test_an_unreachable_guild_may_have_got_the_post() -> None:

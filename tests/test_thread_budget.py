@@ -127,6 +127,7 @@ def users(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedUsers]:
         gated.open()
         io.loop.call_soon_threadsafe(io.loop.stop)
         io.thread.join(WAIT_S)
+        io.loop.close()
 
 
 def test_closing_one_book_drops_its_lookups_and_keeps_the_others(users: GatedUsers) -> None:
@@ -146,6 +147,7 @@ def test_closing_one_book_drops_its_lookups_and_keeps_the_others(users: GatedUse
     book_b.look_up("u3", access_for("agent-b"))  # the loop goes on for book b
     wait_until(lambda: len(told_b) == 2, what="book b's second lookup told")
     book_a.look_up("u4", access_for("agent-a"))  # a closed book starts nothing
+    users.io.run(asyncio.sleep(0), WAIT_S)  # a lookup started just now (gate open) is over
     assert users.ended == 4 and told_a == []
     # Every lookup ran on the loop's own thread: none started a thread.
     assert users.threads == {users.io.thread.name}

@@ -113,11 +113,15 @@ async def fetch_user(access: GuildAccess, user_id: str) -> tuple[str, str] | Non
 
     Raises:
         RetryLater: unreachable, slow, 429 or 5xx.
+        TimeoutError: no whole answer within :data:`WAIT_S` seconds.
         ChatError: another non-2xx answer (401 as ``Unauthorized``), or a body
             that is not JSON.
     """
     try:
-        data = await _send(access, user_request(user_id))
+        # The whole lookup is bounded (the client's timeouts bound each read only): the
+        # intake holds the author's messages until it is told the outcome.
+        async with asyncio.timeout(WAIT_S):
+            data = await _send(access, user_request(user_id))
     except (NotFound, BadRequest):
         return None
     return read_user(data)

@@ -46,7 +46,7 @@ class Resync:
 
 @attrs.frozen
 class AuthorResolved:
-    """Lookup thread: an author lookup ended.
+    """Chat loop: an author lookup ended.
 
     Attributes:
         user_id: The author looked up.

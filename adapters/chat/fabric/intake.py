@@ -24,7 +24,7 @@ up from history and reconnects (noticed within two resync periods).
 Author lookups never block intake: authors come from a bounded cache; a
 message by an author not in it is held (not yet journaled, and the channel's
 persisted last seq stays before it, so a crash refetches it) while a lookup
-runs on a small thread pool, and is released when the answer comes. When the
+runs as a coroutine on the chat loop, and is released when the answer comes. When the
 lookup keeps failing the message goes on with its author's kind unknown, and
 such a message never engages an agent (fail closed; it is kept as context).
 
