@@ -163,7 +163,8 @@ class ActorPool:
         """Put ``actor`` in line for a turn (its inbox calls this; never twice at once).
 
         Returns:
-            False when the pool is shut down (the actor gets no turn).
+            True when it is in line; False when the pool is shut down (the actor
+            gets no turn).
         """
         with self._lock:
             if self._closed:
@@ -435,14 +436,16 @@ class PooledInbox:
     def _submit(self, pool: ActorPool, actor: PooledActor) -> None:
         """Put the actor in line; when its pool is shut down, close the inbox and answer
         what waits (asks with ActorDeadError), so no ask waits for a turn that never
-        comes."""
+        comes. The actor itself is not stopped (its ``on_stop`` needs a turn): a pool
+        is shut down only by tests, and the shared pools never are."""
         if pool.submit(actor):
             return
         for envelope in self.close():
             _refuse(envelope, f"{actor} cannot run: its pool is shut down")
 
     def close(self) -> list[Envelope[Any]]:
-        """Mark the actor stopped; return what still waited (pykka's teardown answers it)."""
+        """Close the inbox (no message is queued after this); return what still waited
+        (pykka's teardown, or :meth:`_submit`, answers it)."""
         with self._lock:
             self._closed = True
             left = list(self._queue)

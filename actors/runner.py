@@ -74,10 +74,13 @@ class Runner(PooledActor):
     (fetching the members' files, starting the agent's process, then reading
     its events) run on a worker of that pool lent for the run's length
     (:meth:`actors.pool.ActorPool.run_blocking`), so the runners' turns never
-    wait behind them; that worker only tells this actor (``AgentStarted``, then
-    each event). The timeout counts from the agent's start. A ``StopRun`` that
-    comes while the agent starts keeps it from starting when it can, else
-    stops it as soon as it is started.
+    wait behind them. That worker tells this actor ``AgentStarted``, then
+    each event; while it starts the run it also records the agent's pid (in
+    the store, and ``pid_recorded``, which only it reads) and queues the
+    notice of files left out; the actor's other state changes on its turns.
+    The timeout counts from the agent's start. A ``StopRun`` that comes while
+    the files are fetched keeps the agent from starting, a later one stops it
+    as soon as it is handed over.
     Progress goes to the channel's delivery actor as :class:`bridge.run_view.RunView`
     snapshots (which it renders for the platform and throttles to one edit a
     second). On the terminal event the runner puts the answer (split into
@@ -356,7 +359,7 @@ class Runner(PooledActor):
                 self.actor_ref.tell(AgentEventMsg(RunFailed(f"agent error: {exc}")))
 
     def on_receive(self, message: Any) -> None:
-        """Handle ``AgentEventMsg``, ``StatusTick`` and ``StopRun``."""
+        """Handle ``AgentStarted``, ``AgentEventMsg``, ``StatusTick`` and ``StopRun``."""
         if isinstance(message, StopRun):
             if self.finished:
                 return

@@ -72,8 +72,10 @@ class Upkeep(SupervisedActor):
         self.interval_s = prune_interval_s(self.retention_s)
         self.pruned = 0
         self.pruned_at: float | None = None
-        #: The pools' worker starts at the last heap trim: no trim again before new work.
-        self.trimmed_at_spawns: tuple[int, ...] = ()
+        #: The pools whose workers do the work (scopes and deliveries; runs).
+        self.pools = (shared_pool(), RUNNER_POOL)
+        #: Their worker starts at the last heap trim (none yet): no trim before work.
+        self.trimmed_at_spawns: tuple[int, ...] = (0,) * len(self.pools)
 
     def on_receive(self, message: Any) -> Any:
         """Handle ``Init`` (prune and measure now), ``PruneTick``, ``MeasureTick`` and
@@ -128,7 +130,7 @@ class Upkeep(SupervisedActor):
         """Return free heap pages once per idle spell: neither the shared pool (scopes,
         deliveries) nor the runners' pool (runs, their agents' output) has a worker
         left, and workers started since the last trim (there was work)."""
-        spawns = trim_due((shared_pool(), RUNNER_POOL), self.trimmed_at_spawns)
+        spawns = trim_due(self.pools, self.trimmed_at_spawns)
         if spawns is not None:
             self.trimmed_at_spawns = spawns
             release_free_heap()

@@ -15,10 +15,7 @@ import pytest
 from actors.heap import can_release_free_heap, release_free_heap
 from actors.pool import ActorPool
 from actors.upkeep import trim_due
-from tests.support import wait_until
-
-#: Seconds any single wait here may take before the test fails.
-WAIT_S = 10.0
+from tests.support import WAIT_S, wait_until
 
 #: Bytes of each block: above CPython's small-object limit (512), below glibc's
 #: mmap threshold (128 KiB), so the blocks live in glibc's heap.

@@ -47,7 +47,8 @@ from bridge.errors import BadRequest, NotFound, RetryLater
 if TYPE_CHECKING:
     import aiohttp
 
-#: Seconds the calling thread waits for the loop at most (connect + read + margin).
+#: Seconds a call may take in all (connect + read + margin): what a calling thread waits
+#: for a post at most, and what an author lookup may take.
 WAIT_S = HTTP_TIMEOUT[0] + HTTP_TIMEOUT[1] + 5.0
 
 #: One client session per event loop, made on that loop at its first post.
@@ -112,8 +113,8 @@ async def fetch_user(access: GuildAccess, user_id: str) -> tuple[str, str] | Non
         None for an unknown user.
 
     Raises:
-        RetryLater: unreachable, slow, 429 or 5xx.
-        TimeoutError: no whole answer within :data:`WAIT_S` seconds.
+        RetryLater: unreachable, slow (no whole answer within :data:`WAIT_S`
+            seconds), 429 or 5xx.
         ChatError: another non-2xx answer (401 as ``Unauthorized``), or a body
             that is not JSON.
     """
@@ -124,6 +125,8 @@ async def fetch_user(access: GuildAccess, user_id: str) -> tuple[str, str] | Non
             data = await _send(access, user_request(user_id))
     except (NotFound, BadRequest):
         return None
+    except TimeoutError:
+        raise RetryLater(f"user: no answer within {WAIT_S:.0f} s") from None
     return read_user(data)
 
 

@@ -39,7 +39,9 @@ class AuthorBook:
     Args:
         label: Names the connection in logs.
         tell: Hands a finished lookup back to the intake; called on the loop's
-            thread (it must not block), never after :meth:`close` returned.
+            thread (or the caller's, when the lookup ended before its callback was
+            added); it must not block, and is never called after :meth:`close`
+            returned.
         io: Runs the lookups; None: the process's chat loop (:meth:`IoLoop.shared`).
     """
 
