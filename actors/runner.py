@@ -27,7 +27,15 @@ from actors.messages import (
 )
 from actors.pool import DEFAULT_POOL_SIZE, ActorPool, PooledActor
 from actors.runtime import Runtime, send
-from bridge.agent import AgentRun, RunContext, RunDone, RunFailed, SessionStarted, ToolStarted
+from bridge.agent import (
+    TERMINAL_EVENTS,
+    AgentRun,
+    RunContext,
+    RunDone,
+    RunFailed,
+    SessionStarted,
+    ToolStarted,
+)
 from bridge.board import RunRow
 from bridge.config import AgentSettings
 from bridge.config_reader import default_workspace
@@ -155,14 +163,17 @@ class Runner(PooledActor):
         self.pid_recorded = False
         #: Pending timer handles (the timeout, the next status tick).
         self.timer_handles: dict[str, int] = {}
-        #: Set on a turn when the run is to stop before its agent started; read by the
-        #: lent worker before it starts the agent.
-        self.stop_asked = threading.Event()
         #: Guards the hand-over of the started agent between the lent worker and the
-        #: actor's stop (``started``, ``cut_off``), so no agent outlives its runner.
+        #: actor's turns (``started``, ``cut_off``, ``stop_asked``), so no agent
+        #: outlives its runner.
         self.start_lock = threading.Lock()
         self.started: AgentRun | None = None
+        #: The runner stopped (``on_stop``, ``on_failure``): start nothing.
         self.cut_off = False
+        #: A ``StopRun`` came before the agent was handed over: start nothing.
+        self.stop_asked = False
+        #: The last seq of the messages the run answers (its notices and answer go after).
+        self.after_seq = max((line.seq for line in prompt.messages), default=0)
 
     def on_start(self) -> None:
         """Start the run on a lent worker: the files, the agent, the reading of its events.
@@ -212,13 +223,11 @@ class Runner(PooledActor):
         """
         prompt = self.prompt
         images: tuple[Path, ...] = ()
+        if self._stopped_before_start():
+            return None
         if self.files_on:
             prompt, images = self._prepare_files(prompt)
-        with self.start_lock:
-            if self.cut_off:
-                return None
-        if self.stop_asked.is_set():
-            self._tell(AgentEventMsg(RunFailed("stopped before the agent started")))
+        if self._stopped_before_start():
             return None
         context = RunContext(self.run_id, self.scope_key, self.workspace, self.session_id,
                              images=images, on_spawn=self._spawned)
@@ -231,6 +240,15 @@ class Runner(PooledActor):
             run.stop()
             raise
         return run
+
+    def _stopped_before_start(self) -> bool:
+        """Whether the run was stopped before its agent started (on the lent worker); a
+        ``StopRun`` is answered with a failed run, a stopped runner needs nothing."""
+        with self.start_lock:
+            cut_off, stop_asked = self.cut_off, self.stop_asked
+        if stop_asked and not cut_off:
+            self._tell(AgentEventMsg(RunFailed("stopped before the agent started")))
+        return cut_off or stop_asked
 
     def _tell(self, message: Any) -> bool:
         """Tell this runner ``message`` (from the lent worker); False when it is gone."""
@@ -322,12 +340,11 @@ class Runner(PooledActor):
         if not refused:
             return
         log.info("run %s: %d member file(s) left out", self.run_id, len(refused))
-        after_seq = max((line.seq for line in self.prompt.messages), default=0)
         try:
             self.runtime.store.add_notice(
                 self.scope_key, f"{self.run_id}:files-in",
                 shorten(f"⚠ {self.agent.name}: not given to the agent: {'; '.join(refused)}",
-                        NOTICE_CHARS), after_seq)
+                        NOTICE_CHARS), self.after_seq)
         except StoreError as exc:
             log.error("run %s: could not queue the notice of the files left out: %s",
                       self.run_id, exc)
@@ -348,15 +365,24 @@ class Runner(PooledActor):
             self.runtime.timers.cancel(handle)
 
     def _read(self, run: AgentRun) -> None:
+        """Tell each of the agent's events (on the lent worker) until it ends; an agent
+        whose events break off (it raised, or ended without a result) is stopped and
+        the run fails."""
+        ended = False
         try:
             for event in run.events():
-                self.actor_ref.tell(AgentEventMsg(event))
-        except pykka.ActorDeadError:
-            run.stop()
+                if not self._tell(AgentEventMsg(event)):
+                    run.stop()
+                    return
+                ended = ended or isinstance(event, TERMINAL_EVENTS)
         except Exception as exc:  # an agent bug must still end the run
             log.exception("run %s: agent raised", self.run_id)
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.actor_ref.tell(AgentEventMsg(RunFailed(f"agent error: {exc}")))
+            run.stop()
+            self._tell(AgentEventMsg(RunFailed(f"agent error: {exc}")))
+            return
+        if not ended:
+            run.stop()
+            self._tell(AgentEventMsg(RunFailed("the agent ended without a result")))
 
     def on_receive(self, message: Any) -> None:
         """Handle ``AgentStarted``, ``AgentEventMsg``, ``StatusTick`` and ``StopRun``."""
@@ -370,7 +396,8 @@ class Runner(PooledActor):
             else:
                 log.info("run %s: to stop once its agent is started (%s)", self.run_id,
                          message.reason)
-                self.stop_asked.set()
+                with self.start_lock:
+                    self.stop_asked = True
         elif isinstance(message, AgentStarted):
             self._started(message.run)
         elif isinstance(message, AgentEventMsg):
@@ -464,19 +491,18 @@ class Runner(PooledActor):
         files: list[Path] = []
         if self.files_on:
             pieces, files = self._files_out(full, text, footer, pieces)
-        after_seq = max((line.seq for line in self.prompt.messages), default=0)
         store = self.runtime.store
         saved = True
         try:
             store.finish_run(self.run_id, "done" if ok else "failed", pieces,
-                             after_seq=after_seq, files=files)
+                             after_seq=self.after_seq, files=files)
         except StoreError as exc:
             saved = False
             log.error("run %s: could not save its answer: %s", self.run_id, exc)
             pieces = [f"⚠ {self.agent.name}: the answer could not be saved (state store "
                       "error); please send your message again."]
             try:
-                store.finish_run(self.run_id, "failed", pieces, after_seq=after_seq)
+                store.finish_run(self.run_id, "failed", pieces, after_seq=self.after_seq)
             except StoreError as again:
                 log.error("run %s: could not record the failure either (%s); the run stays "
                           "open and runs again at the next start", self.run_id, again)

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from adapters.agents import build_agent
 from adapters.chat.memory import MemoryPlatform, MemoryServer, mention
 from adapters.chat.memory.config import MemoryIdentity
 from adapters.chat.memory.server import Message
+from bridge.agent import Agent, AgentEvent, RunContext, SessionStarted
 from bridge.board import Board, RunRow
 from bridge.cli.compose import bridge_app, load_config
 from bridge.config import (
@@ -36,7 +38,7 @@ from bridge.config import (
 from bridge.errors import RetryLater
 from bridge.model import ConnectionKey, ScopeKey, Target
 from bridge.policy import AccessPolicy
-from bridge.prompt import CONTEXT_HEADER, MESSAGES_HEADER
+from bridge.prompt import CONTEXT_HEADER, MESSAGES_HEADER, Prompt
 from bridge.secrets import Secret
 from bridge.store import Store
 from tests.support import GATED_AGENT, wait_until
@@ -107,10 +109,12 @@ def config_for(tmp_path: Path, chat: Chat, settings: AgentSettings | None = None
                   bindings=(Binding("echo", chat.space, platform="memory"),))
 
 
-def start(config: Config, chat: Chat, apps: list[BridgeApp]) -> BridgeApp:
-    """Start the app on the chat's platform and wait until echo is connected."""
+def start(config: Config, chat: Chat, apps: list[BridgeApp],
+          agents: Callable[[AgentSettings], Agent] = build_agent) -> BridgeApp:
+    """Start the app on the chat's platform (its agents made by ``agents``) and wait until
+    echo is connected."""
     app = BridgeApp(config, Board(), platforms=lambda _: {"memory": chat.platform},
-                    agents=build_agent)
+                    agents=agents)
     apps.append(app)
     app.start()
 
@@ -143,6 +147,36 @@ def test_a_direct_message_is_answered_exactly_once(tmp_path: Path, chat: Chat,
     store = store_of(app)
     assert store.pending_pieces(chat.scope(chat.dm)) == []
     assert store.count_inbound(chat.scope(chat.dm)) == {"done": 2}
+
+
+class ResultlessRun:
+    """An agent whose every run ends without a result (no terminal event)."""
+
+    pid = None
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+
+    def start(self, prompt: Prompt, context: RunContext) -> ResultlessRun:
+        return self
+
+    def events(self) -> Iterator[AgentEvent]:
+        yield SessionStarted("s-1")
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def test_an_agent_that_ends_without_a_result_fails_the_run(tmp_path: Path, chat: Chat,
+                                                          apps: list[BridgeApp]) -> None:
+    agent_run = ResultlessRun()
+    start(config_for(tmp_path, chat), chat, apps, agents=lambda _: agent_run)
+    chat.post(chat.dm, "hello")
+    wait_until(lambda: chat.answers(chat.dm) == [
+        "⚠ echo: run failed: the agent ended without a result"], what="the failed run")
+    assert agent_run.stopped.is_set()
+    chat.post(chat.dm, "again")  # the scope is free
+    wait_until(lambda: len(chat.answers(chat.dm)) == 2, what="the second run's answer")
 
 
 def test_a_plain_channel_message_is_context_for_the_next_prompt(
