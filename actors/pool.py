@@ -27,15 +27,18 @@ What holds, as for a thread per actor (``tests/test_pool.py``):
   in an ``ask`` goes to the asker and the actor lives on. The worker is not
   harmed either way.
 - Idle actors cost no thread: the pool starts its workers on demand, up to its
-  size, and a worker with no turn to run for ``retire_s`` seconds ends.
+  size, and a worker with no work for ``retire_s`` seconds ends. At most
+  ``size`` workers wait idle; a worker freed beyond that ends at once.
+- At most ``size`` turns run at once, whatever the number of workers.
 
 **Blocking asks grow the pool.** A worker that waits on the future of a
 pooled actor (``ask(...)``, ``stop(block=True)``, ``proxy().x.get()``) is
-counted as blocked, and the pool starts another worker while fewer than its
-size are free to run actors, so a pooled actor asking another pooled actor
-(or a chain of them deeper than the pool) cannot starve the pool. The extra
-workers retire once the waits end (a delivery asking its identity's pooled
-credentials actor is such a wait). A wait on a *thread-based* actor's future
+counted as blocked: its place goes to the actors in line, on an idle worker
+or a new one, so a pooled actor asking another pooled actor (or a chain of
+them deeper than the pool) cannot starve the pool. Once the waits end, the
+extra workers go back to the pool (beyond ``size`` idle ones they end at
+once); a delivery asking its identity's pooled credentials actor is such a
+wait. A wait on a *thread-based* actor's future
 is not counted: that actor answers on its own thread, so it costs one worker
 for the wait but cannot deadlock the pool. Cycles of blocking asks deadlock as
 they do with threads. Long blocking work in ``on_receive`` (an HTTP post) holds one worker: the
@@ -43,10 +46,21 @@ pool's size bounds how many such calls run at once.
 
 **Blocking calls borrow a worker.** :meth:`ActorPool.run_blocking` runs work
 that blocks for long (a runner reading its agent's output) on a worker that
-counts as blocked while it runs, so the actors keep ``size`` workers; it then
-goes back to the pool. A call goes first in line and wakes or starts a worker
-of its own, so it never waits behind the actors' turns. Such work costs no
-thread start while an idle worker is at hand, and no thread once it is over.
+counts as blocked while it runs, so the actors keep ``size`` places for
+turns; it then goes back to the pool. A call is handed at once to an idle
+worker or a new one, so it never waits behind the actors' turns. Such work
+costs no thread start while an idle worker is at hand, and no thread once it
+is over.
+
+**Work is handed to a worker, not announced.** A submit or a call takes the
+idle worker that went idle last off the idle stack and gives it the work
+itself; a worker that ends a turn or a call takes the next actor in line in
+the same hold of the pool's lock. So a worker is always counted as running a
+turn, lent, or idle, never as none of them, and the count of turns cannot
+start a worker that an ending turn would have served. (An earlier version
+woke a worker to look at the line and ended a worker freed from a call
+whenever the turn places were full: with runs coming and going, that was a
+thread start for most runs.)
 """
 
 from __future__ import annotations
@@ -80,13 +94,14 @@ _pool_counter = itertools.count(1)
 class ActorPool:
     """A fixed number of worker threads that run pooled actors' turns, in arrival order.
 
-    Workers start on demand (the first actors to have work), up to ``size``,
-    and retire after ``retire_s`` seconds without a turn, so a pool whose
-    actors are all idle holds no thread. More start only while workers wait on
-    pooled futures (see the module docstring), and those retire when the waits
-    are over. An idle worker woken for work is the one that went idle last
-    (a stack, not a line): under light load the same few workers run, and the
-    others reach their retirement instead of taking turns.
+    Workers start on demand (the first actors to have work), up to ``size``
+    running turns, and retire after ``retire_s`` seconds without work, so a
+    pool whose actors are all idle holds no thread. More start only while
+    workers wait on pooled futures or are lent to blocking calls (see the
+    module docstring); afterwards they go back to the pool, where at most
+    ``size`` wait idle. Work goes to the worker that went idle last (a stack,
+    not a line): under light load the same few workers run, and the others
+    reach their retirement instead of taking turns.
 
     Args:
         size: Workers that run actors at once (at least 1).
@@ -104,17 +119,26 @@ class ActorPool:
         if retire_s <= 0:
             raise ValueError(f"idle workers retire after a positive time, got {retire_s} s")
         self._lock = threading.Lock()
-        self._ready: collections.deque[PooledActor | _BlockingCall] = collections.deque()
+        # Actors waiting for a turn; non-empty only while ``size`` turns run.
+        self._ready: collections.deque[PooledActor] = collections.deque()
+        # Blocking calls no worker could be started for (a process limit); the
+        # next free worker takes them first.
+        self._calls: collections.deque[_BlockingCall] = collections.deque()
         self._size = size
         self._retire_s = retire_s
         self._name = f"{name}-{next(_pool_counter)}"
         self._workers = 0
-        # Idle workers, the most recently idle last: a submit wakes that one, so
+        # Workers in an actor turn, or handed one and on their way to it.
+        self._turning = 0
+        # Of those, the ones waiting on a pooled future (they leave their place).
+        self._waiting = 0
+        # Blocking calls handed out and not over yet.
+        self._lent = 0
+        # Idle workers, the most recently idle last: work goes to that one, so
         # under light load the same few workers run and the others time out.
-        self._idlers: list[threading.Condition] = []
-        self._blocked = 0
+        self._idlers: list[_Idler] = []
         self._closed = False
-        self._threads: list[threading.Thread] = []
+        self._threads: set[threading.Thread] = set()
         self._spawns = 0
 
     @property
@@ -133,10 +157,10 @@ class ActorPool:
             raise ValueError(f"an actor pool needs at least 1 thread, got {size}")
         with self._lock:
             self._size = size
-            self._wake_all()
-            # Actors already in line get the new free workers now, not at the next submit.
-            for _ in range(min(len(self._ready), self._size - (self._workers - self._blocked))):
-                self._spawn()
+            # Actors already in line get the new free places now, not at the next submit.
+            self._dispatch()
+            while len(self._idlers) > self._size:  # the idle ones beyond the size retire
+                self._idlers.pop(0).hand(None)
 
     def workers(self) -> int:
         """Worker threads alive now (blocked ones included)."""
@@ -150,14 +174,14 @@ class ActorPool:
             return self._spawns
 
     def idle(self) -> int:
-        """Workers waiting for a turn now."""
+        """Workers waiting for work now."""
         with self._lock:
             return len(self._idlers)
 
     def blocked(self) -> int:
-        """Workers waiting on a pooled actor's future now."""
+        """Workers waiting on a pooled actor's future, or lent to a blocking call, now."""
         with self._lock:
-            return self._blocked
+            return self._waiting + self._lent
 
     def submit(self, actor: PooledActor) -> bool:
         """Put ``actor`` in line for a turn (its inbox calls this; never twice at once).
@@ -170,31 +194,33 @@ class ActorPool:
             if self._closed:
                 return False
             self._ready.append(actor)
-            self._wake_or_spawn()
+            self._dispatch()
         return True
 
     def run_blocking(self, fn: Callable[[], object]) -> None:
         """Run ``fn``, long blocking work (reading an agent's output until it ends), on
-        one of the pool's threads, in line with the actors' turns.
+        one of the pool's threads, beside the actors' turns.
 
-        The worker that runs it counts as blocked for as long as it runs (as one
-        waiting on a pooled future), so ``size`` workers stay free for the
-        actors; afterwards it goes back to the pool and takes turns or retires
-        like any other. So such work costs a thread only while it runs, and no
-        thread start when an idle worker is at hand. An exception ``fn`` raises
-        is logged and goes no further.
+        The worker that runs it is lent for as long as it runs (as one waiting on
+        a pooled future), so ``size`` workers stay free for the actors; afterwards
+        it goes back to the pool and takes turns, waits for work or retires like
+        any other. So such work costs a thread only while it runs, and no thread
+        start when an idle worker is at hand. An exception ``fn`` raises is
+        logged and goes no further.
 
         Raises:
             RuntimeError: the pool is shut down.
         """
+        call = _BlockingCall(fn)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self._name} is shut down")
-            # Blocked from the moment it is in line (first), so the pool gives it a
-            # worker beside the ``size`` that run turns: it never waits behind them.
-            self._blocked += 1
-            self._ready.appendleft(_BlockingCall(fn))
-            self._wake_or_spawn()
+            # Lent from now on: it never waits behind the actors' turns.
+            self._lent += 1
+            if self._idlers:
+                self._idlers.pop().hand(call)
+            elif not self._spawn(call):
+                self._calls.append(call)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop the workers once the actors in line have had their turn (tests use it;
@@ -205,72 +231,79 @@ class ActorPool:
         """
         with self._lock:
             self._closed = True
-            self._wake_all()
+            while self._idlers:
+                self._idlers.pop().hand(None)
             threads = list(self._threads)
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout_s)
 
-    def _spawn(self) -> None:
-        """Start one worker (the caller holds the lock)."""
-        self._workers += 1
+    def _spawn(self, work: PooledActor | _BlockingCall) -> bool:
+        """Start one worker with its first work (the caller holds the lock).
+
+        Returns:
+            False when no thread could be started (a process limit).
+        """
         self._spawns += 1
-        thread = threading.Thread(target=self._work, name=f"{self._name}-{self._spawns}",
-                                  daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()]
+        thread = threading.Thread(target=self._work, args=(work,),
+                                  name=f"{self._name}-{self._spawns}", daemon=True)
         try:
             thread.start()
-        except RuntimeError:  # no thread to be had (a process limit): the line waits
-            self._workers -= 1
+        except RuntimeError:  # no thread to be had: the work waits for a worker
             log.exception("actor pool: could not start a worker (%d running)", self._workers)
-            return
-        self._threads.append(thread)
+            return False
+        self._workers += 1
+        self._threads.add(thread)
+        return True
 
-    def _wake_all(self) -> None:
-        """Wake every idle worker to look at the pool again (the caller holds the lock)."""
-        while self._idlers:
-            self._idlers.pop().notify()
+    def _dispatch(self) -> None:
+        """Hand the actors in line to workers while fewer than ``size`` turns run: the
+        idle worker that went idle last, else a new one (the caller holds the lock).
+        An actor that gets neither waits for a running turn to end."""
+        while self._ready and self._turning - self._waiting < self._size:
+            actor = self._ready.popleft()
+            self._turning += 1
+            if self._idlers:
+                self._idlers.pop().hand(actor)
+            elif not self._spawn(actor):
+                self._turning -= 1
+                self._ready.appendleft(actor)
+                return
 
-    def _wake_or_spawn(self) -> None:
-        """Give the newest actor in line a worker: wake the idle worker that went idle
-        last, else start one while fewer than ``size`` are free (the caller holds the
-        lock). A woken worker leaves the idle stack at once, so each idler is woken for
-        one actor; an actor that finds neither waits for a busy worker's next turn."""
-        if self._idlers:
-            self._idlers.pop().notify()
-        elif self._workers - self._blocked < self._size:
-            self._spawn()
+    def _next(self) -> PooledActor | _BlockingCall | None:
+        """The next work for a worker that is free, or None (the caller holds the lock)."""
+        if self._calls:
+            return self._calls.popleft()
+        if self._ready and self._turning - self._waiting < self._size:
+            self._turning += 1
+            return self._ready.popleft()
+        return None
 
-    def _work(self) -> None:
+    def _work(self, work: PooledActor | _BlockingCall | None) -> None:
         _local.pool = self
-        idle = threading.Condition(self._lock)
-        while True:
+        idler = _Idler(threading.Condition(self._lock))
+        try:
+            while work is not None:
+                lent = isinstance(work, _BlockingCall)
+                if isinstance(work, _BlockingCall):
+                    self._call(work)
+                else:
+                    self._turn(work)
+                # An idle worker holds nothing of what it ran (a stopped actor is freed).
+                work = None
+                with self._lock:  # done and next in one hold: never counted as neither
+                    if lent:
+                        self._lent -= 1
+                    else:
+                        self._turning -= 1
+                    work = self._next()
+                    # At most ``size`` idle workers wait; the others end now.
+                    if work is None and not self._closed and len(self._idlers) < self._size:
+                        work = idler.wait(self._idlers, self._retire_s)
+        finally:
             with self._lock:
-                timed_out = False
-                while True:
-                    if self._workers - self._blocked > self._size:
-                        self._workers -= 1
-                        if self._ready:
-                            self._wake_or_spawn()  # it may have been woken for that actor
-                        return
-                    if not self._ready and (self._closed or timed_out):
-                        self._workers -= 1
-                        return
-                    if self._ready:
-                        actor = self._ready.popleft()
-                        break
-                    self._idlers.append(idle)
-                    idle.wait(self._retire_s)
-                    # Still on the stack: no submit woke this worker (it timed out).
-                    timed_out = idle in self._idlers
-                    if timed_out:
-                        self._idlers.remove(idle)
-            if isinstance(actor, _BlockingCall):
-                self._call(actor)
-            else:
-                self._turn(actor)
-            # An idle worker holds nothing of what it ran (a stopped actor is freed).
-            del actor
+                self._workers -= 1
+                self._threads.discard(threading.current_thread())
 
     @staticmethod
     def _turn(actor: PooledActor) -> None:
@@ -283,27 +316,57 @@ class ActorPool:
         finally:
             _local.actor = None
 
-    def _call(self, call: _BlockingCall) -> None:
-        """Run one blocking call (counted as blocked since :meth:`run_blocking`)."""
+    @staticmethod
+    def _call(call: _BlockingCall) -> None:
+        """Run one blocking call (lent since :meth:`run_blocking`)."""
         _local.blocking = True
         try:
             call.fn()
         except BaseException:  # a worker outlives any call
             log.exception("actor pool: a blocking call broke off")
         finally:
-            self._unblock()
             _local.blocking = False
 
     def _block(self) -> None:
-        """A worker starts waiting on a pooled future: keep ``size`` workers free."""
+        """A worker in a turn starts waiting on a pooled future: its place goes to
+        the actors in line, so ``size`` turns can still run."""
         with self._lock:
-            self._blocked += 1
-            if self._ready:
-                self._wake_or_spawn()
+            self._waiting += 1
+            self._dispatch()
 
     def _unblock(self) -> None:
         with self._lock:
-            self._blocked -= 1
+            self._waiting -= 1
+
+
+class _Idler:
+    """An idle worker's place on the pool's idle stack: work is handed to it there."""
+
+    def __init__(self, wake: threading.Condition) -> None:
+        self._wake = wake
+        self._work: PooledActor | _BlockingCall | None = None
+        self._woken = False
+
+    def hand(self, work: PooledActor | _BlockingCall | None) -> None:
+        """Wake the worker with ``work`` (None: retire); the caller holds the pool's
+        lock and has taken this place off the stack."""
+        self._work, self._woken = work, True
+        self._wake.notify()
+
+    def wait(self, idlers: list[_Idler], retire_s: float) -> PooledActor | _BlockingCall | None:
+        """Wait on the stack for work up to ``retire_s`` seconds (the caller holds the
+        pool's lock).
+
+        Returns:
+            The work handed over, or None: retire (timed out, or the pool is shut
+            down or smaller).
+        """
+        self._work, self._woken = None, False
+        idlers.append(self)
+        self._wake.wait_for(lambda: self._woken, retire_s)
+        if not self._woken:  # timed out: still on the stack
+            idlers.remove(self)
+        return self._work
 
 
 @attrs.frozen

@@ -330,11 +330,15 @@ def test_a_failure_does_not_cost_the_worker() -> None:
 
 
 class FailingStart(PooledActor):
-    def __init__(self, hooks: queue.Queue[Any]) -> None:
+    def __init__(self, hooks: queue.Queue[Any], told: threading.Event) -> None:
         super().__init__()
         self.hooks = hooks
+        self.told = told
 
     def on_start(self) -> None:
+        # Fails only once the test's message is in: a tell to an actor that has
+        # already stopped raises, for a threading actor too.
+        assert self.told.wait(WAIT_S)
         raise RuntimeError("no start")
 
     def on_receive(self, message: Any) -> Any:
@@ -346,8 +350,10 @@ class FailingStart(PooledActor):
 
 def test_a_failing_on_start_stops_the_actor_before_any_message(pool: ActorPool) -> None:
     hooks: queue.Queue[Any] = queue.Queue()
-    ref = on(pool, FailingStart).start(hooks)
+    told = threading.Event()
+    ref = on(pool, FailingStart).start(hooks, told)
     ref.tell("first")
+    told.set()
     wait_until(lambda: not ref.is_alive(), WAIT_S, "the actor to stop")
     with pytest.raises(pykka.ActorDeadError):
         ref.ask("more", timeout=WAIT_S)
@@ -623,6 +629,62 @@ def test_a_blocking_call_does_not_wait_behind_a_busy_turn() -> None:
         pool.shutdown()
 
 
+def test_calls_one_after_another_beside_a_busy_turn_reuse_one_worker() -> None:
+    # The runner pool's steady state: every turn place busy, runs coming and going.
+    # A worker lent to a call goes back to the pool when the call ends, so the next
+    # call takes it instead of starting a thread of its own.
+    pool = ActorPool(1, name="reuse-pool")
+    release = threading.Event()
+    try:
+        holder = on(pool, Holder).start(release)
+        held = holder.ask("hold", block=False)
+        wait_until(lambda: pool.idle() == 0 and pool.workers() == 1, WAIT_S,
+                   "the turn to hold the only worker")
+        ran_on: queue.Queue[str] = queue.Queue()
+        pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
+        first = ran_on.get(timeout=WAIT_S)
+        wait_until(lambda: pool.blocked() == 0 and pool.idle() == 1, WAIT_S,
+                   "the call's worker back in the pool")
+        spawns = pool.spawns()
+        for _ in range(5):
+            pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
+            assert ran_on.get(timeout=WAIT_S) == first
+            wait_until(lambda: pool.idle() == 1, WAIT_S, "the worker back in the pool")
+        assert pool.spawns() == spawns
+        assert pool.workers() == 2  # the held turn's and the lent one
+        release.set()
+        assert held.get(timeout=WAIT_S) == "hold"
+        holder.stop(timeout=WAIT_S)
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_turns_never_run_on_more_workers_than_the_size_after_calls_end() -> None:
+    # Workers that calls leave idle take turns only within the pool's size.
+    pool = ActorPool(2, name="bound-pool")
+    release = threading.Event()
+    try:
+        gate = threading.Event()
+        for _ in range(4):
+            pool.run_blocking(lambda: gate.wait(WAIT_S))
+        wait_until(lambda: pool.workers() == 4, WAIT_S, "a worker per call")
+        gate.set()
+        wait_until(lambda: pool.blocked() == 0, WAIT_S, "the calls to end")
+        assert pool.workers() == 2 and pool.idle() == 2  # at most ``size`` wait idle
+        holders = [on(pool, Holder).start(release) for _ in range(3)]
+        held = [ref.ask("hold", block=False) for ref in holders]
+        wait_until(lambda: pool.idle() == 0, WAIT_S, "two turns to hold the workers")
+        assert pool.workers() == 2  # the third holder waits in line: no thread for it
+        release.set()
+        assert [future.get(timeout=WAIT_S) for future in held] == ["hold"] * 3
+        for ref in holders:
+            ref.stop(timeout=WAIT_S)
+    finally:
+        release.set()
+        pool.shutdown()
+
+
 def test_a_blocking_call_that_raises_is_logged_and_the_pool_goes_on(
         caplog: pytest.LogCaptureFixture) -> None:
     pool = ActorPool(1, name="raising-pool")
@@ -634,7 +696,7 @@ def test_a_blocking_call_that_raises_is_logged_and_the_pool_goes_on(
         recorder = on(pool, Recorder).start()
         assert recorder.ask("after", timeout=WAIT_S) == "after"
         wait_until(lambda: "blocking call broke off" in caplog.text, WAIT_S, "the log line")
-        assert pool.blocked() == 0
+        wait_until(lambda: pool.blocked() == 0, WAIT_S, "the call to end")
         recorder.stop(timeout=WAIT_S)
         pool.shutdown()
         with pytest.raises(RuntimeError, match="shut down"):
