@@ -29,7 +29,9 @@ What holds, as for a thread per actor (``tests/test_pool.py``):
 - Idle actors cost no thread: the pool starts its workers on demand, up to its
   size, and a worker with no work for ``retire_s`` seconds ends. At most
   ``size`` workers wait idle; a worker freed beyond that ends at once.
-- At most ``size`` turns run at once, whatever the number of workers.
+- A turn starts only while fewer than ``size`` run, whatever the number of
+  workers (a worker whose wait on a future ends finishes its turn, so for that
+  long more can run).
 
 **Blocking asks grow the pool.** A worker that waits on the future of a
 pooled actor (``ask(...)``, ``stop(block=True)``, ``proxy().x.get()``) is
@@ -233,10 +235,15 @@ class ActorPool:
             self._closed = True
             while self._idlers:
                 self._idlers.pop().hand(None)
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not threading.current_thread():
+        joined: set[threading.Thread] = {threading.current_thread()}
+        while True:  # workers started for the line meanwhile are joined too
+            with self._lock:
+                threads = self._threads - joined
+            if not threads:
+                return
+            for thread in threads:
                 thread.join(timeout_s)
+            joined |= threads
 
     def _spawn(self, work: PooledActor | _BlockingCall) -> bool:
         """Start one worker with its first work (the caller holds the lock).
@@ -249,7 +256,7 @@ class ActorPool:
                                   name=f"{self._name}-{self._spawns}", daemon=True)
         try:
             thread.start()
-        except RuntimeError:  # no thread to be had: the work waits for a worker
+        except Exception:  # no thread to be had (a process limit): the work waits
             log.exception("actor pool: could not start a worker (%d running)", self._workers)
             return False
         self._workers += 1
@@ -257,9 +264,17 @@ class ActorPool:
         return True
 
     def _dispatch(self) -> None:
-        """Hand the actors in line to workers while fewer than ``size`` turns run: the
-        idle worker that went idle last, else a new one (the caller holds the lock).
-        An actor that gets neither waits for a running turn to end."""
+        """Hand the calls that found no worker, then the actors in line while fewer
+        than ``size`` turns run, to workers: the idle worker that went idle last,
+        else a new one (the caller holds the lock). What gets neither waits for a
+        running turn to end."""
+        while self._calls:  # calls no thread could be started for, first
+            if self._idlers:
+                self._idlers.pop().hand(self._calls.popleft())
+            elif not self._spawn(self._calls[0]):
+                break
+            else:
+                self._calls.popleft()
         while self._ready and self._turning - self._waiting < self._size:
             actor = self._ready.popleft()
             self._turning += 1
@@ -273,7 +288,9 @@ class ActorPool:
     def _next(self) -> PooledActor | _BlockingCall | None:
         """The next work for a worker that is free, or None (the caller holds the lock)."""
         if self._calls:
-            return self._calls.popleft()
+            call = self._calls.popleft()
+            self._dispatch()  # the turn place this worker leaves goes to the line
+            return call
         if self._ready and self._turning - self._waiting < self._size:
             self._turning += 1
             return self._ready.popleft()
@@ -282,28 +299,28 @@ class ActorPool:
     def _work(self, work: PooledActor | _BlockingCall | None) -> None:
         _local.pool = self
         idler = _Idler(threading.Condition(self._lock))
-        try:
-            while work is not None:
-                lent = isinstance(work, _BlockingCall)
-                if isinstance(work, _BlockingCall):
-                    self._call(work)
-                else:
-                    self._turn(work)
-                # An idle worker holds nothing of what it ran (a stopped actor is freed).
-                work = None
-                with self._lock:  # done and next in one hold: never counted as neither
-                    if lent:
-                        self._lent -= 1
-                    else:
-                        self._turning -= 1
-                    work = self._next()
-                    # At most ``size`` idle workers wait; the others end now.
-                    if work is None and not self._closed and len(self._idlers) < self._size:
-                        work = idler.wait(self._idlers, self._retire_s)
-        finally:
+        while work is not None:
+            lent = isinstance(work, _BlockingCall)
+            if isinstance(work, _BlockingCall):
+                self._call(work)
+            else:
+                self._turn(work)
+            # An idle worker holds nothing of what it ran (a stopped actor is freed).
+            work = None
+            # Done, next and (if nothing) the end in one hold of the lock: a worker
+            # is always counted as in a turn, lent, idle or gone, never as none.
             with self._lock:
-                self._workers -= 1
-                self._threads.discard(threading.current_thread())
+                if lent:
+                    self._lent -= 1
+                else:
+                    self._turning -= 1
+                work = self._next()
+                # At most ``size`` idle workers wait; the others end now.
+                if work is None and not self._closed and len(self._idlers) < self._size:
+                    work = idler.wait(self._idlers, self._retire_s)
+                if work is None:
+                    self._workers -= 1
+                    self._threads.discard(threading.current_thread())
 
     @staticmethod
     def _turn(actor: PooledActor) -> None:

@@ -570,6 +570,55 @@ def test_a_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPat
         pool.shutdown()
 
 
+def test_a_call_whose_worker_cannot_start_runs_on_the_next_free_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A size-1 pool whose one turn is held: the call's thread cannot start, so the
+    # call waits; the held turn's worker takes it when the turn ends, and the
+    # actor that waited in line behind that turn still gets a worker of its own.
+    pool = ActorPool(1, name="nocall-pool")
+    release = threading.Event()
+    call_over = threading.Event()
+    real_start = threading.Thread.start
+    refused: list[str] = []
+
+    def refuse_once(thread: threading.Thread) -> None:
+        if not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    try:
+        holder = on(pool, Holder).start(release)
+        held = holder.ask("hold", block=False)
+        wait_until(lambda: pool.idle() == 0 and pool.workers() == 1, WAIT_S,
+                   "the turn to hold the only worker")
+        waiting = on(pool, Recorder).start()  # in line behind the held turn
+        monkeypatch.setattr(threading.Thread, "start", refuse_once)
+        ran: queue.Queue[str] = queue.Queue()
+
+        def call() -> None:
+            ran.put(threading.current_thread().name)
+            assert call_over.wait(WAIT_S * 3)  # longer than the ask below waits
+
+        pool.run_blocking(call)
+        assert refused and pool.workers() == 1 and pool.blocked() == 1
+        monkeypatch.undo()
+        release.set()
+        assert held.get(timeout=WAIT_S) == "hold"
+        assert ran.get(timeout=WAIT_S).startswith("nocall-pool")
+        # The call holds that worker now: the actor's turn runs beside it.
+        assert waiting.ask("after", timeout=WAIT_S) == "after"
+        call_over.set()
+        wait_until(lambda: pool.blocked() == 0, WAIT_S, "the call to end")
+        for ref in (holder, waiting):
+            ref.stop(timeout=WAIT_S)
+    finally:
+        monkeypatch.undo()
+        release.set()
+        call_over.set()
+        pool.shutdown()
+
+
 def test_a_blocking_call_lends_a_worker_and_leaves_the_pool_its_size() -> None:
     # One worker: the call holds it, so the actor's turn needs a worker started for it.
     pool = ActorPool(1, name="blocking-pool")
