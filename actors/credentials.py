@@ -18,6 +18,7 @@ from actors.messages import (
     RunActive,
 )
 from actors.runtime import PooledSupervisedActor, Runtime, send
+from actors.timers import IdleTimer
 from bridge.config import AgentSettings
 from bridge.errors import ChatError, NotFound, RetryLater
 from bridge.model import ConnectionKey
@@ -112,7 +113,9 @@ class Credentials(PooledSupervisedActor):
         self.logins = 0
         self.active: dict[str, int] = {}
         self.shown: dict[str, bool] = {}
-        self.presence_generation: dict[str, int] = {}
+        # One settle timer per space, pending at most once (IdleTimer): a burst of
+        # runs does not put a timer, a wake-up and a turn behind every run.
+        self.settle_timers: dict[str, IdleTimer] = {}
 
     def on_receive(self, message: Any) -> Any:
         """Handle ``Init``, ``GetAccess`` (ask), ``Invalidate``, ``RunActive``."""
@@ -147,13 +150,16 @@ class Credentials(PooledSupervisedActor):
         no presence calls at all, while a run that lasts shows ``busy``.
         """
         self.active[message.space] = max(0, self.active.get(message.space, 0) + message.delta)
-        generation = self.presence_generation.get(message.space, 0) + 1
-        self.presence_generation[message.space] = generation
-        self.runtime.timers.schedule(PRESENCE_SETTLE_S, self.actor_ref,
-                                     PresenceSettle(message.space, generation))
+        timer = self.settle_timers.get(message.space)
+        if timer is None:
+            timer = IdleTimer(self.runtime.timers, self.actor_ref, PRESENCE_SETTLE_S,
+                              PresenceSettle(message.space))
+            self.settle_timers[message.space] = timer
+        timer.touch()
 
     def _settle(self, message: PresenceSettle) -> None:
-        if message.generation != self.presence_generation.get(message.space):
+        timer = self.settle_timers.get(message.space)
+        if timer is None or not timer.expired():  # a change since: it waits again
             return
         busy = bool(self.active.get(message.space, 0))
         if self.shown.get(message.space, False) == busy:

@@ -213,10 +213,10 @@ class RefreshLogin:
 
 @attrs.frozen
 class PresenceSettle:
-    """Credentials timer: set the presence in ``space`` if nothing changed since ``generation``."""
+    """Credentials timer: set the presence in ``space`` once its count of runs has not
+    changed for ``PRESENCE_SETTLE_S`` (one pending per space: ``actors.timers.IdleTimer``)."""
 
     space: str
-    generation: int
 
 
 @attrs.frozen

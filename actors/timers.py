@@ -73,7 +73,11 @@ class Timers:
             entry = [time.monotonic() + max(0.0, delay_s), handle, ref, message]
             self._pending[handle] = entry
             heapq.heappush(self._heap, entry)
-            self._cond.notify()
+            # The thread waits until the earliest entry is due; only an entry that
+            # comes before it changes that wait (a run's timeout and status timers,
+            # set and cancelled at every run, mostly do not: no wake-up for them).
+            if self._heap[0] is entry:
+                self._cond.notify()
         return handle
 
     def cancel(self, handle: int) -> bool:
@@ -105,7 +109,7 @@ class Timers:
         while True:
             with self._cond:
                 while not self._stopped and (
-                    not self._heap or self._heap[0][0] > time.monotonic()
+                    not self._drop_cancelled() or self._heap[0][0] > time.monotonic()
                 ):
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
@@ -119,6 +123,17 @@ class Timers:
                 ref.tell(message)
             except pykka.ActorDeadError:
                 log.debug("timer for a stopped actor dropped: %s", type(message).__name__)
+
+    def _drop_cancelled(self) -> bool:
+        """Take the cancelled slots off the top of the heap, so the thread waits for
+        the earliest live timer, not for a cancelled one (the caller holds the lock).
+
+        Returns:
+            Whether a live timer is pending.
+        """
+        while self._heap and self._heap[0][2] is _CANCELLED:
+            heapq.heappop(self._heap)
+        return bool(self._heap)
 
 
 class IdleTimer:
