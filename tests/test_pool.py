@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, cast
 
@@ -547,8 +548,9 @@ def test_a_pool_grown_runs_the_actors_already_in_line() -> None:
         pool.shutdown()
 
 
-def test_a_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    pool = ActorPool(2, name="nothread-pool")
+def refuse_one_thread_start(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the next ``Thread.start`` fail as at a process limit (later ones start);
+    returns the list that gets the refused thread's name. Undo with ``monkeypatch``."""
     real_start = threading.Thread.start
     refused: list[str] = []
 
@@ -558,8 +560,14 @@ def test_a_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPat
             raise RuntimeError("can't start new thread")
         real_start(thread)
 
+    monkeypatch.setattr(threading.Thread, "start", refuse_once)
+    return refused
+
+
+def test_a_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = ActorPool(2, name="nothread-pool")
     try:
-        monkeypatch.setattr(threading.Thread, "start", refuse_once)
+        refused = refuse_one_thread_start(monkeypatch)
         first = on(pool, Recorder).start()  # its worker cannot start: it waits in line
         assert refused and pool.workers() == 0
         second = on(pool, Recorder).start()  # the next submit starts a worker
@@ -570,53 +578,67 @@ def test_a_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPat
         pool.shutdown()
 
 
+class HeldWorker:
+    """A size-1 pool whose only worker a :class:`Holder`'s turn holds until
+    :attr:`release` is set (:func:`only_worker_held`)."""
+
+    def __init__(self, pool: ActorPool) -> None:
+        self.pool = pool
+        self.release = threading.Event()
+        self.holder = on(pool, Holder).start(self.release)
+        self.held = self.holder.ask("hold", block=False)
+
+
+@contextmanager
+def only_worker_held(name: str) -> Iterator[HeldWorker]:
+    """A new size-1 pool named ``name`` with its only worker held by a turn; on exit the
+    turn is released and answered, and the pool shut down."""
+    pool = ActorPool(1, name=name)
+    state: HeldWorker | None = None
+    try:
+        state = HeldWorker(pool)
+        wait_until(lambda: pool.idle() == 0 and pool.workers() == 1, WAIT_S,
+                   "the turn to hold the only worker")
+        yield state
+        state.release.set()
+        assert state.held.get(timeout=WAIT_S) == "hold"
+        state.holder.stop(timeout=WAIT_S)
+    finally:
+        if state is not None:
+            state.release.set()
+        pool.shutdown()
+
+
 def test_a_call_whose_worker_cannot_start_runs_on_the_next_free_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # A size-1 pool whose one turn is held: the call's thread cannot start, so the
     # call waits; the held turn's worker takes it when the turn ends, and the
     # actor that waited in line behind that turn still gets a worker of its own.
-    pool = ActorPool(1, name="nocall-pool")
-    release = threading.Event()
     call_over = threading.Event()
-    real_start = threading.Thread.start
-    refused: list[str] = []
 
-    def refuse_once(thread: threading.Thread) -> None:
-        if not refused:
-            refused.append(thread.name)
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
+    def call() -> None:
+        ran.put(threading.current_thread().name)
+        assert call_over.wait(WAIT_S * 3)  # longer than the ask below waits
 
-    try:
-        holder = on(pool, Holder).start(release)
-        held = holder.ask("hold", block=False)
-        wait_until(lambda: pool.idle() == 0 and pool.workers() == 1, WAIT_S,
-                   "the turn to hold the only worker")
-        waiting = on(pool, Recorder).start()  # in line behind the held turn
-        monkeypatch.setattr(threading.Thread, "start", refuse_once)
-        ran: queue.Queue[str] = queue.Queue()
-
-        def call() -> None:
-            ran.put(threading.current_thread().name)
-            assert call_over.wait(WAIT_S * 3)  # longer than the ask below waits
-
-        pool.run_blocking(call)
-        assert refused and pool.workers() == 1 and pool.blocked() == 1
-        monkeypatch.undo()
-        release.set()
-        assert held.get(timeout=WAIT_S) == "hold"
-        assert ran.get(timeout=WAIT_S).startswith("nocall-pool")
-        # The call holds that worker now: the actor's turn runs beside it.
-        assert waiting.ask("after", timeout=WAIT_S) == "after"
-        call_over.set()
-        wait_until(lambda: pool.blocked() == 0, WAIT_S, "the call to end")
-        for ref in (holder, waiting):
-            ref.stop(timeout=WAIT_S)
-    finally:
-        monkeypatch.undo()
-        release.set()
-        call_over.set()
-        pool.shutdown()
+    ran: queue.Queue[str] = queue.Queue()
+    with only_worker_held("nocall-pool") as busy:
+        try:
+            waiting = on(busy.pool, Recorder).start()  # in line behind the held turn
+            refused = refuse_one_thread_start(monkeypatch)
+            busy.pool.run_blocking(call)
+            assert refused and busy.pool.workers() == 1 and busy.pool.blocked() == 1
+            monkeypatch.undo()
+            busy.release.set()
+            assert busy.held.get(timeout=WAIT_S) == "hold"
+            assert ran.get(timeout=WAIT_S).startswith("nocall-pool")
+            # The call holds that worker now: the actor's turn runs beside it.
+            assert waiting.ask("after", timeout=WAIT_S) == "after"
+            call_over.set()
+            wait_until(lambda: busy.pool.blocked() == 0, WAIT_S, "the call to end")
+            waiting.stop(timeout=WAIT_S)
+        finally:
+            monkeypatch.undo()
+            call_over.set()
 
 
 def test_a_blocking_call_lends_a_worker_and_leaves_the_pool_its_size() -> None:
@@ -659,36 +681,19 @@ def test_a_blocking_call_s_worker_goes_back_to_the_pool() -> None:
 
 
 def test_a_blocking_call_does_not_wait_behind_a_busy_turn() -> None:
-    pool = ActorPool(1, name="busy-pool")
-    try:
-        release = threading.Event()
-        holder = on(pool, Holder).start(release)
-        held = holder.ask("hold", block=False)
-        wait_until(lambda: pool.idle() == 0 and pool.workers() == 1, WAIT_S,
-                   "the turn to hold the only worker")
+    with only_worker_held("busy-pool") as busy:
         ran: queue.Queue[str] = queue.Queue()
-        pool.run_blocking(lambda: ran.put("ran"))
+        busy.pool.run_blocking(lambda: ran.put("ran"))
         assert ran.get(timeout=WAIT_S) == "ran"
-        assert not release.is_set()  # it ran while the turn still held its worker
-        release.set()
-        assert held.get(timeout=WAIT_S) == "hold"
-        holder.stop(timeout=WAIT_S)
-    finally:
-        release.set()
-        pool.shutdown()
+        assert not busy.release.is_set()  # it ran while the turn still held its worker
 
 
 def test_calls_one_after_another_beside_a_busy_turn_reuse_one_worker() -> None:
     # The runner pool's steady state: every turn place busy, runs coming and going.
     # A worker lent to a call goes back to the pool when the call ends, so the next
     # call takes it instead of starting a thread of its own.
-    pool = ActorPool(1, name="reuse-pool")
-    release = threading.Event()
-    try:
-        holder = on(pool, Holder).start(release)
-        held = holder.ask("hold", block=False)
-        wait_until(lambda: pool.idle() == 0 and pool.workers() == 1, WAIT_S,
-                   "the turn to hold the only worker")
+    with only_worker_held("reuse-pool") as busy:
+        pool = busy.pool
         ran_on: queue.Queue[str] = queue.Queue()
         pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
         first = ran_on.get(timeout=WAIT_S)
@@ -701,12 +706,6 @@ def test_calls_one_after_another_beside_a_busy_turn_reuse_one_worker() -> None:
             wait_until(lambda: pool.idle() == 1, WAIT_S, "the worker back in the pool")
         assert pool.spawns() == spawns
         assert pool.workers() == 2  # the held turn's and the lent one
-        release.set()
-        assert held.get(timeout=WAIT_S) == "hold"
-        holder.stop(timeout=WAIT_S)
-    finally:
-        release.set()
-        pool.shutdown()
 
 
 def test_turns_never_run_on_more_workers_than_the_size_after_calls_end() -> None:
