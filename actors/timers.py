@@ -115,9 +115,8 @@ class Timers:
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
+                # The top is live: _drop_cancelled took the cancelled slots off it.
                 _, handle, ref, message = heapq.heappop(self._heap)
-                if ref is _CANCELLED:
-                    continue
                 del self._pending[handle]
             try:
                 ref.tell(message)

@@ -108,27 +108,9 @@ class FabricSession:
         return token == self.access_token or any(g.token == token for g in self.guilds.values())
 
 
-def raise_for_status(response: requests.Response, what: str) -> None:
-    """Raise the typed error for a non-2xx answer.
-
-    Args:
-        response: The answer.
-        what: Short description of the call for the message (no secrets).
-
-    Raises:
-        ChatError: a subclass chosen by status code (see the module docstring).
-    """
-    if response.status_code < 300:
-        return
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    raise_for_answer(response.status_code, body, response.headers.get("Retry-After"), what)
-
-
 def read_answer(code: int, raw: bytes, retry_after: str | None, what: str) -> Any:
-    """A guild's answer, from its parts (any HTTP client): its JSON body, or the typed error.
+    """A guild's or Center's answer, from its parts (any HTTP client): its JSON body, or
+    the typed error.
 
     Args:
         code: The HTTP status code.
@@ -147,7 +129,7 @@ def read_answer(code: int, raw: bytes, retry_after: str | None, what: str) -> An
         body = json.loads(raw) if raw and code != 204 else None
     except ValueError:
         if code < 300:
-            raise ChatError(f"{what}: guild answered with a non-JSON body") from None
+            raise ChatError(f"{what}: answered with a non-JSON body") from None
         body = None
     raise_for_answer(code, body, retry_after, what)
     return body
@@ -339,11 +321,8 @@ class FabricCenter:
             response = self.http.post(self.center_url + path, json=body, timeout=HTTP_TIMEOUT)
         except requests.RequestException as exc:
             raise RetryLater(f"{what}: Center unreachable ({type(exc).__name__})") from None
-        raise_for_status(response, what)
-        try:
-            return response.json()
-        except ValueError:
-            raise ChatError(f"{what}: Center answered with a non-JSON body") from None
+        return read_answer(response.status_code, response.content,
+                           response.headers.get("Retry-After"), what)
 
     def _session(self, data: Any) -> FabricSession:
         try:
