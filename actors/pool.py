@@ -252,7 +252,9 @@ class ActorPool:
             False when no thread could be started (a process limit).
         """
         self._spawns += 1
-        thread = threading.Thread(target=self._work, args=(work,),
+        # In a list the worker empties: a thread keeps its args until it ends, and
+        # an idle worker must hold nothing of what it ran (a finished runner is freed).
+        thread = threading.Thread(target=self._work, args=([work],),
                                   name=f"{self._name}-{self._spawns}", daemon=True)
         try:
             thread.start()
@@ -296,8 +298,9 @@ class ActorPool:
             return self._ready.popleft()
         return None
 
-    def _work(self, work: PooledActor | _BlockingCall | None) -> None:
+    def _work(self, first: list[PooledActor | _BlockingCall]) -> None:
         _local.pool = self
+        work: PooledActor | _BlockingCall | None = first.pop()
         idler = _Idler(threading.Condition(self._lock))
         while work is not None:
             lent = isinstance(work, _BlockingCall)
@@ -383,7 +386,8 @@ class _Idler:
         self._wake.wait_for(lambda: self._woken, retire_s)
         if not self._woken:  # timed out: still on the stack
             idlers.remove(self)
-        return self._work
+        work, self._work = self._work, None  # the worker alone holds it from now on
+        return work
 
 
 @attrs.frozen

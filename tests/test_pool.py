@@ -7,8 +7,10 @@ nothing here asserts how long anything took.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -676,6 +678,38 @@ def test_a_blocking_call_s_worker_goes_back_to_the_pool() -> None:
         pool.run_blocking(lambda: ran_on.put(threading.current_thread().name))
         assert ran_on.get(timeout=WAIT_S) == first
         assert pool.spawns() == spawns
+    finally:
+        pool.shutdown()
+
+
+class Payload:
+    """Something a blocking call holds (a reader holds its runner)."""
+
+
+def test_an_idle_worker_holds_nothing_of_what_it_ran() -> None:
+    # A finished run's runner must be freed though the worker that ran it lives on.
+    pool = ActorPool(1, name="forget-pool")
+    try:
+        ref = on(pool, Recorder).start()  # its first turn starts the worker
+        assert ref.ask("x", timeout=WAIT_S) == "x"
+        actor = weakref.ref(actor_of(ref))
+        ref.stop(timeout=WAIT_S)
+        del ref
+        payload = Payload()
+        held = weakref.ref(payload)
+        done: queue.Queue[int] = queue.Queue()
+
+        def read(payload: Payload = payload) -> None:
+            done.put(id(payload))
+
+        pool.run_blocking(read)
+        done.get(timeout=WAIT_S)
+        del payload, read
+        wait_until(lambda: pool.idle() == 1 and pool.blocked() == 0, WAIT_S,
+                   "the worker idle again")
+        gc.collect()
+        assert actor() is None and held() is None
+        assert pool.workers() == 1  # the same worker, alive and idle
     finally:
         pool.shutdown()
 
