@@ -129,7 +129,6 @@ class ActorPool:
         self._size = size
         self._retire_s = retire_s
         self._name = f"{name}-{next(_pool_counter)}"
-        self._workers = 0
         # Workers in an actor turn, or handed one and on their way to it.
         self._turning = 0
         # Of those, the ones waiting on a pooled future (they leave their place).
@@ -167,7 +166,7 @@ class ActorPool:
     def workers(self) -> int:
         """Worker threads alive now (blocked ones included)."""
         with self._lock:
-            return self._workers
+            return len(self._threads)
 
     def spawns(self) -> int:
         """Workers started since the pool was made (it grows when work comes after
@@ -219,10 +218,8 @@ class ActorPool:
                 raise RuntimeError(f"{self._name} is shut down")
             # Lent from now on: it never waits behind the actors' turns.
             self._lent += 1
-            if self._idlers:
-                self._idlers.pop().hand(call)
-            elif not self._spawn(call):
-                self._calls.append(call)
+            self._calls.append(call)
+            self._dispatch()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop the workers once the actors in line have had their turn (tests use it;
@@ -251,17 +248,17 @@ class ActorPool:
         Returns:
             False when no thread could be started (a process limit).
         """
-        self._spawns += 1
         # In a list the worker empties: a thread keeps its args until it ends, and
         # an idle worker must hold nothing of what it ran (a finished runner is freed).
         thread = threading.Thread(target=self._work, args=([work],),
-                                  name=f"{self._name}-{self._spawns}", daemon=True)
+                                  name=f"{self._name}-{self._spawns + 1}", daemon=True)
         try:
             thread.start()
         except Exception:  # no thread to be had (a process limit): the work waits
-            log.exception("actor pool: could not start a worker (%d running)", self._workers)
+            log.exception("actor pool: could not start a worker (%d running)",
+                          len(self._threads))
             return False
-        self._workers += 1
+        self._spawns += 1
         self._threads.add(thread)
         return True
 
@@ -277,7 +274,7 @@ class ActorPool:
                 break
             else:
                 self._calls.popleft()
-        while self._ready and self._turning - self._waiting < self._size:
+        while self._turn_place_free():
             actor = self._ready.popleft()
             self._turning += 1
             if self._idlers:
@@ -287,13 +284,18 @@ class ActorPool:
                 self._ready.appendleft(actor)
                 return
 
+    def _turn_place_free(self) -> bool:
+        """Whether an actor waits in line and fewer than ``size`` turns run (the caller
+        holds the lock)."""
+        return bool(self._ready) and self._turning - self._waiting < self._size
+
     def _next(self) -> PooledActor | _BlockingCall | None:
         """The next work for a worker that is free, or None (the caller holds the lock)."""
         if self._calls:
             call = self._calls.popleft()
             self._dispatch()  # the turn place this worker leaves goes to the line
             return call
-        if self._ready and self._turning - self._waiting < self._size:
+        if self._turn_place_free():
             self._turning += 1
             return self._ready.popleft()
         return None
@@ -303,10 +305,11 @@ class ActorPool:
         work: PooledActor | _BlockingCall | None = first.pop()
         idler = _Idler(threading.Condition(self._lock))
         while work is not None:
-            lent = isinstance(work, _BlockingCall)
             if isinstance(work, _BlockingCall):
+                lent = True
                 self._call(work)
             else:
+                lent = False
                 self._turn(work)
             # An idle worker holds nothing of what it ran (a stopped actor is freed).
             work = None
@@ -322,7 +325,6 @@ class ActorPool:
                 if work is None and not self._closed and len(self._idlers) < self._size:
                     work = idler.wait(self._idlers, self._retire_s)
                 if work is None:
-                    self._workers -= 1
                     self._threads.discard(threading.current_thread())
 
     @staticmethod
